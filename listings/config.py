@@ -1,0 +1,229 @@
+"""The one configuration object of the whole pipeline.
+
+Every stage reads its settings from `Config`; defaults live here, the environment
+(`FBM_DATA`, `FBM_ARTIFACTS`, `NLTK_DATA`, `FBM_API_KEY`) and the CLI (`--set section.field=value`)
+override them. Artifact locations are derived from `artifacts_dir` by `Paths`, so no stage
+spells out a path of its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def _default_data_dir() -> str:
+    if os.environ.get("FBM_DATA"):
+        return os.environ["FBM_DATA"]
+    shared = SHARED / "fbm"
+    return str(shared if shared.exists() else REPO_ROOT / "data")
+
+
+def _default_nltk_data() -> str:
+    if os.environ.get("NLTK_DATA"):
+        return os.environ["NLTK_DATA"]
+    shared = SHARED / "nltk_data"
+    return str(shared) if shared.exists() else ""
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = field(default_factory=_default_data_dir)
+    artifacts_dir: str = field(default_factory=lambda: os.environ.get("FBM_ARTIFACTS", str(REPO_ROOT / "artifacts")))
+    nltk_data: str = field(default_factory=_default_nltk_data)
+    seed: int = 42
+    image_size: int = 256  # side of the letterboxed square written to the cleaned-image cache
+    train_frac: float = 0.70
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    max_image_pixels: int = 40_000_000  # larger claimed sizes are refused as decompression bombs
+    workers: int = 2
+
+
+@dataclass
+class ImageConfig:
+    backbone: str = "auto"  # auto | resnet50 | efficientnet_lite0
+    random_init: bool = False  # only on an explicit flag
+    trainable: str = "last_block"  # none | last_block | last_stage
+    input_size: int = 224
+    views: int = 4  # precomputed augmented views per training image (view 0 is the plain centre crop)
+    embed_dim: int = 256
+    dropout: float = 0.3
+    epochs: int = 30
+    patience: int = 6
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    trunk_batch_size: int = 32
+
+
+@dataclass
+class TextConfig:
+    stem: bool = False
+    max_tokens: int = 380
+    w2v_dim: int = 128
+    w2v_window: int = 5
+    w2v_negative: int = 10
+    w2v_min_count: int = 2
+    w2v_epochs: int = 20
+    finetune_embeddings: bool = True
+    kernel_sizes: tuple[int, ...] = (2, 3, 4, 5)
+    channels: int = 128
+    embed_dim: int = 256
+    dropout: float = 0.5
+    epochs: int = 25
+    patience: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class FusionConfig:
+    hidden: int = 0  # 0: dropout + linear; >0: a one-hidden-layer MLP
+    dropout: float = 0.3
+    epochs: int = 60
+    patience: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+
+
+@dataclass
+class IndexConfig:
+    exact_threshold: int = 50_000  # above this many listings an approximate index is built
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    max_k: int = 100
+
+
+@dataclass
+class ServeConfig:
+    host: str = "0.0.0.0"
+    port: int = 8008
+    api_key: str = field(default_factory=lambda: os.environ.get("FBM_API_KEY", ""))
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_text_chars: int = 20_000
+    torch_threads: int = 0  # 0: as many as the machine has cores
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    @property
+    def paths(self) -> "Paths":
+        return Paths(Path(self.data.artifacts_dir))
+
+    def apply_nltk_data(self) -> None:
+        """Point NLTK at the configured data directory before any NLTK resource is loaded."""
+        if self.data.nltk_data:
+            os.environ["NLTK_DATA"] = self.data.nltk_data
+            import nltk
+
+            if self.data.nltk_data not in nltk.data.path:
+                nltk.data.path.insert(0, self.data.nltk_data)
+
+    def override(self, assignment: str) -> None:
+        """Apply one `section.field=value` override, converting the value to the field's type."""
+        key, sep, raw = assignment.partition("=")
+        section_name, dot, field_name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ValueError(f"override {assignment!r} is not of the form section.field=value")
+        section = getattr(self, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            raise ValueError(f"unknown config section {section_name!r} (have: {', '.join(self.sections())})")
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        if field_name not in fields:
+            raise ValueError(f"unknown setting {key!r} (have: {', '.join(fields)})")
+        setattr(section, field_name, _convert(raw.strip(), getattr(section, field_name)))
+
+    def sections(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _convert(raw: str, current: object) -> object:
+    if isinstance(current, bool):
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"expected a boolean, got {raw!r}")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    if isinstance(current, tuple):
+        return tuple(int(x) for x in raw.split(",") if x)
+    return raw
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where every artifact lives under the artifacts directory."""
+
+    root: Path
+
+    # listing data (fbm prepare)
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def listings(self) -> Path:
+        return self.data / "listings.jsonl"
+
+    @property
+    def categories(self) -> Path:
+        return self.data / "categories.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.data / "splits.json"
+
+    @property
+    def prepare_summary(self) -> Path:
+        return self.data / "prepare_summary.json"
+
+    def clean_images(self, size: int) -> Path:
+        return self.data / f"images_{size}"
+
+    # stages
+    @property
+    def image_model(self) -> Path:
+        return self.root / "image_model"
+
+    @property
+    def text_model(self) -> Path:
+        return self.root / "text_model"
+
+    @property
+    def combined_model(self) -> Path:
+        return self.root / "combined_model"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"

@@ -1,0 +1,129 @@
+"""Load listings in the marketplace format and clean their text fields.
+
+The format: `Products.csv` (id, product_name, category "Root / Sub / ...", product_description,
+price "£1,234.00", location, plus an unnamed index column), `Images.csv` (id, product_id) and
+`images/<image id>.jpg`. `load_listings` returns one row per product with clean fields and the
+list of its image ids; the same functions clean a listing that arrives through the API.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+PRODUCT_COLUMNS = ["id", "product_name", "category", "product_description", "price", "location"]
+LISTING_COLUMNS = ["product_id", "title", "description", "price", "location", "category", "root", "image_ids"]
+
+_TITLE_SUFFIX = re.compile(r"\s*\|\s*in\s+[^|]*\|\s*Gumtree\s*$", re.IGNORECASE)
+# "Posted by Nisha in Dining, Living Room Furniture, Mirrors in Wokingham. 25 February 2022"
+_POSTED_BY = re.compile(
+    r"\.?\s*Posted by\b.{0,80}?\bin\b.*?\bin\s+[^.]{1,60}\.(\s*\d{1,2}\s+[A-Z][a-z]+\s+\d{4})?",
+    re.DOTALL,
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+class DatasetError(ValueError):
+    """A dataset directory that cannot be read as the marketplace format."""
+
+
+def clean_title(raw: object) -> str:
+    """Strip the ` | in <Town>, <County> | Gumtree` suffix and tidy whitespace."""
+    return _tidy(_TITLE_SUFFIX.sub("", _as_text(raw)))
+
+
+def clean_description(raw: object) -> str:
+    """Remove the "Posted by X in <categories> in <Town>." boilerplate, which leaks the label."""
+    return _tidy(_POSTED_BY.sub(". ", _as_text(raw))).lstrip(". ").strip()
+
+
+def listing_text(title: str, description: str) -> str:
+    """The text a listing is classified and searched by: its title, then its description."""
+    return _tidy(f"{title}. {description}" if title and description else title or description)
+
+
+def parse_price(raw: object) -> float | None:
+    """`£1,234.00` → 1234.0; anything without a number → None."""
+    digits = re.sub(r"[^\d.]", "", _as_text(raw))
+    try:
+        return float(digits) if digits else None
+    except ValueError:
+        return None
+
+
+def split_category(path: object) -> list[str]:
+    """`"Home & Garden / Dining / Mirrors"` → `["Home & Garden", "Dining", "Mirrors"]`."""
+    return [part.strip() for part in _as_text(path).split("/") if part.strip()]
+
+
+def load_listings(data_dir: str | Path) -> pd.DataFrame:
+    """Read a marketplace-format directory into one clean row per product (LISTING_COLUMNS)."""
+    data_dir = Path(data_dir)
+    products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
+    images_csv = data_dir / "Images.csv"
+    images = _read_csv(images_csv, ["id", "product_id"]) if images_csv.exists() else pd.DataFrame(columns=["id", "product_id"])
+    image_ids = images.groupby("product_id")["id"].apply(list).to_dict()
+
+    products = products.drop_duplicates("id")
+    categories = products["category"].map(split_category)
+    listings = pd.DataFrame(
+        {
+            "product_id": products["id"].astype(str),
+            "title": products["product_name"].map(clean_title),
+            "description": products["product_description"].map(clean_description),
+            "price": products["price"].map(parse_price),
+            "location": products["location"].map(_tidy_text),
+            "category": categories.map(" / ".join),
+            "root": categories.map(lambda parts: parts[0] if parts else ""),
+        }
+    )
+    listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
+    return listings.reset_index(drop=True)
+
+
+def write_jsonl(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in frame.to_dict(orient="records"):
+            f.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    with Path(path).open(encoding="utf-8") as f:
+        return pd.DataFrame([json.loads(line) for line in f if line.strip()])
+
+
+def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+    if not path.exists():
+        raise DatasetError(f"{path} not found: a dataset directory needs Products.csv, Images.csv and images/")
+    # Fields carry bare '\r': only '\n' ends a row.
+    frame = pd.read_csv(path, lineterminator="\n", dtype=str, keep_default_na=False)
+    frame = frame.rename(columns=lambda c: c.strip())
+    frame = frame.drop(columns=[c for c in frame.columns if c == "" or c.startswith("Unnamed")])
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path} lacks column(s) {missing}; it has {list(frame.columns)}")
+    return frame.apply(lambda column: column.str.replace("\r", " ", regex=False))
+
+
+def _as_text(raw: object) -> str:
+    if raw is None or (isinstance(raw, float) and raw != raw):
+        return ""
+    return html.unescape(str(raw))
+
+
+def _tidy(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def _tidy_text(raw: object) -> str:
+    return _tidy(_as_text(raw))
+
+
+def _json_safe(record: dict) -> dict:
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()}

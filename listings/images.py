@@ -1,0 +1,144 @@
+"""Image cleaning: any file a seller uploads → an RGB, letterboxed square, or a clear reason why not.
+
+`clean_image` is the one implementation used by `fbm prepare` (which writes the cleaned-image
+cache once), by evaluation on new data and by the API.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+from tqdm import tqdm
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not half a picture
+LETTERBOX_FILL = (0, 0, 0)  # the dataset's photos are letterboxed on black
+JPEG_QUALITY = 95
+
+
+class ImageError(ValueError):
+    """An image that cannot be cleaned; `reason` is a short machine-readable word."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+Source = str | Path | bytes | BinaryIO
+
+
+def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Image.Image:
+    """Open, validate and normalise one image: EXIF-upright, RGB, letterboxed to `size`×`size`.
+
+    Raises ImageError with reason missing | empty | not_an_image | too_large | truncated.
+    """
+    image = _open(source, max_pixels)
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("truncated", str(exc)) from exc
+    image = ImageOps.exif_transpose(image)
+    return letterbox(to_rgb(image), size)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → RGB; transparency is composited on white."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        high = array.max() if array.size and array.max() > 0 else 1.0
+        image = Image.fromarray((array * (255.0 / high)).clip(0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def letterbox(image: Image.Image, size: int) -> Image.Image:
+    """Scale the longer side to `size` and pad the shorter one, keeping the aspect ratio."""
+    width, height = image.size
+    scale = size / max(width, height)
+    resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (size, size), LETTERBOX_FILL)
+    canvas.paste(resized, ((size - resized.width) // 2, (size - resized.height) // 2))
+    return canvas
+
+
+def _open(source: Source, max_pixels: int) -> Image.Image:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("missing", str(path))
+        if path.stat().st_size == 0:
+            raise ImageError("empty", str(path))
+        stream: BinaryIO = path.open("rb")
+    elif isinstance(source, bytes):
+        if not source:
+            raise ImageError("empty")
+        stream = io.BytesIO(source)
+    else:
+        stream = source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError("too_large", str(exc)) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("not_an_image", str(exc)) from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
+    if width == 0 or height == 0:
+        raise ImageError("not_an_image", "zero-sized image")
+    return image
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of a source file, used to find photos that appear under several ids."""
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def build_clean_cache(
+    image_ids: list[str],
+    source_dir: Path,
+    cache_dir: Path,
+    size: int,
+    max_pixels: int,
+    workers: int = 2,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Write `<cache_dir>/<id>.jpg` for every image not cached yet.
+
+    Returns (digests of the usable images, reasons for the skipped ones), both keyed by image id.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(image_id: str) -> tuple[str, str | None, str | None]:
+        source = source_dir / f"{image_id}.jpg"
+        target = cache_dir / f"{image_id}.jpg"
+        try:
+            if not target.exists():
+                cleaned = clean_image(source, size, max_pixels)
+                tmp = target.with_suffix(".tmp")
+                cleaned.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+                tmp.replace(target)
+            return image_id, file_digest(source), None
+        except ImageError as exc:
+            return image_id, None, exc.reason
+
+    digests: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for image_id, digest, reason in tqdm(pool.map(one, image_ids), total=len(image_ids), desc="clean images", unit="img"):
+            if reason is None:
+                digests[image_id] = digest
+            else:
+                skipped[image_id] = reason
+    return digests, skipped

@@ -1,0 +1,112 @@
+"""`fbm prepare`: load, clean, encode and split a marketplace dataset into the artifacts directory.
+
+Outputs (see `Paths`): `listings.jsonl` (one clean row per product with its label, split and
+usable image ids), `categories.json`, `splits.json`, the cleaned-image cache and a summary.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from listings.categories import CategoryEncoder
+from listings.config import Config, Paths
+from listings.data import load_listings, read_jsonl, write_jsonl
+from listings.images import build_clean_cache
+from listings.splits import SPLITS, group_products, split_products
+
+
+@dataclass
+class Prepared:
+    """What every later stage starts from."""
+
+    listings: pd.DataFrame  # LISTING_COLUMNS + label, split, skipped_image_ids
+    encoder: CategoryEncoder
+    image_dir: Path  # cleaned images, `<image id>.jpg`
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.listings[self.listings["split"] == name].reset_index(drop=True)
+
+    def images(self, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+        """One row per usable image: image_id, product_id, label, split."""
+        frame = self.listings if frame is None else frame
+        rows = frame[["product_id", "label", "split", "image_ids"]].explode("image_ids").dropna(subset=["image_ids"])
+        return rows.rename(columns={"image_ids": "image_id"}).reset_index(drop=True)
+
+
+def load_prepared(config: Config) -> Prepared:
+    paths = config.paths
+    if not paths.listings.exists() or not paths.categories.exists():
+        raise FileNotFoundError(f"no prepared data in {paths.data}: run `fbm prepare` first")
+    return Prepared(
+        listings=read_jsonl(paths.listings),
+        encoder=CategoryEncoder.load(paths.categories),
+        image_dir=paths.clean_images(config.data.image_size),
+    )
+
+
+def prepare(config: Config) -> dict:
+    """Run the whole preparation and return its summary (also written as JSON)."""
+    start = time.perf_counter()
+    data_dir = Path(config.data.data_dir)
+    paths: Paths = config.paths
+    listings = load_listings(data_dir)
+    encoder = CategoryEncoder.fit(listings["root"], listings["category"])
+
+    all_ids = [image_id for ids in listings["image_ids"] for image_id in ids]
+    digests, skipped = build_clean_cache(
+        all_ids,
+        data_dir / "images",
+        paths.clean_images(config.data.image_size),
+        config.data.image_size,
+        config.data.max_image_pixels,
+        config.data.workers,
+    )
+    listings["skipped_image_ids"] = listings["image_ids"].map(lambda ids: [i for i in ids if i in skipped])
+    listings["image_ids"] = listings["image_ids"].map(lambda ids: [i for i in ids if i in digests])
+    listings["label"] = encoder.encode_many(listings["root"])
+
+    groups = group_products({pid: [digests[i] for i in ids] for pid, ids in zip(listings["product_id"], listings["image_ids"])})
+    fractions = (config.data.train_frac, config.data.val_frac, config.data.test_frac)
+    assignment = split_products(list(listings["product_id"]), list(listings["root"]), fractions, config.data.seed, groups)
+    listings["split"] = listings["product_id"].map(assignment)
+
+    write_jsonl(listings, paths.listings)
+    encoder.save(paths.categories)
+    paths.splits.write_text(json.dumps({s: sorted(listings.loc[listings["split"] == s, "product_id"]) for s in SPLITS}, indent=1))
+
+    duplicate_ids = len(digests) - len(set(digests.values()))
+    summary = {
+        "data_dir": str(data_dir),
+        "products": int(len(listings)),
+        "images": len(all_ids),
+        "images_usable": len(digests),
+        "images_skipped": dict(Counter(skipped.values())),
+        "skipped_image_ids": skipped,
+        "duplicate_image_ids": duplicate_ids,
+        "products_without_images": int((listings["image_ids"].map(len) == 0).sum()),
+        "classes": len(encoder),
+        "per_class": encoder.counts,
+        "split_sizes": {s: int((listings["split"] == s).sum()) for s in SPLITS},
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    paths.prepare_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"prepared {summary['data_dir']} in {summary['wall_time_s']} s",
+        f"  products: {summary['products']:,}   images: {summary['images']:,} ({summary['images_usable']:,} usable)   classes: {summary['classes']}",
+        f"  products without a usable photo: {summary['products_without_images']}   image ids duplicating another's file: {summary['duplicate_image_ids']}",
+        f"  skipped images: {sum(summary['images_skipped'].values())} {summary['images_skipped'] or ''}".rstrip(),
+        f"  split (products): {summary['split_sizes']}",
+        "  per class:",
+    ]
+    width = max(len(name) for name in summary["per_class"]) if summary["per_class"] else 0
+    lines += [f"    {name:<{width}}  {count:>5}" for name, count in summary["per_class"].items()]
+    return "\n".join(lines)
