@@ -1,0 +1,166 @@
+"""`fbm evaluate`: score every model on the test split or on any marketplace-format directory.
+
+Models: the image and text branches, the served early fusion (`combined`), late fusion and the two
+baselines (TF-IDF + SVM on text, HOG + SVM on photos). Figures per product (mean over a product's
+photos) and per photo; the report holds a confusion matrix per model, per-class F1 bars, a
+modality comparison chart and the training curves.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from combined_model.features import concat_embeddings, per_product
+from combined_model.fusion import EARLY, LATE, combine, single_branch
+from combined_model.inference import Predictor
+from combined_model.metrics import per_class, summarise
+from image_model.baseline import HogSvmBaseline
+from listings.config import Config
+from listings.data import listing_text, load_listings
+from listings.images import ImageError, clean_image
+from listings.prepare import load_prepared
+from text_model.baseline import TfidfSvmBaseline
+
+MODELS = ("image", "text", "combined", "late_fusion", "tfidf_baseline", "hog_svm_baseline")
+BATCH_LISTINGS = 32
+
+
+@dataclass
+class EvalSet:
+    listings: pd.DataFrame  # product_id, title, description, image_ids, label (known categories only)
+    image_dir: Path
+    unknown_categories: dict[str, int]
+    source: str
+
+
+def held_out_split(config: Config) -> EvalSet:
+    prepared = load_prepared(config)
+    return EvalSet(prepared.split("test"), prepared.image_dir, {}, "test split")
+
+
+def directory_set(config: Config, data_dir: str) -> EvalSet:
+    """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
+    prepared = load_prepared(config)
+    listings = load_listings(data_dir)
+    listings["label"] = prepared.encoder.encode_many(listings["root"])
+    unknown = listings.loc[listings["label"] < 0, "root"].value_counts().to_dict()
+    return EvalSet(listings[listings["label"] >= 0].reset_index(drop=True), Path(data_dir) / "images", unknown, data_dir)
+
+
+def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], list[list[str]], dict[str, str]]:
+    """Cleaned photos per listing, their ids, and the reasons photos were skipped."""
+    photos, ids, skipped = [], [], {}
+    for image_ids in eval_set.listings["image_ids"]:
+        mine, mine_ids = [], []
+        for image_id in image_ids:
+            try:
+                mine.append(clean_image(eval_set.image_dir / f"{image_id}.jpg", size, max_pixels))
+                mine_ids.append(image_id)
+            except ImageError as exc:
+                skipped[image_id] = exc.reason
+        photos.append(mine)
+        ids.append(mine_ids)
+    return photos, ids, skipped
+
+
+def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, str]]:
+    """Per-row probabilities of every model (a row: one photo of a listing, or the listing if it has none)."""
+    predictor = Predictor.load(config)
+    hog = HogSvmBaseline.load(config)
+    tfidf = TfidfSvmBaseline.load(config)
+    texts = [listing_text(t, d) for t, d in zip(eval_set.listings["title"], eval_set.listings["description"])]
+    photos, _, skipped = load_photos(eval_set, config.data.image_size, config.data.max_image_pixels)
+
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
+    owners, has_image = [], []
+    for start in tqdm(range(0, len(texts), BATCH_LISTINGS), desc="evaluate", unit="batch"):
+        items = list(zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS]))
+        out = predictor.branch_outputs(items)
+        fusion = predictor.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
+        w = predictor.image_weight
+        parts["image"].append(single_branch(out.image_probs, out.has_image))
+        parts["text"].append(single_branch(out.text_probs, out.has_text))
+        parts["combined"].append(combine(out.image_probs, out.text_probs, fusion, out.has_image, out.has_text, EARLY, w))
+        parts["late_fusion"].append(combine(out.image_probs, out.text_probs, None, out.has_image, out.has_text, LATE, w))
+        text_batch = [text for _, text in items]
+        parts["tfidf_baseline"].append(tfidf.predict_proba(text_batch)[out.owner])
+        hog_probs = np.full((len(out.owner), len(predictor.classes)), 1.0 / len(predictor.classes), np.float32)
+        batch_photos = [p for images, _ in items for p in images]
+        if batch_photos:
+            hog_probs[out.has_image] = hog.predict_proba(batch_photos)
+        parts["hog_svm_baseline"].append(hog_probs)
+        owners.append(out.owner + start)
+        has_image.append(out.has_image)
+    return {name: np.concatenate(p) for name, p in parts.items()}, np.concatenate(owners), np.concatenate(has_image), skipped
+
+
+def evaluate(config: Config, data_dir: str | None = None) -> dict:
+    start = time.perf_counter()
+    eval_set = directory_set(config, data_dir) if data_dir else held_out_split(config)
+    classes = load_prepared(config).encoder.classes
+    labels = eval_set.listings["label"].to_numpy()
+    if len(labels) == 0:
+        raise ValueError(f"{eval_set.source}: no listing with a known category to evaluate")
+    rows, owner, has_image, skipped = row_probabilities(config, eval_set)
+    n = len(labels)
+    models, per_image, per_class_f1, confusions = {}, {}, {}, {}
+    for name, probs in rows.items():
+        product_probs = per_product(probs, owner, n)
+        models[name] = summarise(labels, product_probs)
+        per_image[name] = summarise(labels[owner][has_image], probs[has_image])
+        per_class_f1[name] = per_class(labels, product_probs, classes)
+        confusions[name] = confusion(labels, product_probs.argmax(axis=1), len(classes)).tolist()
+    return {
+        "source": eval_set.source,
+        "n_products": int(n),
+        "n_images": int(has_image.sum()),
+        "models": models,
+        "per_image": per_image,
+        "per_class": per_class_f1,
+        "confusion": confusions,
+        "classes": classes,
+        "unknown_categories": eval_set.unknown_categories,
+        "skipped_images": dict(pd.Series(skipped, dtype=str).value_counts()) if skipped else {},
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, pred), 1)
+    return matrix
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"{result['source']}: {result['n_products']} products, {result['n_images']} photos",
+        f"{'model':<18} {'accuracy':>9} {'macro-F1':>9} {'top-3':>7}   {'photo acc':>9}",
+    ]
+    for name in MODELS:
+        m, img = result["models"][name], result["per_image"][name]
+        lines.append(f"{name:<18} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}")
+    if result["unknown_categories"]:
+        lines.append(f"skipped listings with categories the model does not know: {result['unknown_categories']}")
+    if result["skipped_images"]:
+        lines.append(f"skipped photos: {result['skipped_images']}")
+    return "\n".join(lines)
+
+
+def write_outputs(config: Config, result: dict, json_path: str | None = None) -> Path:
+    """metrics.json, report.md and its figures under the reports directory; `json_path` gets a copy."""
+    out_dir = config.paths.reports
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    from combined_model.report import write_report
+
+    return write_report(config, result, out_dir)

@@ -1,0 +1,107 @@
+"""Assemble the fusion's inputs from the frozen branches' exported embeddings.
+
+The image branch exports one 256-d embedding and one probability vector per photo; the text
+branch one of each per product. A fusion row is one photo of a product together with the
+product's text (a product without a usable photo contributes one row with a zero image half),
+so the fusion sees every photo, and a product's prediction is the mean over its rows, as for the
+image branch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IMAGE_EXPORT = "image_embeddings.npz"
+TEXT_EXPORT = "text_embeddings.npz"
+
+
+@dataclass
+class BranchOutputs:
+    """Per-row branch outputs; `product_index` maps each row to its product (0..n_products-1)."""
+
+    product_ids: list[str]
+    labels: np.ndarray  # [n_products]
+    product_index: np.ndarray  # [n_rows]
+    image_embedding: np.ndarray  # [n_rows, d_img]
+    image_probs: np.ndarray  # [n_rows, C]
+    has_image: np.ndarray  # [n_rows] bool
+    text_embedding: np.ndarray  # [n_rows, d_txt]
+    text_probs: np.ndarray  # [n_rows, C]
+    has_text: np.ndarray  # [n_rows] bool
+
+    @property
+    def fusion_input(self) -> np.ndarray:
+        return concat_embeddings(self.image_embedding, self.text_embedding)
+
+    @property
+    def row_labels(self) -> np.ndarray:
+        return self.labels[self.product_index]
+
+
+def concat_embeddings(image_embedding: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
+    """The fusion's 512-d input: the two branch embeddings side by side (zeros for a missing one)."""
+    return np.concatenate([image_embedding, text_embedding], axis=1).astype(np.float32)
+
+
+def load_export(path: Path, key: str) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train the branch first (`fbm train image` / `fbm train text`)")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    if key not in arrays or "embeddings" not in arrays or "probs" not in arrays:
+        raise ValueError(f"{path} lacks {key!r}, 'embeddings' or 'probs'")
+    return arrays
+
+
+def gather(products: pd.DataFrame, image_export: dict, text_export: dict, n_classes: int) -> BranchOutputs:
+    """Rows for `products` (columns product_id, label, image_ids) from the two branch exports."""
+    image_row = {image_id: i for i, image_id in enumerate(image_export["image_ids"].tolist())}
+    text_row = {pid: i for i, pid in enumerate(text_export["product_ids"].tolist())}
+    d_img = image_export["embeddings"].shape[1]
+    d_txt = text_export["embeddings"].shape[1]
+    known = text_export.get("known_tokens")
+
+    product_index, image_rows, text_rows = [], [], []
+    for p, (pid, image_ids) in enumerate(zip(products["product_id"], products["image_ids"])):
+        rows = [image_row[i] for i in image_ids if i in image_row] or [-1]
+        for row in rows:
+            product_index.append(p)
+            image_rows.append(row)
+            text_rows.append(text_row.get(pid, -1))
+
+    image_rows_arr, text_rows_arr = np.array(image_rows), np.array(text_rows)
+    has_image = image_rows_arr >= 0
+    has_text = text_rows_arr >= 0
+    if known is not None:
+        # As at serving time: a text with no known word is used only for a listing without a photo.
+        product_has_image = np.bincount(np.array(product_index)[has_image], minlength=len(products)) > 0
+        has_text &= (known[np.maximum(text_rows_arr, 0)] > 0) | ~product_has_image[np.array(product_index)]
+    return BranchOutputs(
+        product_ids=list(products["product_id"]),
+        labels=np.asarray(products["label"], dtype=np.int64),
+        product_index=np.array(product_index, dtype=np.int64),
+        image_embedding=_take(image_export["embeddings"], image_rows_arr, d_img),
+        image_probs=_take(image_export["probs"], image_rows_arr, n_classes),
+        has_image=has_image,
+        text_embedding=_take(text_export["embeddings"], text_rows_arr, d_txt),
+        text_probs=_take(text_export["probs"], text_rows_arr, n_classes),
+        has_text=has_text,
+    )
+
+
+def per_product(row_values: np.ndarray, product_index: np.ndarray, n_products: int) -> np.ndarray:
+    """Mean of row values over each product's rows."""
+    sums = np.zeros((n_products, row_values.shape[1]), dtype=np.float64)
+    np.add.at(sums, product_index, row_values)
+    counts = np.bincount(product_index, minlength=n_products).clip(min=1)
+    return (sums / counts[:, None]).astype(np.float32)
+
+
+def _take(array: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    out = np.zeros((len(rows), width), dtype=np.float32)
+    present = rows >= 0
+    out[present] = array[rows[present]]
+    return out

@@ -1,0 +1,30 @@
+"""Classification metrics shared by training reports and `fbm evaluate`."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+
+def summarise(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1 and top-3 accuracy of probability rows against integer labels."""
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return {"accuracy": float("nan"), "macro_f1": float("nan"), "top3": float("nan")}
+    pred = probs.argmax(axis=1)
+    top3 = np.argsort(-probs, axis=1)[:, :3]
+    n_classes = probs.shape[1]
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "macro_f1": float(f1_score(labels, pred, average="macro", labels=range(n_classes), zero_division=0)),
+        "top3": float((top3 == labels[:, None]).any(axis=1).mean()),
+    }
+
+
+def per_class(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, probs.argmax(axis=1), labels=range(len(classes)), zero_division=0
+    )
+    return {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(classes, precision, recall, f1, support)
+    }

@@ -1,0 +1,117 @@
+"""The evaluation report: Markdown with a confusion matrix per model, per-class F1 bars, a
+modality comparison chart and the training curves of every stage."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from listings.config import Config  # noqa: E402
+
+
+def write_report(config: Config, result: dict, out_dir: Path) -> Path:
+    models = list(result["models"])
+    _comparison_chart(result, models, out_dir / "modality_comparison.png")
+    _confusion_grid(result, models, out_dir / "confusion_matrices.png")
+    _per_class_f1(result, models, out_dir / "per_class_f1.png")
+    curves = _collect_curves(config, out_dir)
+
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Data: {result['source']} — {result['n_products']} products, {result['n_images']} photos.",
+        "",
+        "| model | accuracy | macro-F1 | top-3 | photo-level accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in models:
+        m, img = result["models"][name], result["per_image"][name]
+        lines.append(f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['top3']:.3f} | {img['accuracy']:.3f} |")
+    if result.get("unknown_categories"):
+        lines += ["", f"Listings skipped for an unknown category: {result['unknown_categories']}"]
+    lines += [
+        "",
+        "![modality comparison](modality_comparison.png)",
+        "",
+        "## Confusion matrices (rows: true category, columns: predicted)",
+        "",
+        "![confusion matrices](confusion_matrices.png)",
+        "",
+        "## Per-class F1",
+        "",
+        "![per-class F1](per_class_f1.png)",
+        "",
+        "## Training curves",
+        "",
+    ]
+    lines += [f"![{name}]({file})" for name, file in curves] or ["(no training curves found)"]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _comparison_chart(result: dict, models: list[str], path: Path) -> None:
+    x = np.arange(len(models))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for offset, metric in ((-0.2, "accuracy"), (0.2, "macro_f1")):
+        values = [result["models"][m][metric] for m in models]
+        bars = ax.bar(x + offset, values, width=0.4, label=metric)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, models, rotation=20)
+    ax.set(ylim=(0, 1), title="Product-level accuracy and macro-F1 by model")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _confusion_grid(result: dict, models: list[str], path: Path) -> None:
+    classes = result["classes"]
+    cols = 3
+    rows = int(np.ceil(len(models) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 5.5 * rows))
+    for ax, name in zip(np.ravel(axes), models):
+        matrix = np.array(result["confusion"][name], dtype=float)
+        normalised = matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{name} (acc {result['models'][name]['accuracy']:.2f})")
+        ax.set_xticks(range(len(classes)), [c[:14] for c in classes], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(classes)), [c[:14] for c in classes], fontsize=6)
+    for ax in np.ravel(axes)[len(models) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _per_class_f1(result: dict, models: list[str], path: Path) -> None:
+    classes = result["classes"]
+    y = np.arange(len(classes))
+    height = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(classes) + 1.5))
+    for i, name in enumerate(models):
+        ax.barh(y + i * height, [result["per_class"][name][c]["f1"] for c in classes], height=height, label=name)
+    ax.set_yticks(y + 0.4 - height / 2, classes, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="F1", title="Per-class F1 (product level)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _collect_curves(config: Config, out_dir: Path) -> list[tuple[str, str]]:
+    paths = config.paths
+    found = []
+    for stage, directory in (("image", paths.image_model), ("text", paths.text_model), ("combined", paths.combined_model)):
+        source = directory / "curves.png"
+        if source.exists():
+            target = out_dir / f"curves_{stage}.png"
+            shutil.copyfile(source, target)
+            found.append((f"{stage} training curves", target.name))
+    return found

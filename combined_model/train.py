@@ -1,0 +1,154 @@
+"""`fbm train combined`: fuse the frozen branches.
+
+Trains the early-fusion classifier on the training split's cached branch embeddings (early
+stopping on validation), picks the late-fusion image weight on validation, and serves whichever
+of the two is better on validation. Test figures are reported, never used for a choice.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_export, per_product
+from combined_model.fusion import EARLY, LATE, FusionClassifier, combine, single_branch
+from combined_model.metrics import summarise
+from listings.config import Config
+from listings.prepare import load_prepared
+
+MODEL_FILE = "model.pt"
+SIDECAR_FILE = "model.json"
+LATE_WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)
+
+
+def product_metrics(outputs: BranchOutputs, row_probs: np.ndarray) -> dict[str, float]:
+    return summarise(outputs.labels, per_product(row_probs, outputs.product_index, len(outputs.labels)))
+
+
+def fit_fusion(train: BranchOutputs, val: BranchOutputs, n_classes: int, config: Config) -> tuple[FusionClassifier, list[dict]]:
+    """Minibatch training on the cached embeddings; keeps the epoch with the best validation accuracy."""
+    cfg = config.fusion
+    torch.manual_seed(config.data.seed)
+    x, y = _tensors(train)
+    x_val, y_val = _tensors(val)
+    if len(x) == 0:
+        raise ValueError("no training listing has both a photo and a text: the fusion has nothing to learn from")
+    model = FusionClassifier(x.shape[1], n_classes, cfg.hidden, cfg.dropout)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict] = []
+    best_acc, best_state, since_best = -1.0, None, 0
+    for epoch in tqdm(range(cfg.epochs), desc="fusion", unit="epoch"):
+        model.train()
+        order = torch.randperm(len(x))
+        total = 0.0
+        for start in range(0, len(x), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            loss = loss_fn(model(x[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        model.eval()
+        with torch.no_grad():
+            val_loss = loss_fn(model(x_val), y_val).item() if len(x_val) else float("nan")
+        val_acc = product_metrics(val, fused_probs(model, val, EARLY, 0.5))["accuracy"]
+        history.append({"epoch": epoch + 1, "train_loss": total / max(len(x), 1), "val_loss": val_loss, "val_accuracy": val_acc})
+        if val_acc > best_acc:
+            best_acc, best_state, since_best = val_acc, {k: v.clone() for k, v in model.state_dict().items()}, 0
+        else:
+            since_best += 1
+            if since_best >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, history
+
+
+def _tensors(outputs: BranchOutputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows the fusion classifier is for: both modalities present."""
+    both = outputs.has_image & outputs.has_text
+    return torch.from_numpy(outputs.fusion_input[both]), torch.from_numpy(outputs.row_labels[both])
+
+
+def fused_probs(model: FusionClassifier | None, outputs: BranchOutputs, method: str, image_weight: float) -> np.ndarray:
+    fusion = model.predict_proba(outputs.fusion_input) if (model is not None and method == EARLY) else None
+    return combine(outputs.image_probs, outputs.text_probs, fusion, outputs.has_image, outputs.has_text, method, image_weight)
+
+
+def choose_late_weight(val: BranchOutputs) -> float:
+    """The image weight of late fusion with the best validation accuracy (ties: closest to 0.5)."""
+    scores = [(product_metrics(val, fused_probs(None, val, LATE, w))["accuracy"], -abs(w - 0.5), w) for w in LATE_WEIGHTS]
+    return float(max(scores)[2])
+
+
+def train_combined(config: Config) -> dict:
+    start = time.perf_counter()
+    prepared = load_prepared(config)
+    n_classes = len(prepared.encoder)
+    image_export = load_export(config.paths.image_model / IMAGE_EXPORT, "image_ids")
+    text_export = load_export(config.paths.text_model / TEXT_EXPORT, "product_ids")
+    splits = {name: gather(prepared.split(name), image_export, text_export, n_classes) for name in ("train", "val", "test")}
+
+    model, history = fit_fusion(splits["train"], splits["val"], n_classes, config)
+    late_weight = choose_late_weight(splits["val"])
+
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for split in ("val", "test"):
+        out = splits[split]
+        metrics[split] = {
+            "image": product_metrics(out, single_branch(out.image_probs, out.has_image)),
+            "text": product_metrics(out, single_branch(out.text_probs, out.has_text)),
+            "combined": product_metrics(out, fused_probs(model, out, EARLY, late_weight)),
+            "late_fusion": product_metrics(out, fused_probs(model, out, LATE, late_weight)),
+        }
+    served = EARLY if metrics["val"]["combined"]["accuracy"] >= metrics["val"]["late_fusion"]["accuracy"] else LATE
+
+    out_dir = config.paths.combined_model
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out_dir / MODEL_FILE)
+    sidecar = {
+        "classes": prepared.encoder.classes,
+        "in_dim": int(splits["train"].fusion_input.shape[1]),
+        "hidden": config.fusion.hidden,
+        "dropout": config.fusion.dropout,
+        "served_method": served,
+        "late_image_weight": late_weight,
+        "metrics": metrics,
+        "history": history,
+        "config": asdict(config.fusion),
+    }
+    (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
+    plot_curves(history, out_dir / "curves.png")
+    return {
+        "served_method": served,
+        "late_image_weight": late_weight,
+        "epochs": len(history),
+        "metrics": metrics,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def plot_curves(history: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="val")
+    ax_loss.set(title="fusion loss", xlabel="epoch")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], label="val (product)")
+    ax_acc.set(title="fusion accuracy", xlabel="epoch")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,115 @@
+"""Fusion on tiny synthetic branch exports: training, the missing-modality rule, the saved model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, gather, load_export, per_product
+from combined_model.fusion import EARLY, LATE, FusionClassifier, combine, single_branch
+from combined_model.train import MODEL_FILE, SIDECAR_FILE, train_combined
+from listings.categories import CategoryEncoder
+from listings.config import Config
+from listings.data import write_jsonl
+
+CLASSES = ["Appliances", "Baby & Kids Stuff", "Computers & Software"]
+
+
+def _synthetic_artifacts(tmp_path, n_products: int = 90, dim: int = 16, seed: int = 0) -> Config:
+    """Prepared listings plus branch exports whose embeddings carry the label, noisily."""
+    rng = np.random.default_rng(seed)
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path)
+    config.fusion.epochs = 40
+    labels = rng.integers(0, len(CLASSES), n_products)
+    splits = np.array(["train", "val", "test"])[np.arange(n_products) % 3]
+    rows, image_ids, image_emb, text_emb = [], [], [], []
+    for p, label in enumerate(labels):
+        ids = [f"img-{p}-{j}" for j in range((p // 3) % 3)]  # 0, 1 or 2 photos, in every split
+        rows.append({"product_id": f"prod-{p}", "root": CLASSES[label], "label": int(label), "split": splits[p], "image_ids": ids})
+        for image_id in ids:
+            image_ids.append(image_id)
+            image_emb.append(np.eye(dim)[label] * 2 + rng.normal(0, 1.0, dim))
+        text_emb.append(np.eye(dim)[label + 3] * 2 + rng.normal(0, 1.0, dim))
+    paths = config.paths
+    write_jsonl(pd.DataFrame(rows), paths.listings)
+    CategoryEncoder(classes=CLASSES).save(paths.categories)
+
+    def probs(emb: np.ndarray, offset: int) -> np.ndarray:
+        logits = emb[:, offset : offset + len(CLASSES)] * 2
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    paths.image_model.mkdir(parents=True)
+    paths.text_model.mkdir(parents=True)
+    image_emb_arr, text_emb_arr = np.array(image_emb, np.float32), np.array(text_emb, np.float32)
+    np.savez(paths.image_model / IMAGE_EXPORT, image_ids=np.array(image_ids), embeddings=image_emb_arr, probs=probs(image_emb_arr, 0))
+    np.savez(
+        paths.text_model / TEXT_EXPORT,
+        product_ids=np.array([r["product_id"] for r in rows]),
+        embeddings=text_emb_arr,
+        probs=probs(text_emb_arr, 3),
+        known_tokens=np.full(n_products, 5),
+    )
+    return config
+
+
+def test_train_combined_lowers_loss_and_saves_a_reloadable_model(tmp_path):
+    config = _synthetic_artifacts(tmp_path)
+    summary = train_combined(config)
+
+    sidecar = json.loads((config.paths.combined_model / SIDECAR_FILE).read_text())
+    losses = [h["train_loss"] for h in sidecar["history"]]
+    assert losses[-1] < losses[0]
+    assert summary["served_method"] in (EARLY, LATE)
+    assert 0.0 <= summary["late_image_weight"] <= 1.0
+    for split in ("val", "test"):
+        for model in ("image", "text", "combined", "late_fusion"):
+            assert 0.0 <= summary["metrics"][split][model]["accuracy"] <= 1.0
+    # Both modalities carry the label, so fusing them should beat chance clearly.
+    assert summary["metrics"]["val"]["combined"]["accuracy"] > 0.6
+    assert (config.paths.combined_model / "curves.png").stat().st_size > 0
+
+    model = FusionClassifier(sidecar["in_dim"], len(CLASSES), sidecar["hidden"], sidecar["dropout"])
+    model.load_state_dict(torch.load(config.paths.combined_model / MODEL_FILE, weights_only=True))
+
+
+def test_missing_modality_falls_back_to_the_branch_with_input():
+    image = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.0, 0.0]], np.float32)
+    text = np.array([[0.1, 0.9], [0.7, 0.3], [0.3, 0.7], [0.0, 0.0]], np.float32)
+    has_image = np.array([True, True, False, False])
+    has_text = np.array([True, False, True, False])
+    fused = np.array([[0.6, 0.4]] * 4, np.float32)
+
+    early = combine(image, text, fused, has_image, has_text, EARLY, 0.5)
+    np.testing.assert_allclose(early[0], fused[0])
+    np.testing.assert_allclose(early[1], image[1])  # photo only
+    np.testing.assert_allclose(early[2], text[2])  # text only
+    np.testing.assert_allclose(early[3], [0.5, 0.5])  # nothing: uniform
+
+    late = combine(image, text, None, has_image, has_text, LATE, 0.25)
+    np.testing.assert_allclose(late[0], 0.25 * image[0] + 0.75 * text[0])
+    with pytest.raises(ValueError):
+        combine(image, text, None, has_image, has_text, EARLY, 0.5)
+    np.testing.assert_allclose(single_branch(text, has_text)[1], [0.5, 0.5])
+
+
+def test_gather_rows_per_photo_and_product_mean(tmp_path):
+    config = _synthetic_artifacts(tmp_path, n_products=9)
+    products = pd.read_json(config.paths.listings, lines=True)
+    out = gather(
+        products,
+        load_export(config.paths.image_model / IMAGE_EXPORT, "image_ids"),
+        load_export(config.paths.text_model / TEXT_EXPORT, "product_ids"),
+        len(CLASSES),
+    )
+    photos = products["image_ids"].map(len).to_numpy()
+    assert len(out.product_index) == int(np.maximum(photos, 1).sum())
+    assert out.has_image.sum() == photos.sum()
+    assert out.fusion_input.shape == (len(out.product_index), 32)
+    means = per_product(np.arange(len(out.product_index), dtype=np.float32)[:, None], out.product_index, len(products))
+    assert means.shape == (len(products), 1)
+    with pytest.raises(FileNotFoundError):
+        load_export(tmp_path / "nope.npz", "image_ids")
