@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Iterable
 
 
-class UnknownCategoryError(KeyError):
-    pass
+class UnknownCategoryError(KeyError, ValueError):
+    """A category name or class index the encoder does not know (a ValueError too, so the CLI reports it)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -50,7 +53,10 @@ class CategoryEncoder:
         return [index.get(name, -1) for name in names]
 
     def decode(self, index: int) -> str:
-        return self.classes[index]
+        """Class index → name; -1 (what `encode_many` gives an unknown name) is an error, not the last class."""
+        if not 0 <= index < len(self.classes):
+            raise UnknownCategoryError(f"class index {index} out of range 0..{len(self.classes) - 1}")
+        return self.classes[int(index)]
 
     def to_json(self) -> dict:
         return {

@@ -57,6 +57,7 @@ class ImageConfig:
     patience: int = 6
     batch_size: int = 128
     lr: float = 1e-3
+    tail_lr_scale: float = 0.3  # the pretrained tail's learning rate, relative to the new layers'
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     trunk_batch_size: int = 32
@@ -101,6 +102,7 @@ class IndexConfig:
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
+    filter_exact_limit: int = 20_000  # a filtered HNSW search over at most this many listings is exact
     max_k: int = 100
 
 
@@ -108,10 +110,14 @@ class IndexConfig:
 class ServeConfig:
     host: str = "0.0.0.0"
     port: int = 8008
-    api_key: str = field(default_factory=lambda: os.environ.get("FBM_API_KEY", ""))
-    max_upload_bytes: int = 10 * 1024 * 1024
+    api_key: str = field(default_factory=lambda: os.environ.get("FBM_API_KEY", ""))  # unset: writes refused
+    max_upload_bytes: int = 10 * 1024 * 1024  # one photo
+    max_request_bytes: int = 32 * 1024 * 1024  # a whole request body, refused while it streams in
+    max_photos: int = 10  # photos in one request
     max_text_chars: int = 20_000
     torch_threads: int = 0  # 0: as many as the machine has cores
+    batch_max_photos: int = 32  # micro-batch cap: requests waiting while the model runs share its next pass
+    decode_workers: int = 2  # photos decoded at once (bounds the memory of large uploads)
 
 
 @dataclass
@@ -142,13 +148,17 @@ class Config:
         section_name, dot, field_name = key.strip().partition(".")
         if not sep or not dot:
             raise ValueError(f"override {assignment!r} is not of the form section.field=value")
-        section = getattr(self, section_name, None)
-        if section is None or not dataclasses.is_dataclass(section):
+        if section_name not in self.sections():
             raise ValueError(f"unknown config section {section_name!r} (have: {', '.join(self.sections())})")
+        section = getattr(self, section_name)
         fields = {f.name: f for f in dataclasses.fields(section)}
         if field_name not in fields:
             raise ValueError(f"unknown setting {key!r} (have: {', '.join(fields)})")
-        setattr(section, field_name, _convert(raw.strip(), getattr(section, field_name)))
+        try:
+            value = _convert(raw.strip(), getattr(section, field_name))
+        except ValueError as exc:
+            raise ValueError(f"bad value for {key.strip()}: {exc}") from None
+        setattr(section, field_name, value)
 
     def sections(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self)]

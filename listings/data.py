@@ -18,9 +18,15 @@ PRODUCT_COLUMNS = ["id", "product_name", "category", "product_description", "pri
 LISTING_COLUMNS = ["product_id", "title", "description", "price", "location", "category", "root", "image_ids"]
 
 _TITLE_SUFFIX = re.compile(r"\s*\|\s*in\s+[^|]*\|\s*Gumtree\s*$", re.IGNORECASE)
-# "Posted by Nisha in Dining, Living Room Furniture, Mirrors in Wokingham. 25 February 2022"
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*"
+# "25 February 2022", "25. February 2022", "February 25, 2022"
+_DATE = rf"(?:\d{{1,2}}\.?\s+{_MONTH}\s+\d{{4}}|{_MONTH}\s+\d{{1,2}},?\s+\d{{4}})"
+# "Posted by Nisha in Dining, Living Room Furniture, Mirrors in Wokingham. 25 February 2022": the
+# categories leak the label. The town ends at a period, at the date (sometimes there is no period)
+# or at the end of the text; a post without categories ("Posted by Vicky, in Greenford.") goes too.
 _POSTED_BY = re.compile(
-    r"\.?\s*Posted by\b.{0,80}?\bin\b.*?\bin\s+[^.]{1,60}\.(\s*\d{1,2}\s+[A-Z][a-z]+\s+\d{4})?",
+    r"\.?\s*Posted by\b.{0,60}?\s+in\s+(?:[^.]{0,200}?\s+in\s+)?[^.]{1,60}?"
+    rf"(?:\.?\s*{_DATE}|\.|$)",
     re.DOTALL,
 )
 _WHITESPACE = re.compile(r"\s+")
@@ -65,7 +71,7 @@ def load_listings(data_dir: str | Path) -> pd.DataFrame:
     products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
     images_csv = data_dir / "Images.csv"
     images = _read_csv(images_csv, ["id", "product_id"]) if images_csv.exists() else pd.DataFrame(columns=["id", "product_id"])
-    image_ids = images.groupby("product_id")["id"].apply(list).to_dict()
+    image_ids = images.drop_duplicates(["id", "product_id"]).groupby("product_id")["id"].apply(list).to_dict()
 
     products = products.drop_duplicates("id")
     categories = products["category"].map(split_category)
@@ -101,14 +107,14 @@ def read_jsonl(path: Path) -> pd.DataFrame:
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     if not path.exists():
         raise DatasetError(f"{path} not found: a dataset directory needs Products.csv, Images.csv and images/")
-    # Fields carry bare '\r': only '\n' ends a row.
-    frame = pd.read_csv(path, lineterminator="\n", dtype=str, keep_default_na=False)
+    # Fields carry bare '\r': only '\n' ends a row (a '\r\n' ending leaves a '\r', tidied below).
+    frame = pd.read_csv(path, lineterminator="\n", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     frame = frame.rename(columns=lambda c: c.strip())
     frame = frame.drop(columns=[c for c in frame.columns if c == "" or c.startswith("Unnamed")])
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DatasetError(f"{path} lacks column(s) {missing}; it has {list(frame.columns)}")
-    return frame.apply(lambda column: column.str.replace("\r", " ", regex=False))
+    return frame.apply(lambda column: column.str.replace("\r", " ", regex=False).str.strip())
 
 
 def _as_text(raw: object) -> str:

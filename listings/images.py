@@ -13,12 +13,21 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageFile
 from tqdm import tqdm
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not half a picture
 LETTERBOX_FILL = (0, 0, 0)  # the dataset's photos are letterboxed on black
 JPEG_QUALITY = 95
+_ORIENTATION_FIX = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageError(ValueError):
@@ -39,11 +48,25 @@ def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Imag
     """
     image = _open(source, max_pixels)
     try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError("truncated", str(exc)) from exc
-    image = ImageOps.exif_transpose(image)
-    return letterbox(to_rgb(image), size)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError("truncated", str(exc)) from exc
+        return letterbox(to_rgb(upright(image)), size)
+    finally:
+        image.close()
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation. A photo whose EXIF block is corrupt is kept as stored.
+
+    Unlike `ImageOps.exif_transpose` this never rewrites the EXIF, which raises on corrupt tags.
+    """
+    try:
+        fix = _ORIENTATION_FIX.get(int(image.getexif().get(ExifTags.Base.Orientation, 1)))
+    except Exception:  # corrupt EXIF fails in many ways (SyntaxError, struct.error, TypeError, ...)
+        fix = None
+    return image.transpose(fix) if fix is not None else image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -51,9 +74,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit samples span 0..65535 (kept in I or F they may also be plain 8-bit values)
         array = np.asarray(image, dtype=np.float64)
-        high = array.max() if array.size and array.max() > 0 else 1.0
-        image = Image.fromarray((array * (255.0 / high)).clip(0, 255).astype(np.uint8), mode="L")
+        peak = 65535.0 if image.mode.startswith("I;16") or (array.size and array.max() > 255) else 255.0
+        image = Image.fromarray((array * (255.0 / peak)).round().clip(0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -78,7 +102,7 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
             raise ImageError("missing", str(path))
         if path.stat().st_size == 0:
             raise ImageError("empty", str(path))
-        stream: BinaryIO = path.open("rb")
+        stream: Path | BinaryIO = path  # Pillow opens it, and closes it with the image
     elif isinstance(source, bytes):
         if not source:
             raise ImageError("empty")
@@ -94,10 +118,14 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not_an_image", str(exc)) from exc
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
-    if width == 0 or height == 0:
-        raise ImageError("not_an_image", "zero-sized image")
+    try:
+        if width * height > max_pixels:
+            raise ImageError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
+        if width == 0 or height == 0:
+            raise ImageError("not_an_image", "zero-sized image")
+    except ImageError:
+        image.close()
+        raise
     return image
 
 
@@ -117,13 +145,17 @@ def build_clean_cache(
     """Write `<cache_dir>/<id>.jpg` for every image not cached yet.
 
     Returns (digests of the usable images, reasons for the skipped ones), both keyed by image id.
+    An image whose source file has gone is skipped as missing even when a cleaned copy is cached.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
+    image_ids = list(dict.fromkeys(image_ids))  # one worker per id: two would race on the same file
 
     def one(image_id: str) -> tuple[str, str | None, str | None]:
         source = source_dir / f"{image_id}.jpg"
         target = cache_dir / f"{image_id}.jpg"
         try:
+            if not source.is_file():
+                raise ImageError("missing", str(source))
             if not target.exists():
                 cleaned = clean_image(source, size, max_pixels)
                 tmp = target.with_suffix(".tmp")

@@ -1,0 +1,62 @@
+"""The configuration: defaults from the environment, typed `section.field=value` overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from listings.config import Config
+from scripts.cli import main
+
+
+def test_override_converts_to_the_field_type():
+    config = Config()
+    config.override("image.epochs=5")
+    config.override("image.lr = 0.01")
+    config.override("text.stem=true")
+    config.override("image.random_init=0")
+    config.override("text.kernel_sizes=3,4")
+    config.override("image.backbone=resnet50")
+    config.override("data.seed=7")
+    assert config.image.epochs == 5 and isinstance(config.image.epochs, int)
+    assert config.image.lr == 0.01 and isinstance(config.image.lr, float)
+    assert config.text.stem is True and config.image.random_init is False
+    assert config.text.kernel_sizes == (3, 4)
+    assert config.image.backbone == "resnet50"
+    assert config.data.seed == 7
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("image.epochs", "section.field=value"),
+        ("epochs=5", "section.field=value"),
+        ("nope.epochs=5", "unknown config section 'nope'"),
+        ("paths.root=/tmp", "unknown config section 'paths'"),
+        ("image.epoch=5", "unknown setting 'image.epoch'"),
+        ("image.epochs=five", "bad value for image.epochs"),
+        ("text.stem=maybe", "bad value for text.stem"),
+    ],
+)
+def test_bad_overrides_are_clear_errors(assignment, message):
+    with pytest.raises(ValueError, match=message):
+        Config().override(assignment)
+
+
+def test_environment_sets_the_directories(monkeypatch, tmp_path):
+    monkeypatch.setenv("FBM_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FBM_ARTIFACTS", str(tmp_path / "artifacts"))
+    config = Config()
+    assert config.data.data_dir == str(tmp_path / "data")
+    assert config.paths.listings == tmp_path / "artifacts" / "data" / "listings.jsonl"
+    assert config.paths.clean_images(256) == tmp_path / "artifacts" / "data" / "images_256"
+
+
+def test_default_split_fractions_sum_to_one():
+    data = Config().data
+    assert (data.train_frac, data.val_frac, data.test_frac) == (0.70, 0.15, 0.15)
+
+
+def test_cli_reports_a_bad_setting_without_a_traceback(tmp_path: Path, capsys):
+    assert main(["prepare", "--data", str(tmp_path), "--artifacts", str(tmp_path / "a"), "--set", "image.epoch=5"]) == 2
+    assert "unknown setting 'image.epoch'" in capsys.readouterr().err

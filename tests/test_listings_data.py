@@ -1,0 +1,172 @@
+"""Loading the marketplace CSVs: every quirk of Products.csv / Images.csv, and the text cleaning."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from listings.data import (
+    LISTING_COLUMNS,
+    DatasetError,
+    clean_description,
+    clean_title,
+    listing_text,
+    load_listings,
+    parse_price,
+    read_jsonl,
+    split_category,
+    write_jsonl,
+)
+
+
+@pytest.fixture
+def listings(quirky_dataset):
+    return load_listings(quirky_dataset).set_index("product_id", drop=False)
+
+
+def test_columns_and_rows(listings):
+    assert list(listings.columns) == LISTING_COLUMNS  # the unnamed index columns are dropped
+    assert list(listings["product_id"]) == ["p-mirror", "p-dvd", "p-fridge", "p-bike", "p-chair"]
+
+
+def test_titles_lose_the_gumtree_suffix_and_html_entities(listings):
+    assert listings.loc["p-mirror", "title"] == "Mirror wall art"
+    assert listings.loc["p-dvd", "title"] == 'Tom & Jerry "Classic" DVDs'
+    assert not listings["title"].str.contains(r"\||Gumtree").any()
+
+
+def test_location_kept_in_its_own_field(listings):
+    assert listings.loc["p-mirror", "location"] == "Wokingham, Berkshire"
+    assert listings.loc["p-bike", "location"] == "Christow, Devon"
+
+
+def test_prices(listings):
+    assert listings.loc["p-mirror", "price"] == 1234.0
+    assert listings.loc["p-fridge", "price"] == 75.0
+    assert listings.loc["p-bike", "price"] == 120.5
+    assert listings.loc["p-chair", "price"] == 1000.0
+    assert math.isnan(listings.loc["p-dvd", "price"])  # "Free": no number
+
+
+def test_bare_carriage_returns_and_entities_in_descriptions(listings):
+    assert listings.loc["p-dvd", "description"] == 'Five discs, all working. Collection only & cash, "no" offers'
+    assert not listings["description"].str.contains("\r").any()
+
+
+def test_posted_by_boilerplate_is_stripped_in_every_date_form(listings):
+    expected = {
+        "p-mirror": "Mirror wall art. Size 45x45cm",
+        "p-fridge": "Must collect Indesit fridge.",
+        "p-bike": "Raleigh Hybrid, 21 speed.",  # no period after the town
+        "p-chair": "Ikea chair.",
+    }
+    for product_id, description in expected.items():
+        assert listings.loc[product_id, "description"] == description
+    for description in listings["description"]:
+        assert "Posted by" not in description
+        assert "2022" not in description and "2021" not in description
+
+
+def test_descriptions_do_not_leak_the_category(listings):
+    for _, row in listings.iterrows():
+        subcategories = row["category"].split(" / ")[1:]
+        for name in subcategories:
+            assert name not in row["description"], (row["product_id"], name)
+
+
+def test_categories(listings):
+    row = listings.loc["p-mirror"]
+    assert row["category"] == "Home & Garden / Dining, Living Room Furniture / Mirrors, Clocks & Ornaments"
+    assert row["root"] == "Home & Garden"
+    assert listings.loc["p-dvd", "root"] == "Music, Films, Books & Games"
+    assert split_category(" A /B / / C ") == ["A", "B", "C"]
+
+
+def test_image_ids_per_product(listings):
+    assert listings.loc["p-mirror", "image_ids"] == ["img-m1", "img-m2"]
+    assert listings.loc["p-dvd", "image_ids"] == []  # no photo: still a listing for the text branch
+    assert listings.loc["p-fridge", "image_ids"] == ["img-f1", "img-f2", "img-f3"]
+
+
+def test_jsonl_round_trip(listings, tmp_path):
+    path = tmp_path / "listings.jsonl"
+    write_jsonl(listings.reset_index(drop=True), path)
+    back = read_jsonl(path)
+    assert list(back.columns) == LISTING_COLUMNS
+    assert back["image_ids"].tolist() == listings["image_ids"].tolist()
+    assert back.loc[1, "price"] is None or math.isnan(back.loc[1, "price"])
+    assert back.loc[0, "price"] == 1234.0
+
+
+def test_duplicate_product_rows_are_dropped(quirky_dataset):
+    products = quirky_dataset / "Products.csv"
+    lines = products.read_text(encoding="utf-8").splitlines(keepends=True)
+    products.write_text("".join(lines + lines[1:2]), encoding="utf-8")
+    assert load_listings(quirky_dataset)["product_id"].tolist().count("p-mirror") == 1
+
+
+def test_duplicate_image_rows_are_dropped(quirky_dataset):
+    images = quirky_dataset / "Images.csv"
+    lines = images.read_text(encoding="utf-8").splitlines(keepends=True)
+    images.write_text("".join(lines + lines[1:2]), encoding="utf-8")
+    assert load_listings(quirky_dataset).loc[0, "image_ids"] == ["img-m1", "img-m2"]
+
+
+def test_windows_line_endings_and_a_byte_order_mark_read_the_same(quirky_dataset, listings):
+    for name in ("Products.csv", "Images.csv"):
+        path = quirky_dataset / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    pd.testing.assert_frame_equal(load_listings(quirky_dataset), listings.reset_index(drop=True))
+
+
+def test_missing_products_csv_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="Products.csv"):
+        load_listings(tmp_path)
+
+
+def test_missing_column_is_a_clear_error(quirky_dataset):
+    products = quirky_dataset / "Products.csv"
+    products.write_text(products.read_text(encoding="utf-8").replace("product_description", "body", 1), encoding="utf-8")
+    with pytest.raises(DatasetError, match="product_description"):
+        load_listings(quirky_dataset)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("£1,234.00", 1234.0), ("£5.00", 5.0), ("£0.00", 0.0), ("Free", None), ("", None), (None, None), ("£1.2.3", None)],
+)
+def test_parse_price(raw, expected):
+    assert parse_price(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Sofa | in Delph, Manchester | Gumtree", "Sofa"),
+        ("Sofa | brand new | in Leeds, West Yorkshire | Gumtree", "Sofa | brand new"),
+        ("  Plain   title ", "Plain title"),
+    ],
+)
+def test_clean_title(raw, expected):
+    assert clean_title(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Posted by Sam in Mobile Phones, Apple iPhone in East End. 25 February 2022", ""),
+        ("Great phone. Posted by Sam in Mobile Phones, Apple iPhone in East End. 25 February 2022", "Great phone."),
+        ("Good. Posted by Vicky, in Greenford. ", "Good."),
+        ("Posted by Gordon in Books, Comics & Magazines, Books in Alexandria. February 12, 2022 Read once", "Read once"),
+        ("No boilerplate here, posted by courier in 2 days.", "No boilerplate here, posted by courier in 2 days."),
+    ],
+)
+def test_clean_description(raw, expected):
+    assert clean_description(raw) == expected
+
+
+def test_listing_text():
+    assert listing_text("Sofa", "Grey, two seats") == "Sofa. Grey, two seats"
+    assert listing_text("Sofa", "") == "Sofa"
+    assert listing_text("", "Grey  sofa") == "Grey sofa"

@@ -1,0 +1,224 @@
+"""Image cleaning: odd modes and broken files → an RGB letterboxed square, or an ImageError with its reason."""
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from listings.images import ImageError, build_clean_cache, clean_image
+
+SIZE = 64
+# a file left open by cleaning (found when it is garbage-collected) fails the test
+pytestmark = [
+    pytest.mark.filterwarnings("error::ResourceWarning"),
+    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A few-hundred-byte PNG whose header claims width×height RGB pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def noisy_jpeg(size=(160, 120)) -> bytes:
+    return encode(Image.effect_noise(size, 60).convert("RGB"), "JPEG")
+
+
+def pixel(image: Image.Image, x: int, y: int) -> np.ndarray:
+    return np.asarray(image, dtype=int)[y, x]
+
+
+def assert_clean(image: Image.Image, size: int = SIZE) -> None:
+    assert image.mode == "RGB"
+    assert image.size == (size, size)
+
+
+def close(actual: np.ndarray, expected: tuple[int, int, int], tolerance: int = 12) -> bool:
+    return bool(np.abs(actual - np.array(expected)).max() <= tolerance)
+
+
+def test_plain_rgb_is_letterboxed_on_black_keeping_the_aspect_ratio():
+    image = clean_image(encode(Image.new("RGB", (80, 40), (200, 30, 30)), "PNG"), SIZE)
+    assert_clean(image)
+    assert close(pixel(image, 32, 32), (200, 30, 30), 0)  # content in the middle band
+    assert close(pixel(image, 32, 2), (0, 0, 0), 0)  # padding above and below
+    assert close(pixel(image, 32, 61), (0, 0, 0), 0)
+
+
+def test_png_with_alpha_is_composited_on_white():
+    rgba = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    rgba.paste((255, 0, 0, 255), (0, 0, 16, 32))  # left half opaque red, right half transparent
+    image = clean_image(encode(rgba, "PNG"), SIZE)
+    assert_clean(image)
+    assert close(pixel(image, 10, 32), (255, 0, 0))
+    assert close(pixel(image, 54, 32), (255, 255, 255))
+
+
+def test_grey_with_alpha_is_composited_on_white():
+    image = clean_image(encode(Image.new("LA", (16, 16), (0, 0)), "PNG"), SIZE)
+    assert close(pixel(image, 32, 32), (255, 255, 255))
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_palette_png(transparent: bool):
+    palette_image = Image.new("P", (32, 32), 1)
+    palette_image.putpalette([0, 0, 255] + [0, 200, 0] + [0, 0, 0] * 254)
+    palette_image.paste(0, (0, 0, 16, 32))  # left half colour 0 (blue), right half colour 1 (green)
+    params = {"transparency": 0} if transparent else {}
+    image = clean_image(encode(palette_image, "PNG", **params), SIZE)
+    assert_clean(image)
+    assert close(pixel(image, 10, 32), (255, 255, 255) if transparent else (0, 0, 255))
+    assert close(pixel(image, 54, 32), (0, 200, 0))
+
+
+def test_cmyk_jpeg():
+    data = encode(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG")
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    image = clean_image(data, SIZE)
+    assert_clean(image)
+    assert close(pixel(image, 32, 32), (255, 0, 0), 20)
+
+
+def test_16_bit_grayscale_png_keeps_its_brightness():
+    gradient = np.tile(np.linspace(0, 65535, 32), (32, 1)).astype(np.uint16)
+    gradient[:, 8:24] = 32768  # a mid-grey band
+    source = Image.fromarray(gradient)
+    data = encode(source, "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    image = clean_image(data, SIZE)
+    assert_clean(image)
+    array = np.asarray(image, dtype=int)
+    assert (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all()
+    assert array[32, 0, 0] < 10 and array[32, 63, 0] > 245
+    assert abs(array[32, 32, 0] - 128) <= 3  # not stretched to white, not clipped
+
+
+def test_16_bit_grayscale_is_not_stretched_to_its_maximum():
+    dark = Image.fromarray(np.full((16, 16), 4112, dtype=np.uint16))  # 4112 / 257 = 16
+    image = clean_image(encode(dark, "PNG"), SIZE)
+    assert abs(pixel(image, 32, 32)[0] - 16) <= 1
+
+
+def test_exif_orientation_is_applied():
+    stored = Image.new("RGB", (80, 40), (255, 0, 0))
+    stored.paste((0, 0, 255), (40, 0, 80, 40))  # left red, right blue, stored landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": portrait, red on top
+    image = clean_image(encode(stored, "JPEG", exif=exif), SIZE)
+    assert_clean(image)
+    assert close(pixel(image, 32, 10), (255, 0, 0), 30)
+    assert close(pixel(image, 32, 54), (0, 0, 255), 30)
+    assert close(pixel(image, 3, 32), (0, 0, 0), 0)  # portrait: padding left and right
+
+
+def test_corrupt_exif_does_not_crash():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = bytearray(encode(Image.new("RGB", (40, 20), (0, 128, 0)), "WEBP", exif=exif))
+    header = data.index(b"MM\x00*") if b"MM\x00*" in data else data.index(b"II*\x00")
+    data[header + 2] = 0x81  # the TIFF header inside the EXIF block is no longer valid
+    image = clean_image(bytes(data), SIZE)
+    assert_clean(image)
+
+
+def test_sources_as_path_bytes_and_stream(tmp_path: Path):
+    data = encode(Image.new("RGB", (20, 20), (10, 200, 10)), "JPEG")
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    stream = io.BytesIO(data)
+    for source in (path, str(path), data, stream):
+        assert_clean(clean_image(source, 32), 32)
+    assert not stream.closed  # the caller's stream is the caller's to close
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("truncated.jpg", noisy_jpeg()[:1500], "truncated"),
+        ("empty.jpg", b"", "empty"),
+        ("text.jpg", b"this is a text file, not a photo\n" * 20, "not_an_image"),
+        ("bomb.png", png_claiming(30000, 30000), "too_large"),
+        ("large.png", png_claiming(8000, 8000), "too_large"),  # under Pillow's limit, over ours
+    ],
+)
+def test_broken_files_raise_image_error(tmp_path: Path, name: str, content: bytes, reason: str):
+    path = tmp_path / name
+    path.write_bytes(content)
+    start = time.perf_counter()
+    with pytest.raises(ImageError) as error:
+        clean_image(path, SIZE)
+    assert error.value.reason == reason
+    assert time.perf_counter() - start < 2.0  # a bomb is refused from its header, never decoded
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ImageError) as error:
+        clean_image(tmp_path / "nope.jpg", SIZE)
+    assert error.value.reason == "missing"
+
+
+def test_max_pixels_is_configurable():
+    data = encode(Image.new("RGB", (100, 100)), "PNG")
+    with pytest.raises(ImageError, match="too_large"):
+        clean_image(data, SIZE, max_pixels=5000)
+
+
+def test_build_clean_cache_counts_skipped_files_and_reuses_the_cache(tmp_path: Path, monkeypatch):
+    source = tmp_path / "images"
+    source.mkdir()
+    good = {
+        "rgb": encode(Image.new("RGB", (60, 30), (200, 10, 10)), "JPEG"),
+        "rgba": encode(Image.new("RGBA", (30, 30), (0, 0, 255, 100)), "PNG"),
+        "copy": encode(Image.new("RGB", (60, 30), (200, 10, 10)), "JPEG"),
+        "cmyk": encode(Image.new("CMYK", (30, 30), (0, 0, 0, 0)), "JPEG"),
+    }
+    bad = {
+        "truncated": noisy_jpeg()[:1500],
+        "empty": b"",
+        "text": b"hello",
+        "bomb": png_claiming(30000, 30000),
+    }
+    for image_id, content in {**good, **bad}.items():
+        (source / f"{image_id}.jpg").write_bytes(content)
+    ids = [*good, *bad, "missing", "rgb"]  # an id listed twice must not race with itself
+    cache = tmp_path / "cache"
+
+    digests, skipped = build_clean_cache(ids, source, cache, 32, max_pixels=1_000_000, workers=2)
+
+    assert set(digests) == set(good)
+    assert digests["rgb"] == digests["copy"] and digests["rgb"] != digests["rgba"]
+    assert skipped == {"truncated": "truncated", "empty": "empty", "text": "not_an_image", "bomb": "too_large", "missing": "missing"}
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{i}.jpg" for i in good)  # no .tmp left behind
+    for image_id in good:
+        with Image.open(cache / f"{image_id}.jpg") as cached:
+            assert cached.format == "JPEG" and cached.mode == "RGB" and cached.size == (32, 32)
+
+    cleaned_again: list[str] = []
+
+    def recording_clean_image(path, size, max_pixels):
+        cleaned_again.append(Path(path).stem)
+        return clean_image(path, size, max_pixels)
+
+    monkeypatch.setattr("listings.images.clean_image", recording_clean_image)
+    (source / "copy.jpg").unlink()  # a source that has gone is missing, cached or not
+    digests_again, skipped_again = build_clean_cache(ids, source, cache, 32, max_pixels=1_000_000, workers=2)
+    assert set(cleaned_again) == {"truncated", "empty", "text", "bomb"}  # cached images are not cleaned again
+    assert digests_again == {k: v for k, v in digests.items() if k != "copy"}
+    assert skipped_again == {**skipped, "copy": "missing"}

@@ -1,0 +1,148 @@
+"""`fbm prepare` end to end: a 50-product subset of the real dataset, the quirky fixture, the full set (slow)."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from listings.config import SHARED, Config
+from listings.prepare import load_prepared
+from listings.splits import SPLITS
+from scripts.cli import main
+
+FBM = SHARED / "fbm"
+needs_fbm = pytest.mark.skipif(not (FBM / "Products.csv").exists(), reason=f"{FBM} not available")
+
+
+@pytest.fixture(autouse=True)
+def _restore_nltk_env(monkeypatch):
+    """`fbm` points NLTK_DATA at the configured directory; undo that after each test."""
+    monkeypatch.setenv("NLTK_DATA", os.environ.get("NLTK_DATA", ""))
+
+
+def run_prepare(data: Path, artifacts: Path, capsys) -> tuple[dict, str]:
+    assert main(["prepare", "--data", str(data), "--artifacts", str(artifacts)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((artifacts / "data" / "prepare_summary.json").read_text())
+    return summary, printed
+
+
+def config_for(artifacts: Path) -> Config:
+    config = Config()
+    config.data.artifacts_dir = str(artifacts)
+    return config
+
+
+@pytest.fixture(scope="module")
+def fbm_subset(tmp_path_factory) -> Path:
+    """50 real products (every class, one without a photo) with their rows of Images.csv and photos linked."""
+    products = pd.read_csv(FBM / "Products.csv", lineterminator="\n", dtype=str, keep_default_na=False)
+    images = pd.read_csv(FBM / "Images.csv", lineterminator="\n", dtype=str, keep_default_na=False)
+    products["root"] = products["category"].str.split("/").str[0].str.strip()
+    with_photo = products["id"].isin(images["product_id"])
+    chosen = pd.concat([products[~with_photo].head(1), products[with_photo].groupby("root").head(4).head(49)])
+    assert len(chosen) == 50 and chosen["root"].nunique() == 13
+
+    root = tmp_path_factory.mktemp("fbm50")
+    (root / "images").mkdir()
+    chosen.drop(columns="root").to_csv(root / "Products.csv", index=False, lineterminator="\n")
+    chosen_images = images[images["product_id"].isin(chosen["id"])]
+    chosen_images.to_csv(root / "Images.csv", index=False, lineterminator="\n")
+    for image_id in chosen_images["id"]:
+        os.symlink(FBM / "images" / f"{image_id}.jpg", root / "images" / f"{image_id}.jpg")
+    return root
+
+
+@needs_fbm
+def test_prepare_on_a_50_product_subset(fbm_subset: Path, tmp_path: Path, capsys, monkeypatch):
+    artifacts = tmp_path / "artifacts"
+    summary, printed = run_prepare(fbm_subset, artifacts, capsys)
+
+    products = pd.read_csv(fbm_subset / "Products.csv", lineterminator="\n", dtype=str)
+    images = pd.read_csv(fbm_subset / "Images.csv", lineterminator="\n", dtype=str)
+    roots = products["category"].str.split("/").str[0].str.strip()
+    assert summary["products"] == 50
+    assert summary["images"] == summary["images_usable"] == len(images)
+    assert summary["images_skipped"] == {} and summary["products_without_images"] == 1
+    assert summary["classes"] == 13
+    assert summary["per_class"] == dict(sorted(Counter(roots).items()))
+    assert sum(summary["split_sizes"].values()) == 50
+    assert "products: 50" in printed and "classes: 13" in printed and "skipped images: 0" in printed
+
+    data = artifacts / "data"
+    listings = pd.read_json(data / "listings.jsonl", lines=True, dtype={"product_id": str})
+    assert len(listings) == 50 and set(listings["product_id"]) == set(products["id"])
+    assert not listings["description"].str.contains("Posted by").any()
+    assert not listings["title"].str.contains("Gumtree").any()
+    categories = json.loads((data / "categories.json").read_text())
+    assert categories["classes"] == sorted(set(roots))
+    assert (listings["label"] == listings["root"].map(categories["index"])).all()
+
+    splits = json.loads((data / "splits.json").read_text())
+    assert sorted(splits) == sorted(SPLITS)
+    assert sorted(sum(splits.values(), [])) == sorted(products["id"])  # every product once
+    for split, ids in splits.items():
+        assert set(listings.loc[listings["split"] == split, "product_id"]) == set(ids)
+
+    cleaned = data / "images_256"
+    assert sorted(p.stem for p in cleaned.iterdir()) == sorted(images["id"])
+    with Image.open(next(cleaned.iterdir())) as image:
+        assert image.mode == "RGB" and image.size == (256, 256)
+
+    prepared = load_prepared(config_for(artifacts))
+    assert prepared.image_dir == cleaned and len(prepared.encoder) == 13
+    assert len(prepared.images()) == len(images)
+    assert sum(len(prepared.split(s)) for s in SPLITS) == 50
+
+    # a second run reuses the cleaned images and gives the same split
+    def no_cleaning(*args, **kwargs):
+        raise AssertionError("a cached image was cleaned again")
+
+    monkeypatch.setattr("listings.images.clean_image", no_cleaning)
+    before = (data / "splits.json").read_text(), (data / "listings.jsonl").read_text()
+    again, _ = run_prepare(fbm_subset, artifacts, capsys)
+    assert again["products"] == 50 and again["images_usable"] == len(images)
+    assert ((data / "splits.json").read_text(), (data / "listings.jsonl").read_text()) == before
+
+
+def test_prepare_on_the_quirky_fixture(quirky_dataset: Path, tmp_path: Path, capsys):
+    artifacts = tmp_path / "artifacts"
+    summary, printed = run_prepare(quirky_dataset, artifacts, capsys)
+
+    assert summary["products"] == 5 and summary["classes"] == 5
+    assert summary["images"] == 7 and summary["images_usable"] == 5
+    assert summary["images_skipped"] == {"truncated": 1, "missing": 1}
+    assert summary["skipped_image_ids"] == {"img-f2": "truncated", "img-f3": "missing"}
+    assert summary["duplicate_image_ids"] == 1  # img-b1 is img-m1's photo
+    assert summary["products_without_images"] == 1
+    assert "skipped images: 2" in printed and "truncated" in printed and "missing" in printed
+
+    prepared = load_prepared(config_for(artifacts))
+    listings = prepared.listings.set_index("product_id")
+    assert listings.loc["p-fridge", "image_ids"] == ["img-f1"]
+    assert listings.loc["p-fridge", "skipped_image_ids"] == ["img-f2", "img-f3"]
+    assert listings.loc["p-dvd", "image_ids"] == []  # kept for the text branch
+    assert pd.isna(listings.loc["p-dvd", "price"])
+    assert listings.loc["p-bike", "split"] == listings.loc["p-mirror", "split"]  # they share a photo
+    assert sorted(p.name for p in prepared.image_dir.iterdir()) == [f"{i}.jpg" for i in ("img-b1", "img-c1", "img-f1", "img-m1", "img-m2")]
+
+
+def test_prepare_without_a_dataset_is_a_clear_error(tmp_path: Path, capsys):
+    assert main(["prepare", "--data", str(tmp_path / "nothing"), "--artifacts", str(tmp_path / "a")]) == 2
+    assert "Products.csv" in capsys.readouterr().err
+
+
+@needs_fbm
+@pytest.mark.slow
+def test_prepare_on_the_full_dataset(tmp_path: Path, capsys):
+    summary, printed = run_prepare(FBM, tmp_path / "artifacts", capsys)
+    assert summary["products"] == 6098
+    assert summary["images"] == 10721
+    assert summary["classes"] == 13
+    assert sum(summary["split_sizes"].values()) == 6098
+    assert "products: 6,098" in printed and "images: 10,721" in printed
