@@ -72,17 +72,18 @@ def gather(products: pd.DataFrame, image_export: dict, text_export: dict, n_clas
             image_rows.append(row)
             text_rows.append(text_row.get(pid, -1))
 
-    image_rows_arr, text_rows_arr = np.array(image_rows), np.array(text_rows)
+    product_index_arr = np.array(product_index, dtype=np.int64)
+    image_rows_arr, text_rows_arr = np.array(image_rows, dtype=np.int64), np.array(text_rows, dtype=np.int64)
     has_image = image_rows_arr >= 0
     has_text = text_rows_arr >= 0
     if known is not None:
         # As at serving time: a text with no known word is used only for a listing without a photo.
-        product_has_image = np.bincount(np.array(product_index)[has_image], minlength=len(products)) > 0
-        has_text &= (known[np.maximum(text_rows_arr, 0)] > 0) | ~product_has_image[np.array(product_index)]
+        product_has_image = np.bincount(product_index_arr[has_image], minlength=len(products)) > 0
+        has_text &= (known[np.maximum(text_rows_arr, 0)] > 0) | ~product_has_image[product_index_arr]
     return BranchOutputs(
         product_ids=list(products["product_id"]),
         labels=np.asarray(products["label"], dtype=np.int64),
-        product_index=np.array(product_index, dtype=np.int64),
+        product_index=product_index_arr,
         image_embedding=_take(image_export["embeddings"], image_rows_arr, d_img),
         image_probs=_take(image_export["probs"], image_rows_arr, n_classes),
         has_image=has_image,

@@ -7,6 +7,7 @@ preprocessing, the same functions their training used.
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,7 +74,7 @@ class Predictor:
             sidecar = json.loads(sidecar_path.read_text())
             fusion = FusionClassifier(sidecar["in_dim"], len(sidecar["classes"]), sidecar["hidden"], sidecar["dropout"])
             fusion.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        except (ValueError, KeyError, RuntimeError) as exc:
+        except (ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             raise ValueError(f"{directory} holds a corrupt or mismatched fusion model: {exc}") from exc
         fusion.eval()
         return cls(ImageBranch.load(config), TextBranch.load(config), fusion, sidecar)

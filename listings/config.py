@@ -50,17 +50,18 @@ class ImageConfig:
     random_init: bool = False  # only on an explicit flag
     trainable: str = "last_block"  # none | last_block | last_stage
     input_size: int = 224
-    views: int = 4  # precomputed augmented views per training image (view 0 is the plain centre crop)
+    views: int = 2  # trunk views cached per training photo: view 0 is the plain photo, the others augmented
     embed_dim: int = 256
     dropout: float = 0.3
-    epochs: int = 30
-    patience: int = 6
+    epochs: int = 10  # cosine schedule length; early stopping on validation product accuracy
+    patience: int = 4
     batch_size: int = 128
     lr: float = 1e-3
     tail_lr_scale: float = 0.3  # the pretrained tail's learning rate, relative to the new layers'
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     trunk_batch_size: int = 32
+    precision: str = "bfloat16"  # bfloat16 | float32: the network's CPU autocast (part of the feature-cache key)
 
 
 @dataclass
@@ -101,7 +102,7 @@ class IndexConfig:
     exact_threshold: int = 50_000  # above this many listings an approximate index is built
     hnsw_m: int = 32
     ef_construction: int = 80
-    ef_search: int = 128
+    ef_search: int = 256  # 1M×512 synthetic (retrieval.bench): recall@10 0.98 at p50 0.8 ms; 128 gives 0.957
     filter_exact_limit: int = 20_000  # a filtered HNSW search over at most this many listings is exact
     max_k: int = 100
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from listings.config import Config
 
@@ -91,6 +92,59 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from image_model.train import download_weights
+
+    download_weights(build_config(args))
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from retrieval.build import build_index, evaluate_retrieval
+
+    config = build_config(args)
+    print(json.dumps(build_index(config), indent=2))
+    if args.evaluate:
+        print(json.dumps(evaluate_retrieval(config, k=args.k), indent=2))
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from combined_model.inference import Predictor
+    from listings.images import clean_image
+    from retrieval.index import ListingIndex, format_results
+
+    config = build_config(args)
+    if not args.image and not (args.text and args.text.strip()):
+        raise ValueError("give a listing text (--text), one or more photos (--image) or both")
+    photos = [clean_image(Path(path), config.data.image_size) for path in args.image]
+    prediction = Predictor.load(config).predict(photos, args.text, "combined")
+    with ListingIndex.open(config.paths.index, config.index) as index:
+        result = index.search(
+            prediction.image_embedding,
+            prediction.text_embedding,
+            k=args.k,
+            category=args.category,
+            min_price=args.min_price,
+            max_price=args.max_price,
+        )
+    print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
+    print(format_results(result))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    config = build_config(args)
+    if args.host:
+        config.serve.host = args.host
+    if args.port:
+        config.serve.port = args.port
+    serve(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     settings = _settings_parser()
     parser = argparse.ArgumentParser(prog="fbm", description=__doc__.splitlines()[0])
@@ -108,6 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the metrics JSON here")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    weights = commands.add_parser(
+        "weights", parents=[settings], help="download ResNet-50 ImageNet weights into the torch cache (needs a network)"
+    )
+    weights.set_defaults(handler=cmd_weights)
+
+    index = commands.add_parser("index", parents=[settings], help="build the FAISS listing index from the trained branches")
+    index.add_argument("--evaluate", action="store_true", help="also score retrieval: test listings against train+val")
+    index.add_argument("-k", type=int, default=10, help="neighbours per query in --evaluate (default 10)")
+    index.set_defaults(handler=cmd_index)
+
+    similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos")
+    similar.add_argument("--text", help="a listing title and/or description")
+    similar.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
+    similar.add_argument("-k", type=int, default=10, help="how many listings (default 10)")
+    similar.add_argument("--category", help="only listings in this root category or category path prefix")
+    similar.add_argument("--min-price", type=float, help="only listings at or above this price (GBP)")
+    similar.add_argument("--max-price", type=float, help="only listings at or below this price (GBP)")
+    similar.set_defaults(handler=cmd_similar)
+
+    serve = commands.add_parser("serve", parents=[settings], help="serve the HTTP API and search page (port 8008)")
+    serve.add_argument("--host", help=f"interface to bind (default {Config().serve.host})")
+    serve.add_argument("--port", type=int, help=f"port (default {Config().serve.port})")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

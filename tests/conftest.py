@@ -105,3 +105,18 @@ def quirky_dataset(tmp_path: Path) -> Path:
     (images / "img-b1.jpg").write_bytes(red)
     (images / "img-c1.jpg").write_bytes(image_bytes((0, 120, 0, 128), mode="RGBA", fmt="PNG"))
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_pipeline(tmp_path_factory):
+    """A tiny real pipeline trained on a subset of ../shared/fbm (see tests/pipeline.py), shared by the
+    end-to-end tests: yields (config, unseen dataset directory). Skipped without the dataset."""
+    from pipeline import have_shared_data, subset_dataset, tiny_config, train_pipeline
+
+    if not have_shared_data():
+        pytest.skip("end-to-end tests need the dataset in ../shared/fbm (or FBM_DATA)")
+    root = tmp_path_factory.mktemp("pipeline")
+    config = tiny_config(subset_dataset(root / "data", per_class=10), root / "artifacts")
+    unseen = subset_dataset(root / "unseen", per_class=3, skip_per_class=10)
+    train_pipeline(config)
+    return config, unseen

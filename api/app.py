@@ -1,0 +1,74 @@
+"""The FastAPI application: `create_app(config, services)`.
+
+Models and index are loaded once (by `api.server.serve` before the server starts, or here in the
+lifespan when no services are given); one inference thread runs them through a micro-batcher, a
+small pool decodes uploaded photos, and every error a client can cause is a 4xx JSON
+`{"detail": "..."}`.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from api.batching import MicroBatcher
+from api.routes import listings, meta, predict, similar
+from api.routes.meta import STATIC_DIR
+from api.services import Services, load_services
+from api.uploads import BodyLimitMiddleware
+from listings.config import Config
+
+DESCRIPTION = """Classify a marketplace listing from its photos and/or text into one of the root
+categories, and find similar listings. Form fields: `img` (one or more photo files), `txt` (text).
+Example: `curl -F img=@chair.jpg -F txt="oak dining chair" localhost:8008/combined`."""
+
+
+def create_app(config: Config, services: Services | None = None) -> FastAPI:
+    """The app serving `config`; `services` (predictor, index, photos) are loaded at start-up when not given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.services = services or await run_in_threadpool(load_services, config)
+        app.state.batcher = MicroBatcher(app.state.services.predictor.predict_many, config.serve.batch_max_photos)
+        app.state.decode_pool = ThreadPoolExecutor(max(1, config.serve.decode_workers), thread_name_prefix="fbm-decode")
+        app.state.batcher.start()
+        try:
+            yield
+        finally:
+            app.state.batcher.stop()
+            app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="fbm: marketplace listing classifier and search",
+        description=DESCRIPTION,
+        version="0.1.0",
+        lifespan=lifespan,
+        form_limits={"max_files": config.serve.max_photos, "max_fields": 20, "max_part_size": 4 * config.serve.max_text_chars + 1024},
+    )
+    app.state.config = config
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for module in (predict, similar, listings, meta):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Pydantic's errors as one sentence naming each field, e.g. `k: Input should be a valid integer`."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header"))
+        problems.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)

@@ -1,0 +1,69 @@
+"""FastAPI dependencies: the app's config and services, the API key, and model calls off the event loop."""
+from __future__ import annotations
+
+import hmac
+from concurrent.futures import Executor
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+from PIL import Image
+
+from api.batching import MicroBatcher
+from api.schemas import PredictionOut
+from api.services import Services
+from listings.config import Config
+
+API_KEY_HEADER = "X-API-Key"
+_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the server's FBM_API_KEY; required for writes")
+
+
+def get_config(request: Request) -> Config:
+    return request.app.state.config
+
+
+def get_services(request: Request) -> Services:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise HTTPException(503, "the models and the index are still loading")
+    return services
+
+
+def get_batcher(request: Request) -> MicroBatcher:
+    get_services(request)
+    return request.app.state.batcher
+
+
+def get_decode_pool(request: Request) -> Executor:
+    return request.app.state.decode_pool
+
+
+def require_api_key(key: Annotated[str | None, Security(_api_key)], config: Annotated[Config, Depends(get_config)]) -> None:
+    if not config.serve.api_key:
+        raise HTTPException(403, "writes are disabled: the server was started without FBM_API_KEY")
+    if not key or not hmac.compare_digest(key.encode("utf-8"), config.serve.api_key.encode("utf-8")):
+        raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header", headers={"WWW-Authenticate": API_KEY_HEADER})
+
+
+ConfigDep = Annotated[Config, Depends(get_config)]
+ServicesDep = Annotated[Services, Depends(get_services)]
+BatcherDep = Annotated[MicroBatcher, Depends(get_batcher)]
+DecodePoolDep = Annotated[Executor, Depends(get_decode_pool)]
+
+
+async def predict(batcher: MicroBatcher, photos: list[Image.Image], text: str | None, mode: str) -> Any:
+    """One prediction through the micro-batcher; an input the model cannot use is the client's 422."""
+    try:
+        return await batcher.predict(photos, text, mode)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+def prediction_out(prediction: Any) -> PredictionOut:
+    return PredictionOut(
+        pred=prediction.pred,
+        classes=list(prediction.classes),
+        probabilities=[float(p) for p in prediction.probabilities],
+        modalities=list(prediction.modalities),
+        low_confidence=bool(prediction.low_confidence),
+    )

@@ -1,0 +1,16 @@
+"""The error responses every route documents: one JSON shape, `{"detail": "what was wrong"}`."""
+from __future__ import annotations
+
+from api.schemas import Error
+
+INVALID = {422: {"model": Error, "description": "a field is missing or invalid, or a photo cannot be decoded"}}
+BAD_INPUT = {
+    400: {"model": Error, "description": "the body is not a well-formed form"},
+    413: {"model": Error, "description": "the body, a photo or its pixel count is over the limit"},
+    **INVALID,
+}
+WRITE = {
+    401: {"model": Error, "description": "missing or wrong X-API-Key header"},
+    403: {"model": Error, "description": "writes are disabled: the server has no FBM_API_KEY"},
+}
+NOT_FOUND = {404: {"model": Error, "description": "no such listing or photo"}}

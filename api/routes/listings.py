@@ -1,0 +1,68 @@
+"""`POST /listings` and `DELETE /listings/{product_id}`: live updates of the index (API key required)."""
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, status
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out, require_api_key
+from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
+from api.routes.predict import OptionalPhotos
+from api.routes.similar import Price, known_category
+from api.schemas import ListingCreated, ListingDeleted
+from api.uploads import ID_PATTERN, checked_text, cleaned_photos
+from listings.data import listing_text
+
+router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)
+
+ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
+
+
+@router.post("/listings", response_model=ListingCreated, status_code=status.HTTP_201_CREATED, responses=BAD_INPUT, summary="Add a listing")
+async def add_listing(
+    config: ConfigDep,
+    services: ServicesDep,
+    batcher: BatcherDep,
+    pool: DecodePoolDep,
+    title: Annotated[str, Form(max_length=300)],
+    description: Annotated[str, Form()] = "",
+    price: Price = None,
+    location: Annotated[str, Form(max_length=200)] = "",
+    category: Annotated[str | None, Form(description="root category or path; predicted when left out")] = None,
+    product_id: Annotated[str | None, Form(pattern=ID_PATTERN, description="a new id is made when left out")] = None,
+    img: OptionalPhotos = None,
+) -> ListingCreated:
+    """Index a listing by its photos and text; a listing with the same product id is replaced.
+
+    The photos are cleaned as training cleaned them and stored, so `GET /images/{id}` serves them."""
+    title = checked_text(title, config, field="title", required=True)
+    text = checked_text(listing_text(title, description.strip()), config, field="title + description")
+    category = known_category(category, services.predictor.classes)
+    photos = await cleaned_photos(img, config, pool)
+    prediction = await predict(batcher, photos, text, "combined")
+    image_ids = [await run_in_threadpool(services.photos.add, photo) for photo in photos]
+    listing = {
+        "product_id": product_id or str(uuid.uuid4()),
+        "title": title,
+        "category": category or prediction.pred,
+        "price": price,
+        "location": location.strip(),
+        "image_ids": image_ids,
+    }
+    try:
+        await run_in_threadpool(services.index.add, listing, prediction.image_embedding, prediction.text_embedding)
+    except ValueError as exc:
+        services.photos.remove_added(image_ids)
+        raise HTTPException(422, f"the listing could not be indexed: {exc}") from exc
+    return ListingCreated(
+        product_id=listing["product_id"], category=listing["category"], predicted=prediction_out(prediction), image_ids=image_ids
+    )
+
+
+@router.delete("/listings/{product_id}", response_model=ListingDeleted, responses=INVALID | NOT_FOUND, summary="Remove a listing")
+async def delete_listing(product_id: ProductId, services: ServicesDep) -> ListingDeleted:
+    if not await run_in_threadpool(services.index.delete, product_id):
+        raise HTTPException(404, f"no listing {product_id!r} in the index")
+    return ListingDeleted(product_id=product_id, deleted=True)

@@ -1,0 +1,53 @@
+"""`GET /health`, `/categories`, `/images/{image_id}` and the search page at `/`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path as FilePath
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+from fastapi.responses import FileResponse
+
+from api.deps import ServicesDep
+from api.routes.errors import INVALID, NOT_FOUND
+from api.schemas import CategoriesOut, HealthOut
+from api.uploads import ID_PATTERN
+
+STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/health", response_model=HealthOut, summary="Ready: models and index loaded")
+def health(services: ServicesDep) -> HealthOut:
+    info = json.loads(json.dumps(services.index.info(), default=str))  # plain JSON types only
+    info.pop("directory", None)  # no server paths in public answers
+    return HealthOut(
+        status="ok",
+        models={name: str(version) for name, version in services.predictor.versions.items()},
+        index=info,
+        listings=len(services.index),
+    )
+
+
+@router.get("/categories", response_model=CategoriesOut, summary="The categories the model predicts")
+def categories(services: ServicesDep) -> CategoriesOut:
+    return CategoriesOut(categories=list(services.predictor.classes))
+
+
+@router.get(
+    "/images/{image_id}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, **INVALID, **NOT_FOUND},
+    summary="A listing photo (cleaned JPEG)",
+)
+def image(image_id: Annotated[str, Path(pattern=ID_PATTERN)], services: ServicesDep) -> FileResponse:
+    path = services.photos.path(image_id)
+    if path is None:
+        raise HTTPException(404, f"no photo {image_id!r}")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/", include_in_schema=False)
+def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")

@@ -1,0 +1,55 @@
+"""The JSON the API answers with (documented at /docs)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class PredictionOut(BaseModel):
+    pred: str = Field(description="the most probable category")
+    classes: list[str] = Field(description="every category, most probable first")
+    probabilities: list[float] = Field(description="aligned with `classes`")
+    modalities: list[str] = Field(description='the inputs used: "image", "text"')
+    low_confidence: bool = Field(False, description="the answer rests on little evidence, e.g. a text with no known word")
+
+
+class ListingOut(BaseModel):
+    product_id: str
+    title: str
+    category: str
+    price: float | None
+    location: str
+    image_ids: list[str]
+    score: float = Field(description="similarity to the query, higher is closer")
+
+
+class SimilarOut(BaseModel):
+    results: list[ListingOut]
+    modalities: list[str] = Field(description="the query inputs the search used")
+    prediction: PredictionOut = Field(description="the category predicted for the query, from the same model pass")
+
+
+class CategoriesOut(BaseModel):
+    categories: list[str]
+
+
+class HealthOut(BaseModel):
+    status: str
+    models: dict[str, str]
+    index: dict
+    listings: int
+
+
+class ListingCreated(BaseModel):
+    product_id: str
+    category: str = Field(description="the category given, or else the predicted one")
+    predicted: PredictionOut
+    image_ids: list[str] = Field(description="ids of the stored photos, for GET /images/{image_id}")
+
+
+class ListingDeleted(BaseModel):
+    product_id: str
+    deleted: bool
+
+
+class Error(BaseModel):
+    detail: str

@@ -1,0 +1,128 @@
+"""What the API serves from: the predictor, the listing index and the listing photos, loaded once.
+
+`load_services` is the only place that opens the trained artifacts; a missing or mismatched file
+raises FileNotFoundError or ValueError naming it, before the server accepts a connection.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from listings.config import Config
+from listings.images import JPEG_QUALITY
+
+
+def added_photos_dir(config: Config) -> Path:
+    """Cleaned photos of listings added through `POST /listings` (the catalogue's are in the prepare cache)."""
+    return Path(config.data.artifacts_dir) / "api" / f"photos_{config.data.image_size}"
+
+
+class PhotoStore:
+    """Listing photos by id: the catalogue's cleaned-image cache, then photos added through the API.
+
+    Ids are validated by the caller (`api.uploads.valid_id`); a path is only ever built here, from an id.
+    """
+
+    def __init__(self, catalogue_dir: Path, added_dir: Path):
+        self.catalogue_dir = Path(catalogue_dir)
+        self.added_dir = Path(added_dir)
+
+    @classmethod
+    def for_config(cls, config: Config) -> "PhotoStore":
+        return cls(config.paths.clean_images(config.data.image_size), added_photos_dir(config))
+
+    def path(self, image_id: str) -> Path | None:
+        for directory in (self.catalogue_dir, self.added_dir):
+            candidate = directory / f"{image_id}.jpg"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def add(self, photo: Image.Image) -> str:
+        """Store a cleaned photo durably under a new id (written, flushed, then renamed into place)."""
+        self.added_dir.mkdir(parents=True, exist_ok=True)
+        image_id = str(uuid.uuid4())
+        target = self.added_dir / f"{image_id}.jpg"
+        temporary = target.with_suffix(".tmp")
+        with temporary.open("wb") as handle:
+            photo.save(handle, format="JPEG", quality=JPEG_QUALITY)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(target)
+        return image_id
+
+    def remove_added(self, image_ids: list[str]) -> None:
+        """Delete photos added through the API; catalogue photos are never touched."""
+        for image_id in image_ids:
+            (self.added_dir / f"{image_id}.jpg").unlink(missing_ok=True)
+
+
+@dataclass
+class Services:
+    predictor: Any  # combined_model.inference.Predictor or a stand-in with .classes, .versions, .predict_many
+    index: Any  # retrieval.index.ListingIndex or a stand-in with .search, .add, .delete, len(), .info
+    photos: PhotoStore
+
+
+def available_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def set_torch_threads(threads: int) -> int:
+    import torch
+
+    threads = threads or available_cores()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def load_services(config: Config) -> Services:
+    """Load the models and open the index named by `config`; raises with the path of anything unusable."""
+    from combined_model.inference import Predictor
+    from retrieval.index import IndexStateError, ListingIndex
+
+    set_torch_threads(config.serve.torch_threads)
+    config.apply_nltk_data()
+    predictor = Predictor.load(config)
+    try:
+        index = ListingIndex.open(config.paths.index, config.index)
+    except IndexStateError as exc:
+        raise ValueError(str(exc)) from exc
+    check_index_matches(index, predictor)
+    warm_up(predictor, config)
+    return Services(predictor=predictor, index=index, photos=PhotoStore.for_config(config))
+
+
+def warm_up(predictor: Any, config: Config) -> None:
+    """One prediction through every branch before serving: the first request is not the slow one, and
+    resources loaded lazily (NLTK data) fail here, at start-up, rather than on a client's request."""
+    photo = Image.new("RGB", (config.data.image_size, config.data.image_size))
+    try:
+        predictor.predict_many([([photo], "warm up: oak dining chair")], "combined")
+    except LookupError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def check_index_matches(index: Any, predictor: Any) -> None:
+    """The index holds [image, text] embeddings side by side: its dimension must be the models' two."""
+    model_dims = (predictor.image.embed_dim, predictor.text.embed_dim)
+    index_dim = int(index.info()["dim"])
+    if index_dim != sum(model_dims):
+        faiss_file = index.faiss_path(index.directory, index.build_id)
+        raise ValueError(
+            f"{faiss_file} holds {index_dim}-d vectors but the models embed into {model_dims[0]}+{model_dims[1]}: "
+            "rebuild the index with `fbm index`"
+        )

@@ -1,0 +1,143 @@
+// The search page: POST /similar with the photo and/or text, then draw the category and the results.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const form = $("search-form");
+const photo = $("photo");
+const status = $("status");
+const price = new Intl.NumberFormat("en-GB", { style: "currency", currency: "GBP" });
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+async function loadCategories() {
+  try {
+    const response = await fetch("/categories");
+    if (!response.ok) return;
+    const { categories } = await response.json();
+    for (const name of categories) $("category").append(new Option(name, name));
+  } catch (error) {
+    status.textContent = "The server is not answering.";
+  }
+}
+
+function showPreview() {
+  const file = photo.files[0];
+  $("preview").hidden = !file;
+  $("drop-hint").textContent = file
+    ? (photo.files.length > 1 ? `${photo.files.length} photos` : file.name)
+    : "Choose or drop a photo";
+  if (file) $("preview").src = URL.createObjectURL(file);
+}
+
+function drawPrediction(prediction) {
+  $("pred").textContent = prediction.pred;
+  const used = prediction.modalities.join(" + ") || "nothing";
+  $("modalities").textContent = `from the ${used}` + (prediction.low_confidence ? " (low confidence: few known words)" : "");
+  const bars = $("bars");
+  bars.replaceChildren();
+  prediction.classes.slice(0, 5).forEach((name, i) => {
+    const p = prediction.probabilities[i];
+    const row = element("li", "bar-row");
+    row.append(element("span", "bar-label", name));
+    const track = element("span", "bar-track");
+    const bar = element("span", "bar");
+    bar.style.width = `${(100 * p).toFixed(1)}%`;
+    track.append(bar);
+    row.append(track, element("span", "bar-value", `${(100 * p).toFixed(1)}%`));
+    bars.append(row);
+  });
+  $("prediction").hidden = false;
+}
+
+function drawResults(results) {
+  const grid = $("results");
+  grid.replaceChildren();
+  for (const listing of results) {
+    const card = element("article", "result-card");
+    const picture = element("div", listing.image_ids.length ? "thumb" : "thumb empty");
+    if (listing.image_ids.length) {
+      const img = element("img");
+      img.loading = "lazy";
+      img.alt = listing.title;
+      img.src = `/images/${encodeURIComponent(listing.image_ids[0])}`;
+      picture.append(img);
+    } else {
+      picture.append(element("span", "muted", "no photo"));
+    }
+    card.append(picture);
+    const body = element("div", "card-body");
+    body.append(
+      element("h3", "title", listing.title || "(untitled)"),
+      element("p", "price", listing.price === null ? "price not given" : price.format(listing.price)),
+      element("p", "location muted", listing.location),
+      element("p", "category muted", listing.category),
+      element("p", "score muted", `similarity ${(100 * listing.score).toFixed(0)}%`),
+    );
+    card.append(body);
+    grid.append(card);
+  }
+  $("no-results").hidden = results.length > 0;
+  $("results-section").hidden = false;
+}
+
+async function search(event) {
+  event.preventDefault();
+  const data = new FormData();
+  for (const file of photo.files) data.append("img", file);
+  const text = $("text").value.trim();
+  if (text) data.append("txt", text);
+  if (!photo.files.length && !text) {
+    status.textContent = "Add a photo or a description first.";
+    return;
+  }
+  data.append("k", $("k").value || "12");
+  for (const [id, field] of [["category", "category"], ["min-price", "min_price"], ["max-price", "max_price"]]) {
+    if ($(id).value) data.append(field, $(id).value);
+  }
+  status.textContent = "Searching…";
+  $("search").disabled = true;
+  try {
+    const response = await fetch("/similar", { method: "POST", body: data });
+    const answer = await response.json();
+    if (!response.ok) {
+      status.textContent = `Refused: ${answer.detail}`;
+      return;
+    }
+    drawPrediction(answer.prediction);
+    drawResults(answer.results);
+    status.textContent = `${answer.results.length} listings, ranked by ${answer.modalities.join(" + ")}`;
+  } catch (error) {
+    status.textContent = `The search failed: ${error}`;
+  } finally {
+    $("search").disabled = false;
+  }
+}
+
+function clearAll() {
+  form.reset();
+  showPreview();
+  $("prediction").hidden = true;
+  $("results-section").hidden = true;
+  status.textContent = "";
+}
+
+const drop = $("drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  if (event.dataTransfer.files.length) {
+    photo.files = event.dataTransfer.files;
+    showPreview();
+  }
+});
+photo.addEventListener("change", showPreview);
+form.addEventListener("submit", search);
+$("clear").addEventListener("click", clearAll);
+loadCategories();

@@ -1,0 +1,131 @@
+"""The trunk-feature cache: the frozen trunk's fp16 output per image and view, memory-mapped.
+
+Layout: `<cache root>/image_trunk/<backbone>-<weights sha256[:16]>-<input size>px-<cut>-<precision>/` holds, per
+view, `<view>.npy` (fp16 [n, *cut shape]) and `<view>.ids.json` (the image id of each row). View 0
+is the plain eval view; view k > 0 also carries the augmentation seed in its name. Runs with the
+same key reuse the cache and compute only the images it lacks.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from image_model.model import ImageNetwork
+from image_model.preprocess import make_view, to_batch
+from listings.images import ImageError, clean_image
+
+
+def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, precision: str) -> str:
+    return f"{backbone}-{weights_sha256[:16]}-{input_size}px-{cut}-{precision}"
+
+
+def view_name(view: int, seed: int) -> str:
+    return "view0" if view == 0 else f"view{view}-seed{seed}"
+
+
+@dataclass
+class FillStats:
+    computed: int = 0  # trunk passes run
+    seconds: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)  # image id → reason
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.computed / self.seconds if self.computed and self.seconds > 0 else None
+
+
+class FeatureCache:
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _paths(self, name: str) -> tuple[Path, Path]:
+        return self.directory / f"{name}.npy", self.directory / f"{name}.ids.json"
+
+    def read(self, name: str) -> tuple[list[str], np.ndarray | None]:
+        """(row ids, memory-mapped fp16 features); empty when the view is absent or inconsistent."""
+        array_path, ids_path = self._paths(name)
+        if not array_path.exists() or not ids_path.exists():
+            return [], None
+        ids = json.loads(ids_path.read_text())
+        array = np.load(array_path, mmap_mode="r", allow_pickle=False)
+        if array.shape[0] != len(ids) or array.dtype != np.float16:
+            return [], None
+        return ids, array
+
+    def missing(self, name: str, image_ids: list[str]) -> list[str]:
+        cached = set(self.read(name)[0])
+        return [i for i in image_ids if i not in cached]
+
+    def add(self, name: str, new_ids: list[str], new_rows: np.ndarray) -> None:
+        """Append rows to a view, rewriting its file (written aside, then moved into place)."""
+        old_ids, old = self.read(name)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        array_path, ids_path = self._paths(name)
+        shape = (len(old_ids) + len(new_ids), *new_rows.shape[1:])
+        tmp_array, tmp_ids = array_path.with_suffix(".tmp.npy"), ids_path.with_suffix(".tmp")
+        merged = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.float16, shape=shape)
+        if old is not None:
+            merged[: len(old_ids)] = old
+        merged[len(old_ids) :] = new_rows
+        merged.flush()
+        del merged
+        tmp_ids.write_text(json.dumps(old_ids + list(new_ids)))
+        tmp_array.replace(array_path)
+        tmp_ids.replace(ids_path)
+
+    def gather(self, name: str, image_ids: list[str]) -> torch.Tensor:
+        """fp16 features of `image_ids` (all must be cached), in that order, loaded into memory."""
+        ids, array = self.read(name)
+        row = {image_id: i for i, image_id in enumerate(ids)}
+        index = np.array([row[i] for i in image_ids], dtype=np.int64)
+        if array is None or len(index) == 0:
+            return torch.empty((0,), dtype=torch.float16)
+        return torch.from_numpy(np.ascontiguousarray(array[index]))
+
+
+def fill_views(
+    cache: FeatureCache,
+    network: ImageNetwork,
+    image_dir: Path,
+    views: dict[int, list[str]],
+    clean_size: int,
+    seed: int,
+    batch_size: int,
+) -> FillStats:
+    """Run the trunk on every (view, image) the cache lacks; images that fail to load are skipped."""
+    stats = FillStats()
+    input_size = network.architecture.input_size
+    for view, image_ids in views.items():
+        name = view_name(view, seed)
+        todo = [i for i in cache.missing(name, image_ids) if i not in stats.skipped]
+        if not todo:
+            continue
+        done_ids, rows = [], []
+        start = time.perf_counter()
+        progress = tqdm(total=len(todo), desc=f"trunk {name}", unit="img")
+        for offset in range(0, len(todo), batch_size):
+            batch_ids, pixels = [], []
+            for image_id in todo[offset : offset + batch_size]:
+                try:
+                    image = clean_image(Path(image_dir) / f"{image_id}.jpg", clean_size)
+                except ImageError as exc:
+                    stats.skipped[image_id] = exc.reason
+                    continue
+                batch_ids.append(image_id)
+                pixels.append(make_view(image, input_size, view, image_id, seed))
+            if pixels:
+                rows.append(network.cut_features(to_batch(pixels)).contiguous().numpy())
+                done_ids += batch_ids
+            progress.update(len(todo[offset : offset + batch_size]))
+        progress.close()
+        stats.seconds += time.perf_counter() - start
+        stats.computed += len(done_ids)
+        if done_ids:
+            cache.add(name, done_ids, np.concatenate(rows))
+    return stats

@@ -1,0 +1,440 @@
+"""`fbm train image`: transfer learning on the listing photos from a cache of frozen-trunk features.
+
+1. The frozen trunk runs once per image (view 0, the plain eval view) and once per augmented view of
+   each training image; its fp16 output is cached on disk and reused by later runs (`cache.py`).
+2. Only the tail, the 256-d embedding and the classifier train, on random cached views, with AdamW,
+   a warm-up + cosine schedule, label smoothing and early stopping on validation product accuracy.
+3. Figures per photo and per product (mean of its photos' probabilities) on val and test, for the
+   branch and the HOG + linear-SVM baseline; the trunk throughput and the speed-up of an epoch on
+   the cache over one that runs the trunk (timed on a sample in the same run).
+4. Artifacts in `config.paths.image_model`: model.pt (state_dict), model.json, curves.png,
+   image_embeddings.npz (every usable photo: image_ids, embeddings, probs), hog_svm.npz/.json.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import f1_score
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from image_model.backbones import (
+    RANDOM_INIT,
+    cached_resnet50_weights,
+    hub_checkpoint,
+    lite0_weights_file,
+    pretrained_state_dict,
+    resnet50_weight_options,
+    resolve_backbone,
+    sha256_file,
+)
+from image_model.baseline import HogSvmBaseline, hog_features
+from image_model.cache import FeatureCache, cache_key, fill_views, view_name
+from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE
+from image_model.model import Architecture, ImageNetwork, build_network
+from image_model.preprocess import make_view, to_batch
+from listings.config import Config
+from listings.images import ImageError, clean_image
+from listings.prepare import load_prepared
+
+CURVES_FILE = "curves.png"
+NAIVE_SAMPLE = 256  # training images timed through the naive loop (trunk run every step)
+SVM_CS = (3e-6, 1e-5, 3e-5)  # the baseline's C, chosen on validation photos (larger C overfits 1,764-d HOG)
+EVAL_BATCH = 512
+
+
+@dataclass
+class SplitData:
+    """One split's photos: cached cut features and what each row is."""
+
+    image_ids: list[str]
+    labels: torch.Tensor  # [n] class index
+    product_index: np.ndarray  # [n] row → index into `product_labels`
+    product_labels: np.ndarray  # [products with a usable photo]
+    features: torch.Tensor  # [views, n, *cut] fp16
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def train_image(config: Config) -> dict:
+    """Train the image branch and the HOG-SVM baseline; write every artifact; return the figures."""
+    start = time.perf_counter()
+    settings, seed = config.image, config.data.seed
+    prepared = load_prepared(config)
+    photos = prepared.images().drop_duplicates("image_id").reset_index(drop=True)
+
+    backbone = resolve_backbone(settings.backbone, settings.random_init)
+    state_dict, weights_file, weights_sha = _initial_weights(backbone, settings.random_init)
+    torch.manual_seed(seed)
+    architecture = Architecture(
+        backbone, settings.trainable, settings.input_size, len(prepared.encoder), settings.embed_dim, settings.dropout, settings.precision
+    )
+    network = build_network(architecture, state_dict)
+    print(f"image branch: {backbone} ({weights_sha[:12]}), cut at {network.cut}, trainable {settings.trainable}", file=sys.stderr)
+
+    key = cache_key(backbone, weights_sha, settings.input_size, network.cut, settings.precision)
+    cache = FeatureCache(config.paths.cache / "image_trunk" / key)
+    train_ids = photos.loc[photos["split"] == "train", "image_id"].tolist()
+    views = {0: photos["image_id"].tolist(), **{k: train_ids for k in range(1, settings.views)}}
+    fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, seed, settings.trunk_batch_size)
+    photos = photos[~photos["image_id"].isin(fill.skipped)].reset_index(drop=True)
+    if fill.skipped:
+        print(f"image branch: skipped {len(fill.skipped)} photo(s) that failed to load: {fill.skipped}", file=sys.stderr)
+
+    data = {split: _split_data(cache, photos[photos["split"] == split], settings.views if split == "train" else 1, seed) for split in ("train", "val", "test")}
+    if len(data["train"].image_ids) == 0 or len(data["val"].image_ids) == 0:
+        raise ValueError("the image branch needs usable photos in the train and val splits")
+
+    history, best_epoch, initial_val_loss = fit(network, data["train"], data["val"], config)
+    naive = time_naive_loop(network, prepared.image_dir, data["train"], config)
+    branch = {split: _evaluate(_predict(network, data[split].features[0])[2], data[split]) for split in ("val", "test")}
+
+    out_dir = config.paths.image_model
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_ids = photos["image_id"].tolist()
+    export = export_embeddings(network, cache.gather(view_name(0, seed), all_ids), all_ids, out_dir / EXPORT_FILE)
+    baseline = train_baseline(config, prepared.image_dir, photos, prepared.encoder.classes)
+
+    train_epoch_s = float(np.median([h["train_seconds"] for h in history]))
+    timing = {
+        "trunk_images_per_s": naive["trunk_images_per_s"],
+        "cache_fill_images_per_s": _round(fill.images_per_s),
+        "cache_fill_seconds": round(fill.seconds, 1),
+        "trunk_passes_run": fill.computed,
+        "cache_hit": fill.computed == 0,
+        "epoch_seconds_on_cache": round(train_epoch_s, 2),
+        "epoch_seconds_on_cache_with_validation": round(float(np.median([h["seconds"] for h in history])), 2),
+        "naive_epoch_seconds_estimate": round(naive["seconds_per_image"] * len(data["train"].image_ids), 1),
+        "naive_over_cache_epoch_ratio": round(naive["seconds_per_image"] * len(data["train"].image_ids) / train_epoch_s, 1),
+    }
+    summary = {
+        "backbone": backbone,
+        "weights_sha256": weights_sha,
+        "cut": network.cut,
+        "trainable": settings.trainable,
+        "input_size": settings.input_size,
+        "views": settings.views,
+        "photos": {split: len(d.image_ids) for split, d in data.items()},
+        "products_with_photos": {split: len(d.product_labels) for split, d in data.items()},
+        "skipped_photos": fill.skipped,
+        "epochs_run": len(history),
+        "initial_val_loss": round(initial_val_loss, 4),
+        "best_val_loss": round(history[best_epoch - 1]["val_loss"], 4),
+        "best_epoch": best_epoch,
+        "branch": branch,
+        "baseline": baseline,
+        "timing": timing,
+        "export": export,
+    }
+    _save(network, prepared.encoder.classes, weights_file, weights_sha, config, summary, history, out_dir)
+    summary["wall_time_s"] = round(time.perf_counter() - start, 1)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_summary(summary), file=sys.stderr)
+    return summary
+
+
+def download_weights(config: Config) -> dict[str, str]:
+    """`fbm weights`: fetch ResNet-50 ImageNet weights into the torch hub cache (the one network call).
+
+    EfficientNet-Lite0's weights ship with its pip package; both files are listed with their sha256.
+    """
+    weights = resnet50_weight_options()[0]
+    if cached_resnet50_weights() is None:
+        weights.get_state_dict(progress=True, weights_only=True)
+    resnet_file = hub_checkpoint(cached_resnet50_weights() or weights)
+    files = {"resnet50": resnet_file, "efficientnet_lite0": lite0_weights_file()}
+    report = {name: f"{path} sha256={sha256_file(path)}" for name, path in files.items()}
+    print(f"image backbone weights (torch hub dir {torch.hub.get_dir()}); image.backbone={config.image.backbone}:", file=sys.stderr)
+    for name, line in report.items():
+        print(f"  {name}: {line}", file=sys.stderr)
+    return report
+
+
+# ---------------------------------------------------------------- training
+
+
+def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config) -> tuple[list[dict], int, float]:
+    """Train tail + embedding + classifier on cached views; keep the best validation epoch's weights.
+
+    Returns the per-epoch history, the best epoch and the validation loss before training.
+    """
+    settings = config.image
+    generator = torch.Generator().manual_seed(config.data.seed)
+    groups = network.trainable_parameters()
+    optimizer = torch.optim.AdamW(
+        [{"params": groups["tail"], "lr": settings.lr * settings.tail_lr_scale}, {"params": groups["head"], "lr": settings.lr}],
+        weight_decay=settings.weight_decay,
+    )
+    n_views, n = train.features.shape[:2]
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps_per_epoch, settings.epochs * steps_per_epoch))
+
+    initial_loss = _predict(network, val.features[0], val.labels)[0]
+    history: list[dict] = []
+    best = {"score": -1.0, "epoch": 0, "state": copy.deepcopy(network.state_dict())}
+    for epoch in range(1, settings.epochs + 1):
+        epoch_start = time.perf_counter()
+        network.train()
+        order = torch.randperm(n, generator=generator)
+        views = torch.randint(0, n_views, (n,), generator=generator)
+        total_loss, correct = 0.0, 0
+        for step in tqdm(range(steps_per_epoch), desc=f"image epoch {epoch}", unit="batch", leave=False):
+            rows = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            labels = train.labels[rows]
+            _, logits = network.from_cut(train.features[views[rows], rows])
+            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(rows)
+            correct += int((logits.argmax(1) == labels).sum())
+        train_seconds = time.perf_counter() - epoch_start
+
+        val_loss, _, val_probs = _predict(network, val.features[0], val.labels)
+        val_scores = _evaluate(val_probs, val)
+        record = {
+            "epoch": epoch,
+            "train_loss": total_loss / n,
+            "train_accuracy": correct / n,
+            "val_loss": val_loss,
+            "val_accuracy": val_scores["image"]["accuracy"],
+            "val_product_accuracy": val_scores["product"]["accuracy"],
+            "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(record)
+        print(
+            f"image epoch {epoch}: train loss {record['train_loss']:.3f} acc {record['train_accuracy']:.3f} | "
+            f"val loss {val_loss:.3f} acc {record['val_accuracy']:.3f} product acc {record['val_product_accuracy']:.3f} | "
+            f"{train_seconds:.1f} s",
+            file=sys.stderr,
+        )
+        if record["val_product_accuracy"] > best["score"]:
+            best = {"score": record["val_product_accuracy"], "epoch": epoch, "state": copy.deepcopy(network.state_dict())}
+        elif epoch - best["epoch"] >= settings.patience:
+            break
+    network.load_state_dict(best["state"])
+    network.eval()
+    return history, best["epoch"], initial_loss
+
+
+def _warmup_cosine(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.inference_mode()
+def _predict(network: ImageNetwork, features: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """(mean cross-entropy or nan, embeddings, probabilities) of cached cut features, in eval mode."""
+    network.eval()
+    embeddings, logits = [], []
+    for start in range(0, len(features), EVAL_BATCH):
+        embedding, logit = network.from_cut(features[start : start + EVAL_BATCH])
+        embeddings.append(embedding)
+        logits.append(logit)
+    logit = torch.cat(logits) if logits else torch.zeros((0, network.architecture.n_classes))
+    loss = float(F.cross_entropy(logit, labels)) if labels is not None and len(labels) else float("nan")
+    embedding = torch.cat(embeddings) if embeddings else torch.zeros((0, network.architecture.embed_dim))
+    return loss, embedding.numpy(), torch.softmax(logit, dim=1).numpy()
+
+
+def time_naive_loop(network: ImageNetwork, image_dir: Path, train: SplitData, config: Config) -> dict:
+    """Time training steps that load, augment and run the trunk every time, on a copy of the network.
+
+    Returns the seconds per training image of that loop and the trunk's own throughput in it.
+    """
+    settings, seed = config.image, config.data.seed
+    model = copy.deepcopy(network).train()
+    groups = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(groups["tail"] + groups["head"], lr=settings.lr * 0.01)
+    rng = np.random.default_rng(seed)
+    sample = rng.permutation(len(train.image_ids))[:NAIVE_SAMPLE]
+    trunk_seconds, timed = 0.0, 0
+    start = time.perf_counter()
+    for offset in tqdm(range(0, len(sample), settings.batch_size), desc="naive loop timing", unit="batch", leave=False):
+        rows = sample[offset : offset + settings.batch_size]
+        pixels = []
+        for row in rows:
+            image_id = train.image_ids[row]
+            image = clean_image(image_dir / f"{image_id}.jpg", config.data.image_size)
+            pixels.append(make_view(image, settings.input_size, int(rng.integers(settings.views)), image_id, seed))
+        trunk_start = time.perf_counter()
+        cut = model.cut_features(to_batch(pixels)).clone()
+        trunk_seconds += time.perf_counter() - trunk_start
+        _, logits = model.from_cut(cut)
+        loss = F.cross_entropy(logits, train.labels[torch.from_numpy(rows)], label_smoothing=settings.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        timed += len(rows)
+    seconds = time.perf_counter() - start
+    return {"seconds_per_image": seconds / max(1, timed), "trunk_images_per_s": round(timed / trunk_seconds, 1) if trunk_seconds else None}
+
+
+# ---------------------------------------------------------------- data, metrics, outputs
+
+
+def _initial_weights(backbone: str, random_init: bool) -> tuple[dict | None, Path | None, str]:
+    if random_init:
+        return None, None, RANDOM_INIT
+    state_dict, path = pretrained_state_dict(backbone)
+    return state_dict, path, sha256_file(path)
+
+
+def _split_data(cache: FeatureCache, photos: pd.DataFrame, n_views: int, seed: int) -> SplitData:
+    image_ids = photos["image_id"].tolist()
+    products, product_index = np.unique(photos["product_id"].to_numpy(), return_inverse=True)
+    product_labels = photos.groupby("product_id")["label"].first().reindex(products).to_numpy() if len(products) else np.zeros(0, np.int64)
+    features = torch.stack([cache.gather(view_name(k, seed), image_ids) for k in range(n_views)])
+    return SplitData(image_ids, torch.tensor(photos["label"].to_numpy(np.int64)), product_index, product_labels, features)
+
+
+def product_mean(probs: np.ndarray, product_index: np.ndarray, n_products: int) -> np.ndarray:
+    """Mean of each product's photo probabilities."""
+    sums = np.zeros((n_products, probs.shape[1]), np.float64)
+    np.add.at(sums, product_index, probs)
+    counts = np.bincount(product_index, minlength=n_products)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    if len(labels) == 0:
+        return {"accuracy": float("nan"), "macro_f1": float("nan")}
+    pred = probs.argmax(axis=1)
+    return {
+        "accuracy": round(float((pred == labels).mean()), 4),
+        "macro_f1": round(float(f1_score(labels, pred, average="macro", labels=range(probs.shape[1]), zero_division=0)), 4),
+    }
+
+
+def _evaluate(probs: np.ndarray, data: SplitData) -> dict[str, dict[str, float]]:
+    product_probs = product_mean(probs, data.product_index, len(data.product_labels))
+    return {"image": scores(data.labels.numpy(), probs), "product": scores(data.product_labels, product_probs)}
+
+
+def export_embeddings(network: ImageNetwork, plain_features: torch.Tensor, image_ids: list[str], path: Path) -> dict:
+    """The 256-d embedding and probabilities of every usable photo (plain view) for fusion and the index."""
+    _, embeddings, probs = _predict(network, plain_features)
+    np.savez(path, image_ids=np.array(image_ids, dtype=str), embeddings=embeddings.astype(np.float32), probs=probs.astype(np.float32))
+    return {"path": str(path), "photos": len(image_ids), "dim": int(embeddings.shape[1]) if len(embeddings) else network.architecture.embed_dim}
+
+
+def train_baseline(config: Config, image_dir: Path, photos: pd.DataFrame, classes: list[str]) -> dict:
+    """HOG + linear SVM on the same photos and split; C chosen on validation photos."""
+    start = time.perf_counter()
+    images = [clean_image(image_dir / f"{i}.jpg", config.data.image_size) for i in tqdm(photos["image_id"], desc="HOG photos", unit="img")]
+    features = hog_features(images, config.data.workers)
+    del images
+    split = photos["split"].to_numpy()
+    labels = photos["label"].to_numpy(np.int64)
+    train, val = split == "train", split == "val"
+    candidates = {c: HogSvmBaseline.fit(features[train], labels[train], classes, c, config.data.seed) for c in SVM_CS}
+    val_accuracy = {c: float((m.proba_from_features(features[val]).argmax(1) == labels[val]).mean()) for c, m in candidates.items()}
+    best_c = max(SVM_CS, key=lambda c: (val_accuracy[c], -c))
+    model = candidates[best_c]
+    metrics: dict = {"c": best_c, "val_accuracy_by_c": {str(c): round(a, 4) for c, a in val_accuracy.items()}}
+    for name in ("val", "test"):
+        mine = photos[split == name]
+        probs = model.proba_from_features(features[split == name])
+        products, product_index = np.unique(mine["product_id"].to_numpy(), return_inverse=True)
+        product_labels = mine.groupby("product_id")["label"].first().reindex(products).to_numpy()
+        metrics[name] = {
+            "image": scores(labels[split == name], probs),
+            "product": scores(product_labels, product_mean(probs, product_index, len(products))),
+        }
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    model.save(config.paths.image_model, metrics)
+    return metrics
+
+
+def _save(
+    network: ImageNetwork,
+    classes: list[str],
+    weights_file: Path | None,
+    weights_sha: str,
+    config: Config,
+    summary: dict,
+    history: list[dict],
+    out_dir: Path,
+) -> None:
+    torch.save(network.state_dict(), out_dir / MODEL_FILE)
+    sidecar = {
+        "architecture": network.architecture.to_json(),
+        "backbone": network.architecture.backbone,
+        "weights_file": str(weights_file) if weights_file else None,
+        "weights_sha256": weights_sha,
+        "classes": list(classes),
+        "preprocessing": {
+            "clean": f"listings.images.clean_image(source, size={config.data.image_size})",
+            "eval_transform": "image_model.preprocess.eval_view: bilinear resize of the whole photo",
+            "input_size": network.architecture.input_size,
+            "normalisation": network.normalisation,
+            "cut": network.cut,
+            "cut_dtype": "float16",
+        },
+        "settings": asdict(config.image),
+        "metrics": {"branch": summary["branch"], "baseline": {k: summary["baseline"][k] for k in ("val", "test")}},
+        "best_epoch": summary["best_epoch"],
+        "history": history,
+        "export": EXPORT_FILE,
+    }
+    (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
+    plot_curves(history, out_dir / CURVES_FILE)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train (label-smoothed)")
+    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Image branch loss")
+    acc_ax.plot(epochs, [h["train_accuracy"] for h in history], label="train photo (augmented)")
+    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="val photo")
+    acc_ax.plot(epochs, [h["val_product_accuracy"] for h in history], label="val product")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Image branch accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_summary(summary: dict) -> str:
+    t = summary["timing"]
+    lines = [
+        f"image branch: {summary['backbone']} (sha256 {summary['weights_sha256'][:12]}), cut {summary['cut']}, "
+        f"{summary['input_size']} px, {summary['views']} views, best epoch {summary['best_epoch']}/{summary['epochs_run']}",
+        f"  trunk {t['trunk_images_per_s']} img/s; epoch on cache {t['epoch_seconds_on_cache']} s vs naive "
+        f"{t['naive_epoch_seconds_estimate']} s (x{t['naive_over_cache_epoch_ratio']}); wall {summary.get('wall_time_s', '?')} s",
+        "                      val photo      val product    test photo     test product   (accuracy / macro-F1)",
+    ]
+    for name, result in (("branch", summary["branch"]), ("HOG+SVM baseline", summary["baseline"])):
+        cells = [f"{result[s][level]['accuracy']:.3f}/{result[s][level]['macro_f1']:.3f}" for s in ("val", "test") for level in ("image", "product")]
+        lines.append(f"  {name:<18}  " + "    ".join(cells))
+    return "\n".join(lines)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

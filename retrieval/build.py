@@ -1,0 +1,183 @@
+"""`fbm index`: the listing index from the branches' exported embeddings, and its evaluation.
+
+A listing's photo embedding is its photos' folded embedding, its text embedding the text
+branch's; as at serving time (`combined_model.inference`), a text with no known word is used only
+for a listing without a photo.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, load_export
+from listings.config import Config
+from listings.prepare import load_prepared
+from retrieval.index import IMAGE, TEXT, ListingIndex, SearchResult, fold_photos, listing_vectors, unit_rows
+
+SUMMARY_FILE = "build_summary.json"
+EVALUATION_FILE = "retrieval_evaluation.json"
+MODES = {"photo": (IMAGE,), "text": (TEXT,), "both": (IMAGE, TEXT)}
+
+
+@dataclass
+class ProductEmbeddings:
+    """Per-product branch embeddings, aligned with `listings` (zero rows where a modality is missing)."""
+
+    listings: pd.DataFrame
+    image: np.ndarray  # [n, d] folded photo embeddings
+    has_image: np.ndarray  # [n] bool
+    text: np.ndarray  # [n, d]
+    has_text: np.ndarray  # [n] bool
+    photo_embeddings: dict[str, np.ndarray]  # image id → the photo's own embedding
+
+    def vectors(self) -> np.ndarray:
+        return listing_vectors(self.image, self.has_image, self.text, self.has_text)
+
+    def subset(self, mask: np.ndarray) -> "ProductEmbeddings":
+        return ProductEmbeddings(
+            self.listings[mask].reset_index(drop=True), self.image[mask], self.has_image[mask], self.text[mask], self.has_text[mask], self.photo_embeddings
+        )
+
+
+def load_product_embeddings(config: Config) -> ProductEmbeddings:
+    """The prepared listings with their branch embeddings, from the two exports."""
+    listings = load_prepared(config).listings
+    image_export = load_export(config.paths.image_model / IMAGE_EXPORT, "image_ids")
+    text_export = load_export(config.paths.text_model / TEXT_EXPORT, "product_ids")
+    photos = dict(zip(image_export["image_ids"].tolist(), image_export["embeddings"].astype(np.float32)))
+    text_row = {pid: i for i, pid in enumerate(text_export["product_ids"].tolist())}
+    d_img, d_txt = image_export["embeddings"].shape[1], text_export["embeddings"].shape[1]
+    if d_img != d_txt:
+        raise ValueError(f"the image ({d_img}-d) and text ({d_txt}-d) embeddings must have the same width")
+
+    n = len(listings)
+    image, text = np.zeros((n, d_img), np.float32), np.zeros((n, d_txt), np.float32)
+    has_image, has_text = np.zeros(n, bool), np.zeros(n, bool)
+    known = text_export.get("known_tokens")
+    for i, (pid, image_ids) in enumerate(zip(listings["product_id"], listings["image_ids"])):
+        own = [photos[image_id] for image_id in image_ids if image_id in photos]
+        if own:
+            image[i], has_image[i] = fold_photos(np.stack(own)), True
+        row = text_row.get(pid)
+        if row is not None and (known is None or known[row] > 0 or not has_image[i]):
+            text[i], has_text[i] = text_export["embeddings"][row], True
+    return ProductEmbeddings(listings, image, has_image, text, has_text, photos)
+
+
+def build_index(config: Config) -> dict:
+    """Index every prepared listing with a photo or a text in `config.paths.index`; returns a summary."""
+    start = time.perf_counter()
+    products = load_product_embeddings(config)
+    products = products.subset(products.has_image | products.has_text)
+    index = ListingIndex.build(config.paths.index, products.vectors(), products.listings.to_dict("records"), config.index)
+    summary = index.info() | {"wall_time_s": round(time.perf_counter() - start, 1)}
+    index.close()
+    (config.paths.index / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate_retrieval(config: Config, k: int = 10) -> dict:
+    """Test listings as queries against an index of the train and validation listings.
+
+    Reports same-root-category precision@k per query modality, how often a photo's nearest other
+    photo (in an index of every photo) belongs to the same product, and search latency without
+    the model, on an index of every listing with the query listing excluded."""
+    products = load_product_embeddings(config)
+    split = products.listings["split"].to_numpy()
+    catalogue = products.subset(np.isin(split, ["train", "val"]) & (products.has_image | products.has_text))
+    queries = products.subset(split == "test")
+    roots = catalogue.listings["root"].to_numpy()
+    chance = float(sum((np.mean(roots == root)) ** 2 for root in np.unique(roots)))
+
+    report: dict = {"k": k, "catalogue": len(catalogue.listings), "test_listings": len(queries.listings), "chance_precision": round(chance, 4)}
+    with tempfile.TemporaryDirectory(dir=_scratch(config)) as directory:
+        with ListingIndex.build(directory, catalogue.vectors(), catalogue.listings.to_dict("records"), config.index) as index:
+            for mode, modalities in MODES.items():
+                precision, _ = _query_all(index, queries, modalities, k, exclude_self=False)
+                report[f"precision@{k}_{mode}"] = round(float(np.mean(precision)), 4) if precision else None
+                report[f"queries_{mode}"] = len(precision)
+    report |= other_photo_rate(products)
+
+    indexed = products.subset(products.has_image | products.has_text)
+    with tempfile.TemporaryDirectory(dir=_scratch(config)) as directory:
+        with ListingIndex.build(directory, indexed.vectors(), indexed.listings.to_dict("records"), config.index) as index:
+            report["latency_index_size"] = len(index)
+            for mode, modalities in MODES.items():
+                _, latency_ms = _query_all(index, queries, modalities, k, exclude_self=True)
+                report[f"latency_ms_{mode}"] = _percentiles(latency_ms)
+            _, latency_ms = _query_all(index, queries, MODES["both"], k, exclude_self=True, same_root_only=True)
+            report["latency_ms_both_category_filter"] = _percentiles(latency_ms)
+    config.paths.reports.mkdir(parents=True, exist_ok=True)
+    (config.paths.reports / EVALUATION_FILE).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def other_photo_rate(products: ProductEmbeddings) -> dict:
+    """Over the photos of test products with two or more photos: how often the photo's nearest
+    neighbour among every photo of the train, validation and test products (itself left out)
+    is another photo of the same product."""
+    frame = products.listings
+    owner = [
+        (image_id, pid, split)
+        for pid, split, image_ids in zip(frame["product_id"], frame["split"], frame["image_ids"])
+        for image_id in image_ids
+        if image_id in products.photo_embeddings
+    ]
+    if not owner:
+        return {"other_photo_nn_rate": None, "other_photo_queries": 0}
+    vectors = unit_rows(np.stack([products.photo_embeddings[image_id] for image_id, _, _ in owner]))
+    product_of = np.array([pid for _, pid, _ in owner])
+    photos_of = pd.Series(product_of).value_counts()
+    query_rows = np.array([i for i, (_, pid, split) in enumerate(owner) if split == "test" and photos_of[pid] >= 2], dtype=np.int64)
+    if not len(query_rows):
+        return {"other_photo_nn_rate": None, "other_photo_queries": 0}
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    _, neighbours = index.search(vectors[query_rows], 2)
+    nearest = np.where(neighbours[:, 0] == query_rows, neighbours[:, 1], neighbours[:, 0])  # leave the query photo out
+    rate = float(np.mean(product_of[nearest] == product_of[query_rows]))
+    return {"other_photo_nn_rate": round(rate, 4), "other_photo_queries": int(len(query_rows)), "other_photo_index_size": int(len(vectors))}
+
+
+def _query_all(
+    index: ListingIndex, queries: ProductEmbeddings, modalities: tuple[str, ...], k: int, exclude_self: bool, same_root_only: bool = False
+) -> tuple[list[float], list[float]]:
+    """Same-root precision@k and latency (ms) of every query listing that has the given modalities."""
+    usable = np.ones(len(queries.listings), bool)
+    if IMAGE in modalities:
+        usable &= queries.has_image
+    if TEXT in modalities:
+        usable &= queries.has_text
+    precision, latency_ms = [], []
+    for i in tqdm(np.flatnonzero(usable), desc=f"queries by {'+'.join(modalities)}", unit="query", leave=False):
+        listing = queries.listings.iloc[i]
+        start = time.perf_counter()
+        result: SearchResult = index.search(
+            queries.image[i] if IMAGE in modalities else None,
+            queries.text[i] if TEXT in modalities else None,
+            k=k,
+            category=listing["root"] if same_root_only else None,
+            exclude_product_id=listing["product_id"] if exclude_self else None,
+        )
+        latency_ms.append((time.perf_counter() - start) * 1000)
+        precision.append(np.mean([hit.root == listing["root"] for hit in result.hits]) if result.hits else 0.0)
+    return precision, latency_ms
+
+
+def _percentiles(latency_ms: list[float]) -> dict | None:
+    if not latency_ms:
+        return None
+    return {"p50": round(float(np.percentile(latency_ms, 50)), 3), "p99": round(float(np.percentile(latency_ms, 99)), 3), "queries": len(latency_ms)}
+
+
+def _scratch(config: Config) -> Path:
+    config.paths.cache.mkdir(parents=True, exist_ok=True)
+    return config.paths.cache

@@ -1,0 +1,681 @@
+"""A live, searchable index of listings: FAISS vectors beside SQLite metadata.
+
+The vector of a listing
+    The branches' 256-d embeddings side by side: [w·î, w·t̂] with î the listing's photos folded
+    into one direction (each photo's embedding L2-normalised, averaged, re-normalised), t̂ its
+    L2-normalised text embedding and w = 1/√2, so a listing with a photo and a text is a unit
+    vector; a missing modality is a zero half. We index this concatenation (the fusion
+    classifier's own input) rather than anything fused, because only here does each modality keep
+    its own coordinates: a query carrying only a text is [0, t̂_q] and its inner product with any
+    listing is cos(t̂_q, t̂)/√2 whatever the listing's photo, so one index answers text-only,
+    photo-only and photo+text queries, ranking by the modalities given and nothing else; a fused
+    vector would compare a text-only query with photo evidence it does not have. A listing that
+    lacks a modality is deliberately *not* re-normalised: that would stretch its other half by √2
+    and rank it above complete listings for single-modality queries.
+
+Scores
+    A query is normalised over the m ∈ {1, 2} modalities it carries, so its inner product with a
+    listing is Σ cos / √(2m) and the mean cosine over the query's modalities is c = ip·√(2/m) (for a
+    photo+text query against a complete listing this is simply the cosine of the two unit
+    vectors). A listing without the query's modality contributes a cosine of 0 to that mean, and is
+    left out altogether when that modality is the only one asked for. Reported scores are
+    (1 + c) / 2 ∈ [0, 1], the linear map that keeps the ranking.
+
+Storage and consistency
+    A directory holds `CURRENT` (the name of the live build), `listings-<build>.sqlite` (one row
+    per product keyed by its FAISS id with its metadata, and a table of the same ids' vectors) and
+    `vectors-<build>.faiss` (an `IndexIDMap2`). SQLite is the source of truth, the FAISS file a
+    derived index: an add or a delete commits its SQLite transaction first, then rewrites the FAISS
+    file to a temporary name and renames it over the old one. On opening, FAISS ids missing from
+    SQLite are removed (or tombstoned) and SQLite rows missing from FAISS are re-added from their
+    stored vector, so a crash at any point reopens to the state of the last committed transaction.
+    A build writes a fresh pair under a new build name and commits by renaming `CURRENT`. A
+    missing or unreadable file is refused with an `IndexStateError` naming it.
+
+Index kinds
+    Up to `exact_threshold` listings: `IndexFlatIP` (exact; a delete removes the vector). Above:
+    `IndexHNSWFlat` with `efSearch` set on every query. HNSW cannot remove vectors, so a deleted
+    listing stays in the graph as a tombstone (it still helps navigation) and is filtered out by
+    the search's ID selector; rebuilding (`fbm index`) compacts. The kind is chosen at build time.
+
+Filters and threads
+    Filters (root category or category path prefix, price range, the excluded query listing,
+    tombstones) are resolved to FAISS ids by indexed SQLite range queries and applied inside the
+    search as FAISS ID selectors. A filtered HNSW search over at most `filter_exact_limit`
+    listings, and an approximate search that returns fewer than min(k, eligible) listings, scan
+    the eligible stored vectors exactly instead, so k results come back whenever k exist.
+    Searches share a read lock and run concurrently; adds and deletes take the write lock.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from listings.config import IndexConfig
+from listings.data import split_category
+
+log = logging.getLogger(__name__)
+
+IMAGE, TEXT = "image", "text"
+HALF_WEIGHT = 1 / math.sqrt(2)
+FORMAT_VERSION = 1
+CURRENT_FILE = "CURRENT"
+FLAT, HNSW = "flat", "hnsw"
+
+
+class IndexStateError(RuntimeError):
+    """The files of an index are missing, unreadable or do not belong together."""
+
+
+# --- vectors -----------------------------------------------------------------------------------
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise each row; an all-zero row stays zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def fold_photos(embeddings: np.ndarray) -> np.ndarray:
+    """One direction for a listing's photos: the re-normalised mean of their unit embeddings.
+
+    Accepts one embedding [d] or a listing's photos [p, d]."""
+    embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+    return unit_rows(unit_rows(embeddings).mean(axis=0))
+
+
+def listing_vectors(image: np.ndarray, has_image: np.ndarray, text: np.ndarray, has_text: np.ndarray) -> np.ndarray:
+    """Index vectors [n, 2d] from folded photo embeddings and text embeddings ([n, d] each)."""
+    image_half = unit_rows(image) * np.asarray(has_image, dtype=np.float32)[:, None]
+    text_half = unit_rows(text) * np.asarray(has_text, dtype=np.float32)[:, None]
+    return (np.concatenate([image_half, text_half], axis=1) * HALF_WEIGHT).astype(np.float32)
+
+
+def listing_vector(image_vec: np.ndarray | None, text_vec: np.ndarray | None, half_dim: int) -> np.ndarray:
+    """The index vector [2d] of one listing; `image_vec` may be one embedding or its photos [p, d]."""
+    image = _half(image_vec, half_dim, "image_vec", fold=True)
+    text = _half(text_vec, half_dim, "text_vec", fold=False)
+    return listing_vectors(image[None], [image_vec is not None], text[None], [text_vec is not None])[0]
+
+
+def query_vector(image_vec: np.ndarray | None, text_vec: np.ndarray | None, half_dim: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The unit query vector [2d] carrying only the given modalities, and their names."""
+    modalities = tuple(name for name, vec in ((IMAGE, image_vec), (TEXT, text_vec)) if vec is not None)
+    if not modalities:
+        raise ValueError("a query needs an image vector, a text vector or both")
+    vector = np.concatenate([_half(image_vec, half_dim, "image_vec", fold=True), _half(text_vec, half_dim, "text_vec", fold=False)])
+    if not np.any(vector):
+        raise ValueError("the query vector is zero")
+    return unit_rows(vector), modalities
+
+
+def score_from_inner_product(inner_product: np.ndarray | float, n_modalities: int) -> np.ndarray:
+    """(1 + mean cosine over the query's modalities) / 2, in [0, 1]."""
+    cosine = np.asarray(inner_product, dtype=np.float64) * math.sqrt(2 / n_modalities)
+    return np.clip((1 + cosine) / 2, 0.0, 1.0)
+
+
+def _half(vec: np.ndarray | None, half_dim: int, name: str, fold: bool) -> np.ndarray:
+    if vec is None:
+        return np.zeros(half_dim, dtype=np.float32)
+    vec = np.asarray(vec, dtype=np.float32)
+    if vec.ndim not in ((1, 2) if fold else (1,)) or vec.shape[-1] != half_dim or vec.size == 0:
+        expected = f"({half_dim},)" + (f" or (photos, {half_dim})" if fold else "")
+        raise ValueError(f"{name} has shape {vec.shape}; expected {expected}")
+    if not np.all(np.isfinite(vec)):
+        raise ValueError(f"{name} has non-finite values")
+    return fold_photos(vec) if fold else unit_rows(vec)
+
+
+def make_faiss_index(n: int, dim: int, config: IndexConfig) -> faiss.IndexIDMap2:
+    """The size-aware choice: exact inner product below `exact_threshold` listings, HNSW above."""
+    if n <= config.exact_threshold:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    hnsw = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = config.ef_construction
+    hnsw.hnsw.efSearch = config.ef_search
+    return faiss.IndexIDMap2(hnsw)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run FAISS on one thread in this thread: a single query gains nothing from OpenMP, and its
+    parallel regions stall whenever the other cores are busy. Concurrent searches use the cores."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def index_kind(index: faiss.IndexIDMap2) -> str:
+    return HNSW if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW) else FLAT
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Listing:
+    """The metadata stored for one product."""
+
+    product_id: str
+    title: str
+    category: str
+    root: str
+    price: float | None
+    location: str
+    image_ids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_mapping(cls, row: Mapping) -> "Listing":
+        """From a prepared-listings row (or any mapping with at least product_id, title, category)."""
+        category = str(row.get("category") or "")
+        price = row.get("price")
+        return cls(
+            product_id=str(row["product_id"]),
+            title=str(row.get("title") or ""),
+            category=category,
+            root=str(row.get("root") or next(iter(split_category(category)), "")),
+            price=None if price is None or (isinstance(price, float) and math.isnan(price)) else float(price),
+            location=str(row.get("location") or ""),
+            image_ids=[str(i) for i in (row.get("image_ids") if row.get("image_ids") is not None else [])],
+        )
+
+
+@dataclass
+class Hit(Listing):
+    score: float = 0.0
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    modalities: tuple[str, ...]  # which of ("image", "text") ranked the results
+
+    def to_dict(self) -> dict:
+        return {"modalities": list(self.modalities), "results": [asdict(hit) for hit in self.hits]}
+
+
+def format_results(result: SearchResult, title_width: int = 48) -> str:
+    """A table of search results with their scores, for the command line."""
+    used = " + ".join("photo" if m == IMAGE else "text" for m in result.modalities)
+    if not result.hits:
+        return f"no matching listings (searched by {used})"
+    header = f"{'#':>3}  {'score':>5}  {'price':>9}  {'category':<30}  {'title':<{title_width}}  {'location':<20}  product id"
+    lines = [f"{len(result.hits)} similar listings by {used}", header, "-" * len(header)]
+    for rank, hit in enumerate(result.hits, 1):
+        price = f"£{hit.price:,.2f}" if hit.price is not None else "-"
+        lines.append(
+            f"{rank:>3}  {hit.score:5.3f}  {price:>9}  {_clip(hit.root, 30):<30}  {_clip(hit.title, title_width):<{title_width}}  "
+            f"{_clip(hit.location, 20):<20}  {hit.product_id}"
+        )
+    return "\n".join(lines)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- the index ---------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE listings (
+    faiss_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    category TEXT NOT NULL,
+    root TEXT NOT NULL,
+    price REAL,
+    location TEXT NOT NULL,
+    image_ids TEXT NOT NULL,
+    category_key TEXT NOT NULL,
+    has_image INTEGER NOT NULL,
+    has_text INTEGER NOT NULL
+);
+CREATE INDEX listings_category ON listings (category_key);
+CREATE INDEX listings_price ON listings (price);
+CREATE TABLE vectors (faiss_id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
+_PATH_SEPARATOR = " / "
+
+
+def _category_key(category: str) -> str:
+    """`"Home & Garden / Dining"` → `"home & garden / dining / "`: every path prefix of it is a string prefix."""
+    return _PATH_SEPARATOR.join(split_category(category)).lower() + _PATH_SEPARATOR
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._condition:
+            self._writers_waiting += 1
+            self._condition.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._writing = False
+                self._condition.notify_all()
+
+
+class ListingIndex:
+    """Listings searchable by photo, text or both; see the module docstring for the design."""
+
+    def __init__(self, directory: Path, build_id: str, db: sqlite3.Connection, index: faiss.IndexIDMap2, config: IndexConfig):
+        self.directory = directory
+        self.build_id = build_id
+        self.config = config
+        self._db = db
+        self._index = index
+        self._kind = index_kind(index)
+        self._lock = _ReadWriteLock()
+        self._db_mutex = threading.Lock()  # searches share the connection; SQLite calls are short
+        self._half_dim = index.d // 2
+        live = dict(db.execute("SELECT faiss_id, has_image | (has_text << 1) FROM listings").fetchall())
+        self._count = len(live)
+        self._missing = {IMAGE: {i for i, bits in live.items() if not bits & 1}, TEXT: {i for i, bits in live.items() if not bits & 2}}
+        self._tombstones = set(faiss.vector_to_array(index.id_map).tolist()) - set(live)
+        self.reconciled = {"re_added": 0, "removed": 0}
+
+    # files
+
+    @staticmethod
+    def db_path(directory: Path, build_id: str) -> Path:
+        return Path(directory) / f"listings-{build_id}.sqlite"
+
+    @staticmethod
+    def faiss_path(directory: Path, build_id: str) -> Path:
+        return Path(directory) / f"vectors-{build_id}.faiss"
+
+    @classmethod
+    def build(cls, directory: str | Path, vectors: np.ndarray, listings: Iterable[Mapping], config: IndexConfig) -> "ListingIndex":
+        """Write a new index of `listings` (one per product) with their `listing_vectors` and open it.
+
+        An index already in `directory` stays live until the new one is complete."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = [Listing.from_mapping(row) for row in listings]
+        _check_vectors(vectors, len(rows))
+        if len({row.product_id for row in rows}) != len(rows):
+            raise ValueError("product ids must be unique: the index holds one row per product")
+
+        build_id = uuid.uuid4().hex[:12]
+        db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
+        db = sqlite3.connect(db_path, check_same_thread=False)
+        with db:
+            db.executescript(_SCHEMA)
+            db.executemany(
+                "INSERT INTO info (key, value) VALUES (?, ?)",
+                [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id)],
+            )
+            for faiss_id, (row, vector) in enumerate(zip(rows, vectors)):
+                _insert(db, row, vector, faiss_id)
+        index = make_faiss_index(len(rows), vectors.shape[1], config)
+        index.add_with_ids(vectors, np.arange(len(rows), dtype=np.int64))
+        _write_faiss(index, faiss_path)
+        _write_atomic(directory / CURRENT_FILE, build_id + "\n")
+        _remove_other_builds(directory, build_id)
+        return cls(directory, build_id, db, index, config)
+
+    @classmethod
+    def open(cls, directory: str | Path, config: IndexConfig) -> "ListingIndex":
+        """Open the live build in `directory`, reconciling FAISS with the database after a crash."""
+        directory = Path(directory)
+        current = directory / CURRENT_FILE
+        if not current.exists():
+            raise FileNotFoundError(f"no index in {directory} ({current} is missing): build one with `fbm index`")
+        build_id = current.read_text().strip()
+        db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
+        for path in (db_path, faiss_path):
+            if not path.exists():
+                raise IndexStateError(f"{path} is missing ({current} names build {build_id}): rebuild the index with `fbm index`")
+        try:
+            db = sqlite3.connect(db_path, check_same_thread=False)
+            info = dict(db.execute("SELECT key, value FROM info").fetchall())
+        except sqlite3.DatabaseError as error:
+            raise IndexStateError(f"{db_path} is not a readable index database ({error}): rebuild the index with `fbm index`") from error
+        try:
+            index = faiss.read_index(str(faiss_path))
+        except RuntimeError as error:
+            raise IndexStateError(f"{faiss_path} is not a readable FAISS index: rebuild the index with `fbm index`") from error
+        if info.get("format_version") != str(FORMAT_VERSION):
+            raise IndexStateError(f"{db_path} has format {info.get('format_version')}, this code reads {FORMAT_VERSION}: rebuild the index with `fbm index`")
+        if not isinstance(index, faiss.IndexIDMap2) or str(index.d) != info.get("dim"):
+            raise IndexStateError(f"{faiss_path} does not match {db_path} (dim {index.d} vs {info.get('dim')}): rebuild the index with `fbm index`")
+        listing_index = cls(directory, build_id, db, index, config)
+        listing_index._reconcile()
+        return listing_index
+
+    def close(self) -> None:
+        with self._lock.write():
+            self._db.close()
+
+    def __enter__(self) -> "ListingIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def info(self) -> dict:
+        """What is indexed and how: listing count, vector dimension, index kind and its settings."""
+        with self._lock.read():
+            info = {
+                "count": self._count,
+                "dim": int(self._index.d),
+                "kind": self._kind,
+                "format_version": FORMAT_VERSION,
+                "build_id": self.build_id,
+                "faiss_vectors": int(self._index.ntotal),
+                "tombstones": len(self._tombstones),
+                "without_image": len(self._missing[IMAGE]),
+                "without_text": len(self._missing[TEXT]),
+                "directory": str(self.directory),
+            }
+        if self._kind == HNSW:
+            hnsw = faiss.downcast_index(self._index.index).hnsw
+            info |= {"hnsw_m": int(hnsw.nb_neighbors(1)), "ef_construction": int(hnsw.efConstruction), "ef_search": self.config.ef_search}
+        return info
+
+    # search
+
+    def search(
+        self,
+        image_vec: np.ndarray | None,
+        text_vec: np.ndarray | None,
+        k: int = 10,
+        category: str | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        exclude_product_id: str | None = None,
+    ) -> SearchResult:
+        """The k listings most similar to a photo embedding (or a listing's photos [p, d]), a text
+        embedding or both, among those matching the filters; `category` is a root category or a
+        category path prefix (case-insensitive), a price filter leaves out listings without a price."""
+        if not 1 <= k <= self.config.max_k:
+            raise ValueError(f"k must be between 1 and {self.config.max_k} (index.max_k), got {k}")
+        if min_price is not None and max_price is not None and min_price > max_price:
+            raise ValueError(f"min_price {min_price} is above max_price {max_price}")
+        query, modalities = query_vector(image_vec, text_vec, self._half_dim)
+        category = category if category and category.strip() else None
+        with self._lock.read(), single_threaded():
+            ids, inner_products = self._search_ids(query, modalities, k, category, min_price, max_price, exclude_product_id)
+            listings = self._fetch(ids)
+        scores = score_from_inner_product(inner_products, len(modalities))
+        hits = [Hit(**asdict(listings[i]), score=float(s)) for i, s in zip(ids, scores)]
+        return SearchResult(hits=hits, modalities=modalities)
+
+    def _search_ids(
+        self,
+        query: np.ndarray,
+        modalities: tuple[str, ...],
+        k: int,
+        category: str | None,
+        min_price: float | None,
+        max_price: float | None,
+        exclude_product_id: str | None,
+    ) -> tuple[list[int], np.ndarray]:
+        """FAISS ids and inner products of the best min(k, eligible) listings."""
+        excluded = set(self._tombstones)
+        if len(modalities) == 1:
+            excluded |= self._missing[modalities[0]]
+        if exclude_product_id is not None:
+            excluded |= {i for (i,) in self._query("SELECT faiss_id FROM listings WHERE product_id = ?", (exclude_product_id,))}
+        if category is None and min_price is None and max_price is None:
+            allowed = None
+            eligible = self._count - len(excluded - self._tombstones)
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(excluded, np.int64))) if excluded else None
+        else:
+            allowed = np.array([i for i in self._filtered_ids(category, min_price, max_price) if i not in excluded], dtype=np.int64)
+            eligible = len(allowed)
+            selector = faiss.IDSelectorBatch(allowed)
+        wanted = min(k, eligible)
+        if wanted == 0:
+            return [], np.zeros(0)
+        if allowed is not None and self._kind == HNSW and eligible <= self.config.filter_exact_limit:
+            return self._exact(query, selector, wanted)
+        params = faiss.SearchParametersHNSW() if self._kind == HNSW else faiss.SearchParameters()
+        if self._kind == HNSW:
+            live = max(self._count, 1)
+            params.efSearch = max(self.config.ef_search, k) * min(math.ceil(live / eligible), 16)
+        if selector is not None:
+            params.sel = selector
+        distances, labels = self._index.search(query[None], wanted, params=params)
+        found = labels[0] >= 0
+        if found.sum() < wanted:  # an approximate search starved by the filter: search the eligible exactly
+            return self._exact(query, selector, wanted)
+        return labels[0].tolist(), distances[0]
+
+    def _filtered_ids(self, category: str | None, min_price: float | None, max_price: float | None) -> list[int]:
+        clauses, params = [], []
+        if category is not None:  # keys starting with the category's key: a range scan of the index
+            prefix = _category_key(category)
+            clauses.append("category_key >= ? AND category_key < ?")
+            params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+        if min_price is not None:
+            clauses.append("price >= ?")
+            params.append(min_price)
+        if max_price is not None:
+            clauses.append("price <= ?")
+            params.append(max_price)
+        return [i for (i,) in self._query(f"SELECT faiss_id FROM listings WHERE {' AND '.join(clauses)}", params)]
+
+    def _exact(self, query: np.ndarray, selector: faiss.IDSelector | None, k: int) -> tuple[list[int], np.ndarray]:
+        """Exhaustive search of the stored vectors (HNSW's own flat storage) among the selected ids."""
+        store = faiss.downcast_index(self._index.index)
+        if self._kind == HNSW:
+            store = faiss.downcast_index(store.storage)
+        params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = faiss.IDSelectorTranslated(self._index.id_map, selector)  # selects by FAISS id, not position
+        distances, positions = store.search(query[None], k, params=params)
+        return [int(self._index.id_map.at(int(p))) for p in positions[0] if p >= 0], distances[0][positions[0] >= 0]
+
+    def _fetch(self, ids: list[int]) -> dict[int, Listing]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE faiss_id IN ({marks})", ids)
+        return {row[0]: _listing_from_row(row[1:]) for row in rows}
+
+    def _query(self, sql: str, params: Iterable) -> list[tuple]:
+        with self._db_mutex:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # updates
+
+    def add(self, listing: Mapping | Listing, image_vec: np.ndarray | None, text_vec: np.ndarray | None) -> int:
+        """Add a listing, or replace the one with the same product id; returns its FAISS id.
+
+        `image_vec` is one photo embedding or the listing's photos [p, d]; at least one is needed."""
+        if image_vec is None and text_vec is None:
+            raise ValueError("a listing needs an image vector, a text vector or both")
+        row = listing if isinstance(listing, Listing) else Listing.from_mapping(listing)
+        vector = listing_vector(image_vec, text_vec, self._half_dim)
+        has_image, has_text = bool(np.any(vector[: self._half_dim])), bool(np.any(vector[self._half_dim :]))
+        if not (has_image or has_text):
+            raise ValueError("the listing's vectors are zero")
+        with self._lock.write():
+            with self._db:  # the commit point: FAISS follows, and is reconciled on open if it did not
+                old = self._db.execute("SELECT faiss_id FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
+                if old:
+                    _delete(self._db, old[0])
+                faiss_id = _insert(self._db, row, vector)
+            if old:
+                self._drop_from_faiss(old[0])
+            self._add_to_faiss(faiss_id, vector, has_image, has_text)
+            self._count += 0 if old else 1
+            self._persist()
+        return faiss_id
+
+    def delete(self, product_id: str) -> bool:
+        """Remove a listing; False when it is not indexed."""
+        with self._lock.write():
+            with self._db:
+                old = self._db.execute("SELECT faiss_id FROM listings WHERE product_id = ?", (product_id,)).fetchone()
+                if not old:
+                    return False
+                _delete(self._db, old[0])
+            self._drop_from_faiss(old[0])
+            self._count -= 1
+            self._persist()
+        return True
+
+    def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
+        self._index.add_with_ids(vector[None], np.array([faiss_id], dtype=np.int64))
+        if not has_image:
+            self._missing[IMAGE].add(faiss_id)
+        if not has_text:
+            self._missing[TEXT].add(faiss_id)
+
+    def _drop_from_faiss(self, faiss_id: int) -> None:
+        if self._kind == HNSW:
+            self._tombstones.add(faiss_id)
+        else:
+            self._index.remove_ids(np.array([faiss_id], dtype=np.int64))
+        self._missing[IMAGE].discard(faiss_id)
+        self._missing[TEXT].discard(faiss_id)
+
+    def _persist(self) -> None:
+        _write_faiss(self._index, self.faiss_path(self.directory, self.build_id))
+
+    def _reconcile(self) -> None:
+        """Bring FAISS to the database's state after an interrupted add or delete."""
+        in_faiss = set(faiss.vector_to_array(self._index.id_map).tolist())
+        in_db = {i for (i,) in self._db.execute("SELECT faiss_id FROM listings")}
+        stale, missing = in_faiss - in_db, in_db - in_faiss
+        if self._kind == FLAT and stale:
+            self._index.remove_ids(np.fromiter(stale, np.int64))
+            self._tombstones.clear()
+        if missing:
+            marks = ",".join("?" * len(missing))
+            rows = self._query(
+                f"SELECT faiss_id, has_image, has_text, vector FROM listings JOIN vectors USING (faiss_id) WHERE faiss_id IN ({marks})", sorted(missing)
+            )
+            for faiss_id, has_image, has_text, blob in rows:
+                self._add_to_faiss(faiss_id, np.frombuffer(blob, dtype=np.float32), bool(has_image), bool(has_text))
+        if missing or (stale and self._kind == FLAT):
+            self.reconciled = {"re_added": len(missing), "removed": len(stale) if self._kind == FLAT else 0}
+            log.warning("index %s reconciled with its database: %s", self.directory, self.reconciled)
+            self._persist()
+
+
+def _check_vectors(vectors: np.ndarray, n_rows: int) -> None:
+    if vectors.ndim != 2 or vectors.shape[0] != n_rows or vectors.shape[1] % 2:
+        raise ValueError(f"vectors have shape {vectors.shape}; expected ({n_rows}, 2·d), one per listing")
+    if not np.all(np.isfinite(vectors)):
+        raise ValueError("vectors have non-finite values")
+    if np.any(np.linalg.norm(vectors, axis=1) > 1 + 1e-3):
+        raise ValueError("vectors must come from `listing_vectors` (norm at most 1)")
+
+
+def _insert(db: sqlite3.Connection, row: Listing, vector: np.ndarray, faiss_id: int | None = None) -> int:
+    """Insert a listing and its vector (inside the caller's transaction); returns its FAISS id."""
+    half = len(vector) // 2
+    cursor = db.execute(
+        f"INSERT INTO listings (faiss_id, {_METADATA_COLUMNS}, category_key, has_image, has_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            faiss_id,
+            row.product_id,
+            row.title,
+            row.category,
+            row.root,
+            row.price,
+            row.location,
+            json.dumps(row.image_ids),
+            _category_key(row.category),
+            int(np.any(vector[:half])),
+            int(np.any(vector[half:])),
+        ),
+    )
+    db.execute("INSERT INTO vectors (faiss_id, vector) VALUES (?, ?)", (cursor.lastrowid, np.asarray(vector, np.float32).tobytes()))
+    return int(cursor.lastrowid)
+
+
+def _delete(db: sqlite3.Connection, faiss_id: int) -> None:
+    db.execute("DELETE FROM listings WHERE faiss_id = ?", (faiss_id,))
+    db.execute("DELETE FROM vectors WHERE faiss_id = ?", (faiss_id,))
+
+
+def _listing_from_row(row: tuple) -> Listing:
+    product_id, title, category, root, price, location, image_ids = row
+    return Listing(product_id, title, category, root, price, location, json.loads(image_ids))
+
+
+def _write_faiss(index: faiss.Index, path: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename it over `path`."""
+    temporary = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(temporary))
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _remove_other_builds(directory: Path, build_id: str) -> None:
+    """Delete files of superseded or unfinished builds, and temporary files of interrupted writes."""
+    keep = {ListingIndex.db_path(directory, build_id).name, ListingIndex.faiss_path(directory, build_id).name}
+    for path in directory.iterdir():
+        ours = path.name.startswith(("listings-", "vectors-")) or path.name.endswith(".tmp")
+        if ours and path.name not in keep and not path.name.startswith(tuple(f"{name}-" for name in keep)):
+            path.unlink()

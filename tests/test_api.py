@@ -1,0 +1,412 @@
+"""The HTTP API on a stand-in predictor and the real listing index: every endpoint, every bad input."""
+from __future__ import annotations
+
+import io
+import select
+import socket
+import time
+import urllib.parse
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from api.app import create_app
+from test_api_fakes import CLASSES, FakePredictor, fake_services, jpeg_bytes, live_server, synthetic_photo, tiny_config
+
+KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """One catalogue for the module's read-only tests (built once: photos, index)."""
+    path = tmp_path_factory.mktemp("artifacts")
+    fake_services(tiny_config(path)).index.close()
+    return path
+
+
+def serving(config):
+    services = fake_services(config)
+    with TestClient(create_app(config, services)) as client:
+        yield client
+    services.index.close()
+
+
+@pytest.fixture
+def client(artifacts):
+    yield from serving(tiny_config(artifacts, api_key=KEY))
+
+
+@pytest.fixture
+def writable(tmp_path):
+    """A client on its own copy of the catalogue, for tests that add and delete listings."""
+    yield from serving(tiny_config(tmp_path, api_key=KEY))
+
+
+def catalogue_photo(artifacts, image_id: str) -> bytes:
+    return (tiny_config(artifacts).paths.clean_images(256) / f"{image_id}.jpg").read_bytes()
+
+
+def assert_prediction(body: dict, modalities: list[str]) -> None:
+    assert body["modalities"] == modalities
+    assert sorted(body["classes"]) == sorted(CLASSES)
+    assert body["pred"] == body["classes"][0]
+    probabilities = body["probabilities"]
+    assert len(probabilities) == len(CLASSES) and abs(sum(probabilities) - 1) < 1e-4
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+# --- happy paths -----------------------------------------------------------------------------
+
+
+def test_image_text_and_combined_predict_from_the_inputs_given(client):
+    photo = jpeg_bytes(synthetic_photo("red", "circle"))
+    image = client.post("/image", files={"img": ("kettle.jpg", photo, "image/jpeg")})
+    assert image.status_code == 200, image.text
+    assert_prediction(image.json(), ["image"])
+
+    text = client.post("/text", data={"txt": "oak dining chair"})
+    assert text.status_code == 200, text.text
+    assert_prediction(text.json(), ["text"])
+
+    both = client.post("/combined", files={"img": ("kettle.jpg", photo, "image/jpeg")}, data={"txt": "oak dining chair"})
+    assert both.status_code == 200, both.text
+    assert_prediction(both.json(), ["image", "text"])
+
+    for data, files, used in (({"txt": "oak dining chair"}, None, ["text"]), ({}, {"img": ("k.jpg", photo)}, ["image"])):
+        fallback = client.post("/combined", data=data, files=files)
+        assert fallback.status_code == 200, fallback.text
+        assert_prediction(fallback.json(), used)
+
+
+def test_several_photos_of_one_listing_and_other_formats_are_accepted(client):
+    png = io.BytesIO()
+    synthetic_photo("blue", "square").convert("RGBA").save(png, format="PNG")
+    files = [("img", ("a.jpg", jpeg_bytes(synthetic_photo("red", "circle")))), ("img", ("b.png", png.getvalue()))]
+    response = client.post("/image", files=files)
+    assert response.status_code == 200, response.text
+    assert_prediction(response.json(), ["image"])
+
+
+def test_similar_ranks_by_photo_by_text_and_by_both(client, artifacts):
+    photo = catalogue_photo(artifacts, "img-01")  # the green oak dining chair
+    by_photo = client.post("/similar", files={"img": ("chair.jpg", photo)}, data={"k": "3"}).json()
+    assert by_photo["modalities"] == ["image"]
+    assert by_photo["results"][0]["product_id"] == "prod-01"
+    assert len(by_photo["results"]) == 3
+    assert_prediction(by_photo["prediction"], ["image"])
+
+    by_text = client.post("/similar", data={"txt": "Vintage rotary dial phone"}).json()
+    assert by_text["modalities"] == ["text"]
+    assert by_text["results"][0]["product_id"] == "prod-08"
+    assert all(r["title"] for r in by_text["results"])  # text-only queries skip listings without text
+
+    both = client.post("/similar", files={"img": ("chair.jpg", photo)}, data={"txt": "Green oak dining chair", "k": "5"}).json()
+    assert both["modalities"] == ["image", "text"]
+    top = both["results"][0]
+    assert top["product_id"] == "prod-01" and top["score"] > 0.95
+    assert set(top) == {"product_id", "title", "category", "price", "location", "image_ids", "score"}
+    assert top["image_ids"] == ["img-01"] and top["price"] == 20.0 and top["location"] == "Town 1, County"
+    scores = [r["score"] for r in both["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_similar_filters_by_category_and_price(client):
+    found = client.post("/similar", data={"txt": "red kettle", "k": "20", "category": "home & garden"}).json()["results"]
+    assert found and all(r["category"].startswith("Home & Garden") for r in found)
+    found = client.post("/similar", data={"txt": "phone", "k": "20", "category": "Phones, Mobile Phones & Telecoms / Home Phones"}).json()
+    assert {r["product_id"] for r in found["results"]} == {"prod-05", "prod-08"}
+    found = client.post("/similar", data={"txt": "red kettle", "k": "20", "min_price": "25", "max_price": "60"}).json()["results"]
+    assert found and all(25 <= r["price"] <= 60 for r in found)
+
+
+def test_health_categories_photos_and_page(client, artifacts):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["listings"] == 12
+    assert health["models"] == {"image": "fake-image", "text": "fake-text", "fusion": "fake-fusion"}
+    assert health["index"]["count"] == 12 and health["index"]["dim"] == 512
+    assert client.get("/categories").json() == {"categories": CLASSES}
+
+    photo = client.get("/images/img-03")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(photo.content)).size == (256, 256)
+
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="search-form"' in page.text and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/docs").status_code == 200
+    assert "/similar" in client.get("/openapi.json").json()["paths"]
+
+
+# --- bad input: a 4xx JSON error that says what was wrong, and the server keeps serving ---------
+
+
+def _truncated_jpeg() -> bytes:
+    data = jpeg_bytes(synthetic_photo("red", "circle", (800, 600)))
+    return data[: len(data) // 2]
+
+
+BAD_REQUESTS = [
+    # (path, form fields, files, expected status, words the message must contain)
+    ("/image", {}, None, 422, "img"),
+    ("/image", {"img": "not a file"}, None, 422, "img"),
+    ("/text", {}, None, 422, "txt"),
+    ("/text", {"txt": "   "}, None, 422, "txt is empty"),
+    ("/text", {"txt": "word " * 5000}, None, 422, "at most 20,000"),
+    ("/combined", {}, None, 422, "a photo (img), a text (txt) or both"),
+    ("/image", {}, {"img": ("notes.txt", b"hello, I am not a picture")}, 422, "not_an_image"),
+    ("/image", {}, {"img": ("half.jpg", _truncated_jpeg())}, 422, "truncated"),
+    ("/image", {}, {"img": ("empty.jpg", b"")}, 422, "empty"),
+    ("/similar", {"txt": "chair"}, {"img": ("x.gif", b"GIF89a\x01\x00")}, 422, "photo 1"),
+    ("/similar", {"txt": "chair", "k": "0"}, None, 422, "k"),
+    ("/similar", {"txt": "chair", "k": "101"}, None, 422, "k must be between 1 and 100"),
+    ("/similar", {"txt": "chair", "k": "ten"}, None, 422, "k"),
+    ("/similar", {"txt": "chair", "category": "Spaceships"}, None, 422, "unknown category 'Spaceships'"),
+    ("/similar", {"txt": "chair", "min_price": "50", "max_price": "10"}, None, 422, "min_price 50 is above max_price 10"),
+    ("/similar", {"txt": "chair", "min_price": "-1"}, None, 422, "min_price"),
+    ("/similar", {"txt": "chair", "max_price": "nan"}, None, 422, "max_price"),
+    ("/similar", {"txt": "chair", "max_price": "inf"}, None, 422, "max_price"),
+    ("/similar", {}, None, 422, "a photo (img), a text (txt) or both"),
+]
+
+
+@pytest.mark.parametrize("path, data, files, status, words", BAD_REQUESTS, ids=[f"{r[0]}-{r[4][:25]}" for r in BAD_REQUESTS])
+def test_bad_input_is_a_4xx_json_error_that_says_what_was_wrong(client, path, data, files, status, words):
+    response = client.post(path, data=data, files=files)
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+    assert client.get("/health").status_code == 200
+
+
+def test_malformed_bodies_are_400_or_422(client):
+    broken = client.post("/text", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert broken.status_code == 400 and broken.json()["detail"]
+    as_json = client.post("/text", json={"txt": "chair"})
+    assert as_json.status_code == 422 and "txt" in as_json.json()["detail"]
+    assert client.post("/similar", data={"txt": "x" * 200_000}).status_code == 400  # over the form part limit
+    assert client.get("/nowhere").status_code == 404
+    assert client.get("/image").status_code == 405
+
+
+def test_photo_and_pixel_limits(artifacts):
+    config = tiny_config(artifacts, max_upload_bytes=50_000, max_photos=2)
+    config.data.max_image_pixels = 500 * 500
+    with TestClient(create_app(config, fake_services(config))) as client:
+        big_file = jpeg_bytes(Image.effect_noise((400, 400), 80).convert("RGB"), quality=100)
+        assert len(big_file) > 50_000
+        response = client.post("/image", files={"img": ("noise.jpg", big_file)})
+        assert response.status_code == 413 and "the limit is 50,000" in response.json()["detail"]
+
+        many_pixels = jpeg_bytes(Image.new("RGB", (1000, 600), (0, 0, 0)))
+        response = client.post("/image", files={"img": ("wide.jpg", many_pixels)})
+        assert response.status_code == 413 and "too_large" in response.json()["detail"]
+
+        small = jpeg_bytes(synthetic_photo("red", "circle"))
+        response = client.post("/image", files=[("img", ("a.jpg", small))] * 3)
+        assert response.status_code in (400, 413) and "2" in response.json()["detail"]
+        assert client.post("/image", files=[("img", ("a.jpg", small))] * 2).status_code == 200
+
+
+def test_an_oversized_body_is_refused_while_it_streams_in(artifacts):
+    """A chunked upload with no Content-Length: the server answers 413 once the cap is passed, mid-stream."""
+    config = tiny_config(artifacts, max_request_bytes=200_000)
+    with live_server(config, fake_services(config)) as url, _raw_connection(url) as sock:
+        sock.sendall(
+            b"POST /image HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        part = b'--zz\r\nContent-Disposition: form-data; name="img"; filename="a.jpg"\r\n\r\n'
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        chunk = b"\0" * 65536
+        sent = 0
+        while sent < 64_000_000 and not select.select([sock], [], [], 0)[0]:
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        reply = _read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 413") and b"200,000 bytes" in reply
+    assert sent < 16_000_000  # refused long before the 64 MB were sent (socket buffers hold a few MB)
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(artifacts):
+    """A raw request claims 1 GB and sends none of it: the answer must come at once."""
+    config = tiny_config(artifacts, max_request_bytes=1_000_000)
+    with live_server(config, fake_services(config)) as url, _raw_connection(url) as sock:
+        sock.sendall(
+            b"POST /image HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
+            b"Content-Length: 1000000000\r\n\r\n"
+        )
+        started = time.monotonic()
+        reply = _read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 413") and b"1,000,000 bytes" in reply
+    assert time.monotonic() - started < 5
+
+
+def _raw_connection(url: str) -> socket.socket:
+    parts = urllib.parse.urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+
+def _read_reply(sock: socket.socket) -> bytes:
+    """Read one small JSON response (headers and body)."""
+    reply = b""
+    while not (b"\r\n\r\n" in reply and reply.rstrip().endswith(b"}")):
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def test_photo_ids_cannot_name_paths(client):
+    for bad in ("...", "img-01.jpg", ".hidden", "a..b", "a" * 200):
+        response = client.get(f"/images/{bad}")
+        assert response.status_code == 422, bad
+    for traversal in ("/images/..%2F..%2Fetc%2Fpasswd", "/images/%2e%2e/categories.json", "/images/../../etc/passwd"):
+        assert client.get(traversal).status_code in (404, 422)
+    assert client.get("/images/no-such-photo").status_code == 404
+
+
+# --- writes: API key, add, search, delete -------------------------------------------------------
+
+
+def test_writes_are_refused_without_a_configured_key(artifacts):
+    config = tiny_config(artifacts)  # FBM_API_KEY unset
+    with TestClient(create_app(config, fake_services(config))) as client:
+        response = client.post("/listings", data={"title": "chair"}, headers={"X-API-Key": "anything"})
+        assert response.status_code == 403 and "FBM_API_KEY" in response.json()["detail"]
+        assert client.delete("/listings/prod-01", headers={"X-API-Key": "anything"}).status_code == 403
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"X-API-Key": "ключ".encode()}])
+def test_writes_need_the_right_key(writable, headers):
+    assert writable.post("/listings", data={"title": "chair"}, headers=headers).status_code == 401
+    assert writable.delete("/listings/prod-01", headers=headers).status_code == 401
+    assert writable.get("/health").json()["listings"] == 12
+
+
+def test_an_added_listing_is_searchable_with_its_photos_then_deleted(writable):
+    auth = {"X-API-Key": KEY}
+    photo = jpeg_bytes(synthetic_photo("yellow", "circle", (640, 200)))
+    form = {"title": "Purple velvet armchair", "description": "Deep seat, 2 years old", "price": "75", "location": "Bath, Somerset"}
+    created = writable.post("/listings", data=form, files={"img": ("chair.jpg", photo)}, headers=auth)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["category"] == body["predicted"]["pred"] and len(body["image_ids"]) == 1
+    product_id, image_id = body["product_id"], body["image_ids"][0]
+
+    stored = writable.get(f"/images/{image_id}")
+    assert stored.status_code == 200 and Image.open(io.BytesIO(stored.content)).size == (256, 256)
+    assert writable.get("/health").json()["listings"] == 13
+
+    hits = writable.post("/similar", data={"txt": "Purple velvet armchair. Deep seat, 2 years old"}).json()["results"]
+    assert hits[0]["product_id"] == product_id
+    assert hits[0] | {"score": 0} == {
+        "product_id": product_id, "title": "Purple velvet armchair", "category": body["category"], "price": 75.0,
+        "location": "Bath, Somerset", "image_ids": [image_id], "score": 0,
+    }
+
+    deleted = writable.delete(f"/listings/{product_id}", headers=auth)
+    assert deleted.status_code == 200 and deleted.json() == {"product_id": product_id, "deleted": True}
+    hits = writable.post("/similar", data={"txt": "Purple velvet armchair", "k": "100"}).json()["results"]
+    assert product_id not in {h["product_id"] for h in hits}
+    assert writable.delete(f"/listings/{product_id}", headers=auth).status_code == 404
+    assert writable.get("/health").json()["listings"] == 12
+
+
+def test_a_listing_with_a_given_id_and_category_replaces_the_old_one(writable):
+    auth = {"X-API-Key": KEY}
+    form = {"title": "Green oak dining chair, set of four", "product_id": "prod-01", "category": "Home & Garden / Dining"}
+    assert writable.post("/listings", data=form, headers=auth).status_code == 201
+    hits = writable.post("/similar", data={"txt": "Green oak dining chair, set of four", "k": "100"}).json()["results"]
+    mine = [h for h in hits if h["product_id"] == "prod-01"]
+    assert len(mine) == 1 and mine[0]["title"] == form["title"] and mine[0]["category"] == form["category"]
+    assert writable.get("/health").json()["listings"] == 12
+
+
+@pytest.mark.parametrize(
+    "form, words",
+    [
+        ({}, "title"),
+        ({"title": "   "}, "title is empty"),
+        ({"title": "chair", "category": "Spaceships"}, "unknown category"),
+        ({"title": "chair", "product_id": "../../etc"}, "product_id"),
+        ({"title": "chair", "price": "-5"}, "price"),
+        ({"title": "chair", "description": "x" * 30_000}, "at most 20,000"),
+    ],
+)
+def test_bad_listings_are_refused(writable, form, words):
+    response = writable.post("/listings", data=form, headers={"X-API-Key": KEY})
+    assert response.status_code == 422 and words in response.json()["detail"]
+    assert writable.get("/health").json()["listings"] == 12
+
+
+def test_bad_listing_ids_on_delete(writable):
+    auth = {"X-API-Key": KEY}
+    assert writable.delete("/listings/no-such-listing", headers=auth).status_code == 404
+    assert writable.delete("/listings/bad.id", headers=auth).status_code == 422
+    assert writable.get("/health").json()["listings"] == 12
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+def test_concurrent_requests_share_model_passes(artifacts):
+    """Requests arriving while the model is busy are answered by one batched pass, each with its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = tiny_config(artifacts)
+    predictor = FakePredictor(delay_s=0.05)
+    services = fake_services(config, predictor)
+    texts = [f"Vintage rotary dial phone {i}" if i % 2 else f"Pine wardrobe with two doors {i}" for i in range(16)]
+    with TestClient(create_app(config, services)) as client, ThreadPoolExecutor(16) as pool:
+        predictor.batch_sizes.clear()
+        answers = list(pool.map(lambda t: client.post("/similar", data={"txt": t, "k": "1"}).json(), texts))
+    assert [a["results"][0]["product_id"] for a in answers] == ["prod-09" if i % 2 == 0 else "prod-08" for i in range(16)]
+    assert sum(predictor.batch_sizes) == 16 and max(predictor.batch_sizes) > 1
+
+
+def test_the_batcher_keeps_one_bad_item_from_failing_its_neighbours_and_skips_cancelled_requests():
+    from api.batching import MicroBatcher
+
+    predictor = FakePredictor(delay_s=0.05)
+    batcher = MicroBatcher(predictor.predict_many, max_photos=8)
+    batcher.start()
+    try:
+        blocker = batcher.submit([], "first, while the others queue", "text")
+        good = [batcher.submit([], f"text {i}", "text") for i in range(3)]
+        bad = batcher.submit([], "   ", "text")
+        cancelled = batcher.submit([], "nobody waits for this", "text")
+        assert cancelled.cancel()
+        photos = [batcher.submit([synthetic_photo("red", "circle")] * 3, None, "image") for _ in range(4)]
+        assert blocker.result(10).modalities == ["text"]
+        assert all(f.result(10).modalities == ["text"] for f in good)
+        with pytest.raises(ValueError):
+            bad.result(10)
+        assert all(f.result(10).modalities == ["image"] for f in photos)
+    finally:
+        batcher.stop()
+    assert batcher.items == 8  # every request but the bad and the cancelled one was answered
+    assert max(predictor.batch_sizes) > 1 and max(predictor.batch_sizes) <= 8
+
+
+def test_serve_refuses_to_start_without_trained_models(tmp_path):
+    from api.server import serve
+
+    with pytest.raises(FileNotFoundError, match="combined_model"):
+        serve(tiny_config(tmp_path))
+
+
+def test_an_index_of_another_dimension_is_refused_naming_its_file(artifacts):
+    from api.services import check_index_matches
+
+    services = fake_services(tiny_config(artifacts))
+    services.predictor.text = type("Branch", (), {"embed_dim": 128})()
+    with pytest.raises(ValueError, match=r"vectors-\w+\.faiss holds 512-d vectors but the models embed into 256\+128"):
+        check_index_matches(services.index, services.predictor)

@@ -1,0 +1,103 @@
+"""The search page end to end in headless Chromium: upload a dataset photo, see the category and the listings.
+
+Needs Debian's `chromium` and `chromium-driver` (CI installs them); skipped with the reason when absent.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from listings.config import Config
+from test_api_fakes import CLASSES, fake_services, live_server, synthetic_photo, tiny_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="headless Chromium test: apt-get install -y chromium chromium-driver"
+)
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1800",
+]
+
+
+def dataset_photo(tmp_path: Path) -> Path:
+    """A photo of the real dataset when it is here, else a synthetic one."""
+    images = Path(Config().data.data_dir) / "images"
+    if images.is_dir():
+        first = next((p for p in sorted(images.iterdir())[:50] if p.suffix == ".jpg" and p.stat().st_size > 1000), None)
+        if first is not None:
+            return first
+    path = tmp_path / "upload.jpg"
+    synthetic_photo("green", "square").save(path)
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, browser):
+    config = tiny_config(tmp_path / "artifacts")
+    photo = dataset_photo(tmp_path)
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#category option")) == 1 + len(CLASSES))
+
+        browser.find_element(By.ID, "search").click()  # nothing chosen yet: the page says so, no request
+        assert "Add a photo or a description" in browser.find_element(By.ID, "status").text
+
+        browser.find_element(By.ID, "photo").send_keys(str(photo))
+        wait.until(expected_conditions.visibility_of_element_located((By.ID, "preview")))
+        browser.find_element(By.ID, "text").send_keys("oak dining chair")
+        browser.find_element(By.ID, "search").click()
+
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".result-card"))
+        assert browser.find_element(By.ID, "pred").text in CLASSES
+        assert browser.find_element(By.ID, "modalities").text.startswith("from the image + text")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar-row")) == len(CLASSES)
+        cards = browser.find_elements(By.CSS_SELECTOR, ".result-card")
+        assert len(cards) == 12
+        first = cards[0].text
+        assert "£" in first and "Town" in first and "similarity" in first
+        wait.until(
+            lambda d: d.execute_script(
+                "const imgs = [...document.querySelectorAll('.result-card img')];"
+                "return imgs.length >= 10 && imgs.every(i => i.complete && i.naturalWidth === 256);"
+            )
+        )
+        assert "12 listings" in browser.find_element(By.ID, "status").text
+        browser.save_screenshot(str(tmp_path / "page.png"))
+
+        category = browser.find_element(By.ID, "category")
+        category.find_element(By.XPATH, "option[text()='Home & Garden']").click()
+        browser.find_element(By.ID, "search").click()
+        wait.until(lambda d: "4 listings" in d.find_element(By.ID, "status").text)
+        categories = [c.find_element(By.CSS_SELECTOR, ".category").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
+        assert categories and all(c.startswith("Home & Garden") for c in categories)

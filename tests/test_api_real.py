@@ -1,0 +1,114 @@
+"""The API over the real serving stack: `combined_model.inference.Predictor` with its real branches
+(EfficientNet-Lite0 and the text CNN, random weights: this checks the wiring, not accuracy), the real
+index built from its embeddings, and `load_services`' start-up checks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from api.app import create_app
+from api.services import PhotoStore, Services, warm_up
+from listings.config import Config
+from listings.data import listing_text
+from retrieval.index import ListingIndex, fold_photos, listing_vectors
+from test_api_fakes import CLASSES, catalogue_rows, jpeg_bytes, synthetic_photo, tiny_config
+
+NLTK_DATA = Config().data.nltk_data
+pytestmark = pytest.mark.skipif(not NLTK_DATA or not Path(NLTK_DATA).is_dir(), reason="the text branch needs NLTK data")
+
+KEY = "real-key"
+
+
+def random_predictor():
+    from combined_model.fusion import FusionClassifier
+    from combined_model.inference import Predictor
+    from image_model.inference import ImageBranch
+    from image_model.model import Architecture, build_network
+    from text_model.inference import TextBranch
+    from text_model.model import TextCNN, TextCNNShape
+    from text_model.vocab import Vocabulary
+
+    torch.manual_seed(0)
+    architecture = Architecture("efficientnet_lite0", "last_block", 224, len(CLASSES), 256, 0.3, precision="float32")
+    image = ImageBranch(build_network(architecture), CLASSES, {"weights_sha256": "random"})
+    words = sorted({w for row in catalogue_rows() for w in row["title"].lower().replace(",", " ").split()})
+    vocab = Vocabulary.from_words(words)
+    text_model = TextCNN(TextCNNShape(vocab_size=len(vocab), word_dim=32, n_classes=len(CLASSES), channels=16))
+    text = TextBranch(text_model, vocab, {"classes": CLASSES, "stem": False, "max_tokens": 64})
+    fusion = FusionClassifier(512, len(CLASSES))
+    return Predictor(image, text, fusion, {"classes": CLASSES, "served_method": "early", "late_image_weight": 0.5})
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """A client over the real predictor and an index of the synthetic catalogue built from its embeddings."""
+    config = tiny_config(tmp_path_factory.mktemp("real"), api_key=KEY)
+    config.apply_nltk_data()
+    predictor = random_predictor()
+    warm_up(predictor, config)
+    photo_dir = config.paths.clean_images(config.data.image_size)
+    photo_dir.mkdir(parents=True)
+    rows = catalogue_rows()
+    items = []
+    for row in rows:
+        photos = []
+        for image_id in row["image_ids"]:
+            synthetic_photo(row["colour"], row["shape"]).resize((256, 256)).save(photo_dir / f"{image_id}.jpg", quality=95)
+            photos.append(Image.open(photo_dir / f"{image_id}.jpg").convert("RGB"))
+        items.append((photos, listing_text(row["title"], row["description"]) or None))
+    predictions = predictor.predict_many(items, "combined")
+    image = np.array([fold_photos(p.image_embedding) if p.image_embedding is not None else np.zeros(256, np.float32) for p in predictions])
+    text = np.array([p.text_embedding if p.text_embedding is not None else np.zeros(256, np.float32) for p in predictions])
+    has_image = np.array([p.image_embedding is not None for p in predictions])
+    has_text = np.array([p.text_embedding is not None for p in predictions])
+    ListingIndex.build(config.paths.index, listing_vectors(image, has_image, text, has_text), rows, config.index).close()
+    index = ListingIndex.open(config.paths.index, config.index)
+    services = Services(predictor=predictor, index=index, photos=PhotoStore.for_config(config))
+    with TestClient(create_app(config, services)) as client:
+        yield client
+
+
+def test_each_endpoint_with_the_real_predictor(real):
+    photo = jpeg_bytes(synthetic_photo("green", "square", (500, 300)))
+    for path, files, data, used in [
+        ("/image", {"img": ("p.jpg", photo)}, {}, ["image"]),
+        ("/text", None, {"txt": "Green oak dining chair"}, ["text"]),
+        ("/combined", {"img": ("p.jpg", photo)}, {"txt": "Green oak dining chair"}, ["image", "text"]),
+    ]:
+        body = real.post(path, files=files, data=data).json()
+        assert body["modalities"] == used and body["pred"] == body["classes"][0] and sorted(body["classes"]) == CLASSES
+        assert abs(sum(body["probabilities"]) - 1) < 1e-4
+
+    unknown = real.post("/text", data={"txt": "zzzz qqqq"}).json()
+    assert unknown["low_confidence"] is True
+    health = real.get("/health").json()
+    assert health["listings"] == 12 and health["models"]["image"].startswith("efficientnet_lite0")
+
+
+def test_similar_with_each_modality_on_real_embeddings(real):
+    by_text = real.post("/similar", data={"txt": "Green oak dining chair", "k": "3"}).json()
+    assert by_text["modalities"] == ["text"] and by_text["results"][0]["product_id"] == "prod-01"
+    photo = real.get("/images/img-03").content  # the yellow bench's own photo
+    by_photo = real.post("/similar", files={"img": ("b.jpg", photo)}, data={"k": "3"}).json()
+    # Random image weights embed every photo alike, so only the shape of the answer is checked here.
+    assert by_photo["modalities"] == ["image"] and len(by_photo["results"]) == 3
+    assert all(hit["image_ids"] and 0 <= hit["score"] <= 1 for hit in by_photo["results"])
+    both = real.post("/similar", files={"img": ("b.jpg", photo)}, data={"txt": "Yellow garden bench"}).json()
+    assert both["modalities"] == ["image", "text"] and both["results"][0]["product_id"] == "prod-03"
+
+
+def test_add_and_delete_with_real_embeddings(real):
+    auth = {"X-API-Key": KEY}
+    photo = jpeg_bytes(synthetic_photo("blue", "square", (300, 500)))
+    created = real.post("/listings", data={"title": "Blue pine wardrobe", "price": "40"}, files={"img": ("w.jpg", photo)}, headers=auth)
+    assert created.status_code == 201, created.text
+    product_id = created.json()["product_id"]
+    hits = real.post("/similar", files={"img": ("w.jpg", photo)}, data={"txt": "Blue pine wardrobe", "k": "1"}).json()["results"]
+    assert hits[0]["product_id"] == product_id
+    assert real.delete(f"/listings/{product_id}", headers=auth).status_code == 200
+    assert real.get("/health").json()["listings"] == 12

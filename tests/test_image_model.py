@@ -1,0 +1,195 @@
+"""Image branch on a tiny synthetic dataset: training, artifacts, reload, feature cache, backbones."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from image_model.backbones import build_split, hub_checkpoint, pretrained_state_dict, resnet50_weight_options, resolve_backbone
+from image_model.baseline import HogSvmBaseline
+from image_model.cache import FeatureCache, fill_views, view_name
+from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, ImageBranch
+from image_model.model import Architecture, build_network
+from image_model.preprocess import eval_view, make_view
+from image_model.train import CURVES_FILE, train_image
+from listings.categories import CategoryEncoder
+from listings.config import Config
+from listings.data import write_jsonl
+
+CLASSES = ["Appliances", "Baby & Kids Stuff", "Computers & Software", "Home & Garden"]
+COLOURS = [(200, 40, 40), (40, 180, 60), (50, 60, 210), (220, 200, 40)]
+SIZE = 64  # cleaned-image side and network input: tiny, so the trunk is cheap
+BROKEN = "img-broken"
+
+
+def _photo(label: int, variant: int) -> Image.Image:
+    """A letterboxed photo whose colour and stripe direction carry the label."""
+    rng = np.random.default_rng(variant)
+    image = Image.new("RGB", (SIZE, SIZE), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    colour = tuple(int(np.clip(c + rng.integers(-30, 30), 0, 255)) for c in COLOURS[label])
+    for k in range(0, SIZE, 8):
+        if label % 2:
+            draw.rectangle([k, 6, k + 3, SIZE - 7], fill=colour)
+        else:
+            draw.rectangle([0, k, SIZE - 1, k + 3], fill=colour)
+    return image
+
+
+def _tiny_artifacts(tmp_path, n_products: int = 40) -> Config:
+    """Prepared listings (40 products, 1-2 photos each, one broken photo) in a temporary artifacts dir."""
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    config.data.image_size = SIZE
+    config.image.backbone = "efficientnet_lite0"
+    config.image.input_size = SIZE
+    config.image.views = 2
+    config.image.epochs = 1
+    config.image.batch_size = 8
+    config.image.trunk_batch_size = 16
+    config.image.lr = 3e-3
+    paths = config.paths
+    image_dir = paths.clean_images(SIZE)
+    image_dir.mkdir(parents=True)
+    rows = []
+    for p in range(n_products):
+        label = p % len(CLASSES)
+        split = ["train", "train", "train", "val", "test"][(p // len(CLASSES)) % 5]
+        ids = [f"img-{p}-{j}" for j in range(1 + p % 2)]
+        for j, image_id in enumerate(ids):
+            _photo(label, 100 * p + j).save(image_dir / f"{image_id}.jpg", quality=95)
+        if p == 0:
+            (image_dir / f"{BROKEN}.jpg").write_bytes(b"not a jpeg at all")
+            ids.append(BROKEN)
+        rows.append({"product_id": f"prod-{p}", "root": CLASSES[label], "label": label, "split": split, "image_ids": ids})
+    write_jsonl(pd.DataFrame(rows), paths.listings)
+    CategoryEncoder(classes=CLASSES).save(paths.categories)
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    config = _tiny_artifacts(tmp_path_factory.mktemp("image"))
+    return config, train_image(config)
+
+
+def test_tiny_run_trains_skips_the_broken_photo_and_writes_artifacts(trained):
+    config, summary = trained
+    out = config.paths.image_model
+    for name in (MODEL_FILE, SIDECAR_FILE, CURVES_FILE, EXPORT_FILE, "hog_svm.npz", "hog_svm.json"):
+        assert (out / name).exists(), name
+    assert summary["best_val_loss"] < summary["initial_val_loss"]  # one epoch already lowers the loss
+    assert summary["skipped_photos"] == {BROKEN: "not_an_image"}
+    assert summary["backbone"] == "efficientnet_lite0" and len(summary["weights_sha256"]) == 64
+    for model in ("branch", "baseline"):
+        for split in ("val", "test"):
+            for level in ("image", "product"):
+                assert 0.0 <= summary[model][split][level]["accuracy"] <= 1.0
+    assert summary["timing"]["trunk_passes_run"] > 0 and summary["timing"]["naive_over_cache_epoch_ratio"] > 0
+
+    with np.load(out / EXPORT_FILE, allow_pickle=False) as export:
+        ids, embeddings, probs = export["image_ids"], export["embeddings"], export["probs"]
+    listings = pd.read_json(config.paths.listings, lines=True)
+    expected = {i for ids_ in listings["image_ids"] for i in ids_} - {BROKEN}
+    assert ids.dtype.kind == "U" and set(ids) == expected and len(ids) == len(expected)
+    assert embeddings.dtype == np.float32 and embeddings.shape == (len(ids), 256)
+    assert probs.dtype == np.float32 and probs.shape == (len(ids), len(CLASSES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    sidecar = json.loads((out / SIDECAR_FILE).read_text())
+    assert sidecar["classes"] == CLASSES and sidecar["weights_sha256"] == summary["weights_sha256"]
+    assert sidecar["preprocessing"]["input_size"] == SIZE
+
+
+def test_checkpoint_reloads_with_identical_outputs(trained):
+    config, _ = trained
+    out = config.paths.image_model
+    with np.load(out / EXPORT_FILE, allow_pickle=False) as export:
+        ids, embeddings, probs = export["image_ids"][:12], export["embeddings"][:12], export["probs"][:12]
+    photos = [Image.open(config.paths.clean_images(SIZE) / f"{i}.jpg").convert("RGB") for i in ids]
+
+    branch = ImageBranch.load(config)
+    assert branch.classes == CLASSES and branch.embed_dim == 256
+    first = branch.embed_and_predict(photos)
+    again = ImageBranch.load(config).embed_and_predict(photos)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    # the served network from raw pixels matches what training exported from the fp16 cache
+    np.testing.assert_allclose(first[0], embeddings, atol=2e-3)
+    np.testing.assert_allclose(first[1], probs, atol=2e-3)
+    saved = torch.load(out / MODEL_FILE, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in branch.network.state_dict().items())
+
+    baseline = HogSvmBaseline.load(config).predict_proba(photos)
+    assert baseline.shape == (len(photos), len(CLASSES))
+    np.testing.assert_allclose(baseline.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_cache_hit_skips_the_trunk(tmp_path):
+    architecture = Architecture("efficientnet_lite0", "last_block", SIZE, len(CLASSES), 256, 0.0)
+    network = build_network(architecture, pretrained_state_dict("efficientnet_lite0")[0])
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    ids = [f"a{i}" for i in range(5)]
+    for i, image_id in enumerate(ids):
+        _photo(i % len(CLASSES), i).save(image_dir / f"{image_id}.jpg")
+    cache = FeatureCache(tmp_path / "cache")
+    views = {0: ids, 1: ids[:3]}
+    first = fill_views(cache, network, image_dir, views, SIZE, seed=0, batch_size=4)
+    assert first.computed == 8 and not first.skipped
+
+    def trunk_must_not_run(*_):
+        raise AssertionError("the trunk ran on a cache hit")
+
+    network.trunk.forward = trunk_must_not_run
+    again = fill_views(cache, network, image_dir, views, SIZE, seed=0, batch_size=4)
+    assert again.computed == 0
+    assert cache.gather(view_name(1, 0), ids[:3]).shape[0] == 3
+    assert not torch.equal(cache.gather(view_name(0, 0), ids[:3]), cache.gather(view_name(1, 0), ids[:3]))
+
+
+def test_augmented_views_change_pixels_and_are_reproducible():
+    photo = _photo(1, 7)
+    plain = eval_view(photo, SIZE)
+    augmented = make_view(photo, SIZE, 1, "img-x", 42)
+    assert plain.shape == augmented.shape == (SIZE, SIZE, 3) and augmented.dtype == np.uint8
+    assert np.abs(plain.astype(int) - augmented).mean() > 3
+    assert np.array_equal(augmented, make_view(photo, SIZE, 1, "img-x", 42))
+    assert not np.array_equal(augmented, make_view(photo, SIZE, 2, "img-x", 42))
+    assert np.array_equal(plain, make_view(photo, SIZE, 0, "img-x", 42))
+
+
+def test_resnet50_weights_load_from_the_torch_cache_without_network(tmp_path, monkeypatch):
+    from torchvision.models import resnet50
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(*_args, **_kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+
+    assert resolve_backbone("auto") == "efficientnet_lite0"  # nothing cached yet
+    with pytest.raises(FileNotFoundError, match="fbm weights"):
+        pretrained_state_dict("resnet50")
+
+    torch.manual_seed(0)
+    written = resnet50().state_dict()
+    target = hub_checkpoint(resnet50_weight_options()[0])
+    target.parent.mkdir(parents=True)
+    torch.save(written, target)
+
+    assert resolve_backbone("auto") == "resnet50"
+    state, path = pretrained_state_dict("resnet50")
+    assert path == target and torch.equal(state["fc.weight"], written["fc.weight"])
+    split = build_split("resnet50", "last_block", 64, state)
+    assert torch.equal(split.tail[0].conv1.weight, written["layer4.2.conv1.weight"])
+    with torch.inference_mode():
+        cut = split.trunk(torch.rand(1, 3, 64, 64))
+        assert cut.shape == (1, 2048, 2, 2) and split.tail(cut).shape == (1, 2048)

@@ -1,0 +1,78 @@
+"""The whole pipeline on a tiny real subset: every stage's artifacts, `fbm evaluate --data`, `fbm similar`."""
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+
+from combined_model.evaluate import MODELS
+from scripts.cli import main
+
+
+def _settings(config) -> list[str]:
+    return ["--artifacts", config.data.artifacts_dir]
+
+
+def test_every_stage_leaves_its_artifacts(trained_pipeline):
+    config, _ = trained_pipeline
+    paths = config.paths
+    for path in (
+        paths.listings,
+        paths.categories,
+        paths.image_model / "model.pt",
+        paths.image_model / "image_embeddings.npz",
+        paths.image_model / "curves.png",
+        paths.text_model / "model.pt",
+        paths.text_model / "word2vec.bin",
+        paths.text_model / "word2vec_tsne.png",
+        paths.combined_model / "model.pt",
+        paths.index / "CURRENT",
+    ):
+        assert path.exists(), path
+
+
+def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipeline, tmp_path, capsys):
+    config, unseen = trained_pipeline
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", *_settings(config), "--data", str(unseen), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    n_products = len(pd.read_csv(unseen / "Products.csv", lineterminator="\n"))
+    assert result["n_products"] == n_products
+    assert result["n_images"] == len(list((unseen / "images").glob("*.jpg")))
+    assert set(result["models"]) == set(MODELS)
+    for model, metrics in result["models"].items():
+        for name in ("accuracy", "macro_f1", "top3"):
+            assert 0.0 <= metrics[name] <= 1.0, (model, name, metrics[name])
+        assert metrics["top3"] >= metrics["accuracy"]
+    assert "tfidf_baseline" in capsys.readouterr().out
+
+
+def test_an_unknown_category_in_evaluation_data_is_reported_not_fatal(trained_pipeline, tmp_path):
+    config, unseen = trained_pipeline
+    data = tmp_path / "with_unknown"
+    data.mkdir()
+    (data / "images").symlink_to(unseen / "images")
+    (data / "Images.csv").write_bytes((unseen / "Images.csv").read_bytes())
+    products = pd.read_csv(unseen / "Products.csv", lineterminator="\n", dtype=str, index_col=0)
+    products.loc[products.index[0], "category"] = "Pets / Dogs"
+    products.to_csv(data / "Products.csv", lineterminator="\n")
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", *_settings(config), "--data", str(data), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_products"] == len(products) - 1
+    assert result["unknown_categories"] == {"Pets": 1}
+
+
+def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
+    config, _ = trained_pipeline
+    assert main(["similar", *_settings(config), "--text", "oak dining table", "-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("query: predicted")
+    assert sum(bool(re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)) for line in lines) == 3
+
+
+def test_similar_without_a_query_is_a_clear_error(trained_pipeline, capsys):
+    config, _ = trained_pipeline
+    assert main(["similar", *_settings(config)]) == 2
+    assert "--text" in capsys.readouterr().err

@@ -1,0 +1,271 @@
+"""The listing index on hand-made vectors: ranking by the modalities given, filters, updates, crashes, threads."""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+import retrieval.index as index_module
+from listings.config import IndexConfig
+from retrieval.index import FLAT, HNSW, IndexStateError, ListingIndex, fold_photos, listing_vectors, score_from_inner_product
+
+D = 4  # half dimension: one basis direction per "topic"
+E = np.eye(D, dtype=np.float32)
+
+
+def _row(product_id: str, category: str, price: float | None = 10.0) -> dict:
+    return {"product_id": product_id, "title": f"title {product_id}", "category": category, "price": price, "location": "Leeds", "image_ids": [f"{product_id}-1"]}
+
+
+# product: (photo topic or None, text topic or None, category, price)
+CATALOGUE = {
+    "same": (0, 0, "Appliances / Fridges", 100.0),
+    "photo-only-match": (0, 1, "Appliances / Kettles", 20.0),
+    "text-only-match": (1, 0, "Home & Garden / Mirrors", 30.0),
+    "unrelated": (2, 2, "Home & Garden / Dining", 40.0),
+    "no-photo": (None, 0, "Appliances", None),
+}
+
+
+def _build(directory, catalogue: dict = CATALOGUE, config: IndexConfig | None = None) -> ListingIndex:
+    rows = [_row(pid, category, price) for pid, (_, _, category, price) in catalogue.items()]
+    image = np.stack([E[p] if p is not None else np.zeros(D, np.float32) for p, *_ in catalogue.values()])
+    text = np.stack([E[t] if t is not None else np.zeros(D, np.float32) for _, t, *_ in catalogue.values()])
+    has_image = [p is not None for p, *_ in catalogue.values()]
+    has_text = [t is not None for _, t, *_ in catalogue.values()]
+    return ListingIndex.build(directory, listing_vectors(image, has_image, text, has_text), rows, config or IndexConfig())
+
+
+@pytest.fixture
+def index(tmp_path):
+    with _build(tmp_path / "index") as built:
+        yield built
+
+
+def _ids(result) -> list[str]:
+    return [hit.product_id for hit in result.hits]
+
+
+def _scores(result) -> dict[str, float]:
+    return {hit.product_id: round(hit.score, 4) for hit in result.hits}
+
+
+def test_vectors_are_unit_with_both_modalities_and_fold_photos():
+    vectors = listing_vectors(np.stack([E[0], E[1]]), [True, False], np.stack([E[2] * 5, E[3]]), [True, True])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), [1.0, 1 / math.sqrt(2)])
+    assert np.allclose(fold_photos(np.stack([E[0] * 10, E[1]])), (E[0] + E[1]) / math.sqrt(2))
+    assert score_from_inner_product(1 / math.sqrt(2), 1) == pytest.approx(1.0)
+    assert score_from_inner_product(0.0, 2) == pytest.approx(0.5)
+
+
+def test_photo_only_query_ranks_by_photo_and_skips_listings_without_one(index):
+    result = index.search(E[0], None, k=5)
+    assert result.modalities == ("image",)
+    assert set(_ids(result)[:2]) == {"same", "photo-only-match"}
+    assert "no-photo" not in _ids(result)
+    assert _scores(result) == {"same": 1.0, "photo-only-match": 1.0, "text-only-match": 0.5, "unrelated": 0.5}
+
+
+def test_text_only_query_ranks_by_text(index):
+    result = index.search(None, E[0], k=5)
+    assert result.modalities == ("text",)
+    assert set(_ids(result)[:3]) == {"same", "text-only-match", "no-photo"}
+    assert _scores(result)["photo-only-match"] == 0.5
+
+
+def test_photo_and_text_query_uses_both(index):
+    result = index.search(E[0], E[0], k=5)
+    assert result.modalities == ("image", "text")
+    assert _ids(result)[0] == "same"
+    scores = _scores(result)
+    assert scores["same"] == 1.0
+    assert scores["photo-only-match"] == scores["text-only-match"] == scores["no-photo"] == 0.75
+    assert scores["unrelated"] == 0.5
+
+
+def test_result_carries_metadata(index):
+    hit = index.search(E[0], E[0], k=1).hits[0]
+    assert (hit.title, hit.category, hit.root, hit.price, hit.location, hit.image_ids) == ("title same", "Appliances / Fridges", "Appliances", 100.0, "Leeds", ["same-1"])
+
+
+def test_query_listing_is_excluded(index):
+    result = index.search(E[0], E[0], k=3, exclude_product_id="same")
+    assert "same" not in _ids(result)
+    assert len(result.hits) == 3
+
+
+def test_filters_apply_inside_the_search(index):
+    assert set(_ids(index.search(None, E[0], k=10, category="appliances"))) == {"same", "photo-only-match", "no-photo"}
+    assert _ids(index.search(None, E[0], k=10, category="Home & Garden / Dining")) == ["unrelated"]
+    assert _ids(index.search(None, E[0], k=10, category="Home")) == []  # a path prefix, not a substring
+    assert set(_ids(index.search(None, E[0], k=10, min_price=25, max_price=100))) == {"same", "text-only-match", "unrelated"}
+    assert _ids(index.search(None, E[0], k=10, category="Appliances", max_price=50)) == ["photo-only-match"]
+
+
+def test_k_is_bounded(index):
+    with pytest.raises(ValueError, match="max_k"):
+        index.search(E[0], None, k=101)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(E[0], None, k=0)
+    with pytest.raises(ValueError, match="needs an image vector"):
+        index.search(None, None)
+    with pytest.raises(ValueError, match="shape"):
+        index.search(np.ones(D + 1), None)
+
+
+def test_add_then_search_finds_it_and_delete_removes_it(tmp_path):
+    with _build(tmp_path) as index:
+        assert len(index) == 5
+        index.add(_row("new", "Appliances / Fridges"), np.stack([E[3], E[3]]), E[3])
+        assert len(index) == 6
+        assert index.search(E[3], E[3], k=1).hits[0].product_id == "new"
+        index.add(_row("new", "Appliances / Fridges", price=5.0), None, E[3])  # a second add replaces
+        assert len(index) == 6
+        assert index.search(None, E[3], k=1).hits[0].price == 5.0
+        assert index.delete("new") and not index.delete("new")
+        assert len(index) == 5
+        assert "new" not in _ids(index.search(None, E[3], k=10))
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
+        assert len(reopened) == 5 and reopened.info()["faiss_vectors"] == 5
+        assert "new" not in _ids(reopened.search(None, E[3], k=10))
+
+
+def _clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, 2 * D))
+    topic = rng.integers(0, 8, n)
+    raw = centres[topic] + rng.normal(scale=0.3, size=(n, 2 * D))
+    vectors = listing_vectors(raw[:, :D], np.ones(n, bool), raw[:, D:], np.ones(n, bool))
+    rows = [_row(f"p{i}", f"Root {topic[i]} / Sub", float(i)) for i in range(n)]
+    return vectors, rows
+
+
+def test_hnsw_above_threshold_filters_deletes_and_guarantees_k(tmp_path):
+    vectors, rows = _clustered(600)
+    config = IndexConfig(exact_threshold=100, hnsw_m=8, ef_construction=40, ef_search=16, filter_exact_limit=50)
+    query = vectors[0, :D]
+    with ListingIndex.build(tmp_path, vectors, rows, config) as index:
+        assert index.info()["kind"] == HNSW
+        exact = np.argsort(-(vectors[:, :D] @ (query / np.linalg.norm(query))))[:10]
+        assert len(set(_ids(index.search(query, None, k=10))) & {f"p{i}" for i in exact}) >= 8
+        for exact_limit in (50, 0):  # small filtered sets searched exactly, or HNSW with a selector
+            index.config.filter_exact_limit = exact_limit
+            for price_cap in (30, 1000):
+                result = index.search(query, None, k=20, category="Root 3", max_price=price_cap)
+                expected = [r["product_id"] for r in rows if r["category"].startswith("Root 3 /") and r["price"] <= price_cap]
+                assert len(result.hits) == min(20, len(expected))
+                assert set(_ids(result)) <= set(expected)
+                if exact_limit:  # searched exactly: the true ranking
+                    by_score = sorted(expected, key=lambda pid: -float(vectors[int(pid[1:]), :D] @ query))
+                    assert _ids(result) == by_score[:20]
+        top = _ids(index.search(query, None, k=1))[0]
+        assert index.delete(top)
+        assert top not in _ids(index.search(query, None, k=10))
+        assert index.info()["tombstones"] == 1
+    with ListingIndex.open(tmp_path, config) as reopened:
+        assert len(reopened) == 599 and reopened.info()["tombstones"] == 1
+        assert top not in _ids(reopened.search(query, None, k=10))
+
+
+def test_hnsw_starved_by_a_narrow_filter_still_returns_every_match(tmp_path):
+    vectors, rows = _clustered(600)
+    config = IndexConfig(exact_threshold=100, hnsw_m=4, ef_construction=16, ef_search=1, filter_exact_limit=0)
+    with ListingIndex.build(tmp_path, vectors, rows, config) as index:
+        for low in (0, 297, 597):  # three listings by price, wherever they lie from the query
+            result = index.search(vectors[0, :D], None, k=5, min_price=low, max_price=low + 2)
+            assert sorted(_ids(result)) == sorted(f"p{i}" for i in range(low, low + 3))
+
+
+def test_flat_below_threshold(index):
+    info = index.info()
+    assert (info["kind"], info["dim"], info["count"], info["without_image"]) == (FLAT, 2 * D, 5, 1)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash(*_args, **_kwargs):
+    raise _Crash
+
+
+def test_crash_between_database_and_index_write_reopens_consistent(tmp_path, monkeypatch):
+    index = _build(tmp_path)
+    monkeypatch.setattr(index_module, "_write_faiss", _crash)
+    with pytest.raises(_Crash):
+        index.add(_row("added", "Appliances"), E[3], E[3])  # committed in SQLite, never written to FAISS
+    monkeypatch.undo()
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
+        assert reopened.reconciled == {"re_added": 1, "removed": 0}
+        assert len(reopened) == 6 and reopened.info()["faiss_vectors"] == 6
+        assert reopened.search(E[3], E[3], k=1).hits[0].product_id == "added"
+        monkeypatch.setattr(index_module, "_write_faiss", _crash)
+        with pytest.raises(_Crash):
+            reopened.delete("same")
+        monkeypatch.undo()
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
+        assert reopened.reconciled == {"re_added": 0, "removed": 1}
+        assert len(reopened) == 5 and reopened.info()["faiss_vectors"] == 5
+        assert "same" not in _ids(reopened.search(E[0], E[0], k=10))
+    with ListingIndex.open(tmp_path, IndexConfig()) as clean:
+        assert clean.reconciled == {"re_added": 0, "removed": 0}
+
+
+def test_interrupted_faiss_write_and_interrupted_build_leave_the_index_usable(tmp_path, monkeypatch):
+    _build(tmp_path).close()
+    faiss_file = next(tmp_path.glob("vectors-*.faiss"))
+    faiss_file.with_name(faiss_file.name + ".tmp").write_bytes(b"half a file")
+    monkeypatch.setattr(index_module, "_write_atomic", _crash)  # a rebuild that dies before its commit
+    with pytest.raises(_Crash):
+        _build(tmp_path, {"other": (1, 1, "Other Goods", 1.0)})
+    monkeypatch.undo()
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
+        assert len(reopened) == 5
+    _build(tmp_path).close()  # a finished rebuild clears the leftovers
+    assert len(list(tmp_path.glob("vectors-*"))) == len(list(tmp_path.glob("listings-*"))) == 1
+
+
+def test_missing_or_corrupt_file_is_refused_by_name(tmp_path):
+    _build(tmp_path).close()
+    faiss_file = next(tmp_path.glob("vectors-*.faiss"))
+    faiss_file.write_bytes(b"not an index")
+    with pytest.raises(IndexStateError, match=faiss_file.name):
+        ListingIndex.open(tmp_path, IndexConfig())
+    faiss_file.unlink()
+    with pytest.raises(IndexStateError, match=faiss_file.name):
+        ListingIndex.open(tmp_path, IndexConfig())
+    with pytest.raises(FileNotFoundError, match="fbm index"):
+        ListingIndex.open(tmp_path / "nowhere", IndexConfig())
+
+
+def test_concurrent_adds_and_searches(tmp_path):
+    vectors, rows = _clustered(200)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    with ListingIndex.build(tmp_path, vectors, rows, IndexConfig()) as index:
+
+        def search_loop(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            try:
+                while not stop.is_set():
+                    result = index.search(rng.normal(size=D), rng.normal(size=D), k=10, category=f"Root {seed % 8}" if seed % 2 else None)
+                    assert 0 < len(result.hits) <= 10
+            except BaseException as error:  # noqa: BLE001 - reported to the main thread
+                errors.append(error)
+
+        searchers = [threading.Thread(target=search_loop, args=(seed,)) for seed in range(4)]
+        for thread in searchers:
+            thread.start()
+        rng = np.random.default_rng(99)
+        for i in range(40):
+            index.add(_row(f"live-{i}", "Root 0 / Sub"), rng.normal(size=D), rng.normal(size=D))
+            if i % 4 == 0:
+                index.delete(f"p{i}")
+        stop.set()
+        for thread in searchers:
+            thread.join()
+        assert not errors, errors[0]
+        assert len(index) == 200 + 40 - 10
+        assert index.info()["faiss_vectors"] == len(index)

@@ -1,0 +1,68 @@
+"""word2vec (gensim skip-gram, negative sampling) trained from scratch on the training split's tokens."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from gensim.models import KeyedVectors, Word2Vec
+
+from listings.config import TextConfig
+
+logging.getLogger("gensim").setLevel(logging.WARNING)
+
+
+def train_word2vec(token_lists: list[list[str]], cfg: TextConfig, seed: int, workers: int = 2) -> KeyedVectors:
+    model = Word2Vec(
+        sentences=[tokens for tokens in token_lists if tokens],
+        sg=1,
+        hs=0,
+        negative=cfg.w2v_negative,
+        vector_size=cfg.w2v_dim,
+        window=cfg.w2v_window,
+        min_count=cfg.w2v_min_count,
+        epochs=cfg.w2v_epochs,
+        seed=seed,
+        workers=workers,
+    )
+    return model.wv
+
+
+def save_vectors(vectors: KeyedVectors, path: Path) -> None:
+    """The word2vec C binary format: no pickle, readable by gensim and the original word2vec tools."""
+    vectors.save_word2vec_format(str(path), binary=True)
+
+
+def load_vectors(path: Path) -> KeyedVectors:
+    return KeyedVectors.load_word2vec_format(str(path), binary=True)
+
+
+def nearest_neighbours(vectors: KeyedVectors, words: list[str], topn: int = 8) -> dict[str, list[tuple[str, float]]]:
+    """Cosine neighbours of each word in the vocabulary (words outside it map to an empty list)."""
+    return {
+        word: [(w, round(float(s), 3)) for w, s in vectors.most_similar(word, topn=topn)] if word in vectors.key_to_index else []
+        for word in words
+    }
+
+
+def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int = 0) -> None:
+    """A labelled 2-D t-SNE map of the `n_words` most frequent words."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    words = vectors.index_to_key[:n_words]
+    points = TSNE(n_components=2, perplexity=min(30, len(words) - 1), init="pca", random_state=seed).fit_transform(
+        np.asarray([vectors[w] for w in words])
+    )
+    fig, ax = plt.subplots(figsize=(16, 16))
+    ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.5)
+    for word, (x, y) in zip(words, points):
+        ax.annotate(word, (x, y), fontsize=7, alpha=0.8)
+    ax.set_title(f"word2vec: t-SNE of the {len(words)} most frequent words")
+    ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
