@@ -1,4 +1,5 @@
 # Two commands for a newcomer:  `make run` (set up, prepare, train, index, serve)  and  `make test`.
+# (`make test` needs Chromium and Debian's docker-compose for two of its checks: `.ci/run` installs them.)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,13 +22,16 @@ prepare: setup
 	$(BIN)/fbm prepare
 
 run: setup
-	$(BIN)/fbm prepare
+	$(BIN)/fbm train all
+	$(BIN)/fbm index
+	$(BIN)/fbm serve
 
 test: setup
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: setup
 	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/fbm bench
 
 clean:
 	rm -rf artifacts

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from listings.config import Config
+from listings.config import REPO_ROOT, Config
 
 
 def _settings_parser() -> argparse.ArgumentParser:
@@ -133,6 +134,25 @@ def cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from scripts.bench import BenchPlan, markdown, run_bench
+
+    config = build_config(args)
+    plan = BenchPlan.make(args.quick, args.repeats)
+    parts = tuple(args.parts.split(","))
+    command = "fbm " + shlex.join(args.argv)
+    reports = config.paths.reports  # before run_bench moves a fresh run's artifacts under <artifacts>/bench
+    result = run_bench(config, plan, parts, fresh=not args.reuse, command=command)
+    reports.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else (reports / "BENCHMARKS.quick.md" if plan.quick else REPO_ROOT / "BENCHMARKS.md")
+    json_out = Path(args.json) if args.json else out.with_suffix(".json")
+    out.write_text(markdown(result))
+    json_out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    print(f"written: {out} and {json_out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.server import serve
 
@@ -182,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--max-price", type=float, help="only listings at or below this price (GBP)")
     similar.set_defaults(handler=cmd_similar)
 
+    bench = commands.add_parser("bench", parents=[settings], help="measure pipeline, accuracy, serving and retrieval; write BENCHMARKS.md")
+    bench.add_argument("--quick", action="store_true", help="a smoke run: dataset subset, tiny settings, short loads")
+    bench.add_argument("--repeats", type=int, default=3, help="serving runs per setting; medians are reported (default 3)")
+    bench.add_argument("--parts", default="pipeline,accuracy,serving,scale", help="comma-separated subset of the four parts")
+    bench.add_argument("--reuse", action="store_true", help="measure the trained artifacts in --artifacts instead of training afresh")
+    bench.add_argument("--out", help="Markdown report (default BENCHMARKS.md; BENCHMARKS.quick.md in the reports with --quick)")
+    bench.add_argument("--json", help="JSON of the same figures (default: next to the Markdown)")
+    bench.set_defaults(handler=cmd_bench)
+
     serve = commands.add_parser("serve", parents=[settings], help="serve the HTTP API and search page (port 8008)")
     serve.add_argument("--host", help=f"interface to bind (default {Config().serve.host})")
     serve.add_argument("--port", type=int, help=f"port (default {Config().serve.port})")
@@ -190,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except (FileNotFoundError, ValueError) as exc:

@@ -111,12 +111,12 @@ def quirky_dataset(tmp_path: Path) -> Path:
 def trained_pipeline(tmp_path_factory):
     """A tiny real pipeline trained on a subset of ../shared/fbm (see tests/pipeline.py), shared by the
     end-to-end tests: yields (config, unseen dataset directory). Skipped without the dataset."""
-    from pipeline import have_shared_data, subset_dataset, tiny_config, train_pipeline
+    from pipeline import have_shared_data, shared_subset, tiny_config, train_pipeline
 
     if not have_shared_data():
         pytest.skip("end-to-end tests need the dataset in ../shared/fbm (or FBM_DATA)")
     root = tmp_path_factory.mktemp("pipeline")
-    config = tiny_config(subset_dataset(root / "data", per_class=10), root / "artifacts")
-    unseen = subset_dataset(root / "unseen", per_class=3, skip_per_class=10)
+    config = tiny_config(shared_subset(root / "data", per_class=10), root / "artifacts")
+    unseen = shared_subset(root / "unseen", per_class=3, skip_per_class=10)
     train_pipeline(config)
     return config, unseen

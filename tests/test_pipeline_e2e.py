@@ -1,6 +1,7 @@
 """The whole pipeline on a tiny real subset: every stage's artifacts, `fbm evaluate --data`, `fbm similar`."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -76,3 +77,45 @@ def test_similar_without_a_query_is_a_clear_error(trained_pipeline, capsys):
     config, _ = trained_pipeline
     assert main(["similar", *_settings(config)]) == 2
     assert "--text" in capsys.readouterr().err
+
+
+def test_every_endpoint_serves_the_trained_tiny_pipeline(trained_pipeline, tmp_path):
+    """Each endpoint's happy path over the real artifacts, loaded by `load_services` as `fbm serve` does."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    config, unseen = trained_pipeline
+    served = copy.deepcopy(config)
+    served.data.artifacts_dir = str(tmp_path / "artifacts")
+    shutil.copytree(config.data.artifacts_dir, served.data.artifacts_dir)  # the index is written to: work on a copy
+    served.serve.api_key = "e2e-key"
+    photo = next((unseen / "images").glob("*.jpg")).read_bytes()
+    catalogue_title = pd.read_json(config.paths.listings, lines=True)["title"][0]  # words the text branch knows
+    with TestClient(create_app(served)) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["listings"] == len(pd.read_json(config.paths.listings, lines=True))
+        classes = client.get("/categories").json()["categories"]
+        for url, kwargs in (
+            ("/image", {"files": {"img": ("a.jpg", photo, "image/jpeg")}}),
+            ("/text", {"data": {"txt": "cordless drill with two batteries"}}),
+            ("/combined", {"files": {"img": ("a.jpg", photo, "image/jpeg")}, "data": {"txt": "cordless drill"}}),
+        ):
+            body = client.post(url, **kwargs).json()
+            assert body["pred"] == body["classes"][0] and abs(sum(body["probabilities"]) - 1) < 1e-3, (url, body)
+            assert len(body["classes"]) == len(classes)
+        similar = client.post("/similar", files={"img": ("a.jpg", photo, "image/jpeg")}, data={"txt": catalogue_title, "k": "5"}).json()
+        assert len(similar["results"]) == 5 and similar["modalities"] == ["image", "text"]
+
+        added = client.post(
+            "/listings",
+            headers={"X-API-Key": "e2e-key"},
+            files={"img": ("a.jpg", photo, "image/jpeg")},
+            data={"title": "Brand new cordless drill", "price": "45", "product_id": "e2e-new-drill"},
+        )
+        assert added.status_code in (200, 201), added.text
+        found = client.post("/similar", files={"img": ("a.jpg", photo, "image/jpeg")}, data={"txt": "Brand new cordless drill", "k": "3"}).json()
+        assert "e2e-new-drill" in [hit["product_id"] for hit in found["results"]]
+        assert client.delete("/listings/e2e-new-drill", headers={"X-API-Key": "e2e-key"}).status_code in (200, 204)

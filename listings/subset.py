@@ -1,0 +1,29 @@
+"""A marketplace-format subset of a dataset directory: a few listings per root category, with their photos.
+
+Used for smoke runs (`fbm bench --quick`) and end-to-end tests; the result reads like the original
+(an unnamed index column, rows ending in '\\n').
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+
+def subset_dataset(source: Path, target: Path, per_class: int, skip_per_class: int = 0) -> Path:
+    """Write `per_class` listings with photos of each root category, after the first `skip_per_class`."""
+    source, target = Path(source), Path(target)
+    products = pd.read_csv(source / "Products.csv", lineterminator="\n", dtype=str, keep_default_na=False)
+    images = pd.read_csv(source / "Images.csv", lineterminator="\n", dtype=str, keep_default_na=False)
+    root = products["category"].str.split("/").str[0].str.strip()
+    with_photo = products["id"].isin(set(images["product_id"]))
+    chosen = products[with_photo].groupby(root[with_photo], sort=True).nth(range(skip_per_class, skip_per_class + per_class))
+    chosen_images = images[images["product_id"].isin(set(chosen["id"]))]
+
+    (target / "images").mkdir(parents=True, exist_ok=True)
+    for frame, name in ((chosen, "Products.csv"), (chosen_images, "Images.csv")):
+        frame.drop(columns=[c for c in frame.columns if c.startswith("Unnamed")]).to_csv(target / name, lineterminator="\n")
+    for image_id in chosen_images["id"]:
+        shutil.copyfile(source / "images" / f"{image_id}.jpg", target / "images" / f"{image_id}.jpg")
+    return target

@@ -1,0 +1,382 @@
+"""`fbm bench`: the system measured the way a buyer would, written to BENCHMARKS.md and a JSON.
+
+Four parts, each a plain function:
+
+1. pipeline   `fbm train all` + `fbm index` from a cold cache into a fresh artifacts directory,
+              timed per stage (trunk throughput and epoch speed-up from the image stage);
+2. accuracy   the `fbm evaluate` table on the test split of that fresh run;
+3. serving    a real `fbm serve` process on loopback: latency p50/p95/p99 and throughput of
+              `/image`, `/text`, `/combined`, `/similar` at several concurrencies (median of
+              `repeats` runs), against the raw batched model throughput measured in this process
+              first, and the server's peak RSS;
+4. scale      the FAISS index at 1,000,000 synthetic vectors (`retrieval.bench`).
+
+`--quick` is a smoke run for CI: a small subset of the dataset, tiny training settings, short
+loads and 20,000 vectors; it writes BENCHMARKS.quick.md under the artifacts' reports, never the
+committed BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from listings.config import REPO_ROOT, Config
+from listings.subset import subset_dataset
+from scripts.loadgen import run_load
+
+ENDPOINTS = ("image", "text", "combined", "similar")
+RAW_BATCH = 32  # listings per raw model pass
+QUICK_SETTINGS = (  # every stage shrunk to a smoke run (64 px photos, one or two epochs)
+    "image.input_size=64",
+    "image.views=1",
+    "image.epochs=2",
+    "image.patience=2",
+    "image.trunk_batch_size=64",
+    "text.w2v_epochs=2",
+    "text.w2v_min_count=1",
+    "text.epochs=2",
+    "text.max_tokens=64",
+    "fusion.epochs=5",
+)
+
+
+@dataclass
+class BenchPlan:
+    quick: bool
+    concurrencies: tuple[int, ...]
+    requests_per_client: int
+    repeats: int
+    scale_vectors: int
+    subset_per_class: int  # 0: the whole dataset
+
+    @classmethod
+    def make(cls, quick: bool, repeats: int) -> "BenchPlan":
+        if quick:
+            return cls(True, (1, 4), 4, 1, 20_000, 10)
+        return cls(False, (1, 4, 16), 12, repeats, 1_000_000, 0)
+
+
+# ---------------------------------------------------------------- 1. pipeline
+
+
+def bench_pipeline(config: Config) -> dict:
+    """Every training stage and the index from a cold cache, timed; `config` points at a fresh directory."""
+    from combined_model.train import train_combined
+    from image_model.train import train_image
+    from listings.prepare import prepare
+    from retrieval.build import build_index
+    from text_model.train import train_text
+
+    stages = {"prepare": prepare, "image": train_image, "text": train_text, "combined": train_combined, "index": build_index}
+    seconds, summaries = {}, {}
+    for name, run in stages.items():
+        print(f"== bench: {name} ==", file=sys.stderr)
+        start = time.perf_counter()
+        summaries[name] = run(config)
+        seconds[name] = round(time.perf_counter() - start, 1)
+    timing = summaries["image"]["timing"]
+    return {
+        "stage_seconds": seconds,
+        "train_all_seconds": round(sum(seconds[s] for s in ("prepare", "image", "text", "combined")), 1),
+        "image_backbone": summaries["image"]["backbone"],
+        "trunk_images_per_s": timing["trunk_images_per_s"],
+        "cache_fill_images_per_s": timing["cache_fill_images_per_s"],
+        "epoch_seconds_on_cache": timing["epoch_seconds_on_cache"],
+        "naive_epoch_seconds_estimate": timing["naive_epoch_seconds_estimate"],
+        "naive_over_cache_epoch_ratio": timing["naive_over_cache_epoch_ratio"],
+        "combined_served_method": summaries["combined"]["served_method"],
+    }
+
+
+# ---------------------------------------------------------------- 2. accuracy
+
+
+def bench_accuracy(config: Config) -> dict:
+    from combined_model.evaluate import evaluate, format_table
+
+    result = evaluate(config, None)
+    print(format_table(result), file=sys.stderr)
+    return {
+        "source": result["source"],
+        "n_products": result["n_products"],
+        "n_images": result["n_images"],
+        "models": {name: {k: round(v, 4) for k, v in m.items() if k in ("accuracy", "macro_f1", "top3")} for name, m in result["models"].items()},
+    }
+
+
+# ---------------------------------------------------------------- 3. serving
+
+
+@dataclass
+class Query:
+    photo: bytes  # a cleaned JPEG
+    text: str
+
+
+def sample_queries(config: Config, n: int = 64) -> list[Query]:
+    """Test-split listings that have a photo and a text, as a client would send them."""
+    from listings.data import listing_text
+    from listings.prepare import load_prepared
+
+    prepared = load_prepared(config)
+    test = prepared.split("test")
+    test = test[test["image_ids"].map(len) > 0].head(n)
+    return [
+        Query((prepared.image_dir / f"{ids[0]}.jpg").read_bytes(), listing_text(title, description))
+        for ids, title, description in zip(test["image_ids"], test["title"], test["description"])
+    ]
+
+
+def request_for(endpoint: str, query: Query) -> dict:
+    photo = {"img": ("listing.jpg", query.photo, "image/jpeg")}
+    if endpoint == "image":
+        return {"method": "POST", "url": "/image", "files": photo}
+    if endpoint == "text":
+        return {"method": "POST", "url": "/text", "data": {"txt": query.text}}
+    return {"method": "POST", "url": f"/{endpoint}", "files": photo, "data": {"txt": query.text}}
+
+
+def raw_throughput(config: Config, queries: list[Query]) -> dict[str, float]:
+    """Listings per second of the models alone, batched `RAW_BATCH` at a time (and the index, for similar)."""
+    import io
+
+    from PIL import Image
+
+    from api.services import set_torch_threads
+    from combined_model.inference import Predictor
+    from retrieval.index import ListingIndex
+
+    set_torch_threads(config.serve.torch_threads)
+    predictor = Predictor.load(config)
+    photos = [Image.open(io.BytesIO(q.photo)).convert("RGB") for q in queries]
+    batch = [([photos[i % len(photos)]], queries[i % len(queries)].text) for i in range(RAW_BATCH)]
+    predictor.predict_many(batch[:2], "combined")  # warm-up
+    rates = {}
+    with ListingIndex.open(config.paths.index, config.index) as index:
+        for endpoint in ENDPOINTS:
+            mode = "combined" if endpoint == "similar" else endpoint
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                predictions = predictor.predict_many(batch, mode)
+                if endpoint == "similar":
+                    for p in predictions:
+                        index.search(p.image_embedding, p.text_embedding, k=10)
+                runs.append(len(batch) / (time.perf_counter() - start))
+            rates[endpoint] = round(float(np.median(runs)), 2)
+    return rates
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(config: Config, port: int) -> subprocess.Popen:
+    """A real `fbm serve` process on loopback, waited on until /health answers."""
+    command = [sys.executable, "-m", "scripts.cli", "serve", "--artifacts", config.data.artifacts_dir, "--host", "127.0.0.1", "--port", str(port)]
+    command += [arg for assignment in _overrides(config) for arg in ("--set", assignment)]
+    server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"fbm serve exited: {server.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("fbm serve did not answer /health within 300 s")
+
+
+def _overrides(config: Config) -> list[str]:
+    """The settings that differ from the defaults, as --set assignments for a child process."""
+    default, current = Config().to_dict(), config.to_dict()
+    return [
+        f"{section}.{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+        for section, values in current.items()
+        for name, value in values.items()
+        if value != default[section][name] and section != "data"
+    ]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def bench_serving(config: Config, plan: BenchPlan) -> dict:
+    queries = sample_queries(config)
+    raw = raw_throughput(config, queries)
+    port = free_port()
+    server = start_server(config, port)
+    url = f"http://127.0.0.1:{port}"
+    results: dict = {"raw_listings_per_s": raw, "endpoints": {}}
+    try:
+        for endpoint in ENDPOINTS:
+            run_load(url, lambda i: request_for(endpoint, queries[i % len(queries)]), 4, 1)  # warm-up
+            rows = []
+            for concurrency in plan.concurrencies:
+                runs = [
+                    run_load(url, lambda i: request_for(endpoint, queries[i % len(queries)]), plan.requests_per_client * concurrency, concurrency).summary()
+                    for _ in range(plan.repeats)
+                ]
+                row = {"concurrency": concurrency, "requests": runs[0]["requests"]}
+                for key in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps"):
+                    row[key] = round(float(np.median([r[key] for r in runs])), 2)
+                row["non_2xx"] = sum(n for r in runs for status, n in r["statuses"].items() if not status.startswith("2")) + sum(r["errors"] for r in runs)
+                row["throughput_over_raw"] = round(row["throughput_rps"] / raw[endpoint], 2)
+                rows.append(row)
+                print(f"serving /{endpoint} c{concurrency}: {row}", file=sys.stderr)
+            results["endpoints"][endpoint] = rows
+        results["server_peak_rss_mib"] = peak_rss_mib(server.pid)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return results
+
+
+# ---------------------------------------------------------------- 4. scale
+
+
+def bench_scale(config: Config, plan: BenchPlan) -> dict:
+    from retrieval.bench import bench_scale as run
+
+    index_config = config.index
+    if plan.quick:
+        index_config.exact_threshold = plan.scale_vectors // 2  # still exercise the HNSW path
+    result = run(plan.scale_vectors, 512, 200 if plan.quick else 1000, config=index_config)
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    memory_kib = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(memory_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "os": platform.platform(),
+        "commit": commit or "unknown",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured with `{result['command']}` on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, no GPU "
+        f"(Python {m['python']}, torch {m['torch']}, commit {m['commit']}, {m['date']}).",
+        "Regenerate with the same command; absolute times drift between machines, ratios less so.",
+    ]
+    if "pipeline" in result:
+        p = result["pipeline"]
+        lines += ["", "## Pipeline (cold cache, one run)", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {stage} | {s} |" for stage, s in p["stage_seconds"].items()]
+        lines += [
+            f"| **`fbm train all`** (prepare → image → text → combined) | **{p['train_all_seconds']}** |",
+            "",
+            f"Image backbone `{p['image_backbone']}`: trunk {p['trunk_images_per_s']} images/s in the training loop "
+            f"({p['cache_fill_images_per_s']} images/s filling the feature cache); an epoch on the cache takes "
+            f"{p['epoch_seconds_on_cache']} s against an estimated {p['naive_epoch_seconds_estimate']} s when the frozen trunk "
+            f"runs every step (**×{p['naive_over_cache_epoch_ratio']}**). Served fusion: `{p['combined_served_method']}` (chosen on validation).",
+        ]
+    if "accuracy" in result:
+        a = result["accuracy"]
+        lines += [
+            "",
+            f"## Accuracy ({a['source']}: {a['n_products']} products, {a['n_images']} photos; per product)",
+            "",
+            "| model | accuracy | macro-F1 | top-3 |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [f"| {name} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | {v['top3']:.3f} |" for name, v in a["models"].items()]
+    if "serving" in result:
+        s = result["serving"]
+        lines += [
+            "",
+            f"## Serving (a real `fbm serve` on loopback; median of {result['plan']['repeats']} runs; server peak RSS {s['server_peak_rss_mib']} MiB)",
+            "",
+            "Raw model throughput (batches of 32 listings, in-process, no HTTP): "
+            + ", ".join(f"{e} {r} listings/s" for e, r in s["raw_listings_per_s"].items())
+            + ".",
+            "",
+            "| endpoint | concurrency | p50 ms | p95 ms | p99 ms | req/s | req/s ÷ raw | non-2xx |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for endpoint, rows in s["endpoints"].items():
+            lines += [
+                f"| /{endpoint} | {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['throughput_over_raw']} | {r['non_2xx']} |"
+                for r in rows
+            ]
+    if "scale" in result:
+        r = result["scale"]
+        lines += [
+            "",
+            f"## Retrieval at scale ({r['n']:,} synthetic clustered vectors × {r['dim']}, `{r['kind']}` index, {r['threads']} threads)",
+            "",
+            f"Build {r['build_s']} s; index {r['index_memory_mib']} MiB (vectors alone {r['vectors_mib']} MiB), process peak RSS "
+            f"{r['peak_rss_mib']} MiB; exact search {r['exact_search_ms_per_query_batched']} ms/query batched. "
+            f"Served setting ef_search={r['ef_search']}: recall@10 **{r['recall@10']}** against exact search, "
+            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['queries_per_s_2_searchers']} queries/s with 2 searchers.",
+            "",
+            "| ef_search | recall@10 | p50 ms | p99 ms |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {ef} | {v['recall']} | {v['p50_ms']} | {v['p99_ms']} |" for ef, v in r["ef_sweep"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(config: Config, plan: BenchPlan, parts: tuple[str, ...], fresh: bool, command: str) -> dict:
+    """Run the chosen parts. With `fresh`, first train from a cold cache in <artifacts>/bench (on a
+    per-class subset of the dataset with the quick settings under --quick) and measure that run."""
+    result: dict = {"command": command, "machine": machine(), "plan": {"quick": plan.quick, "repeats": plan.repeats}}
+    if fresh:
+        bench_dir = Path(config.data.artifacts_dir) / "bench"
+        shutil.rmtree(bench_dir, ignore_errors=True)
+        config.data.artifacts_dir = str(bench_dir / "artifacts")
+        if plan.quick:
+            config.data.data_dir = str(subset_dataset(Path(config.data.data_dir), bench_dir / "data", plan.subset_per_class))
+            for assignment in QUICK_SETTINGS:
+                config.override(assignment)
+    if "pipeline" in parts:
+        if not fresh:
+            raise ValueError("the pipeline part trains from a cold cache: drop --reuse or leave out pipeline")
+        result["pipeline"] = bench_pipeline(config)
+    if "accuracy" in parts:
+        result["accuracy"] = bench_accuracy(config)
+    if "serving" in parts:
+        result["serving"] = bench_serving(config, plan)
+    if "scale" in parts:
+        result["scale"] = bench_scale(config, plan)
+    return result

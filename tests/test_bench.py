@@ -1,0 +1,31 @@
+"""`fbm bench --quick --reuse` on the tiny trained pipeline: every part runs and the report holds its figures."""
+from __future__ import annotations
+
+import json
+
+from scripts.bench import ENDPOINTS
+from scripts.cli import main
+
+
+def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_path):
+    config, _ = trained_pipeline
+    out = tmp_path / "BENCH.md"
+    argv = ["bench", "--quick", "--reuse", "--artifacts", config.data.artifacts_dir, "--parts", "accuracy,serving,scale", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+
+    assert set(result["accuracy"]["models"]) >= {"image", "text", "combined", "late_fusion"}
+    serving = result["serving"]
+    assert set(serving["endpoints"]) == set(ENDPOINTS)
+    for endpoint, rows in serving["endpoints"].items():
+        for row in rows:
+            assert row["non_2xx"] == 0, (endpoint, row)
+            assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+            assert row["throughput_rps"] > 0 and row["throughput_over_raw"] > 0
+    assert serving["server_peak_rss_mib"] > 0
+    assert result["scale"]["recall@10"] >= 0.9 and result["scale"]["kind"] == "hnsw"
+
+    report = out.read_text()
+    for heading in ("## Accuracy", "## Serving", "## Retrieval at scale"):
+        assert heading in report
+    assert "`fbm bench --quick --reuse" in report
