@@ -19,6 +19,7 @@ from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, ga
 from combined_model.fusion import EARLY, LATE, FusionClassifier, combine, single_branch
 from combined_model.metrics import summarise
 from listings.config import Config
+from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
 MODEL_FILE = "model.pt"
@@ -124,7 +125,7 @@ def train_combined(config: Config) -> dict:
         "config": asdict(config.fusion),
     }
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
-    plot_curves(history, out_dir / "curves.png")
+    plot_curves(history, out_dir / "curves.png", "Fusion", {"val_accuracy": "validation (product)"})
     return {
         "served_method": served,
         "late_image_weight": late_weight,
@@ -134,21 +135,3 @@ def train_combined(config: Config) -> dict:
     }
 
 
-def plot_curves(history: list[dict], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="val")
-    ax_loss.set(title="fusion loss", xlabel="epoch")
-    ax_loss.legend()
-    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], label="val (product)")
-    ax_acc.set(title="fusion accuracy", xlabel="epoch")
-    ax_acc.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -44,6 +44,7 @@ from image_model.model import Architecture, ImageNetwork, build_network
 from image_model.preprocess import make_view, to_batch
 from listings.config import Config
 from listings.images import ImageError, clean_image
+from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
 CURVES_FILE = "curves.png"
@@ -395,30 +396,13 @@ def _save(
         "export": EXPORT_FILE,
     }
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
-    plot_curves(history, out_dir / CURVES_FILE)
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train (label-smoothed)")
-    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="val")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Image branch loss")
-    acc_ax.plot(epochs, [h["train_accuracy"] for h in history], label="train photo (augmented)")
-    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="val photo")
-    acc_ax.plot(epochs, [h["val_product_accuracy"] for h in history], label="val product")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Image branch accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_curves(
+        history,
+        out_dir / CURVES_FILE,
+        "Image branch",
+        {"train_accuracy": "train photo (augmented)", "val_accuracy": "validation photo", "val_product_accuracy": "validation product"},
+        train_loss_label="train (label-smoothed)",
+    )
 
 
 def format_summary(summary: dict) -> str:

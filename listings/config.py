@@ -82,8 +82,8 @@ class TextConfig:
     patience: int = 5
     batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
+    weight_decay: float = 1e-2  # with label smoothing 0.1: validation accuracy 0.797 vs 0.785 (1e-4, no smoothing)
+    label_smoothing: float = 0.1
 
 
 @dataclass

@@ -43,7 +43,10 @@ class TfidfSvmBaseline:
         svm = LinearSVC(C=self.C).fit(features, np.asarray(labels))
         if list(svm.classes_) != list(range(len(self.classes))):
             raise ValueError(f"the training labels cover classes {list(svm.classes_)}, not all {len(self.classes)}")
-        self.coef, self.intercept = svm.coef_.astype(np.float32), svm.intercept_.astype(np.float32)
+        coef, intercept = svm.coef_, svm.intercept_
+        if len(self.classes) == 2:  # a binary LinearSVC keeps one score row, the second class's
+            coef, intercept = np.vstack([-coef, coef]), np.concatenate([-intercept, intercept])
+        self.coef, self.intercept = coef.astype(np.float32), intercept.astype(np.float32)
         return self
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:

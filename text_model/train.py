@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from listings.config import Config, TextConfig
 from listings.data import listing_text
+from listings.plots import plot_curves
 from listings.prepare import load_prepared
 from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
 from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FILE, TextBranch, predict_ids
@@ -117,27 +118,6 @@ def fit_cnn(
     return history
 
 
-def plot_curves(history: list[dict], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
-    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    loss_ax.set(title="text CNN: cross-entropy", xlabel="epoch")
-    loss_ax.legend()
-    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], label="validation accuracy")
-    acc_ax.plot(epochs, [h["val_macro_f1"] for h in history], label="validation macro-F1")
-    acc_ax.set(title="text CNN: validation", xlabel="epoch")
-    acc_ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def train_text(config: Config) -> dict:
     """Train and save the whole text branch; return (and print) its summary."""
     wall_start = time.perf_counter()
@@ -181,7 +161,7 @@ def train_text(config: Config) -> dict:
     history = fit_cnn(
         model, [ids[i] for i in rows["train"]], labels[rows["train"]], [ids[i] for i in rows["val"]], labels[rows["val"]], cfg, seed
     )
-    plot_curves(history, out / CURVES_FILE)
+    plot_curves(history, out / CURVES_FILE, "Text CNN", {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1"})
 
     torch.save(model.state_dict(), out / MODEL_FILE)
     vocab.save(out / VOCAB_FILE)

@@ -1,0 +1,27 @@
+"""The training-curve figure every stage writes: loss on the left, accuracy-like scores on the right."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_curves(history: list[dict], path: Path, title: str, scores: dict[str, str], train_loss_label: str = "train") -> None:
+    """Per-epoch `train_loss` and `val_loss`, and the `scores` keys (key → legend label), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], label=train_loss_label)
+    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title}: loss")
+    for key, label in scores.items():
+        score_ax.plot(epochs, [h[key] for h in history], label=label)
+    score_ax.set(xlabel="epoch", title=f"{title}: accuracy")
+    for ax in (loss_ax, score_ax):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
