@@ -520,6 +520,11 @@ class ListingIndex:
         rows = self._query(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE faiss_id IN ({marks})", ids)
         return {row[0]: _listing_from_row(row[1:]) for row in rows}
 
+    def get(self, product_id: str) -> Listing | None:
+        """The stored metadata of one listing, or None when it is not indexed."""
+        rows = self._query(f"SELECT {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,))
+        return _listing_from_row(rows[0]) if rows else None
+
     def _query(self, sql: str, params: Iterable) -> list[tuple]:
         with self._db_mutex:
             return self._db.execute(sql, tuple(params)).fetchall()

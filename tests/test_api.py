@@ -316,6 +316,7 @@ def test_an_added_listing_is_searchable_with_its_photos_then_deleted(writable):
     assert deleted.status_code == 200 and deleted.json() == {"product_id": product_id, "deleted": True}
     hits = writable.post("/similar", data={"txt": "Purple velvet armchair", "k": "100"}).json()["results"]
     assert product_id not in {h["product_id"] for h in hits}
+    assert writable.get(f"/images/{image_id}").status_code == 404  # a deleted listing's photos are gone too
     assert writable.delete(f"/listings/{product_id}", headers=auth).status_code == 404
     assert writable.get("/health").json()["listings"] == 12
 

@@ -269,3 +269,17 @@ def test_concurrent_adds_and_searches(tmp_path):
         assert not errors, errors[0]
         assert len(index) == 200 + 40 - 10
         assert index.info()["faiss_vectors"] == len(index)
+
+
+def test_get_returns_stored_metadata_or_none(tmp_path):
+    from listings.config import IndexConfig
+    from retrieval.index import ListingIndex
+
+    vectors = np.eye(4, 8, dtype=np.float32)
+    rows = [{"product_id": f"p{i}", "title": f"item {i}", "category": "Home & Garden", "price": float(i), "image_ids": [f"i{i}"]} for i in range(4)]
+    with ListingIndex.build(tmp_path / "index", vectors, rows, IndexConfig()) as index:
+        listing = index.get("p2")
+        assert listing is not None and listing.title == "item 2" and listing.image_ids == ["i2"] and listing.price == 2.0
+        assert index.get("missing") is None
+        index.delete("p2")
+        assert index.get("p2") is None
