@@ -19,7 +19,7 @@ from listings.data import listing_text, load_listings
 from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline
 from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FILE, TextBranch
 from text_model.model import TextCNN, TextCNNShape
-from text_model.preprocess import tokenize
+from text_model.preprocess import REQUIRED_NLTK_DATA, tokenize
 from text_model.train import (
     CURVES_FILE,
     SUMMARY_FILE,
@@ -48,6 +48,21 @@ TEXTS = [
     "qwertyuiop zxcvbnm asdfghjkl",
     "Running wardrobes and hammering ladders",
 ]
+
+def _nltk_data_installed() -> bool:
+    """Whether the NLTK resources the preprocessing needs are where the configuration points."""
+    import nltk
+
+    Config().apply_nltk_data()
+    try:
+        for resource in REQUIRED_NLTK_DATA:
+            nltk.data.find(resource if resource != "corpora/wordnet" else "corpora/wordnet.zip")
+    except LookupError:
+        return False
+    return True
+
+
+needs_nltk_data = pytest.mark.skipif(not _nltk_data_installed(), reason="NLTK data (punkt_tab, stopwords, wordnet) not found: set NLTK_DATA")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -87,6 +102,7 @@ def tiny_branch(stem: bool = False, seed: int = 0) -> TextBranch:
 # preprocessing
 
 
+@needs_nltk_data
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -107,12 +123,14 @@ def test_tokenize_tricky_strings(text, expected):
     assert tokenize(text) == expected
 
 
+@needs_nltk_data
 def test_tokenize_handles_none_and_double_encoded_entities():
     assert tokenize(None) == []  # type: ignore[arg-type]
     assert tokenize("Fish &amp;amp; chips") == ["fish", "chip"]
     assert not any("&" in t or ";" in t for t in tokenize("Tom &amp; Jerry &quot;x&quot; &#39;y&#39;"))
 
 
+@needs_nltk_data
 def test_tokenize_very_long_text_is_fast():
     unit = "Lovely SOFAS £1,234.00 &amp; PS4 64GB 😀 <b>table</b> "
     text = (unit * (50_000 // len(unit) + 1))[:50_000]
@@ -126,6 +144,7 @@ def test_tokenize_very_long_text_is_fast():
     assert tokenize('"' * 50_000) == []
 
 
+@needs_nltk_data
 def test_stemming_option_changes_tokens():
     text = "Running chairs beautifully, lovely sofas"
     plain, stemmed = tokenize(text), tokenize(text, stem=True)
@@ -135,6 +154,7 @@ def test_stemming_option_changes_tokens():
     assert tokenize("PS4 64GB", stem=True) == ["ps4", "64gb"]
 
 
+@needs_nltk_data
 def test_quirky_listing_texts(quirky_dataset):
     listings = load_listings(quirky_dataset).set_index("product_id")
     tokens = {pid: tokenize(listing_text(row.title, row.description)) for pid, row in listings.iterrows()}
@@ -278,6 +298,7 @@ def test_word_matrix_rows():
 # the served branch
 
 
+@needs_nltk_data
 @pytest.mark.parametrize("stem", [False, True])
 def test_training_and_serving_tokens_are_identical(stem):
     branch = tiny_branch(stem)
@@ -295,6 +316,7 @@ def test_training_and_serving_tokens_are_identical(stem):
         assert known[0] == served[2][i]
 
 
+@needs_nltk_data
 def test_empty_and_all_unknown_texts_predict_with_zero_known_tokens():
     branch = tiny_branch()
     texts = ["", "   ", "!!! 😀 ###", "blorptastic snorfwizzle", "the and of", "sofa drill zzzz"]
@@ -314,6 +336,7 @@ def test_empty_and_all_unknown_texts_predict_with_zero_known_tokens():
 # the TF-IDF + SVM baseline
 
 
+@needs_nltk_data
 @pytest.mark.parametrize("n_classes", [3, 2])
 def test_tfidf_svm_save_load_gives_identical_probabilities(tmp_path, n_classes):
     tokens, labels = separable_corpus(30 * n_classes)
