@@ -5,9 +5,7 @@ raises FileNotFoundError or ValueError naming it, before the server accepts a co
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from listings.config import Config
-from listings.images import JPEG_QUALITY
+from listings.images import stored_jpeg
 
 
 def added_photos_dir(config: Config) -> Path:
@@ -52,7 +50,7 @@ class PhotoStore:
         target = self.added_dir / f"{image_id}.jpg"
         temporary = target.with_suffix(".tmp")
         with temporary.open("wb") as handle:
-            photo.save(handle, format="JPEG", quality=JPEG_QUALITY)
+            handle.write(stored_jpeg(photo))
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(target)
@@ -98,7 +96,6 @@ def load_services(config: Config) -> Services:
 
     set_torch_threads(config.serve.torch_threads)
     config.apply_nltk_data()
-    check_model_files(config)
     predictor = Predictor.load(config)
     try:
         index = ListingIndex.open(config.paths.index, config.index)
@@ -107,42 +104,6 @@ def load_services(config: Config) -> Services:
     check_index_matches(index, predictor)
     warm_up(predictor, config)
     return Services(predictor=predictor, index=index, photos=PhotoStore.for_config(config))
-
-
-def check_model_files(config: Config) -> None:
-    """Read each model file on its own first, so that a broken one is named by its path in one line:
-    JSON files must parse, weights must load as plain tensors (`weights_only=True`: never unpickled as
-    objects). Missing files are left to the loaders, whose messages say which stage writes them."""
-    import torch
-
-    from combined_model import train as fusion
-    from image_model import inference as image
-    from text_model import inference as text
-
-    for directory, names, command in (
-        (config.paths.image_model, (image.SIDECAR_FILE, image.MODEL_FILE), "fbm train image"),
-        (config.paths.text_model, (text.SIDECAR_FILE, text.VOCAB_FILE, text.MODEL_FILE), "fbm train text"),
-        (config.paths.combined_model, (fusion.SIDECAR_FILE, fusion.MODEL_FILE), "fbm train combined"),
-    ):
-        for path in (directory / name for name in names):
-            if not path.is_file():
-                continue
-            try:
-                if path.suffix == ".json":
-                    json.loads(path.read_text(encoding="utf-8"))
-                else:
-                    torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # whatever a broken file raises, the answer is the same: name it
-                kind = "valid JSON" if path.suffix == ".json" else "a readable file of plain tensors"
-                raise ValueError(f"{path} is not {kind} ({_first_sentence(exc)}): rerun `{command}`") from exc
-
-
-def _first_sentence(exc: Exception) -> str:
-    """The gist of a loader's error on one line: torch's own reason rather than its advice around it."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
-    text = (reason.group(1) if reason else text).strip()
-    return re.split(r"(?<=\.)\s|\n", text, maxsplit=1)[0][:200] or type(exc).__name__
 
 
 def warm_up(predictor: Any, config: Config) -> None:

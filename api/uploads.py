@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from listings.config import Config
-from listings.images import ImageError, clean_image
+from listings.images import ImageError, clean_photo
 
 # Listing and photo ids are UUID-like tokens: letters, digits, '-' and '_' only, so an id can never
 # name a path (no '/', '.', or '\\'). Checked by pydantic, whose regex `$` is the end of the text.
@@ -70,7 +70,7 @@ def checked_text(text: str | None, config: Config, field: str = "txt", required:
 
 
 async def cleaned_photos(uploads: list[UploadFile] | None, config: Config, pool: Executor) -> list[Image.Image]:
-    """Each uploaded photo cleaned exactly as training cleaned its photos (`listings.images.clean_image`)."""
+    """Each uploaded photo cleaned into the pixels training saw (`listings.images.clean_photo`)."""
     uploads = uploads or []
     if len(uploads) > config.serve.max_photos:
         raise HTTPException(413, f"{len(uploads)} photos sent; at most {config.serve.max_photos} per request")
@@ -86,7 +86,7 @@ async def cleaned_photos(uploads: list[UploadFile] | None, config: Config, pool:
         await upload.seek(0)
         try:
             photo = await loop.run_in_executor(
-                pool, clean_image, upload.file, config.data.image_size, config.data.max_image_pixels
+                pool, clean_photo, upload.file, config.data.image_size, config.data.max_image_pixels
             )
         except ImageError as exc:
             status = 413 if exc.reason == "too_large" else 422

@@ -17,14 +17,14 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from combined_model.features import concat_embeddings, per_product
+from combined_model.features import concat_embeddings
 from combined_model.fusion import EARLY, LATE, combine, single_branch
 from combined_model.inference import Predictor
-from combined_model.metrics import per_class, summarise
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
 from listings.data import listing_text, load_listings
-from listings.images import ImageError, clean_image
+from listings.images import ImageError, clean_photo
+from listings.metrics import per_class, per_product, summarise
 from listings.prepare import load_prepared
 from text_model.baseline import TfidfSvmBaseline
 
@@ -42,7 +42,7 @@ class EvalSet:
 
 def held_out_split(config: Config) -> EvalSet:
     prepared = load_prepared(config)
-    return EvalSet(prepared.split("test"), prepared.image_dir, {}, "test split")
+    return EvalSet(prepared.split("test"), Path(config.data.data_dir) / "images", {}, "test split")
 
 
 def directory_set(config: Config, data_dir: str) -> EvalSet:
@@ -61,7 +61,7 @@ def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[lis
         mine, mine_ids = [], []
         for image_id in image_ids:
             try:
-                mine.append(clean_image(eval_set.image_dir / f"{image_id}.jpg", size, max_pixels))
+                mine.append(clean_photo(eval_set.image_dir / f"{image_id}.jpg", size, max_pixels))
                 mine_ids.append(image_id)
             except ImageError as exc:
                 skipped[image_id] = exc.reason

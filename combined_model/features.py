@@ -93,14 +93,6 @@ def gather(products: pd.DataFrame, image_export: dict, text_export: dict, n_clas
     )
 
 
-def per_product(row_values: np.ndarray, product_index: np.ndarray, n_products: int) -> np.ndarray:
-    """Mean of row values over each product's rows."""
-    sums = np.zeros((n_products, row_values.shape[1]), dtype=np.float64)
-    np.add.at(sums, product_index, row_values)
-    counts = np.bincount(product_index, minlength=n_products).clip(min=1)
-    return (sums / counts[:, None]).astype(np.float32)
-
-
 def _take(array: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
     out = np.zeros((len(rows), width), dtype=np.float32)
     present = rows >= 0

@@ -1,27 +1,27 @@
 """The serving-side predictor: both branches and the fusion, loaded once, batched.
 
 `Predictor.predict_many` is the one code path for the API, `fbm similar` and `fbm evaluate`:
-images must already be cleaned by `listings.images.clean_image`; the branches apply their own
+images must already be cleaned by `listings.images.clean_photo`; the branches apply their own
 preprocessing, the same functions their training used.
 """
 from __future__ import annotations
 
-import json
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from PIL import Image
 
-from combined_model.fusion import EARLY, FusionClassifier, combine, single_branch
-from combined_model.train import MODEL_FILE, SIDECAR_FILE
 from combined_model.features import concat_embeddings
+from combined_model.fusion import EARLY, FusionClassifier, combine
 from image_model.inference import ImageBranch
+from listings.artifacts import first_line, load_weights, read_json, require_files
 from listings.config import Config
 from text_model.inference import TextBranch
 
 MODES = ("image", "text", "combined")
+MODEL_FILE = "model.pt"
+SIDECAR_FILE = "model.json"
+TRAIN_COMMAND = "fbm train combined"
 
 
 @dataclass
@@ -67,15 +67,14 @@ class Predictor:
     def load(cls, config: Config) -> "Predictor":
         directory = config.paths.combined_model
         sidecar_path, weights_path = directory / SIDECAR_FILE, directory / MODEL_FILE
-        for path in (sidecar_path, weights_path):
-            if not path.exists():
-                raise FileNotFoundError(f"{path} not found: run `fbm train combined` first")
+        require_files((sidecar_path, weights_path), TRAIN_COMMAND)
+        sidecar = read_json(sidecar_path, TRAIN_COMMAND)
+        state_dict = load_weights(weights_path, TRAIN_COMMAND)
         try:
-            sidecar = json.loads(sidecar_path.read_text())
             fusion = FusionClassifier(sidecar["in_dim"], len(sidecar["classes"]), sidecar["hidden"], sidecar["dropout"])
-            fusion.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        except (ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"{directory} holds a corrupt or mismatched fusion model: {exc}") from exc
+            fusion.load_state_dict(state_dict)
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"{directory} holds a mismatched fusion model ({first_line(exc)}): rerun `{TRAIN_COMMAND}`") from exc
         fusion.eval()
         return cls(ImageBranch.load(config), TextBranch.load(config), fusion, sidecar)
 

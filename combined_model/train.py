@@ -15,15 +15,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_export, per_product
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_export
 from combined_model.fusion import EARLY, LATE, FusionClassifier, combine, single_branch
-from combined_model.metrics import summarise
+from combined_model.inference import MODEL_FILE, SIDECAR_FILE
 from listings.config import Config
+from listings.metrics import per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
-MODEL_FILE = "model.pt"
-SIDECAR_FILE = "model.json"
 LATE_WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)
 
 

@@ -16,6 +16,7 @@ from skimage.feature import hog
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from listings.artifacts import read_json, require_files
 from listings.config import Config
 
 WEIGHTS_FILE = "hog_svm.npz"
@@ -82,10 +83,8 @@ class HogSvmBaseline:
     def load(cls, config: Config) -> "HogSvmBaseline":
         directory = config.paths.image_model
         sidecar_path, weights_path = directory / SIDECAR_FILE, directory / WEIGHTS_FILE
-        for path in (sidecar_path, weights_path):
-            if not path.exists():
-                raise FileNotFoundError(f"{path} not found: run `fbm train image` first")
-        sidecar = json.loads(sidecar_path.read_text())
+        require_files((sidecar_path, weights_path), "fbm train image")
+        sidecar = read_json(sidecar_path, "fbm train image")
         if sidecar["hog_size"] != HOG_SIZE or sidecar["hog"] != HOG_PARAMS:
             raise ValueError(f"{sidecar_path} was trained with other HOG settings: retrain with `fbm train image`")
         with np.load(weights_path, allow_pickle=False) as arrays:

@@ -1,8 +1,6 @@
 """The trained image branch, loaded once for serving, evaluation and the exports of later stages."""
 from __future__ import annotations
 
-import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +9,14 @@ from PIL import Image
 
 from image_model.model import Architecture, ImageNetwork, build_network
 from image_model.preprocess import eval_view, to_batch
+from listings.artifacts import first_line, load_weights, read_json, require_files
 from listings.config import Config
 
 MODEL_FILE = "model.pt"
 SIDECAR_FILE = "model.json"
 EXPORT_FILE = "image_embeddings.npz"
 BATCH_SIZE = 32
+TRAIN_COMMAND = "fbm train image"
 
 
 class ImageBranch:
@@ -35,15 +35,14 @@ class ImageBranch:
     @classmethod
     def from_directory(cls, directory: Path) -> "ImageBranch":
         sidecar_path, weights_path = Path(directory) / SIDECAR_FILE, Path(directory) / MODEL_FILE
-        for path in (sidecar_path, weights_path):
-            if not path.exists():
-                raise FileNotFoundError(f"{path} not found: run `fbm train image` first")
+        require_files((sidecar_path, weights_path), TRAIN_COMMAND)
+        sidecar = read_json(sidecar_path, TRAIN_COMMAND)
+        state_dict = load_weights(weights_path, TRAIN_COMMAND)
         try:
-            sidecar = json.loads(sidecar_path.read_text())
             network = build_network(Architecture(**sidecar["architecture"]))
-            network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        except (ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"{directory} holds a corrupt or mismatched image model: {exc}") from exc
+            network.load_state_dict(state_dict)
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"{directory} holds a mismatched image model ({first_line(exc)}): rerun `{TRAIN_COMMAND}`") from exc
         return cls(network, sidecar["classes"], sidecar)
 
     @torch.inference_mode()

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import f1_score
 from torch.nn import functional as F
 from tqdm import tqdm
 
@@ -43,7 +42,8 @@ from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE
 from image_model.model import Architecture, ImageNetwork, build_network
 from image_model.preprocess import make_view, to_batch
 from listings.config import Config
-from listings.images import ImageError, clean_image
+from listings.images import clean_image
+from listings.metrics import per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
@@ -298,35 +298,28 @@ def _initial_weights(backbone: str, random_init: bool) -> tuple[dict | None, Pat
     return state_dict, path, sha256_file(path)
 
 
-def _split_data(cache: FeatureCache, photos: pd.DataFrame, n_views: int, seed: int) -> SplitData:
-    image_ids = photos["image_id"].tolist()
+def product_groups(photos: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's product (an index into the products) and each product's label."""
     products, product_index = np.unique(photos["product_id"].to_numpy(), return_inverse=True)
     product_labels = photos.groupby("product_id")["label"].first().reindex(products).to_numpy() if len(products) else np.zeros(0, np.int64)
+    return product_index, product_labels
+
+
+def _split_data(cache: FeatureCache, photos: pd.DataFrame, n_views: int, seed: int) -> SplitData:
+    image_ids = photos["image_id"].tolist()
+    product_index, product_labels = product_groups(photos)
     features = torch.stack([cache.gather(view_name(k, seed), image_ids) for k in range(n_views)])
     return SplitData(image_ids, torch.tensor(photos["label"].to_numpy(np.int64)), product_index, product_labels, features)
 
 
-def product_mean(probs: np.ndarray, product_index: np.ndarray, n_products: int) -> np.ndarray:
-    """Mean of each product's photo probabilities."""
-    sums = np.zeros((n_products, probs.shape[1]), np.float64)
-    np.add.at(sums, product_index, probs)
-    counts = np.bincount(product_index, minlength=n_products)[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)
-
-
-def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    if len(labels) == 0:
-        return {"accuracy": float("nan"), "macro_f1": float("nan")}
-    pred = probs.argmax(axis=1)
-    return {
-        "accuracy": round(float((pred == labels).mean()), 4),
-        "macro_f1": round(float(f1_score(labels, pred, average="macro", labels=range(probs.shape[1]), zero_division=0)), 4),
-    }
+def scores(probs: np.ndarray, labels: np.ndarray, product_index: np.ndarray, product_labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per photo and per product (mean of its photos' probabilities)."""
+    product_probs = per_product(probs, product_index, len(product_labels))
+    return {"image": summarise(labels, probs), "product": summarise(product_labels, product_probs)}
 
 
 def _evaluate(probs: np.ndarray, data: SplitData) -> dict[str, dict[str, float]]:
-    product_probs = product_mean(probs, data.product_index, len(data.product_labels))
-    return {"image": scores(data.labels.numpy(), probs), "product": scores(data.product_labels, product_probs)}
+    return scores(probs, data.labels.numpy(), data.product_index, data.product_labels)
 
 
 def export_embeddings(network: ImageNetwork, plain_features: torch.Tensor, image_ids: list[str], path: Path) -> dict:
@@ -351,14 +344,8 @@ def train_baseline(config: Config, image_dir: Path, photos: pd.DataFrame, classe
     model = candidates[best_c]
     metrics: dict = {"c": best_c, "val_accuracy_by_c": {str(c): round(a, 4) for c, a in val_accuracy.items()}}
     for name in ("val", "test"):
-        mine = photos[split == name]
         probs = model.proba_from_features(features[split == name])
-        products, product_index = np.unique(mine["product_id"].to_numpy(), return_inverse=True)
-        product_labels = mine.groupby("product_id")["label"].first().reindex(products).to_numpy()
-        metrics[name] = {
-            "image": scores(labels[split == name], probs),
-            "product": scores(product_labels, product_mean(probs, product_index, len(products))),
-        }
+        metrics[name] = scores(probs, labels[split == name], *product_groups(photos[split == name]))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     model.save(config.paths.image_model, metrics)
     return metrics

@@ -57,6 +57,20 @@ def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Imag
         image.close()
 
 
+def clean_photo(source: Source, size: int, max_pixels: int = 40_000_000) -> Image.Image:
+    """A new photo cleaned into exactly the pixels the cleaned-image cache holds for it (`clean_image`,
+    then the cache's JPEG encoding): serving and evaluation see what training saw."""
+    with Image.open(io.BytesIO(stored_jpeg(clean_image(source, size, max_pixels)))) as stored:
+        return stored.convert("RGB")
+
+
+def stored_jpeg(image: Image.Image) -> bytes:
+    """The encoding of a cleaned photo in the cache (and in the API's photo store)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
 def upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation. A photo whose EXIF block is corrupt is kept as stored.
 
@@ -157,9 +171,8 @@ def build_clean_cache(
             if not source.is_file():
                 raise ImageError("missing", str(source))
             if not target.exists():
-                cleaned = clean_image(source, size, max_pixels)
                 tmp = target.with_suffix(".tmp")
-                cleaned.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+                tmp.write_bytes(stored_jpeg(clean_image(source, size, max_pixels)))
                 tmp.replace(target)
             return image_id, file_digest(source), None
         except ImageError as exc:

@@ -17,7 +17,6 @@ committed BENCHMARKS.md.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -73,23 +72,14 @@ class BenchPlan:
 
 def bench_pipeline(config: Config) -> dict:
     """Every training stage and the index from a cold cache, timed; `config` points at a fresh directory."""
-    from combined_model.train import train_combined
-    from image_model.train import train_image
-    from listings.prepare import prepare
-    from retrieval.build import build_index
-    from text_model.train import train_text
+    from scripts.cli import STAGES, TRAINING, run_stage
 
-    stages = {"prepare": prepare, "image": train_image, "text": train_text, "combined": train_combined, "index": build_index}
-    seconds, summaries = {}, {}
-    for name, run in stages.items():
-        print(f"== bench: {name} ==", file=sys.stderr)
-        start = time.perf_counter()
-        summaries[name] = run(config)
-        seconds[name] = round(time.perf_counter() - start, 1)
+    summaries = {stage: run_stage(stage, config) for stage in STAGES}
+    seconds = {stage: summary["stage_wall_time_s"] for stage, summary in summaries.items()}
     timing = summaries["image"]["timing"]
     return {
         "stage_seconds": seconds,
-        "train_all_seconds": round(sum(seconds[s] for s in ("prepare", "image", "text", "combined")), 1),
+        "train_all_seconds": round(sum(seconds[s] for s in TRAINING), 1),
         "image_backbone": summaries["image"]["backbone"],
         "trunk_images_per_s": timing["trunk_images_per_s"],
         "cache_fill_images_per_s": timing["cache_fill_images_per_s"],
@@ -134,7 +124,7 @@ def sample_queries(config: Config, n: int = 64) -> list[Query]:
     test = prepared.split("test")
     test = test[test["image_ids"].map(len) > 0].head(n)
     return [
-        Query((prepared.image_dir / f"{ids[0]}.jpg").read_bytes(), listing_text(title, description))
+        Query((Path(config.data.data_dir) / "images" / f"{ids[0]}.jpg").read_bytes(), listing_text(title, description))
         for ids, title, description in zip(test["image_ids"], test["title"], test["description"])
     ]
 

@@ -6,6 +6,7 @@ Every subcommand takes the same settings options: `--data`, `--artifacts` and an
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shlex
 import sys
@@ -50,36 +51,32 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    config = build_config(args)
-    stages = ["prepare", "image", "text", "combined"] if args.stage == "all" else [args.stage]
-    summaries = {stage: _train_stage(stage, config) for stage in stages}
-    print(json.dumps(summaries, indent=2, default=str))
-    return 0
+TRAINING = ("prepare", "image", "text", "combined")  # `fbm train all`, in order
+STAGES = {  # stage → the function that runs it on a Config (imported when run: each pulls in its own stack)
+    "prepare": "listings.prepare:prepare",
+    "image": "image_model.train:train_image",
+    "text": "text_model.train:train_text",
+    "combined": "combined_model.train:train_combined",
+    "index": "retrieval.build:build_index",
+}
 
 
-def _train_stage(stage: str, config: Config) -> dict:
+def run_stage(stage: str, config: Config) -> dict:
+    """Run one pipeline stage; its summary gains `stage_wall_time_s`."""
+    module, function = STAGES[stage].split(":")
     start = time.perf_counter()
     print(f"== {stage} ==", file=sys.stderr)
-    if stage == "prepare":
-        from listings.prepare import prepare
-
-        summary = prepare(config)
-        summary.pop("skipped_image_ids", None)
-    elif stage == "image":
-        from image_model.train import train_image
-
-        summary = train_image(config)
-    elif stage == "text":
-        from text_model.train import train_text
-
-        summary = train_text(config)
-    else:
-        from combined_model.train import train_combined
-
-        summary = train_combined(config)
+    summary = getattr(importlib.import_module(module), function)(config)
     summary["stage_wall_time_s"] = round(time.perf_counter() - start, 1)
     return summary
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    stages = TRAINING if args.stage == "all" else [args.stage]
+    summaries = {stage: run_stage(stage, config) for stage in stages}
+    print(json.dumps(summaries, indent=2, default=str))
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -101,10 +98,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from retrieval.build import build_index, evaluate_retrieval
+    from retrieval.build import evaluate_retrieval
 
     config = build_config(args)
-    print(json.dumps(build_index(config), indent=2))
+    print(json.dumps(run_stage("index", config), indent=2))
     if args.evaluate:
         print(json.dumps(evaluate_retrieval(config, k=args.k), indent=2))
     return 0
@@ -112,13 +109,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from combined_model.inference import Predictor
-    from listings.images import clean_image
+    from listings.images import clean_photo
     from retrieval.index import ListingIndex, format_results
 
     config = build_config(args)
     if not args.image and not (args.text and args.text.strip()):
         raise ValueError("give a listing text (--text), one or more photos (--image) or both")
-    photos = [clean_image(Path(path), config.data.image_size) for path in args.image]
+    photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
     prediction = Predictor.load(config).predict(photos, args.text, "combined")
     with ListingIndex.open(config.paths.index, config.index) as index:
         result = index.search(

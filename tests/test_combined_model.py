@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, gather, load_export, per_product
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, gather, load_export
 from combined_model.fusion import EARLY, LATE, FusionClassifier, combine, single_branch
 from combined_model.train import MODEL_FILE, SIDECAR_FILE, train_combined
 from listings.categories import CategoryEncoder
 from listings.config import Config
 from listings.data import write_jsonl
+from listings.metrics import per_product
 
 CLASSES = ["Appliances", "Baby & Kids Stuff", "Computers & Software"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from listings.images import ImageError, build_clean_cache, clean_image
+from listings.images import ImageError, build_clean_cache, clean_image, clean_photo
 
 SIZE = 64
 # a file left open by cleaning (found when it is garbage-collected) fails the test
@@ -222,3 +222,15 @@ def test_build_clean_cache_counts_skipped_files_and_reuses_the_cache(tmp_path: P
     assert set(cleaned_again) == {"truncated", "empty", "text", "bomb"}  # cached images are not cleaned again
     assert digests_again == {k: v for k, v in digests.items() if k != "copy"}
     assert skipped_again == {**skipped, "copy": "missing"}
+
+
+def test_a_fresh_photo_is_cleaned_into_the_pixels_the_cache_holds(tmp_path):
+    """Serving (`clean_photo`) and training (the cleaned-image cache) see the same pixels."""
+    source = tmp_path / "src"
+    source.mkdir()
+    Image.effect_noise((300, 180), 80).convert("RGB").save(source / "noisy.jpg", quality=90)
+    build_clean_cache(["noisy"], source, tmp_path / "cache", 64, 40_000_000, workers=1)
+    cached = np.asarray(clean_image(tmp_path / "cache" / "noisy.jpg", 64))
+    fresh = np.asarray(clean_photo(source / "noisy.jpg", 64))
+    assert np.array_equal(fresh, cached)
+    assert not np.array_equal(np.asarray(clean_image(source / "noisy.jpg", 64)), cached)  # the JPEG step matters

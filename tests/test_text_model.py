@@ -16,6 +16,7 @@ from pipeline import have_shared_data, shared_subset, tiny_config
 
 from listings.config import REPO_ROOT, Config, TextConfig
 from listings.data import listing_text, load_listings
+from listings.metrics import summarise
 from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline
 from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FILE, TextBranch
 from text_model.model import TextCNN, TextCNNShape
@@ -25,7 +26,6 @@ from text_model.train import (
     SUMMARY_FILE,
     TSNE_FILE,
     WORD2VEC_FILE,
-    classification_metrics,
     fit_cnn,
     tokenize_texts,
     word_matrix,
@@ -435,6 +435,6 @@ def test_train_text_export_is_reproduced_by_the_reloaded_branch(trained_text):
     labels = listings["label"].to_numpy()
     for split in ("val", "test"):
         rows = np.flatnonzero(listings["split"].to_numpy() == split)
-        assert summary["cnn"][split] == classification_metrics(labels[rows], exported["probs"][rows])
+        assert summary["cnn"][split] == summarise(labels[rows], exported["probs"][rows])
         baseline_probs = TfidfSvmBaseline.load(config).predict_proba([texts[i] for i in rows])
-        assert summary["tfidf_svm_baseline"][split] == classification_metrics(labels[rows], baseline_probs)
+        assert summary["tfidf_svm_baseline"][split] == summarise(labels[rows], baseline_probs)

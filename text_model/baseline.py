@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
+from listings.artifacts import read_json, require_files
 from listings.config import Config
 from text_model.preprocess import tokenize
 
@@ -76,9 +77,8 @@ class TfidfSvmBaseline:
     @classmethod
     def load_dir(cls, directory: Path) -> "TfidfSvmBaseline":
         directory = Path(directory)
-        if not (directory / SETTINGS_FILE).exists() or not (directory / ARRAYS_FILE).exists():
-            raise FileNotFoundError(f"no TF-IDF baseline in {directory}: run `fbm train text` first")
-        settings = json.loads((directory / SETTINGS_FILE).read_text(encoding="utf-8"))
+        require_files((directory / SETTINGS_FILE, directory / ARRAYS_FILE), "fbm train text")
+        settings = read_json(directory / SETTINGS_FILE, "fbm train text")
         vocabulary = settings.pop("vocabulary")
         baseline = cls(**settings)
         with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:

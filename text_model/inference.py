@@ -6,13 +6,12 @@ evaluation and the API see identical tokens and numbers.
 """
 from __future__ import annotations
 
-import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from listings.artifacts import first_line, load_weights, read_json, require_files
 from listings.config import Config
 from text_model.model import TextCNN, TextCNNShape
 from text_model.preprocess import tokenize
@@ -23,6 +22,7 @@ SIDECAR_FILE = "model.json"
 VOCAB_FILE = "vocab.json"
 EXPORT_FILE = "text_embeddings.npz"
 INFERENCE_BATCH = 128
+TRAIN_COMMAND = "fbm train text"
 
 
 class TextBranch:
@@ -44,18 +44,17 @@ class TextBranch:
     @classmethod
     def load_dir(cls, directory: Path, config: Config | None = None) -> "TextBranch":
         directory = Path(directory)
-        for name in (SIDECAR_FILE, MODEL_FILE, VOCAB_FILE):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory / name} not found: run `fbm train text` first")
+        require_files([directory / name for name in (SIDECAR_FILE, MODEL_FILE, VOCAB_FILE)], TRAIN_COMMAND)
         if config is not None:
             config.apply_nltk_data()
+        sidecar = read_json(directory / SIDECAR_FILE, TRAIN_COMMAND)
+        state_dict = load_weights(directory / MODEL_FILE, TRAIN_COMMAND)
+        vocab = Vocabulary.load(directory / VOCAB_FILE)
         try:
-            sidecar = json.loads((directory / SIDECAR_FILE).read_text(encoding="utf-8"))
             model = TextCNN(TextCNNShape.from_json(sidecar["shape"]))
-            model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
-            vocab = Vocabulary.load(directory / VOCAB_FILE)
-        except (ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"{directory} holds a corrupt or mismatched text model: {exc}") from exc
+            model.load_state_dict(state_dict)
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"{directory} holds a mismatched text model ({first_line(exc)}): rerun `{TRAIN_COMMAND}`") from exc
         model.words.weight.requires_grad_(False)
         return cls(model, vocab, sidecar)
 

@@ -17,12 +17,12 @@ import time
 import numpy as np
 import torch
 from gensim.models import KeyedVectors
-from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from tqdm import tqdm
 
 from listings.config import Config, TextConfig
 from listings.data import listing_text
+from listings.metrics import summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
@@ -51,14 +51,6 @@ def word_matrix(vectors: KeyedVectors, vocab: Vocabulary) -> torch.Tensor:
     matrix[UNK_ID] = matrix[2:].mean(axis=0) if len(vocab) > 2 else 0.0
     matrix[PAD_ID] = 0.0
     return torch.from_numpy(matrix)
-
-
-def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    predictions = probs.argmax(axis=1)
-    return {
-        "accuracy": round(float(accuracy_score(labels, predictions)), 4),
-        "macro_f1": round(float(f1_score(labels, predictions, average="macro", zero_division=0)), 4),
-    }
 
 
 def length_batches(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
@@ -103,7 +95,7 @@ def fit_cnn(
             total, seen = total + loss.item() * len(batch), seen + len(batch)
         _, val_probs = predict_ids(model, val_ids)
         val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(val_probs).clamp_min(1e-12)), torch.as_tensor(val_labels)))
-        record = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, **{f"val_{k}": v for k, v in classification_metrics(val_labels, val_probs).items()}}
+        record = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, **{f"val_{k}": v for k, v in summarise(val_labels, val_probs).items()}}
         record["epoch_time_s"] = round(time.perf_counter() - start, 2)
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=record["val_accuracy"], val_loss=f"{val_loss:.3f}")
@@ -149,7 +141,7 @@ def train_text(config: Config) -> dict:
     baseline = TfidfSvmBaseline(classes, stem=cfg.stem).fit(train_tokens, labels[rows["train"]])
     baseline.save(out / BASELINE_DIR)
     baseline_metrics = {
-        split: classification_metrics(labels[rows[split]], baseline.predict_proba_tokens([tokens[i] for i in rows[split]]))
+        split: summarise(labels[rows[split]], baseline.predict_proba_tokens([tokens[i] for i in rows[split]]))
         for split in EVAL_SPLITS
         if len(rows[split])
     }
@@ -187,7 +179,7 @@ def train_text(config: Config) -> dict:
         probs=probs,
         known_tokens=known,
     )
-    cnn_metrics = {split: classification_metrics(labels[rows[split]], probs[rows[split]]) for split in EVAL_SPLITS if len(rows[split])}
+    cnn_metrics = {split: summarise(labels[rows[split]], probs[rows[split]]) for split in EVAL_SPLITS if len(rows[split])}
 
     summary = {
         "settings": {"stem": cfg.stem, "finetune_embeddings": cfg.finetune_embeddings, "max_tokens": cfg.max_tokens},

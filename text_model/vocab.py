@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from listings.artifacts import read_json
+
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 
@@ -42,7 +44,7 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: Path) -> "Vocabulary":
-        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls(read_json(path, "fbm train text"))
 
 
 def pad_batch(sequences: list[list[int]], min_length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

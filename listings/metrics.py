@@ -1,4 +1,4 @@
-"""Classification metrics shared by training reports and `fbm evaluate`."""
+"""Classification metrics of every stage: training reports, `fbm evaluate` and the benchmark."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +28,11 @@ def per_class(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(classes, precision, recall, f1, support)
     }
+
+
+def per_product(row_values: np.ndarray, product_index: np.ndarray, n_products: int) -> np.ndarray:
+    """Mean of row values over each product's rows."""
+    sums = np.zeros((n_products, row_values.shape[1]), dtype=np.float64)
+    np.add.at(sums, product_index, row_values)
+    counts = np.bincount(product_index, minlength=n_products).clip(min=1)
+    return (sums / counts[:, None]).astype(np.float32)

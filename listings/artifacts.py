@@ -1,0 +1,44 @@
+"""Reading the artifacts the stages write: a missing or broken file is one error that names it.
+
+Weights are loaded with `torch.load(weights_only=True)`: plain tensors only, never unpickled objects.
+`command` is what rewrites the file, so the message says how to mend it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def require_files(paths: Iterable[Path], command: str) -> None:
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} not found: run `{command}` first")
+
+
+def read_json(path: Path, command: str) -> Any:
+    require_files([path], command)
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({first_line(exc)}): rerun `{command}`") from exc
+
+
+def load_weights(path: Path, command: str) -> dict:
+    """A state_dict of plain tensors; whatever a broken file raises, the answer is the same: name it."""
+    import torch
+
+    require_files([path], command)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable file of plain tensors ({first_line(exc)}): rerun `{command}`") from exc
+
+
+def first_line(exc: Exception) -> str:
+    """The gist of a loader's error on one line: torch's own reason rather than its advice around it."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    text = (reason.group(1) if reason else text).strip()
+    return re.split(r"(?<=\.)\s|\n", text, maxsplit=1)[0][:200] or type(exc).__name__
