@@ -2,7 +2,7 @@
 
 Models and index are loaded once (by `api.server.serve` before the server starts, or here in the
 lifespan when no services are given); one inference thread runs them through a micro-batcher, a
-small pool decodes uploaded photos, and every error a client can cause is a 4xx JSON
+small pool decodes uploaded photos and prepares the models' inputs, and every error a client can cause is a 4xx JSON
 `{"detail": "..."}`.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from api.batching import MicroBatcher
 from api.routes import listings, meta, predict, similar
 from api.routes.meta import STATIC_DIR
-from api.services import Services, load_services
+from api.services import Services, inference_layout, load_services
 from api.uploads import BodyLimitMiddleware
 from listings.config import Config
 
@@ -35,8 +35,10 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.services = services or await run_in_threadpool(load_services, config)
-        app.state.batcher = MicroBatcher(app.state.services.predictor.predict_many, config.serve.batch_max_photos)
         app.state.decode_pool = ThreadPoolExecutor(max(1, config.serve.decode_workers), thread_name_prefix="fbm-decode")
+        predictor = app.state.services.predictor
+        workers, _ = inference_layout(config)
+        app.state.batcher = MicroBatcher(predictor.prepare, predictor.predict_prepared, config.serve.batch_max_photos, app.state.decode_pool, workers)
         app.state.batcher.start()
         try:
             yield

@@ -1,107 +1,132 @@
-"""Micro-batching: one inference thread; requests that arrive while it is busy share its next pass.
+"""Micro-batching: a few inference threads; requests that arrive while they are busy share a pass.
 
-No request waits for a timer: a lone request runs at once, and under load the batch is whatever
-queued up during the previous pass (capped in photos), so throughput approaches the model's batched
-throughput without adding latency at concurrency 1. Only this thread calls the model, so one copy
-of the networks serves every request and torch's intra-op threads are not oversubscribed.
+No request waits for a timer: a lone request runs at once, and under load a free inference thread
+takes whatever has queued up (capped in photos), so throughput approaches the model's batched
+throughput without adding latency at concurrency 1. Only these threads call the model, so one copy
+of the networks serves every request. On a small CPU, `workers` single-threaded passes side by side
+outrun one pass spread over every core (torch's threads wait for each other at every layer, and
+stall whenever the web server takes a core); `api.services.inference_layout` picks the split. The
+preprocessing that needs no network (input views, tokens) runs before a request is queued, on the
+decode workers, so it overlaps the passes in flight instead of lengthening the next one.
 """
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
-from concurrent.futures import Future
+from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from PIL import Image
 
-Item = tuple[list[Image.Image], str | None]
-PredictMany = Callable[[list[Item], str], list[Any]]
+
+class Prepared(Protocol):
+    photos: int  # photos the item carries: the micro-batch cap counts these
+
+
+Prepare = Callable[[list[Image.Image], str | None, str], Prepared]  # (photos, text, mode) → model input
+RunBatch = Callable[[list[Prepared]], list[Any]]  # model inputs → one answer each
 
 
 @dataclass
 class _Job:
-    item: Item
-    mode: str
+    item: Prepared
     future: Future = field(default_factory=Future)
 
     @property
     def photos(self) -> int:
-        return max(1, len(self.item[0]))
+        return max(1, self.item.photos)
 
 
 class MicroBatcher:
-    def __init__(self, predict_many: PredictMany, max_photos: int = 32):
-        self.predict_many = predict_many
+    """`prepare` turns a request's inputs into the model's (on the caller's thread, or `pool` from
+    async code); `workers` inference threads run `run_batch` on whatever is waiting."""
+
+    def __init__(self, prepare: Prepare, run_batch: RunBatch, max_photos: int = 32, pool: Executor | None = None, workers: int = 1):
+        self.prepare = prepare
+        self.run_batch = run_batch
         self.max_photos = max(1, max_photos)
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self.pool = pool
+        self.workers = max(1, workers)
+        self._waiting: deque[_Job] = deque()
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
         self.batches = 0  # passes run, for tests and the benchmark
         self.items = 0
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="fbm-inference", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._stopping = False
+            self._threads = [threading.Thread(target=self._run, name=f"fbm-inference-{i}", daemon=True) for i in range(self.workers)]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        """Answer what is queued, then end the inference threads."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     def submit(self, images: list[Image.Image], text: str | None, mode: str) -> Future:
-        job = _Job((images, text), mode)
-        self._queue.put(job)
-        return job.future
+        """Prepare on this thread and queue; an input `prepare` refuses fails the returned future."""
+        try:
+            item = self.prepare(images, text, mode)
+        except Exception as exc:
+            future: Future = Future()
+            future.set_exception(exc)
+            return future
+        return self._enqueue(item)
 
     async def predict(self, images: list[Image.Image], text: str | None, mode: str) -> Any:
-        return await asyncio.wrap_future(self.submit(images, text, mode))
+        """Prepare on `pool` (off the event loop and the inference threads), then wait for the answer."""
+        item = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, images, text, mode)
+        return await asyncio.wrap_future(self._enqueue(item))
+
+    def _enqueue(self, item: Prepared) -> Future:
+        job = _Job(item)
+        with self._changed:
+            self._waiting.append(job)
+            self._changed.notify()
+        return job.future
+
+    def _next_batch(self) -> list[_Job] | None:
+        """The jobs waiting, oldest first, up to `max_photos` photos (always at least one job);
+        None once stopping with nothing left."""
+        with self._changed:
+            while not self._waiting and not self._stopping:
+                self._changed.wait()
+            if not self._waiting:
+                return None
+            batch, photos = [], 0
+            while self._waiting and (not batch or photos + self._waiting[0].photos <= self.max_photos):
+                photos += self._waiting[0].photos
+                batch.append(self._waiting.popleft())
+            return batch
 
     def _run(self) -> None:
-        waiting: list[_Job] = []
-        stopping = False
-        while waiting or not stopping:
-            if not waiting:
-                job = self._queue.get()
-                if job is None:
-                    return
-                waiting.append(job)
-            stopping = self._drain_into(waiting) or stopping
-            batch, photos = [], 0
-            while waiting and (not batch or photos + waiting[0].photos <= self.max_photos):
-                photos += waiting[0].photos
-                batch.append(waiting.pop(0))
+        while (batch := self._next_batch()) is not None:
             # A future whose request went away (client disconnected) is dropped, not computed.
             self._run_batch([job for job in batch if job.future.set_running_or_notify_cancel()])
 
-    def _drain_into(self, waiting: list[_Job]) -> bool:
-        """Move every queued job into `waiting`; True when a stop was requested."""
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if job is None:
-                return True
-            waiting.append(job)
-
     def _run_batch(self, batch: list[_Job]) -> None:
-        by_mode: dict[str, list[_Job]] = {}
-        for job in batch:
-            by_mode.setdefault(job.mode, []).append(job)
-        for mode, jobs in by_mode.items():
-            try:
-                results = self.predict_many([job.item for job in jobs], mode)
-            except Exception as exc:
-                if len(jobs) == 1:
-                    jobs[0].future.set_exception(exc)
-                else:
-                    for job in jobs:  # one bad item must not fail its neighbours
-                        self._run_batch([job])
-                continue
+        if not batch:
+            return
+        try:
+            results = self.run_batch([job.item for job in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+            else:
+                for job in batch:  # one bad item must not fail its neighbours
+                    self._run_batch([job])
+            return
+        with self._changed:
             self.batches += 1
-            self.items += len(jobs)
-            for job, result in zip(jobs, results):
-                job.future.set_result(result)
+            self.items += len(batch)
+        for job, result in zip(batch, results):
+            job.future.set_result(result)

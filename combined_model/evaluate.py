@@ -82,7 +82,7 @@ def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.n
     owners, has_image = [], []
     for start in tqdm(range(0, len(texts), BATCH_LISTINGS), desc="evaluate", unit="batch"):
         items = list(zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS]))
-        out = predictor.branch_outputs(items)
+        out = predictor.branch_outputs([predictor.prepare(images, text, require_input=False) for images, text in items])
         fusion = predictor.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
         w = predictor.image_weight
         parts["image"].append(single_branch(out.image_probs, out.has_image))

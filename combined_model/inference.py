@@ -1,8 +1,10 @@
 """The serving-side predictor: both branches and the fusion, loaded once, batched.
 
-`Predictor.predict_many` is the one code path for the API, `fbm similar` and `fbm evaluate`:
-images must already be cleaned by `listings.images.clean_photo`; the branches apply their own
-preprocessing, the same functions their training used.
+`Predictor.prepare` + `Predictor.predict_prepared` (together `predict_many`) are the one code path
+for the API, `fbm similar` and `fbm evaluate`: images must already be cleaned by
+`listings.images.clean_photo`; `prepare` applies the branches' own preprocessing (the functions
+their training used) and needs no network, so the API runs it on its decode workers while the
+inference thread runs only the networks.
 """
 from __future__ import annotations
 
@@ -33,6 +35,18 @@ class Prediction:
     image_embedding: np.ndarray | None = field(default=None, repr=False)  # [d_img], mean over the photos
     text_embedding: np.ndarray | None = field(default=None, repr=False)  # [d_txt]
     low_confidence: bool = False  # e.g. a text with no known word
+
+
+@dataclass
+class PreparedListing:
+    """One listing's inputs as the networks read them (`Predictor.prepare`)."""
+
+    views: list[np.ndarray]  # one uint8 input view per photo used
+    text: tuple[list[int], int] | None  # (token ids, known tokens) of the text used, if any
+
+    @property
+    def photos(self) -> int:
+        return len(self.views)
 
 
 @dataclass
@@ -83,39 +97,46 @@ class Predictor:
 
     def predict_many(self, items: list[tuple[list[Image.Image], str | None]], mode: str = "combined") -> list[Prediction]:
         """Classify listings given as (cleaned photos, text); `mode` limits which inputs are used."""
+        return self.predict_prepared([self.prepare(images, text, mode) for images, text in items])
+
+    def prepare(self, images: list[Image.Image], text: str | None, mode: str = "combined", require_input: bool = True) -> PreparedListing:
+        """The inputs `mode` uses, preprocessed; a listing left with neither is refused (ValueError)
+        unless `require_input` is False (offline evaluation scores such a listing too)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        items = [(list(images) if mode != "text" else [], text if mode != "image" else None) for images, text in items]
-        for images, text in items:
-            if not images and not (text and text.strip()):
-                raise ValueError(f"{mode} prediction needs " + {"image": "a photo", "text": "a text", "combined": "a photo or a text"}[mode])
-        out = self.branch_outputs(items)
+        images = list(images) if mode != "text" else []
+        text = (text or "").strip() if mode != "image" else ""
+        if require_input and not images and not text:
+            raise ValueError(f"{mode} prediction needs " + {"image": "a photo", "text": "a text", "combined": "a photo or a text"}[mode])
+        return PreparedListing([self.image.view(image) for image in images], self.text.encode(text) if text else None)
+
+    def predict_prepared(self, listings: list[PreparedListing]) -> list[Prediction]:
+        out = self.branch_outputs(listings)
         if self.method == EARLY:
             fusion_probs = self.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
         else:
             fusion_probs = None
         rows = combine(out.image_probs, out.text_probs, fusion_probs, out.has_image, out.has_text, self.method, self.image_weight)
-        return [self._prediction(i, rows, out) for i in range(len(items))]
+        return [self._prediction(i, rows, out) for i in range(len(listings))]
 
-    def branch_outputs(self, items: list[tuple[list[Image.Image], str | None]]) -> BatchOutputs:
-        """Run each branch once, batched, over every photo and text of `items`."""
-        owner = np.array([i for i, (images, _) in enumerate(items) for _ in range(max(len(images), 1))])
-        photos = [photo for images, _ in items for photo in (images or [None])]
-        has_image = np.array([photo is not None for photo in photos])
-        image_embedding = np.zeros((len(photos), self.image.embed_dim), np.float32)
-        image_probs = np.zeros((len(photos), len(self.classes)), np.float32)
+    def branch_outputs(self, listings: list[PreparedListing]) -> BatchOutputs:
+        """Run each branch once, batched, over every photo and text of `listings`."""
+        owner = np.array([i for i, listing in enumerate(listings) for _ in range(max(listing.photos, 1))], dtype=np.int64)
+        views = [view for listing in listings for view in (listing.views or [None])]
+        has_image = np.array([view is not None for view in views], dtype=bool)
+        image_embedding = np.zeros((len(views), self.image.embed_dim), np.float32)
+        image_probs = np.zeros((len(views), len(self.classes)), np.float32)
         if has_image.any():
-            image_embedding[has_image], image_probs[has_image] = self.image.embed_and_predict([p for p in photos if p is not None])
+            image_embedding[has_image], image_probs[has_image] = self.image.embed_views([view for view in views if view is not None])
 
-        texts = [(text or "").strip() for _, text in items]
-        given = np.array([bool(t) for t in texts])
-        text_embedding = np.zeros((len(items), self.text.embed_dim), np.float32)
-        text_probs = np.zeros((len(items), len(self.classes)), np.float32)
-        known = np.zeros(len(items), np.int64)
+        given = np.array([listing.text is not None for listing in listings], dtype=bool)
+        text_embedding = np.zeros((len(listings), self.text.embed_dim), np.float32)
+        text_probs = np.zeros((len(listings), len(self.classes)), np.float32)
+        known = np.zeros(len(listings), np.int64)
         if given.any():
-            text_embedding[given], text_probs[given], known[given] = self.text.embed_and_predict([t for t in texts if t])
+            text_embedding[given], text_probs[given], known[given] = self.text.embed_encoded([listing.text for listing in listings if listing.text is not None])
         # A text with no known word says nothing beside a photo; alone, it still gets its (low-confidence) answer.
-        listing_has_image = np.array([bool(images) for images, _ in items])
+        listing_has_image = np.array([listing.photos > 0 for listing in listings], dtype=bool)
         text_used = given & ((known > 0) | ~listing_has_image)
         return BatchOutputs(owner, image_embedding, image_probs, has_image, text_embedding[owner], text_probs[owner], text_used[owner], known)
 

@@ -45,13 +45,21 @@ class ImageBranch:
             raise ValueError(f"{directory} holds a mismatched image model ({first_line(exc)}): rerun `{TRAIN_COMMAND}`") from exc
         return cls(network, sidecar["classes"], sidecar)
 
-    @torch.inference_mode()
+    def view(self, image: Image.Image) -> np.ndarray:
+        """A cleaned photo as the network's uint8 input view (the preprocessing training used)."""
+        return eval_view(image, self.input_size)
+
     def embed_and_predict(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """Cleaned photos → (float32 [n, embed_dim] embeddings, float32 [n, n_classes] probabilities)."""
-        embeddings = np.zeros((len(images), self.embed_dim), np.float32)
-        probs = np.zeros((len(images), len(self.classes)), np.float32)
-        for start in range(0, len(images), BATCH_SIZE):
-            pixels = to_batch([eval_view(image, self.input_size) for image in images[start : start + BATCH_SIZE]])
+        return self.embed_views([self.view(image) for image in images])
+
+    @torch.inference_mode()
+    def embed_views(self, views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """As `embed_and_predict`, for photos already turned into input views by `view`."""
+        embeddings = np.zeros((len(views), self.embed_dim), np.float32)
+        probs = np.zeros((len(views), len(self.classes)), np.float32)
+        for start in range(0, len(views), BATCH_SIZE):
+            pixels = to_batch(views[start : start + BATCH_SIZE])
             embedding, logits = self.network(pixels)
             embeddings[start : start + len(pixels)] = embedding.numpy()
             probs[start : start + len(pixels)] = torch.softmax(logits, dim=1).numpy()

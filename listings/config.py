@@ -116,8 +116,9 @@ class ServeConfig:
     max_request_bytes: int = 32 * 1024 * 1024  # a whole request body, refused while it streams in
     max_photos: int = 10  # photos in one request
     max_text_chars: int = 20_000
-    torch_threads: int = 0  # 0: as many as the machine has cores
-    batch_max_photos: int = 32  # micro-batch cap: requests waiting while the model runs share its next pass
+    inference_workers: int = 0  # model passes run side by side; 0: one per core
+    torch_threads: int = 0  # torch threads inside each pass; 0: cores ÷ inference_workers
+    batch_max_photos: int = 8  # micro-batch cap: requests waiting while the model runs share a pass
     decode_workers: int = 2  # photos decoded at once (bounds the memory of large uploads)
 
 

@@ -331,6 +331,24 @@ def test_a_listing_with_a_given_id_and_category_replaces_the_old_one(writable):
     assert writable.get("/health").json()["listings"] == 12
 
 
+def test_replacing_a_listing_removes_the_photos_added_with_the_old_one(writable):
+    auth = {"X-API-Key": KEY}
+    form = {"title": "Red lamp", "product_id": "lamp-1"}
+    first = writable.post("/listings", data=form, files={"img": ("a.jpg", jpeg_bytes(synthetic_photo("red", "circle")))}, headers=auth)
+    old_photo = first.json()["image_ids"][0]
+    assert writable.get(f"/images/{old_photo}").status_code == 200
+    second = writable.post("/listings", data=form, files={"img": ("b.jpg", jpeg_bytes(synthetic_photo("blue", "square")))}, headers=auth)
+    assert second.status_code == 201, second.text
+    new_photo = second.json()["image_ids"][0]
+    assert writable.get(f"/images/{old_photo}").status_code == 404
+    assert writable.get(f"/images/{new_photo}").status_code == 200
+    hits = writable.post("/similar", data={"txt": "x", "k": "100"}).json()["results"]
+    (catalogue_photo,) = [h["image_ids"][0] for h in hits if h["product_id"] == "prod-01"]
+    replaced = writable.post("/listings", data={"title": "Green chair", "product_id": "prod-01"}, headers=auth)
+    assert replaced.status_code == 201 and writable.get(f"/images/{catalogue_photo}").status_code == 200  # catalogue photos stay
+    assert writable.delete("/listings/lamp-1", headers=auth).status_code == 200
+
+
 @pytest.mark.parametrize(
     "form, words",
     [
@@ -377,24 +395,73 @@ def test_the_batcher_keeps_one_bad_item_from_failing_its_neighbours_and_skips_ca
     from api.batching import MicroBatcher
 
     predictor = FakePredictor(delay_s=0.05)
-    batcher = MicroBatcher(predictor.predict_many, max_photos=8)
+
+    def run_batch(items):
+        if any(item.text == "poison" for item in items):
+            raise RuntimeError("the model fell over on one listing")
+        return predictor.predict_prepared(items)
+
+    batcher = MicroBatcher(predictor.prepare, run_batch, max_photos=8)
     batcher.start()
     try:
         blocker = batcher.submit([], "first, while the others queue", "text")
         good = [batcher.submit([], f"text {i}", "text") for i in range(3)]
-        bad = batcher.submit([], "   ", "text")
+        refused = batcher.submit([], "   ", "text")  # refused by prepare: never queued
+        poisoned = batcher.submit([], "poison", "text")  # fails inside the batch it shares
         cancelled = batcher.submit([], "nobody waits for this", "text")
         assert cancelled.cancel()
         photos = [batcher.submit([synthetic_photo("red", "circle")] * 3, None, "image") for _ in range(4)]
         assert blocker.result(10).modalities == ["text"]
         assert all(f.result(10).modalities == ["text"] for f in good)
         with pytest.raises(ValueError):
-            bad.result(10)
+            refused.result(10)
+        with pytest.raises(RuntimeError, match="fell over"):
+            poisoned.result(10)
         assert all(f.result(10).modalities == ["image"] for f in photos)
     finally:
         batcher.stop()
-    assert batcher.items == 8  # every request but the bad and the cancelled one was answered
+    assert batcher.items == 8  # every request but the refused, the poisoned and the cancelled one was answered
     assert max(predictor.batch_sizes) > 1 and max(predictor.batch_sizes) <= 8
+
+
+def test_two_inference_threads_run_passes_side_by_side_and_stop_answers_what_is_queued():
+    import threading
+
+    from api.batching import MicroBatcher
+
+    predictor = FakePredictor()
+    running, overlapped, threads_seen = [0], [False], set()
+    lock = threading.Lock()
+
+    def run_batch(items):
+        with lock:
+            running[0] += 1
+            overlapped[0] |= running[0] > 1
+            threads_seen.add(threading.current_thread().name)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return predictor.predict_prepared(items)
+
+    batcher = MicroBatcher(predictor.prepare, run_batch, max_photos=2, workers=2)
+    batcher.start()
+    futures = [batcher.submit([], f"listing {i}", "text") for i in range(12)]
+    batcher.stop()  # returns once everything queued has been answered
+    assert all(f.done() and f.result().modalities == ["text"] for f in futures)
+    assert overlapped[0] and len(threads_seen) == 2
+    assert batcher.items == 12 and batcher.batches >= 6  # at most 2 listings (photos) per pass
+
+
+def test_inference_layout_defaults_to_one_single_threaded_pass_per_core(tmp_path, monkeypatch):
+    from api import services
+
+    monkeypatch.setattr(services, "available_cores", lambda: 4)
+    config = tiny_config(tmp_path)
+    assert services.inference_layout(config) == (4, 1)
+    config.serve.inference_workers = 1
+    assert services.inference_layout(config) == (1, 4)
+    config.serve.torch_threads = 2
+    assert services.inference_layout(config) == (1, 2)
 
 
 def test_serve_refuses_to_start_without_trained_models(tmp_path):

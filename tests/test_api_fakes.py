@@ -1,7 +1,7 @@
 """Stand-ins and fixtures for the API tests: a deterministic predictor, a tiny catalogue, a live server.
 
 The predictor has the interface of `combined_model.inference.Predictor` (classes, versions,
-predict_many) and embeds what it is given so that identical inputs get identical vectors: a photo
+prepare, predict_prepared, predict_many) and embeds what it is given so that identical inputs get identical vectors: a photo
 or a text of a catalogue listing finds that listing first. The index is the real
 `retrieval.index.ListingIndex`, built over a dozen synthetic listings with real cleaned photos.
 """
@@ -43,6 +43,16 @@ class FakePrediction:
     low_confidence: bool = False
 
 
+@dataclass
+class FakePrepared:
+    images: list
+    text: str
+
+    @property
+    def photos(self) -> int:
+        return len(self.images)
+
+
 class FakePredictor:
     """Embeds photos by their pixels and texts by their hashed words; classifies with fixed weights."""
 
@@ -72,17 +82,23 @@ class FakePredictor:
         return self.predict_many([(images, text)], mode)[0]
 
     def predict_many(self, items, mode="combined"):
+        return self.predict_prepared([self.prepare(images, text, mode) for images, text in items])
+
+    def prepare(self, images, text, mode="combined"):
         if mode not in ("image", "text", "combined"):
             raise ValueError(f"unknown mode {mode!r}")
+        images = list(images) if mode != "text" else []
+        text = (text or "").strip() if mode != "image" else ""
+        if not images and not text:
+            raise ValueError(f"{mode} prediction needs input")
+        return FakePrepared(images, text)
+
+    def predict_prepared(self, items):
         self.batch_sizes.append(len(items))
         if self.delay_s:
             time.sleep(self.delay_s)
         predictions = []
-        for images, text in items:
-            images = list(images) if mode != "text" else []
-            text = (text or "").strip() if mode != "image" else ""
-            if not images and not text:
-                raise ValueError(f"{mode} prediction needs input")
+        for images, text in ((item.images, item.text) for item in items):
             image_vec = np.mean([self.embed_image(i) for i in images], axis=0) if images else None
             text_vec = self.embed_text(text) if text else None
             both = np.concatenate([np.zeros(DIM) if image_vec is None else image_vec, np.zeros(DIM) if text_vec is None else text_vec])

@@ -58,17 +58,24 @@ class TextBranch:
         model.words.weight.requires_grad_(False)
         return cls(model, vocab, sidecar)
 
+    def encode(self, text: str) -> tuple[list[int], int]:
+        """A text as the network's input: (token ids, number of known tokens)."""
+        return self.vocab.encode(tokenize(text, self.stem), self.max_tokens)
+
     def embed_and_predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(embeddings [n, 256] float32, probabilities [n, C] float32, known-token counts [n]).
 
         A text that is empty or has no known word still gets a (low-confidence) prediction; its
         known-token count of 0 flags it.
         """
-        return self.embed_tokens([tokenize(text, self.stem) for text in texts])
+        return self.embed_encoded([self.encode(text) for text in texts])
 
     def embed_tokens(self, token_lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `embed_and_predict`, for texts already tokenized with this branch's `stem` setting."""
-        encoded = [self.vocab.encode(tokens, self.max_tokens) for tokens in token_lists]
+        return self.embed_encoded([self.vocab.encode(tokens, self.max_tokens) for tokens in token_lists])
+
+    def embed_encoded(self, encoded: list[tuple[list[int], int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As `embed_and_predict`, for texts already turned into (ids, known count) by `encode`."""
         known = np.array([n_known for _, n_known in encoded], dtype=np.int64)
         embeddings, probs = predict_ids(self.model, [ids for ids, _ in encoded])
         return embeddings, probs, known

@@ -34,7 +34,8 @@ async def add_listing(
     product_id: Annotated[str | None, Form(pattern=ID_PATTERN, description="a new id is made when left out")] = None,
     img: OptionalPhotos = None,
 ) -> ListingCreated:
-    """Index a listing by its photos and text; a listing with the same product id is replaced.
+    """Index a listing by its photos and text; a listing with the same product id is replaced, and
+    the photos added with the listing it replaces leave the photo store.
 
     The photos are cleaned as training cleaned them and stored, so `GET /images/{id}` serves them."""
     title = checked_text(title, config, field="title", required=True)
@@ -51,11 +52,14 @@ async def add_listing(
         "location": location.strip(),
         "image_ids": image_ids,
     }
+    replaced = await run_in_threadpool(services.index.get, product_id) if product_id else None
     try:
         await run_in_threadpool(services.index.add, listing, prediction.image_embedding, prediction.text_embedding)
     except ValueError as exc:
         services.photos.remove_added(image_ids)
         raise HTTPException(422, f"the listing could not be indexed: {exc}") from exc
+    if replaced is not None:
+        services.photos.remove_added([image_id for image_id in replaced.image_ids if image_id not in image_ids])
     return ListingCreated(
         product_id=listing["product_id"], category=listing["category"], predicted=prediction_out(prediction), image_ids=image_ids
     )

@@ -56,7 +56,7 @@ def test_every_operation_conforms_to_its_schema_and_never_fails_with_5xx(case, b
 
 
 class _BrokenPredictor(FakePredictor):
-    def predict_many(self, items, mode="combined"):
+    def predict_prepared(self, items):
         raise RuntimeError("the model fell over")
 
 
