@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from image_model.preprocess import make_view, to_batch
 from listings.images import ImageError, clean_image
 
 
-def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, precision: str) -> str:
-    return f"{backbone}-{weights_sha256[:16]}-{input_size}px-{cut}-{precision}"
+def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, precision: str, device: str = "cpu") -> str:
+    """Features from a GPU differ from the CPU's in their last bits, so they are kept apart."""
+    return f"{backbone}-{weights_sha256[:16]}-{input_size}px-{cut}-{precision}" + ("" if device == "cpu" else f"-{device}")
 
 
 def view_name(view: int, seed: int) -> str:
@@ -97,35 +100,53 @@ def fill_views(
     clean_size: int,
     seed: int,
     batch_size: int,
+    loaders: int = 2,
 ) -> FillStats:
-    """Run the trunk on every (view, image) the cache lacks; images that fail to load are skipped."""
+    """Run the trunk on every (view, image) the cache lacks; images that fail to load are skipped.
+
+    `loaders` threads decode and augment the next batches while the trunk runs the current one
+    (PIL releases the GIL), so the trunk does not wait on JPEG decoding."""
     stats = FillStats()
     input_size = network.architecture.input_size
-    for view, image_ids in views.items():
-        name = view_name(view, seed)
-        todo = [i for i in cache.missing(name, image_ids) if i not in stats.skipped]
-        if not todo:
-            continue
-        done_ids, rows = [], []
-        start = time.perf_counter()
-        progress = tqdm(total=len(todo), desc=f"trunk {name}", unit="img")
-        for offset in range(0, len(todo), batch_size):
-            batch_ids, pixels = [], []
-            for image_id in todo[offset : offset + batch_size]:
-                try:
-                    image = clean_image(Path(image_dir) / f"{image_id}.jpg", clean_size)
-                except ImageError as exc:
-                    stats.skipped[image_id] = exc.reason
-                    continue
-                batch_ids.append(image_id)
-                pixels.append(make_view(image, input_size, view, image_id, seed))
-            if pixels:
-                rows.append(network.cut_features(to_batch(pixels)).contiguous().numpy())
-                done_ids += batch_ids
-            progress.update(len(todo[offset : offset + batch_size]))
-        progress.close()
-        stats.seconds += time.perf_counter() - start
-        stats.computed += len(done_ids)
-        if done_ids:
-            cache.add(name, done_ids, np.concatenate(rows))
+    with ThreadPoolExecutor(max(1, loaders), thread_name_prefix="fbm-views") as pool:
+        for view, image_ids in views.items():
+            name = view_name(view, seed)
+            todo = [i for i in cache.missing(name, image_ids) if i not in stats.skipped]
+            if not todo:
+                continue
+            done_ids, rows = [], []
+            start = time.perf_counter()
+            batches = [todo[offset : offset + batch_size] for offset in range(0, len(todo), batch_size)]
+            pending = deque(pool.submit(_load_views, ids, image_dir, clean_size, input_size, view, seed) for ids in batches[: loaders + 1])
+            progress = tqdm(total=len(todo), desc=f"trunk {name}", unit="img")
+            for number in range(len(batches)):
+                batch_ids, pixels, skipped = pending.popleft().result()
+                if number + len(pending) + 1 < len(batches):
+                    pending.append(pool.submit(_load_views, batches[number + len(pending) + 1], image_dir, clean_size, input_size, view, seed))
+                stats.skipped |= skipped
+                if pixels:
+                    rows.append(network.cut_features(to_batch(pixels)).cpu().contiguous().numpy())
+                    done_ids += batch_ids
+                progress.update(len(batches[number]))
+            progress.close()
+            stats.seconds += time.perf_counter() - start
+            stats.computed += len(done_ids)
+            if done_ids:
+                cache.add(name, done_ids, np.concatenate(rows))
     return stats
+
+
+def _load_views(
+    image_ids: list[str], image_dir: Path, clean_size: int, input_size: int, view: int, seed: int
+) -> tuple[list[str], list[np.ndarray], dict[str, str]]:
+    """(ids loaded, their input views, {id: reason} of those that failed to load)."""
+    loaded, pixels, skipped = [], [], {}
+    for image_id in image_ids:
+        try:
+            image = clean_image(Path(image_dir) / f"{image_id}.jpg", clean_size)
+        except ImageError as exc:
+            skipped[image_id] = exc.reason
+            continue
+        loaded.append(image_id)
+        pixels.append(make_view(image, input_size, view, image_id, seed))
+    return loaded, pixels, skipped

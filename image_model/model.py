@@ -1,10 +1,11 @@
 """The image network: frozen trunk → fp16 cut → trainable tail → 256-d embedding → classifier.
 
-The network runs under a CPU autocast `precision` (bfloat16 by default: on a CPU with AVX512-BF16 the
+The network runs under an autocast `precision` (bfloat16 by default: on a CPU with AVX512-BF16 the
 trunk runs ~2.5x and a training step of the tail ~1.6x faster than in float32; trunk features stay
-within ~0.2% cosine of float32 and validation accuracy is unchanged). The cut activations are rounded
-to fp16 in `forward` exactly as the feature cache stores them, so a network fed raw pixels computes
-what training on the cache computed. Outputs are float32.
+within ~0.2% cosine of float32 and validation accuracy is unchanged) on whatever device it sits on:
+training may run on a CUDA GPU (`image.device`), serving runs on the CPU. The cut activations are
+rounded to fp16 in `forward` exactly as the feature cache stores them, so a network fed raw pixels
+computes what training on the cache computed. Outputs are float32, on the network's device.
 """
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from torch.nn import functional as F
 from image_model.backbones import Split, build_split
 
 PRECISIONS = ("bfloat16", "float32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def training_device(name: str) -> torch.device:
+    """`image.device` as a torch device: auto is a CUDA GPU when torch sees one, else the CPU."""
+    if name not in DEVICES:
+        raise ValueError(f"image.device must be one of {DEVICES}, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("image.device=cuda but torch sees no CUDA GPU here: use image.device=cpu (or auto)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 @dataclass
@@ -55,15 +66,19 @@ class ImageNetwork(nn.Module):
         self.trunk.eval()
         return self
 
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
     @torch.inference_mode()
     def cut_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] pixels in [0, 1] → fp16 cut activations (what the cache stores)."""
         with self._autocast():
-            return self.trunk(pixels.contiguous(memory_format=torch.channels_last)).half()
+            return self.trunk(pixels.to(self.device).contiguous(memory_format=torch.channels_last)).half()
 
     def from_cut(self, cut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp16 cut activations → (embedding [B, embed_dim], logits [B, n_classes])."""
-        x = cut.float()
+        """fp16 cut activations (on any device) → (embedding [B, embed_dim], logits [B, n_classes])."""
+        x = cut.to(self.device).float()
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
@@ -72,7 +87,7 @@ class ImageNetwork(nn.Module):
         return embedding.float(), logits.float()
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.architecture.precision == "bfloat16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.architecture.precision == "bfloat16")
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.from_cut(self.cut_features(pixels).clone())

@@ -39,7 +39,7 @@ from image_model.backbones import (
 from image_model.baseline import HogSvmBaseline, hog_features
 from image_model.cache import FeatureCache, cache_key, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE
-from image_model.model import Architecture, ImageNetwork, build_network
+from image_model.model import Architecture, ImageNetwork, build_network, training_device
 from image_model.preprocess import make_view, to_batch
 from listings.config import Config
 from listings.images import clean_image
@@ -80,14 +80,15 @@ def train_image(config: Config) -> dict:
     architecture = Architecture(
         backbone, settings.trainable, settings.input_size, len(prepared.encoder), settings.embed_dim, settings.dropout, settings.precision
     )
-    network = build_network(architecture, state_dict)
-    print(f"image branch: {backbone} ({weights_sha[:12]}), cut at {network.cut}, trainable {settings.trainable}", file=sys.stderr)
+    device = training_device(settings.device)
+    network = build_network(architecture, state_dict).to(device)
+    print(f"image branch: {backbone} ({weights_sha[:12]}), cut at {network.cut}, trainable {settings.trainable}, on {device}", file=sys.stderr)
 
-    key = cache_key(backbone, weights_sha, settings.input_size, network.cut, settings.precision)
+    key = cache_key(backbone, weights_sha, settings.input_size, network.cut, settings.precision, device.type)
     cache = FeatureCache(config.paths.cache / "image_trunk" / key)
     train_ids = photos.loc[photos["split"] == "train", "image_id"].tolist()
     views = {0: photos["image_id"].tolist(), **{k: train_ids for k in range(1, settings.views)}}
-    fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, seed, settings.trunk_batch_size)
+    fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, seed, settings.trunk_batch_size, config.data.workers)
     photos = photos[~photos["image_id"].isin(fill.skipped)].reset_index(drop=True)
     if fill.skipped:
         print(f"image branch: skipped {len(fill.skipped)} photo(s) that failed to load: {fill.skipped}", file=sys.stderr)
@@ -99,6 +100,7 @@ def train_image(config: Config) -> dict:
     history, best_epoch, initial_val_loss = fit(network, data["train"], data["val"], config)
     naive = time_naive_loop(network, prepared.image_dir, data["train"], config)
     branch = {split: _evaluate(_predict(network, data[split].features[0])[2], data[split]) for split in ("val", "test")}
+    network.cpu()  # exported and saved from the CPU, where it is served
 
     out_dir = config.paths.image_model
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,7 @@ def train_image(config: Config) -> dict:
     summary = {
         "backbone": backbone,
         "weights_sha256": weights_sha,
+        "device": str(device),
         "cut": network.cut,
         "trainable": settings.trainable,
         "input_size": settings.input_size,
@@ -191,7 +194,7 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
         total_loss, correct = 0.0, 0
         for step in tqdm(range(steps_per_epoch), desc=f"image epoch {epoch}", unit="batch", leave=False):
             rows = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            labels = train.labels[rows]
+            labels = train.labels[rows].to(network.device)
             _, logits = network.from_cut(train.features[views[rows], rows])
             loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -250,8 +253,9 @@ def _predict(network: ImageNetwork, features: torch.Tensor, labels: torch.Tensor
         embeddings.append(embedding)
         logits.append(logit)
     logit = torch.cat(logits) if logits else torch.zeros((0, network.architecture.n_classes))
+    logit = logit.cpu()
     loss = float(F.cross_entropy(logit, labels)) if labels is not None and len(labels) else float("nan")
-    embedding = torch.cat(embeddings) if embeddings else torch.zeros((0, network.architecture.embed_dim))
+    embedding = torch.cat(embeddings).cpu() if embeddings else torch.zeros((0, network.architecture.embed_dim))
     return loss, embedding.numpy(), torch.softmax(logit, dim=1).numpy()
 
 
@@ -277,9 +281,11 @@ def time_naive_loop(network: ImageNetwork, image_dir: Path, train: SplitData, co
             pixels.append(make_view(image, settings.input_size, int(rng.integers(settings.views)), image_id, seed))
         trunk_start = time.perf_counter()
         cut = model.cut_features(to_batch(pixels)).clone()
+        if cut.is_cuda:
+            torch.cuda.synchronize()  # time the trunk, not its launch
         trunk_seconds += time.perf_counter() - trunk_start
         _, logits = model.from_cut(cut)
-        loss = F.cross_entropy(logits, train.labels[torch.from_numpy(rows)], label_smoothing=settings.label_smoothing)
+        loss = F.cross_entropy(logits, train.labels[torch.from_numpy(rows)].to(model.device), label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -61,7 +61,8 @@ class ImageConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     trunk_batch_size: int = 32
-    precision: str = "bfloat16"  # bfloat16 | float32: the network's CPU autocast (part of the feature-cache key)
+    precision: str = "bfloat16"  # bfloat16 | float32: the network's autocast (part of the feature-cache key)
+    device: str = "auto"  # where the trunk and training run: auto (a CUDA GPU when torch sees one) | cpu | cuda
 
 
 @dataclass

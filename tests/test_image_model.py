@@ -130,14 +130,20 @@ def test_checkpoint_reloads_with_identical_outputs(trained):
     np.testing.assert_allclose(baseline.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_cache_hit_skips_the_trunk(tmp_path):
+def _lite0_and_photos(tmp_path, ids: list[str]):
+    """A tiny Lite0 network and one synthetic photo per id in `tmp_path/images`."""
     architecture = Architecture("efficientnet_lite0", "last_block", SIZE, len(CLASSES), 256, 0.0)
     network = build_network(architecture, pretrained_state_dict("efficientnet_lite0")[0])
     image_dir = tmp_path / "images"
     image_dir.mkdir()
-    ids = [f"a{i}" for i in range(5)]
     for i, image_id in enumerate(ids):
         _photo(i % len(CLASSES), i).save(image_dir / f"{image_id}.jpg")
+    return network, image_dir
+
+
+def test_cache_hit_skips_the_trunk(tmp_path):
+    ids = [f"a{i}" for i in range(5)]
+    network, image_dir = _lite0_and_photos(tmp_path, ids)
     cache = FeatureCache(tmp_path / "cache")
     views = {0: ids, 1: ids[:3]}
     first = fill_views(cache, network, image_dir, views, SIZE, seed=0, batch_size=4)
@@ -151,6 +157,35 @@ def test_cache_hit_skips_the_trunk(tmp_path):
     assert again.computed == 0
     assert cache.gather(view_name(1, 0), ids[:3]).shape[0] == 3
     assert not torch.equal(cache.gather(view_name(0, 0), ids[:3]), cache.gather(view_name(1, 0), ids[:3]))
+
+
+def test_prefetched_cache_fill_matches_a_serial_one_in_order_and_values(tmp_path):
+    """Loader threads fetch batches ahead of the trunk: rows stay aligned with their ids, broken photos are skipped."""
+    ids = [f"p{i}" for i in range(11)]
+    network, image_dir = _lite0_and_photos(tmp_path, ids)
+    (image_dir / "p5.jpg").write_bytes(b"not a jpeg")
+    fills = {}
+    for loaders in (1, 3):
+        cache = FeatureCache(tmp_path / f"cache{loaders}")
+        stats = fill_views(cache, network, image_dir, {0: ids, 1: ids[:7]}, SIZE, seed=0, batch_size=2, loaders=loaders)
+        assert stats.computed == 16 and list(stats.skipped) == ["p5"]
+        fills[loaders] = [cache.gather(view_name(v, 0), [i for i in subset if i != "p5"]) for v, subset in ((0, ids), (1, ids[:7]))]
+    for serial, prefetched in zip(fills[1], fills[3]):
+        assert torch.equal(serial, prefetched)
+
+
+def test_training_device_is_the_cpu_without_a_gpu_and_cuda_is_refused_clearly(monkeypatch):
+    from image_model.cache import cache_key
+    from image_model.model import training_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto") == torch.device("cpu") == training_device("cpu")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        training_device("cuda")
+    with pytest.raises(ValueError, match="image.device must be one of"):
+        training_device("tpu")
+    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", "cpu") == cache_key("b", "0" * 64, 224, "c", "bfloat16")
+    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", "cuda").endswith("-cuda")
 
 
 def test_augmented_views_change_pixels_and_are_reproducible():
