@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -107,12 +108,21 @@ def index_files(index_dir: Path) -> tuple[Path, Path]:
 
 
 def sqlite_product_ids(db_path: Path) -> set[str]:
-    """Product ids in an index database, read-only (the file is not touched)."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        ids = {product_id for (product_id,) in db.execute("SELECT product_id FROM listings")}
-        vectors = db.execute("SELECT count(*) FROM vectors").fetchone()[0]
-    db.close()
+    """Product ids in an index database, leaving its files untouched.
+
+    After a SIGKILL the write-ahead log can hold committed transactions that only a writable
+    connection may recover (a `mode=ro` one then fails with "attempt to write a readonly
+    database"), so the database and its log are read from a copy."""
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / db_path.name
+        for suffix in ("", "-wal"):
+            if Path(f"{db_path}{suffix}").exists():
+                shutil.copyfile(f"{db_path}{suffix}", f"{copy}{suffix}")
+        with sqlite3.connect(copy) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            ids = {product_id for (product_id,) in db.execute("SELECT product_id FROM listings")}
+            vectors = db.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        db.close()
     assert vectors == len(ids), f"{db_path}: {len(ids)} listings but {vectors} vectors"
     return ids
 

@@ -129,7 +129,7 @@ def test_sigkill_during_listing_writes_loses_no_acknowledged_listing(artifacts, 
 
     must_exist = acked_adds - tried_deletes
     db_path, faiss_path = index_files(artifacts / "index")
-    in_db = sqlite_product_ids(db_path)  # read-only: the restarted server is the one to reconcile
+    in_db = sqlite_product_ids(db_path)  # from a copy: the restarted server is the one to reconcile
     assert must_exist <= in_db, f"acknowledged listings lost: {sorted(must_exist - in_db)}"
     assert catalogue <= in_db, "listings of the built index were lost"
     assert not acked_deletes & in_db, f"acknowledged deletes came back: {sorted(acked_deletes & in_db)}"
