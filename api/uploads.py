@@ -71,9 +71,7 @@ def checked_text(text: str | None, config: Config, field: str = "txt", required:
 
 async def cleaned_photos(uploads: list[UploadFile] | None, config: Config, pool: Executor) -> list[Image.Image]:
     """Each uploaded photo cleaned into the pixels training saw (`listings.images.clean_photo`)."""
-    uploads = uploads or []
-    if len(uploads) > config.serve.max_photos:
-        raise HTTPException(413, f"{len(uploads)} photos sent; at most {config.serve.max_photos} per request")
+    uploads = uploads or []  # at most serve.max_photos: the form parser refuses more (api.app's form_limits)
     loop = asyncio.get_running_loop()
     photos = []
     for number, upload in enumerate(uploads, start=1):

@@ -54,20 +54,18 @@ def directory_set(config: Config, data_dir: str) -> EvalSet:
     return EvalSet(listings[listings["label"] >= 0].reset_index(drop=True), Path(data_dir) / "images", unknown, data_dir)
 
 
-def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], list[list[str]], dict[str, str]]:
-    """Cleaned photos per listing, their ids, and the reasons photos were skipped."""
-    photos, ids, skipped = [], [], {}
+def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
+    """Cleaned photos per listing, and the reasons photos were skipped."""
+    photos, skipped = [], {}
     for image_ids in eval_set.listings["image_ids"]:
-        mine, mine_ids = [], []
+        mine = []
         for image_id in image_ids:
             try:
                 mine.append(clean_photo(eval_set.image_dir / f"{image_id}.jpg", size, max_pixels))
-                mine_ids.append(image_id)
             except ImageError as exc:
                 skipped[image_id] = exc.reason
         photos.append(mine)
-        ids.append(mine_ids)
-    return photos, ids, skipped
+    return photos, skipped
 
 
 def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, str]]:
@@ -76,7 +74,7 @@ def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.n
     hog = HogSvmBaseline.load(config)
     tfidf = TfidfSvmBaseline.load(config)
     texts = [listing_text(t, d) for t, d in zip(eval_set.listings["title"], eval_set.listings["description"])]
-    photos, _, skipped = load_photos(eval_set, config.data.image_size, config.data.max_image_pixels)
+    photos, skipped = load_photos(eval_set, config.data.image_size, config.data.max_image_pixels)
 
     parts: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
     owners, has_image = [], []

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-IMAGE_EXPORT = "image_embeddings.npz"
-TEXT_EXPORT = "text_embeddings.npz"
+from image_model.inference import EXPORT_FILE as IMAGE_EXPORT
+from listings.artifacts import require_files
+from text_model.inference import EXPORT_FILE as TEXT_EXPORT
 
 
 @dataclass
 class BranchOutputs:
     """Per-row branch outputs; `product_index` maps each row to its product (0..n_products-1)."""
 
-    product_ids: list[str]
     labels: np.ndarray  # [n_products]
     product_index: np.ndarray  # [n_rows]
     image_embedding: np.ndarray  # [n_rows, d_img]
@@ -46,9 +46,15 @@ def concat_embeddings(image_embedding: np.ndarray, text_embedding: np.ndarray) -
     return np.concatenate([image_embedding, text_embedding], axis=1).astype(np.float32)
 
 
+def text_is_used(known_tokens: np.ndarray, has_image: np.ndarray) -> np.ndarray:
+    """The one rule for a text with no known word, in training, the index and serving: it says
+    nothing beside a photo, so it is used only for a listing without one (alone, it still gets its
+    low-confidence answer)."""
+    return (np.asarray(known_tokens) > 0) | ~np.asarray(has_image, dtype=bool)
+
+
 def load_export(path: Path, key: str) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: train the branch first (`fbm train image` / `fbm train text`)")
+    require_files([path], "fbm train image` / `fbm train text")
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     if key not in arrays or "embeddings" not in arrays or "probs" not in arrays:
@@ -62,7 +68,7 @@ def gather(products: pd.DataFrame, image_export: dict, text_export: dict, n_clas
     text_row = {pid: i for i, pid in enumerate(text_export["product_ids"].tolist())}
     d_img = image_export["embeddings"].shape[1]
     d_txt = text_export["embeddings"].shape[1]
-    known = text_export.get("known_tokens")
+    known = text_export["known_tokens"]
 
     product_index, image_rows, text_rows = [], [], []
     for p, (pid, image_ids) in enumerate(zip(products["product_id"], products["image_ids"])):
@@ -76,12 +82,9 @@ def gather(products: pd.DataFrame, image_export: dict, text_export: dict, n_clas
     image_rows_arr, text_rows_arr = np.array(image_rows, dtype=np.int64), np.array(text_rows, dtype=np.int64)
     has_image = image_rows_arr >= 0
     has_text = text_rows_arr >= 0
-    if known is not None:
-        # As at serving time: a text with no known word is used only for a listing without a photo.
-        product_has_image = np.bincount(product_index_arr[has_image], minlength=len(products)) > 0
-        has_text &= (known[np.maximum(text_rows_arr, 0)] > 0) | ~product_has_image[product_index_arr]
+    product_has_image = np.bincount(product_index_arr[has_image], minlength=len(products)) > 0
+    has_text &= text_is_used(known[np.maximum(text_rows_arr, 0)], product_has_image[product_index_arr])
     return BranchOutputs(
-        product_ids=list(products["product_id"]),
         labels=np.asarray(products["label"], dtype=np.int64),
         product_index=product_index_arr,
         image_embedding=_take(image_export["embeddings"], image_rows_arr, d_img),

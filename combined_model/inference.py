@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from combined_model.features import concat_embeddings
+from combined_model.features import concat_embeddings, text_is_used
 from combined_model.fusion import EARLY, FusionClassifier, combine
 from image_model.inference import ImageBranch
 from listings.artifacts import first_line, load_weights, read_json, require_files
@@ -32,7 +32,7 @@ class Prediction:
     classes: list[str]  # every category, most probable first
     probabilities: list[float]  # aligned with classes
     modalities: list[str]  # the inputs actually used: "image", "text"
-    image_embedding: np.ndarray | None = field(default=None, repr=False)  # [d_img], mean over the photos
+    image_embedding: np.ndarray | None = field(default=None, repr=False)  # [photos, d_img]: the index folds them
     text_embedding: np.ndarray | None = field(default=None, repr=False)  # [d_txt]
     low_confidence: bool = False  # e.g. a text with no known word
 
@@ -135,9 +135,8 @@ class Predictor:
         known = np.zeros(len(listings), np.int64)
         if given.any():
             text_embedding[given], text_probs[given], known[given] = self.text.embed_encoded([listing.text for listing in listings if listing.text is not None])
-        # A text with no known word says nothing beside a photo; alone, it still gets its (low-confidence) answer.
         listing_has_image = np.array([listing.photos > 0 for listing in listings], dtype=bool)
-        text_used = given & ((known > 0) | ~listing_has_image)
+        text_used = given & text_is_used(known, listing_has_image)
         return BatchOutputs(owner, image_embedding, image_probs, has_image, text_embedding[owner], text_probs[owner], text_used[owner], known)
 
     def _prediction(self, i: int, rows: np.ndarray, out: BatchOutputs) -> Prediction:
@@ -150,7 +149,7 @@ class Predictor:
             classes=[self.classes[j] for j in order],
             probabilities=[float(probs[j]) for j in order],
             modalities=[name for name, used in (("image", used_image), ("text", used_text)) if used],
-            image_embedding=out.image_embedding[mine].mean(axis=0) if used_image else None,
+            image_embedding=out.image_embedding[mine][out.has_image[mine]] if used_image else None,
             text_embedding=out.text_embedding[mine][0] if used_text else None,
             low_confidence=used_text and not used_image and out.known_tokens[i] == 0,
         )

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, load_export
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, load_export, text_is_used
 from listings.config import Config
 from listings.prepare import load_prepared
 from retrieval.index import IMAGE, TEXT, ListingIndex, SearchResult, fold_photos, listing_vectors, unit_rows
@@ -61,13 +61,13 @@ def load_product_embeddings(config: Config) -> ProductEmbeddings:
     n = len(listings)
     image, text = np.zeros((n, d_img), np.float32), np.zeros((n, d_txt), np.float32)
     has_image, has_text = np.zeros(n, bool), np.zeros(n, bool)
-    known = text_export.get("known_tokens")
+    known = text_export["known_tokens"]
     for i, (pid, image_ids) in enumerate(zip(listings["product_id"], listings["image_ids"])):
         own = [photos[image_id] for image_id in image_ids if image_id in photos]
         if own:
             image[i], has_image[i] = fold_photos(np.stack(own)), True
         row = text_row.get(pid)
-        if row is not None and (known is None or known[row] > 0 or not has_image[i]):
+        if row is not None and text_is_used(known[row], has_image[i]):
             text[i], has_text[i] = text_export["embeddings"][row], True
     return ProductEmbeddings(listings, image, has_image, text, has_text, photos)
 

@@ -113,7 +113,7 @@ def bench_accuracy(config: Config) -> dict:
 
 @dataclass
 class Query:
-    photo: bytes  # a cleaned JPEG
+    photo: bytes  # a dataset photo's JPEG, as a client would upload it
     text: str
 
 
@@ -150,16 +150,15 @@ class RawThroughput:
     def __init__(self, config: Config, queries: list[Query]):
         import io
 
-        from PIL import Image
-
         from api.services import set_torch_threads
         from combined_model.inference import Predictor
+        from listings.images import clean_photo
         from retrieval.index import ListingIndex
 
         self.workers, self.threads = set_torch_threads(config)
         self.predictor = Predictor.load(config)
         self.index = ListingIndex.open(config.paths.index, config.index)
-        self.photos = [Image.open(io.BytesIO(q.photo)).convert("RGB") for q in queries]
+        self.photos = [clean_photo(io.BytesIO(q.photo), config.data.image_size, config.data.max_image_pixels) for q in queries]
         self.texts = [q.text for q in queries]
         self.predictor.predict_many([([self.photos[0]], self.texts[0])] * 2, "combined")  # warm-up
 
@@ -227,6 +226,9 @@ def start_server(config: Config, port: int) -> subprocess.Popen:
     raise RuntimeError("fbm serve did not answer /health within 300 s")
 
 
+GIVEN_AS_OPTIONS = {("data", "data_dir"), ("data", "artifacts_dir")}  # locations: `--artifacts`, or unused by the server
+
+
 def _overrides(config: Config) -> list[str]:
     """The settings that differ from the defaults, as --set assignments for a child process."""
     default, current = Config().to_dict(), config.to_dict()
@@ -234,7 +236,7 @@ def _overrides(config: Config) -> list[str]:
         f"{section}.{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
         for section, values in current.items()
         for name, value in values.items()
-        if value != default[section][name] and section != "data"
+        if value != default[section][name] and (section, name) not in GIVEN_AS_OPTIONS
     ]
 
 

@@ -1,6 +1,7 @@
 """The HTTP API on a stand-in predictor and the real listing index: every endpoint, every bad input."""
 from __future__ import annotations
 
+import contextlib
 import io
 import select
 import socket
@@ -208,14 +209,19 @@ def test_photo_and_pixel_limits(artifacts):
         assert client.post("/image", files=[("img", ("a.jpg", small))] * 2).status_code == 200
 
 
+@contextlib.contextmanager
+def _posting_image(artifacts, max_request_bytes: int, framing: bytes):
+    """A socket to a live server with a body cap, on which a raw `POST /image` has sent its headers
+    (`framing`: how the body's length is declared); the test sends the body, or not."""
+    config = tiny_config(artifacts, max_request_bytes=max_request_bytes)
+    with live_server(config, fake_services(config)) as url, _raw_connection(url) as sock:
+        sock.sendall(b"POST /image HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n" + framing + b"\r\n\r\n")
+        yield sock
+
+
 def test_an_oversized_body_is_refused_while_it_streams_in(artifacts):
     """A chunked upload with no Content-Length: the server answers 413 once the cap is passed, mid-stream."""
-    config = tiny_config(artifacts, max_request_bytes=200_000)
-    with live_server(config, fake_services(config)) as url, _raw_connection(url) as sock:
-        sock.sendall(
-            b"POST /image HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
+    with _posting_image(artifacts, 200_000, b"Transfer-Encoding: chunked") as sock:
         part = b'--zz\r\nContent-Disposition: form-data; name="img"; filename="a.jpg"\r\n\r\n'
         sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
         chunk = b"\0" * 65536
@@ -233,12 +239,7 @@ def test_an_oversized_body_is_refused_while_it_streams_in(artifacts):
 
 def test_a_declared_oversized_body_is_refused_before_it_is_read(artifacts):
     """A raw request claims 1 GB and sends none of it: the answer must come at once."""
-    config = tiny_config(artifacts, max_request_bytes=1_000_000)
-    with live_server(config, fake_services(config)) as url, _raw_connection(url) as sock:
-        sock.sendall(
-            b"POST /image HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
-            b"Content-Length: 1000000000\r\n\r\n"
-        )
+    with _posting_image(artifacts, 1_000_000, b"Content-Length: 1000000000") as sock:
         started = time.monotonic()
         reply = _read_reply(sock)
     assert reply.startswith(b"HTTP/1.1 413") and b"1,000,000 bytes" in reply
@@ -329,6 +330,21 @@ def test_a_listing_with_a_given_id_and_category_replaces_the_old_one(writable):
     mine = [h for h in hits if h["product_id"] == "prod-01"]
     assert len(mine) == 1 and mine[0]["title"] == form["title"] and mine[0]["category"] == form["category"]
     assert writable.get("/health").json()["listings"] == 12
+
+
+def test_an_added_listing_is_cleaned_as_prepare_cleans_the_catalogue(writable):
+    """The marketplace title suffix and the "Posted by" boilerplate (it leaks the label) are stripped."""
+    auth = {"X-API-Key": KEY}
+    form = {
+        "title": "Walnut bookcase | in Leeds, West Yorkshire | Gumtree",
+        "description": "Five shelves. Posted by Sam in Home & Garden, Furniture in Leeds.",
+        "product_id": "clean-1",
+    }
+    assert writable.post("/listings", data=form, headers=auth).status_code == 201
+    hits = writable.post("/similar", data={"txt": "walnut bookcase", "k": "100"}).json()["results"]
+    (mine,) = [h for h in hits if h["product_id"] == "clean-1"]
+    assert mine["title"] == "Walnut bookcase"
+    assert writable.delete("/listings/clean-1", headers=auth).status_code == 200
 
 
 def test_replacing_a_listing_removes_the_photos_added_with_the_old_one(writable):

@@ -13,7 +13,7 @@ from api.routes.predict import OptionalPhotos
 from api.routes.similar import Price, known_category
 from api.schemas import ListingCreated, ListingDeleted
 from api.uploads import ID_PATTERN, checked_text, cleaned_photos
-from listings.data import listing_text
+from listings.data import clean_description, clean_title, listing_text
 
 router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)
 
@@ -37,9 +37,11 @@ async def add_listing(
     """Index a listing by its photos and text; a listing with the same product id is replaced, and
     the photos added with the listing it replaces leave the photo store.
 
-    The photos are cleaned as training cleaned them and stored, so `GET /images/{id}` serves them."""
-    title = checked_text(title, config, field="title", required=True)
-    text = checked_text(listing_text(title, description.strip()), config, field="title + description")
+    Title and description are cleaned as `fbm prepare` cleans them (marketplace suffix and "Posted
+    by" boilerplate stripped), the photos as training cleaned them and stored, so `GET /images/{id}`
+    serves them."""
+    title = checked_text(clean_title(title), config, field="title", required=True)
+    text = checked_text(listing_text(title, clean_description(description)), config, field="title + description")
     category = known_category(category, services.predictor.classes)
     photos = await cleaned_photos(img, config, pool)
     prediction = await predict(batcher, photos, text, "combined")
