@@ -45,6 +45,8 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
         finally:
             app.state.batcher.stop()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+            if services is None:  # loaded here, so closed here: pending index writes are checkpointed
+                await run_in_threadpool(app.state.services.index.close)
 
     app = FastAPI(
         title="fbm: marketplace listing classifier and search",

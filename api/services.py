@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from listings.config import Config
-from listings.images import stored_jpeg
+from listings.images import STORED_JPEG, stored_jpeg
 
 
 def added_photos_dir(config: Config) -> Path:
@@ -50,7 +50,7 @@ class PhotoStore:
         target = self.added_dir / f"{image_id}.jpg"
         temporary = target.with_suffix(".tmp")
         with temporary.open("wb") as handle:
-            handle.write(stored_jpeg(photo))
+            handle.write(photo.info.get(STORED_JPEG) or stored_jpeg(photo))  # as cleaned: no second encoding
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(target)

@@ -6,7 +6,9 @@ probabilities are the softmax of the SVM's decision scores.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from sklearn.svm import LinearSVC
 
 from listings.artifacts import read_json, require_files
 from listings.config import Config
+from listings.metrics import softmax_rows
 
 WEIGHTS_FILE = "hog_svm.npz"
 SIDECAR_FILE = "hog_svm.json"
@@ -25,15 +28,19 @@ HOG_SIZE = 128  # photos are resized to HOG_SIZE² grey before HOG
 HOG_PARAMS = {"orientations": 9, "pixels_per_cell": [16, 16], "cells_per_block": [2, 2]}
 
 
-def hog_features(images: list[Image.Image], workers: int = 1) -> np.ndarray:
-    """[n, d] float32 HOG descriptors of cleaned photos."""
+def hog_features(images: Iterable[Image.Image], workers: int = 1, chunk: int = 256) -> np.ndarray:
+    """[n, d] float32 HOG descriptors of cleaned photos, taken `chunk` at a time from `images`
+    (a generator of photos never holds more than a chunk of them in memory)."""
 
     def one(image: Image.Image) -> np.ndarray:
         grey = np.asarray(image.convert("L").resize((HOG_SIZE, HOG_SIZE), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
         return hog(grey, block_norm="L2-Hys", feature_vector=True, **HOG_PARAMS).astype(np.float32)
 
+    rows: list[np.ndarray] = []
+    source = iter(images)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(pool.map(one, images))
+        while batch := list(islice(source, chunk)):
+            rows += pool.map(one, batch)
     return np.stack(rows) if rows else np.zeros((0, hog_dim()), np.float32)
 
 
@@ -63,10 +70,7 @@ class HogSvmBaseline:
         return cls(list(classes), scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32), coef, intercept, c)
 
     def proba_from_features(self, features: np.ndarray) -> np.ndarray:
-        scores = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
-        scores = scores - scores.max(axis=1, keepdims=True)
-        probs = np.exp(scores)
-        return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax_rows(((features - self.mean) / self.scale) @ self.coef.T + self.intercept)
 
     def predict_proba(self, images: list[Image.Image]) -> np.ndarray:
         """[n, C] probabilities for cleaned photos."""

@@ -37,7 +37,7 @@ from image_model.backbones import (
     sha256_file,
 )
 from image_model.baseline import HogSvmBaseline, hog_features
-from image_model.cache import FeatureCache, cache_key, fill_views, view_name
+from image_model.cache import FeatureCache, FillStats, cache_key, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE
 from image_model.model import Architecture, ImageNetwork, build_network, training_device
 from image_model.preprocess import make_view, to_batch
@@ -67,9 +67,24 @@ class SplitData:
 # ---------------------------------------------------------------- entry points
 
 
-def train_image(config: Config) -> dict:
-    """Train the image branch and the HOG-SVM baseline; write every artifact; return the figures."""
-    start = time.perf_counter()
+@dataclass
+class Training:
+    """Everything `fit` and the reports need: the network, the filled cache and each split's data."""
+
+    network: ImageNetwork
+    device: torch.device
+    weights_file: Path | None
+    weights_sha: str
+    classes: list[str]
+    image_dir: Path
+    photos: pd.DataFrame  # usable photos: image_id, product_id, label, split
+    cache: FeatureCache
+    fill: FillStats
+    data: dict[str, SplitData]
+
+
+def prepare_training(config: Config) -> Training:
+    """Build the network from the backbone's weights, fill the trunk cache and gather the splits."""
     settings, seed = config.image, config.data.seed
     prepared = load_prepared(config)
     photos = prepared.images().drop_duplicates("image_id").reset_index(drop=True)
@@ -96,17 +111,25 @@ def train_image(config: Config) -> dict:
     data = {split: _split_data(cache, photos[photos["split"] == split], settings.views if split == "train" else 1, seed) for split in ("train", "val", "test")}
     if len(data["train"].image_ids) == 0 or len(data["val"].image_ids) == 0:
         raise ValueError("the image branch needs usable photos in the train and val splits")
+    return Training(network, device, weights_file, weights_sha, list(prepared.encoder.classes), prepared.image_dir, photos, cache, fill, data)
 
+
+def train_image(config: Config) -> dict:
+    """Train the image branch and the HOG-SVM baseline; write every artifact; return the figures."""
+    start = time.perf_counter()
+    settings, seed = config.image, config.data.seed
+    run = prepare_training(config)
+    network, data, fill, photos = run.network, run.data, run.fill, run.photos
     history, best_epoch, initial_val_loss = fit(network, data["train"], data["val"], config)
-    naive = time_naive_loop(network, prepared.image_dir, data["train"], config)
+    naive = time_naive_loop(network, run.image_dir, data["train"], config)
     branch = {split: _evaluate(_predict(network, data[split].features[0])[2], data[split]) for split in ("val", "test")}
     network.cpu()  # exported and saved from the CPU, where it is served
 
     out_dir = config.paths.image_model
     out_dir.mkdir(parents=True, exist_ok=True)
     all_ids = photos["image_id"].tolist()
-    export = export_embeddings(network, cache.gather(view_name(0, seed), all_ids), all_ids, out_dir / EXPORT_FILE)
-    baseline = train_baseline(config, prepared.image_dir, photos, prepared.encoder.classes)
+    export = export_embeddings(network, run.cache.gather(view_name(0, seed), all_ids), all_ids, out_dir / EXPORT_FILE)
+    baseline = train_baseline(config, run.image_dir, photos, run.classes)
 
     train_epoch_s = float(np.median([h["train_seconds"] for h in history]))
     timing = {
@@ -121,9 +144,9 @@ def train_image(config: Config) -> dict:
         "naive_over_cache_epoch_ratio": round(naive["seconds_per_image"] * len(data["train"].image_ids) / train_epoch_s, 1),
     }
     summary = {
-        "backbone": backbone,
-        "weights_sha256": weights_sha,
-        "device": str(device),
+        "backbone": network.architecture.backbone,
+        "weights_sha256": run.weights_sha,
+        "device": str(run.device),
         "cut": network.cut,
         "trainable": settings.trainable,
         "input_size": settings.input_size,
@@ -140,7 +163,7 @@ def train_image(config: Config) -> dict:
         "timing": timing,
         "export": export,
     }
-    _save(network, prepared.encoder.classes, weights_file, weights_sha, config, summary, history, out_dir)
+    _save(network, run.classes, run.weights_file, run.weights_sha, config, summary, history, out_dir)
     summary["wall_time_s"] = round(time.perf_counter() - start, 1)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), file=sys.stderr)
@@ -185,7 +208,7 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
 
     initial_loss = _predict(network, val.features[0], val.labels)[0]
     history: list[dict] = []
-    best = {"score": -1.0, "epoch": 0, "state": copy.deepcopy(network.state_dict())}
+    best = {"score": -1.0, "epoch": 0, "state": _trained_state(network)}
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
         network.train()
@@ -195,8 +218,12 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
         for step in tqdm(range(steps_per_epoch), desc=f"image epoch {epoch}", unit="batch", leave=False):
             rows = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             labels = train.labels[rows].to(network.device)
-            _, logits = network.from_cut(train.features[views[rows], rows])
-            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+            cut = train.features[views[rows], rows]
+            if settings.mixup > 0:
+                loss, logits = _mixup_step(network, cut, labels, settings.mixup, settings.label_smoothing, generator)
+            else:
+                _, logits = network.from_cut(cut)
+                loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -225,12 +252,31 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
             file=sys.stderr,
         )
         if record["val_product_accuracy"] > best["score"]:
-            best = {"score": record["val_product_accuracy"], "epoch": epoch, "state": copy.deepcopy(network.state_dict())}
+            best = {"score": record["val_product_accuracy"], "epoch": epoch, "state": _trained_state(network)}
         elif epoch - best["epoch"] >= settings.patience:
             break
-    network.load_state_dict(best["state"])
+    network.load_state_dict(network.state_dict() | best["state"])
     network.eval()
     return history, best["epoch"], initial_loss
+
+
+def _trained_state(network: ImageNetwork) -> dict[str, torch.Tensor]:
+    """A copy of everything training changes (the frozen trunk is left out: it never does)."""
+    return {name: tensor.detach().clone() for name, tensor in network.state_dict().items() if not name.startswith("trunk.")}
+
+
+def _mixup_step(
+    network: ImageNetwork, cut: torch.Tensor, labels: torch.Tensor, alpha: float, smoothing: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Manifold mixup at the cut: a batch blended with a shuffled copy of itself, the loss blended alike."""
+    weight = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(labels), generator=generator)
+    mixed = weight * cut.float() + (1 - weight) * cut[partner].float()
+    _, logits = network.from_cut(mixed)
+    partner = partner.to(labels.device)
+    loss = weight * F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    loss = loss + (1 - weight) * F.cross_entropy(logits, labels[partner], label_smoothing=smoothing)
+    return loss, logits
 
 
 def _warmup_cosine(warmup_steps: int, total_steps: int):
@@ -338,9 +384,8 @@ def export_embeddings(network: ImageNetwork, plain_features: torch.Tensor, image
 def train_baseline(config: Config, image_dir: Path, photos: pd.DataFrame, classes: list[str]) -> dict:
     """HOG + linear SVM on the same photos and split; C chosen on validation photos."""
     start = time.perf_counter()
-    images = [clean_image(image_dir / f"{i}.jpg", config.data.image_size) for i in tqdm(photos["image_id"], desc="HOG photos", unit="img")]
+    images = (clean_image(image_dir / f"{i}.jpg", config.data.image_size) for i in tqdm(photos["image_id"], desc="HOG photos", unit="img"))
     features = hog_features(images, config.data.workers)
-    del images
     split = photos["split"].to_numpy()
     labels = photos["label"].to_numpy(np.int64)
     train, val = split == "train", split == "val"

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from listings.artifacts import read_json
+
 
 class UnknownCategoryError(KeyError, ValueError):
     """A category name or class index the encoder does not know (a ValueError too, so the CLI reports it)."""
@@ -72,5 +74,5 @@ class CategoryEncoder:
 
     @classmethod
     def load(cls, path: Path) -> "CategoryEncoder":
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = read_json(path, "fbm prepare")
         return cls(classes=list(data["classes"]), counts=data.get("counts", {}), paths=data.get("paths", {}))

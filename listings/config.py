@@ -60,6 +60,7 @@ class ImageConfig:
     tail_lr_scale: float = 0.3  # the pretrained tail's learning rate, relative to the new layers'
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
+    mixup: float = 0.0  # Beta(α, α) of manifold mixup at the cut; 0: off
     trunk_batch_size: int = 32
     precision: str = "bfloat16"  # bfloat16 | float32: the network's autocast (part of the feature-cache key)
     device: str = "auto"  # where the trunk and training run: auto (a CUDA GPU when torch sees one) | cpu | cuda
@@ -106,6 +107,7 @@ class IndexConfig:
     ef_search: int = 256  # 1M×512 synthetic (retrieval.bench): recall@10 0.98 at p50 0.8 ms; 128 gives 0.957
     filter_exact_limit: int = 20_000  # a filtered HNSW search over at most this many listings is exact
     max_k: int = 100
+    checkpoint_every: int = 256  # live adds/deletes between rewrites of the FAISS file (also written on close)
 
 
 @dataclass

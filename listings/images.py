@@ -19,6 +19,7 @@ from tqdm import tqdm
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not half a picture
 LETTERBOX_FILL = (0, 0, 0)  # the dataset's photos are letterboxed on black
 JPEG_QUALITY = 95
+STORED_JPEG = "fbm.stored_jpeg"  # `clean_photo`'s info key for the encoding its pixels were decoded from
 _ORIENTATION_FIX = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -59,9 +60,13 @@ def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Imag
 
 def clean_photo(source: Source, size: int, max_pixels: int = 40_000_000) -> Image.Image:
     """A new photo cleaned into exactly the pixels the cleaned-image cache holds for it (`clean_image`,
-    then the cache's JPEG encoding): serving and evaluation see what training saw."""
-    with Image.open(io.BytesIO(stored_jpeg(clean_image(source, size, max_pixels)))) as stored:
-        return stored.convert("RGB")
+    then the cache's JPEG encoding): serving and evaluation see what training saw. The encoding
+    rides along in `info[STORED_JPEG]`, so storing the photo writes these bytes, not a second encoding."""
+    encoded = stored_jpeg(clean_image(source, size, max_pixels))
+    with Image.open(io.BytesIO(encoded)) as stored:
+        photo = stored.convert("RGB")
+    photo.info[STORED_JPEG] = encoded
+    return photo
 
 
 def stored_jpeg(image: Image.Image) -> bytes:

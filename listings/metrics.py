@@ -36,3 +36,15 @@ def per_product(row_values: np.ndarray, product_index: np.ndarray, n_products: i
     np.add.at(sums, product_index, row_values)
     counts = np.bincount(product_index, minlength=n_products).clip(min=1)
     return (sums / counts[:, None]).astype(np.float32)
+
+
+def softmax_rows(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of decision scores (the linear baselines' probabilities), float32."""
+    scores = np.asarray(scores, dtype=np.float64)
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def latency_percentiles(latency_ms: list[float] | np.ndarray) -> dict[str, float]:
+    """p50 and p99 of per-query latencies in milliseconds, rounded to microseconds."""
+    return {f"p{q}": round(float(np.percentile(latency_ms, q)), 3) for q in (50, 99)}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from listings.artifacts import require_files
 from listings.categories import CategoryEncoder
 from listings.config import Config, Paths
 from listings.data import load_listings, read_jsonl, write_jsonl
@@ -40,8 +41,7 @@ class Prepared:
 
 def load_prepared(config: Config) -> Prepared:
     paths = config.paths
-    if not paths.listings.exists() or not paths.categories.exists():
-        raise FileNotFoundError(f"no prepared data in {paths.data}: run `fbm prepare` first")
+    require_files([paths.listings, paths.categories], "fbm prepare")
     return Prepared(
         listings=read_jsonl(paths.listings),
         encoder=CategoryEncoder.load(paths.categories),

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, load_export, text_is_used
 from listings.config import Config
+from listings.metrics import latency_percentiles
 from listings.prepare import load_prepared
 from retrieval.index import IMAGE, TEXT, ListingIndex, SearchResult, fold_photos, listing_vectors, unit_rows
 
@@ -173,9 +174,7 @@ def _query_all(
 
 
 def _percentiles(latency_ms: list[float]) -> dict | None:
-    if not latency_ms:
-        return None
-    return {"p50": round(float(np.percentile(latency_ms, 50)), 3), "p99": round(float(np.percentile(latency_ms, 99)), 3), "queries": len(latency_ms)}
+    return latency_percentiles(latency_ms) | {"queries": len(latency_ms)} if latency_ms else None
 
 
 def _scratch(config: Config) -> Path:

@@ -25,10 +25,13 @@ Storage and consistency
     A directory holds `CURRENT` (the name of the live build), `listings-<build>.sqlite` (one row
     per product keyed by its FAISS id with its metadata, and a table of the same ids' vectors) and
     `vectors-<build>.faiss` (an `IndexIDMap2`). SQLite is the source of truth, the FAISS file a
-    derived index: an add or a delete commits its SQLite transaction first, then rewrites the FAISS
-    file to a temporary name and renames it over the old one. On opening, FAISS ids missing from
-    SQLite are removed (or tombstoned) and SQLite rows missing from FAISS are re-added from their
-    stored vector, so a crash at any point reopens to the state of the last committed transaction.
+    derived index: an add or a delete commits its SQLite transaction first, then changes FAISS in
+    memory. The FAISS file is a checkpoint, rewritten (to a temporary name, then renamed over the
+    old one) every `checkpoint_every` writes and on `close`: rewriting it on every write would
+    cost seconds per add at a million listings. On opening, FAISS ids missing from SQLite are
+    removed (or tombstoned) and SQLite rows missing from FAISS are re-added from their stored
+    vector (FAISS ids are never reused), so a crash at any point reopens to the state of the last
+    committed transaction.
     A build writes a fresh pair under a new build name and commits by renaming `CURRENT`. A
     missing or unreadable file is refused with an `IndexStateError` naming it.
 
@@ -297,6 +300,13 @@ class _ReadWriteLock:
                 self._condition.notify_all()
 
 
+@dataclass(frozen=True)
+class _Exclusion:
+    ids: frozenset[int]
+    live: int  # how many of `ids` are live listings (not tombstones)
+    selector: faiss.IDSelector | None  # selects `ids`
+
+
 class ListingIndex:
     """Listings searchable by photo, text or both; see the module docstring for the design."""
 
@@ -314,6 +324,8 @@ class ListingIndex:
         self._count = len(live)
         self._missing = {IMAGE: {i for i, bits in live.items() if not bits & 1}, TEXT: {i for i, bits in live.items() if not bits & 2}}
         self._tombstones = set(faiss.vector_to_array(index.id_map).tolist()) - set(live)
+        self._exclusions: dict[tuple[str, ...], _Exclusion] = {}  # per queried modalities; emptied by every write
+        self._unsaved = 0  # writes since the FAISS file was last written
         self.reconciled = {"re_added": 0, "removed": 0}
 
     # files
@@ -352,7 +364,7 @@ class ListingIndex:
                 _insert(db, row, vector, faiss_id)
         index = make_faiss_index(len(rows), vectors.shape[1], config)
         index.add_with_ids(vectors, np.arange(len(rows), dtype=np.int64))
-        _write_faiss(index, faiss_path)
+        write_faiss_file(index, faiss_path)
         _write_atomic(directory / CURRENT_FILE, build_id + "\n")
         _remove_other_builds(directory, build_id)
         return cls(directory, build_id, db, index, config)
@@ -387,7 +399,10 @@ class ListingIndex:
         return listing_index
 
     def close(self) -> None:
+        """Checkpoint FAISS if writes are pending, then close the database."""
         with self._lock.write():
+            if self._unsaved:
+                self._persist()
             self._db.close()
 
     def __enter__(self) -> "ListingIndex":
@@ -410,6 +425,7 @@ class ListingIndex:
                 "build_id": self.build_id,
                 "faiss_vectors": int(self._index.ntotal),
                 "tombstones": len(self._tombstones),
+                "writes_since_checkpoint": self._unsaved,
                 "without_image": len(self._missing[IMAGE]),
                 "without_text": len(self._missing[TEXT]),
                 "directory": str(self.directory),
@@ -458,17 +474,19 @@ class ListingIndex:
         exclude_product_id: str | None,
     ) -> tuple[list[int], np.ndarray]:
         """FAISS ids and inner products of the best min(k, eligible) listings."""
-        excluded = set(self._tombstones)
-        if len(modalities) == 1:
-            excluded |= self._missing[modalities[0]]
+        base = self._exclusion(modalities)
+        query_ids = set()
         if exclude_product_id is not None:
-            excluded |= {i for (i,) in self._query("SELECT faiss_id FROM listings WHERE product_id = ?", (exclude_product_id,))}
+            query_ids = {i for (i,) in self._query("SELECT faiss_id FROM listings WHERE product_id = ?", (exclude_product_id,))} - base.ids
         if category is None and min_price is None and max_price is None:
             allowed = None
-            eligible = self._count - len(excluded - self._tombstones)
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(excluded, np.int64))) if excluded else None
+            eligible = self._count - base.live - len(query_ids)
+            parts = [base.selector, faiss.IDSelectorBatch(np.fromiter(query_ids, np.int64)) if query_ids else None]
+            parts = [part for part in parts if part is not None]
+            excluded = faiss.IDSelectorOr(*parts) if len(parts) == 2 else next(iter(parts), None)
+            selector = faiss.IDSelectorNot(excluded) if excluded is not None else None
         else:
-            allowed = np.array([i for i in self._filtered_ids(category, min_price, max_price) if i not in excluded], dtype=np.int64)
+            allowed = np.array([i for i in self._filtered_ids(category, min_price, max_price) if i not in base.ids and i not in query_ids], dtype=np.int64)
             eligible = len(allowed)
             selector = faiss.IDSelectorBatch(allowed)
         wanted = min(k, eligible)
@@ -487,6 +505,16 @@ class ListingIndex:
         if found.sum() < wanted:  # an approximate search starved by the filter: search the eligible exactly
             return self._exact(query, selector, wanted)
         return labels[0].tolist(), distances[0]
+
+    def _exclusion(self, modalities: tuple[str, ...]) -> "_Exclusion":
+        """Ids a query by `modalities` never returns (tombstones, listings missing its one modality),
+        with their FAISS selector: built once per modality set and kept until the next write."""
+        cached = self._exclusions.get(modalities)
+        if cached is None:
+            ids = frozenset(self._tombstones | (self._missing[modalities[0]] if len(modalities) == 1 else set()))
+            selector = faiss.IDSelectorBatch(np.fromiter(ids, np.int64, len(ids))) if ids else None
+            cached = self._exclusions[modalities] = _Exclusion(ids, len(ids) - len(self._tombstones), selector)
+        return cached
 
     def _filtered_ids(self, category: str | None, min_price: float | None, max_price: float | None) -> list[int]:
         clauses, params = [], []
@@ -531,8 +559,9 @@ class ListingIndex:
 
     # updates
 
-    def add(self, listing: Mapping | Listing, image_vec: np.ndarray | None, text_vec: np.ndarray | None) -> int:
-        """Add a listing, or replace the one with the same product id; returns its FAISS id.
+    def add(self, listing: Mapping | Listing, image_vec: np.ndarray | None, text_vec: np.ndarray | None) -> Listing | None:
+        """Add a listing, or replace the one with the same product id; returns the listing it
+        replaced (read under the write lock, so two replaces of one id each see their predecessor).
 
         `image_vec` is one photo embedding or the listing's photos [p, d]; at least one is needed."""
         if image_vec is None and text_vec is None:
@@ -544,7 +573,7 @@ class ListingIndex:
             raise ValueError("the listing's vectors are zero")
         with self._lock.write():
             with self._db:  # the commit point: FAISS follows, and is reconciled on open if it did not
-                old = self._db.execute("SELECT faiss_id FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
+                old = self._db.execute(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
                 if old:
                     _delete(self._db, old[0])
                 faiss_id = _insert(self._db, row, vector)
@@ -552,8 +581,8 @@ class ListingIndex:
                 self._drop_from_faiss(old[0])
             self._add_to_faiss(faiss_id, vector, has_image, has_text)
             self._count += 0 if old else 1
-            self._persist()
-        return faiss_id
+            self._wrote()
+        return _listing_from_row(old[1:]) if old else None
 
     def delete(self, product_id: str) -> bool:
         """Remove a listing; False when it is not indexed."""
@@ -565,10 +594,11 @@ class ListingIndex:
                 _delete(self._db, old[0])
             self._drop_from_faiss(old[0])
             self._count -= 1
-            self._persist()
+            self._wrote()
         return True
 
     def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
+        self._exclusions.clear()
         self._index.add_with_ids(vector[None], np.array([faiss_id], dtype=np.int64))
         if not has_image:
             self._missing[IMAGE].add(faiss_id)
@@ -576,6 +606,7 @@ class ListingIndex:
             self._missing[TEXT].add(faiss_id)
 
     def _drop_from_faiss(self, faiss_id: int) -> None:
+        self._exclusions.clear()
         if self._kind == HNSW:
             self._tombstones.add(faiss_id)
         else:
@@ -583,8 +614,14 @@ class ListingIndex:
         self._missing[IMAGE].discard(faiss_id)
         self._missing[TEXT].discard(faiss_id)
 
+    def _wrote(self) -> None:
+        self._unsaved += 1
+        if self._unsaved >= self.config.checkpoint_every:
+            self._persist()
+
     def _persist(self) -> None:
-        _write_faiss(self._index, self.faiss_path(self.directory, self.build_id))
+        write_faiss_file(self._index, self.faiss_path(self.directory, self.build_id))
+        self._unsaved = 0
 
     def _reconcile(self) -> None:
         """Bring FAISS to the database's state after an interrupted add or delete."""
@@ -594,6 +631,7 @@ class ListingIndex:
         if self._kind == FLAT and stale:
             self._index.remove_ids(np.fromiter(stale, np.int64))
             self._tombstones.clear()
+            self._exclusions.clear()
         if missing:
             marks = ",".join("?" * len(missing))
             rows = self._query(
@@ -649,7 +687,7 @@ def _listing_from_row(row: tuple) -> Listing:
     return Listing(product_id, title, category, root, price, location, json.loads(image_ids))
 
 
-def _write_faiss(index: faiss.Index, path: Path) -> None:
+def write_faiss_file(index: faiss.Index, path: Path) -> None:
     """Write to a temporary file, flush it to disk, then rename it over `path`."""
     temporary = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(temporary))

@@ -378,7 +378,8 @@ def markdown(result: dict) -> str:
             f"Build {r['build_s']} s; index {r['index_memory_mib']} MiB (vectors alone {r['vectors_mib']} MiB), process peak RSS "
             f"{r['peak_rss_mib']} MiB; exact search {r['exact_search_ms_per_query_batched']} ms/query batched. "
             f"Served setting ef_search={r['ef_search']}: recall@10 **{r['recall@10']}** against exact search, "
-            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['queries_per_s_2_searchers']} queries/s with 2 searchers.",
+            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['queries_per_s_2_searchers']} queries/s with 2 searchers. "
+            f"Writing the index file (a live index's checkpoint, every `index.checkpoint_every` writes) takes {r.get('checkpoint_write_s', '?')} s.",
             "",
             "| ef_search | recall@10 | p50 ms | p99 ms |",
             "|---:|---:|---:|---:|",

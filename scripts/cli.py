@@ -16,7 +16,7 @@ from pathlib import Path
 from listings.config import REPO_ROOT, Config
 
 
-def _settings_parser() -> argparse.ArgumentParser:
+def settings_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("settings")
     group.add_argument("--data", help="dataset directory in the marketplace format (env FBM_DATA)")
@@ -163,7 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    settings = _settings_parser()
+    settings = settings_parser()
     parser = argparse.ArgumentParser(prog="fbm", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

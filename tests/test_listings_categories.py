@@ -45,6 +45,11 @@ def test_json_round_trip(encoder, tmp_path):
     assert data["index"] == {"Appliances": 0, "Home & Garden": 1, "Video Games & Consoles": 2}
     loaded = CategoryEncoder.load(path)
     assert loaded.classes == encoder.classes
+    path.write_text('{"classes": [', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path.name} is not valid JSON .*rerun `fbm prepare`"):
+        CategoryEncoder.load(path)
+    with pytest.raises(FileNotFoundError, match="run `fbm prepare` first"):
+        CategoryEncoder.load(tmp_path / "absent.json")
     assert loaded.counts == encoder.counts
     assert loaded.paths == encoder.paths
     for name in ROOTS:

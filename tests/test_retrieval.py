@@ -118,12 +118,15 @@ def test_k_is_bounded(index):
 def test_add_then_search_finds_it_and_delete_removes_it(tmp_path):
     with _build(tmp_path) as index:
         assert len(index) == 5
-        index.add(_row("new", "Appliances / Fridges"), np.stack([E[3], E[3]]), E[3])
+        assert index.add(_row("new", "Appliances / Fridges"), np.stack([E[3], E[3]]), E[3]) is None
         assert len(index) == 6
         assert index.search(E[3], E[3], k=1).hits[0].product_id == "new"
-        index.add(_row("new", "Appliances / Fridges", price=5.0), None, E[3])  # a second add replaces
+        assert index.search(E[3], None, k=1).hits[0].product_id == "new"
+        replaced = index.add(_row("new", "Appliances / Fridges", price=5.0), None, E[3])  # a second add replaces
+        assert replaced is not None and replaced.price == 10.0 and replaced.image_ids == ["new-1"]
         assert len(index) == 6
         assert index.search(None, E[3], k=1).hits[0].price == 5.0
+        assert "new" not in _ids(index.search(E[3], None, k=10))  # photo queries see that it has no photo now
         assert index.delete("new") and not index.delete("new")
         assert len(index) == 5
         assert "new" not in _ids(index.search(None, E[3], k=10))
@@ -192,25 +195,46 @@ def _crash(*_args, **_kwargs):
 
 
 def test_crash_between_database_and_index_write_reopens_consistent(tmp_path, monkeypatch):
-    index = _build(tmp_path)
-    monkeypatch.setattr(index_module, "_write_faiss", _crash)
+    every_write = IndexConfig(checkpoint_every=1)
+    index = _build(tmp_path, config=every_write)
+    monkeypatch.setattr(index_module, "write_faiss_file", _crash)
     with pytest.raises(_Crash):
         index.add(_row("added", "Appliances"), E[3], E[3])  # committed in SQLite, never written to FAISS
     monkeypatch.undo()
-    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
-        assert reopened.reconciled == {"re_added": 1, "removed": 0}
-        assert len(reopened) == 6 and reopened.info()["faiss_vectors"] == 6
-        assert reopened.search(E[3], E[3], k=1).hits[0].product_id == "added"
-        monkeypatch.setattr(index_module, "_write_faiss", _crash)
-        with pytest.raises(_Crash):
-            reopened.delete("same")
-        monkeypatch.undo()
+    reopened = ListingIndex.open(tmp_path, every_write)
+    assert reopened.reconciled == {"re_added": 1, "removed": 0}
+    assert len(reopened) == 6 and reopened.info()["faiss_vectors"] == 6
+    assert reopened.search(E[3], E[3], k=1).hits[0].product_id == "added"
+    monkeypatch.setattr(index_module, "write_faiss_file", _crash)
+    with pytest.raises(_Crash):
+        reopened.delete("same")
+    monkeypatch.undo()  # `reopened` is never closed: the process died
     with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
         assert reopened.reconciled == {"re_added": 0, "removed": 1}
         assert len(reopened) == 5 and reopened.info()["faiss_vectors"] == 5
         assert "same" not in _ids(reopened.search(E[0], E[0], k=10))
     with ListingIndex.open(tmp_path, IndexConfig()) as clean:
         assert clean.reconciled == {"re_added": 0, "removed": 0}
+
+
+def test_writes_between_checkpoints_survive_a_crash_and_close_writes_them(tmp_path):
+    config = IndexConfig(checkpoint_every=3)
+    index = _build(tmp_path, config=config)
+    faiss_file = next(tmp_path.glob("vectors-*.faiss"))
+    checkpoint = faiss_file.read_bytes()
+    index.add(_row("added", "Appliances"), E[3], E[3])
+    index.delete("same")
+    assert faiss_file.read_bytes() == checkpoint and index.info()["writes_since_checkpoint"] == 2
+    with ListingIndex.open(tmp_path, config) as after_crash:  # the first one never closed: as if killed
+        assert after_crash.reconciled == {"re_added": 1, "removed": 1}
+        assert _ids(after_crash.search(E[3], E[3], k=1)) == ["added"] and "same" not in _ids(after_crash.search(E[0], E[0], k=10))
+        checkpoint = faiss_file.read_bytes()  # reconciling wrote one
+        for name in ("third", "fourth", "fifth"):
+            after_crash.add(_row(name, "Appliances"), E[2], None)
+        assert after_crash.info()["writes_since_checkpoint"] == 0 and faiss_file.read_bytes() != checkpoint  # the third write
+        after_crash.delete("third")
+    with ListingIndex.open(tmp_path, config) as closed_cleanly:
+        assert closed_cleanly.reconciled == {"re_added": 0, "removed": 0} and len(closed_cleanly) == 7
 
 
 def test_interrupted_faiss_write_and_interrupted_build_leave_the_index_usable(tmp_path, monkeypatch):

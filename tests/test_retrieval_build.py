@@ -102,4 +102,4 @@ def test_other_photo_rate_leaves_the_query_photo_out():
 def test_bench_runs_small_and_meets_recall():
     result = bench_scale(n=3000, dim=32, queries=50, config=IndexConfig(exact_threshold=1000), ef_sweep=(32,), chunk=1000)
     assert result["kind"] == "hnsw" and set(result["ef_sweep"]) == {"32", "256"}
-    assert result["recall@10"] >= 0.95 and result["p50_ms"] > 0
+    assert result["recall@10"] >= 0.95 and result["p50_ms"] > 0 and result["checkpoint_write_s"] >= 0

@@ -114,6 +114,7 @@ def tiny_branch(stem: bool = False, seed: int = 0) -> TextBranch:
         ("$20 or €30", ["usd20", "eur30"]),
         ("PS4 with 64GB card and 45x45cm mirror", ["ps4", "64gb", "card", "45x45cm", "mirror"]),
         ("The sofas are in the houses", ["sofa", "house"]),
+        ("Collection only.Great condition,barely used 2.5m cable", ["collection", "great", "condition", "barely", "used", "2.5m", "cable"]),
         ("a the and of with it is", []),
         ("", []),
         ("!!! ### 😀 --- ... *** ||| £ $", []),

@@ -16,6 +16,7 @@ from sklearn.svm import LinearSVC
 
 from listings.artifacts import read_json, require_files
 from listings.config import Config
+from listings.metrics import softmax_rows
 from text_model.preprocess import tokenize
 
 BASELINE_DIR = "tfidf_svm"
@@ -57,10 +58,7 @@ class TfidfSvmBaseline:
     def predict_proba_tokens(self, token_lists: list[list[str]]) -> np.ndarray:
         if self.coef is None:
             raise ValueError("the baseline is not fitted")
-        scores = self.vectorizer.transform(token_lists) @ self.coef.T + self.intercept
-        scores = np.asarray(scores) - np.max(scores, axis=1, keepdims=True)
-        probs = np.exp(scores)
-        return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax_rows(self.vectorizer.transform(token_lists) @ self.coef.T + self.intercept)
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

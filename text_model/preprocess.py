@@ -1,7 +1,7 @@
 """The one text preprocessing of the project: training, evaluation and the API all call `tokenize`.
 
 Steps: HTML entities and tags → text; Unicode NFKC (ligatures, full-width letters); lower-case;
-emoji and other symbols → spaces; money normalised ("£1,234.00" → "£1234", "£ 50" → "£50", "$20" → "usd20");
+emoji and other symbols → spaces; sentences glued by punctuation ("only.great") split; money normalised ("£1,234.00" → "£1234", "£ 50" → "£50", "$20" → "usd20");
 NLTK word tokenization; punctuation trimmed; English stopwords removed; WordNet lemmatization;
 optional Snowball stemming. Model numbers and sizes ("ps4", "64gb", "45x45cm") stay whole.
 
@@ -24,6 +24,8 @@ _MONEY = re.compile(r"([£$€])\s*(\d[\d,]*)(?:\.\d\d)?(?!\d)")
 _CURRENCY = {"£": "£", "$": "usd", "€": "eur"}  # NLTK splits "$20" but keeps "£20" whole
 _EDGE_PUNCTUATION = ".,'%&+-:;!?()\"`"
 _HAS_ALNUM = re.compile(r"[^\W_]")
+# Sentences run together without a space ("collection only.Great condition"): split between words.
+_GLUED = re.compile(r"(?<=[^\W\d_]{2})[.,;:!?)](?=[^\W\d_]{2})")
 
 
 class NltkDataError(LookupError):
@@ -47,7 +49,7 @@ def tokenize(text: str, stem: bool = False) -> list[str]:
 
 def _normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", html.unescape(_HTML_TAG.sub(" ", html.unescape(text or ""))))
-    text = _SEPARATORS.sub(" ", _NOT_TOKEN_CHAR.sub(" ", text.lower()))
+    text = _GLUED.sub(" ", _SEPARATORS.sub(" ", _NOT_TOKEN_CHAR.sub(" ", text.lower())))
     return _MONEY.sub(lambda m: _CURRENCY[m.group(1)] + m.group(2).replace(",", "") + " ", text)
 
 

@@ -54,9 +54,8 @@ async def add_listing(
         "location": location.strip(),
         "image_ids": image_ids,
     }
-    replaced = await run_in_threadpool(services.index.get, product_id) if product_id else None
     try:
-        await run_in_threadpool(services.index.add, listing, prediction.image_embedding, prediction.text_embedding)
+        replaced = await run_in_threadpool(services.index.add, listing, prediction.image_embedding, prediction.text_embedding)
     except ValueError as exc:
         services.photos.remove_added(image_ids)
         raise HTTPException(422, f"the listing could not be indexed: {exc}") from exc

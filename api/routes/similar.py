@@ -62,10 +62,12 @@ async def similar(
 
 
 def known_category(category: str | None, classes: list[str]) -> str | None:
-    """A filter whose root (the part before the first ' / ') is a known category, any case; None if blank."""
+    """A category whose root (the part before the first ' / ') is a known category, any case, with
+    the root spelt as the model spells it; None if blank."""
     if category is None or not category.strip():
         return None
     parts = split_category(category)
-    if not parts or parts[0].lower() not in {name.lower() for name in classes}:
+    roots = {name.lower(): name for name in classes}
+    if not parts or parts[0].lower() not in roots:
         raise HTTPException(422, f"unknown category {category[:100]!r}; known: {', '.join(classes)}")
-    return " / ".join(parts)
+    return " / ".join([roots[parts[0].lower()], *parts[1:]])
