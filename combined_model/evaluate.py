@@ -108,9 +108,10 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         raise ValueError(f"{eval_set.source}: no listing with a known category to evaluate")
     rows, owner, has_image, skipped = row_probabilities(config, eval_set)
     n = len(labels)
-    models, per_image, per_class_f1, confusions = {}, {}, {}, {}
+    models, per_image, per_class_f1, confusions, product_pred = {}, {}, {}, {}, {}
     for name, probs in rows.items():
         product_probs = per_product(probs, owner, n)
+        product_pred[name] = product_probs.argmax(axis=1)
         models[name] = summarise(labels, product_probs)
         per_image[name] = summarise(labels[owner][has_image], probs[has_image])
         per_class_f1[name] = per_class(labels, product_probs, classes)
@@ -120,6 +121,9 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         "n_products": int(n),
         "n_images": int(has_image.sum()),
         "models": models,
+        # the share of listings that the image or the text branch gets right: no choice between the
+        # two branches, however clever, can be more accurate than this
+        "either_branch_right": round(float(np.mean((product_pred["image"] == labels) | (product_pred["text"] == labels))), 4),
         "per_image": per_image,
         "per_class": per_class_f1,
         "confusion": confusions,
@@ -144,6 +148,7 @@ def format_table(result: dict) -> str:
     for name in MODELS:
         m, img = result["models"][name], result["per_image"][name]
         lines.append(f"{name:<18} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}")
+    lines.append(f"{'either branch right':<18} {result['either_branch_right']:>9.3f}   (the ceiling of any choice between image and text)")
     if result["unknown_categories"]:
         lines.append(f"skipped listings with categories the model does not know: {result['unknown_categories']}")
     if result["skipped_images"]:

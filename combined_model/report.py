@@ -32,6 +32,11 @@ def write_report(config: Config, result: dict, out_dir: Path) -> Path:
     for name in models:
         m, img = result["models"][name], result["per_image"][name]
         lines.append(f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['top3']:.3f} | {img['accuracy']:.3f} |")
+    lines += [
+        "",
+        f"Either the image or the text branch is right on {result['either_branch_right']:.3f} of the listings: "
+        "no fusion that picks between the two branches can score above that.",
+    ]
     if result.get("unknown_categories"):
         lines += ["", f"Listings skipped for an unknown category: {result['unknown_categories']}"]
     lines += [

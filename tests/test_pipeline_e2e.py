@@ -46,6 +46,9 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
         for name in ("accuracy", "macro_f1", "top3"):
             assert 0.0 <= metrics[name] <= 1.0, (model, name, metrics[name])
         assert metrics["top3"] >= metrics["accuracy"]
+    models = result["models"]
+    assert max(models["image"]["accuracy"], models["text"]["accuracy"]) <= result["either_branch_right"] <= 1.0
+    assert result["either_branch_right"] <= models["image"]["accuracy"] + models["text"]["accuracy"]
     assert "tfidf_baseline" in capsys.readouterr().out
 
 
