@@ -218,12 +218,8 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
         for step in tqdm(range(steps_per_epoch), desc=f"image epoch {epoch}", unit="batch", leave=False):
             rows = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             labels = train.labels[rows].to(network.device)
-            cut = train.features[views[rows], rows]
-            if settings.mixup > 0:
-                loss, logits = _mixup_step(network, cut, labels, settings.mixup, settings.label_smoothing, generator)
-            else:
-                _, logits = network.from_cut(cut)
-                loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+            _, logits = network.from_cut(train.features[views[rows], rows])
+            loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -263,20 +259,6 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
 def _trained_state(network: ImageNetwork) -> dict[str, torch.Tensor]:
     """A copy of everything training changes (the frozen trunk is left out: it never does)."""
     return {name: tensor.detach().clone() for name, tensor in network.state_dict().items() if not name.startswith("trunk.")}
-
-
-def _mixup_step(
-    network: ImageNetwork, cut: torch.Tensor, labels: torch.Tensor, alpha: float, smoothing: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Manifold mixup at the cut: a batch blended with a shuffled copy of itself, the loss blended alike."""
-    weight = float(torch.distributions.Beta(alpha, alpha).sample())
-    partner = torch.randperm(len(labels), generator=generator)
-    mixed = weight * cut.float() + (1 - weight) * cut[partner].float()
-    _, logits = network.from_cut(mixed)
-    partner = partner.to(labels.device)
-    loss = weight * F.cross_entropy(logits, labels, label_smoothing=smoothing)
-    loss = loss + (1 - weight) * F.cross_entropy(logits, labels[partner], label_smoothing=smoothing)
-    return loss, logits
 
 
 def _warmup_cosine(warmup_steps: int, total_steps: int):

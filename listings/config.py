@@ -60,7 +60,6 @@ class ImageConfig:
     tail_lr_scale: float = 0.3  # the pretrained tail's learning rate, relative to the new layers'
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
-    mixup: float = 0.0  # Beta(α, α) of manifold mixup at the cut; 0: off
     trunk_batch_size: int = 32
     precision: str = "bfloat16"  # bfloat16 | float32: the network's autocast (part of the feature-cache key)
     device: str = "auto"  # where the trunk and training run: auto (a CUDA GPU when torch sees one) | cpu | cuda

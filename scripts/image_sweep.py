@@ -5,7 +5,7 @@
 
 Each variant (space-separated `section.field=value` overrides on top of the common `--set`s) fills
 whatever the cache lacks, trains the tail and head with `image_model.train.fit` and reports
-validation accuracy per photo and per product; the defaults run first. Nothing is saved but the
+validation accuracy per photo and per product; the defaults run first unless `--skip-defaults`. Nothing is saved but the
 cache, and test figures are not computed: settings are chosen on validation only. Prints a table
 and one JSON line per variant.
 """
@@ -46,10 +46,11 @@ def run_variant(base: Config, overrides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.image_sweep", description=__doc__.splitlines()[0], parents=[settings_parser()])
     parser.add_argument("--variant", action="append", default=[], help="space-separated overrides (repeatable)")
+    parser.add_argument("--skip-defaults", action="store_true", help="run only the variants (their reference is known)")
     args = parser.parse_args(argv)
     base = build_config(args)
     results = []
-    for variant in ["", *args.variant]:
+    for variant in ([] if args.skip_defaults else [""]) + args.variant:
         result = run_variant(base, variant.split())
         results.append(result)
         print(json.dumps(result), flush=True)

@@ -16,7 +16,7 @@ from image_model.cache import FeatureCache, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, ImageBranch
 from image_model.model import Architecture, build_network
 from image_model.preprocess import eval_view, make_view
-from image_model.train import CURVES_FILE, fit, prepare_training, train_image
+from image_model.train import CURVES_FILE, train_image
 from listings.categories import CategoryEncoder
 from listings.config import Config
 from listings.data import write_jsonl
@@ -231,23 +231,15 @@ def test_resnet50_weights_load_from_the_torch_cache_without_network(tmp_path, mo
         assert cut.shape == (1, 2048, 2, 2) and split.tail(cut).shape == (1, 2048)
 
 
-def test_mixup_training_lowers_the_validation_loss(tmp_path):
-    config = _tiny_artifacts(tmp_path)
-    config.image.mixup, config.image.epochs = 0.4, 2
-    run = prepare_training(config)
-    history, _, initial_val_loss = fit(run.network, run.data["train"], run.data["val"], config)
-    assert min(h["val_loss"] for h in history) < initial_val_loss
-
-
 def test_image_sweep_reports_validation_per_variant_and_shares_the_cache(tmp_path, capsys):
     config = _tiny_artifacts(tmp_path)
     settings = {
         "data.image_size": SIZE, "image.backbone": "efficientnet_lite0", "image.input_size": SIZE, "image.views": 2,
         "image.epochs": 1, "image.batch_size": 8, "image.trunk_batch_size": 16, "image.lr": 3e-3,
     }
-    argv = ["--artifacts", config.data.artifacts_dir, *(f"--set={k}={v}" for k, v in settings.items()), "--variant", "image.mixup=0.4 image.dropout=0.5"]
+    argv = ["--artifacts", config.data.artifacts_dir, *(f"--set={k}={v}" for k, v in settings.items()), "--variant", "image.dropout=0.5 image.lr=1e-3"]
     assert image_sweep.main(argv) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["variant"] for r in results] == ["defaults", "image.mixup=0.4 image.dropout=0.5"]
+    assert [r["variant"] for r in results] == ["defaults", "image.dropout=0.5 image.lr=1e-3"]
     assert all(0 <= r["val_product"] <= 1 and r["epochs_run"] == 1 for r in results)
     assert results[0]["cache_fill_seconds"] > 0 and results[1]["cache_fill_seconds"] == 0  # the second reuses the cache
