@@ -110,12 +110,14 @@ def index_files(index_dir: Path) -> tuple[Path, Path]:
 def sqlite_product_ids(db_path: Path) -> set[str]:
     """Product ids in an index database, leaving its files untouched.
 
-    After a SIGKILL the write-ahead log can hold committed transactions that only a writable
-    connection may recover (a `mode=ro` one then fails with "attempt to write a readonly
-    database"), so the database and its log are read from a copy."""
+    After a SIGKILL a hot rollback journal (or a write-ahead log) can hold what only a writable
+    connection may settle: the journal undoes a commit the kill cut short, whose pages may already
+    be in the database file (a `mode=ro` connection fails with "attempt to write a readonly
+    database"; a copy without its journal would count the uncommitted listing). So the database
+    is read from a copy that carries its journal or log, and is settled there."""
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / db_path.name
-        for suffix in ("", "-wal"):
+        for suffix in ("", "-journal", "-wal"):
             if Path(f"{db_path}{suffix}").exists():
                 shutil.copyfile(f"{db_path}{suffix}", f"{copy}{suffix}")
         with sqlite3.connect(copy) as db:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -159,6 +161,31 @@ def test_sigkill_during_listing_writes_loses_no_acknowledged_listing(artifacts, 
     with ListingIndex.open(artifacts / "index", IndexConfig()) as index:
         info = index.info()
         assert len(index) == info["faiss_vectors"] == len(expected) and info["tombstones"] == 0
+
+
+_KILLED_MID_TRANSACTION = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("CREATE TABLE listings (product_id TEXT PRIMARY KEY)")
+db.execute("CREATE TABLE vectors (faiss_id INTEGER PRIMARY KEY, vector BLOB)")
+db.execute("INSERT INTO listings VALUES ('committed')")
+db.execute("INSERT INTO vectors VALUES (1, x'00')")
+db.commit()
+db.execute("PRAGMA cache_size = 1")  # the open transaction spills its pages into the database file
+db.execute("BEGIN")
+db.executemany("INSERT INTO listings VALUES (?)", [(f"uncommitted-{i}",) for i in range(3)])
+db.executemany("INSERT INTO vectors VALUES (?, ?)", [(i, os.urandom(3000)) for i in range(2, 400)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_listing_count_after_a_kill_leaves_out_what_the_hot_journal_undoes(tmp_path):
+    """The helper the kill test counts with must settle a hot journal, as the restarted server does."""
+    db_path = tmp_path / "listings.sqlite"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_TRANSACTION, str(db_path)], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert Path(f"{db_path}-journal").exists(), "no hot journal: the case this test is about did not arise"
+    assert sqlite_product_ids(db_path) == {"committed"}
 
 
 # --- broken artifacts at start-up --------------------------------------------------------------
