@@ -1,9 +1,10 @@
 """`fbm evaluate`: score every model on the test split or on any marketplace-format directory.
 
-Models: the image and text branches, the served early fusion (`combined`), late fusion and the two
-baselines (TF-IDF + SVM on text, HOG + SVM on photos). Figures per product (mean over a product's
-photos) and per photo; the report holds a confusion matrix per model, per-class F1 bars, a
-modality comparison chart and the training curves.
+Models: the image and text branches, early fusion (`combined`), late fusion (with the weights
+validation chose, the TF-IDF model's among them) and the two baselines (TF-IDF + SVM on text,
+HOG + SVM on photos). Figures per product (mean over a product's photos) and per photo; the
+report holds a confusion matrix per model, per-class F1 bars, a modality comparison chart and
+the training curves.
 """
 from __future__ import annotations
 
@@ -82,13 +83,13 @@ def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.n
         items = list(zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS]))
         out = predictor.branch_outputs([predictor.prepare(images, text, require_input=False) for images, text in items])
         fusion = predictor.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
-        w = predictor.image_weight
+        tfidf_probs = tfidf.predict_proba([text for _, text in items])[out.owner]
+        late = predictor.late
         parts["image"].append(single_branch(out.image_probs, out.has_image))
         parts["text"].append(single_branch(out.text_probs, out.has_text))
-        parts["combined"].append(combine(out.image_probs, out.text_probs, fusion, out.has_image, out.has_text, EARLY, w))
-        parts["late_fusion"].append(combine(out.image_probs, out.text_probs, None, out.has_image, out.has_text, LATE, w))
-        text_batch = [text for _, text in items]
-        parts["tfidf_baseline"].append(tfidf.predict_proba(text_batch)[out.owner])
+        parts["combined"].append(combine(out.image_probs, out.text_probs, fusion, out.has_image, out.has_text, EARLY, late))
+        parts["late_fusion"].append(combine(out.image_probs, out.text_probs, None, out.has_image, out.has_text, LATE, late, tfidf_probs))
+        parts["tfidf_baseline"].append(tfidf_probs)
         hog_probs = np.full((len(out.owner), len(predictor.classes)), 1.0 / len(predictor.classes), np.float32)
         batch_photos = [p for images, _ in items for p in images]
         if batch_photos:

@@ -1,7 +1,8 @@
 """Assemble the fusion's inputs from the frozen branches' exported embeddings.
 
 The image branch exports one 256-d embedding and one probability vector per photo; the text
-branch one of each per product. A fusion row is one photo of a product together with the
+branch one of each per product, with the TF-IDF text model's probabilities beside them (late
+fusion may weigh them). A fusion row is one photo of a product together with the
 product's text (a product without a usable photo contributes one row with a zero image half),
 so the fusion sees every photo, and a product's prediction is the mean over its rows, as for the
 image branch.
@@ -16,6 +17,7 @@ import pandas as pd
 
 from image_model.inference import EXPORT_FILE as IMAGE_EXPORT
 from listings.artifacts import require_files
+from listings.config import Config
 from text_model.inference import EXPORT_FILE as TEXT_EXPORT
 
 
@@ -31,6 +33,7 @@ class BranchOutputs:
     text_embedding: np.ndarray  # [n_rows, d_txt]
     text_probs: np.ndarray  # [n_rows, C]
     has_text: np.ndarray  # [n_rows] bool
+    tfidf_probs: np.ndarray  # [n_rows, C] the TF-IDF text model's, zeros where there is no text
 
     @property
     def fusion_input(self) -> np.ndarray:
@@ -53,13 +56,22 @@ def text_is_used(known_tokens: np.ndarray, has_image: np.ndarray) -> np.ndarray:
     return (np.asarray(known_tokens) > 0) | ~np.asarray(has_image, dtype=bool)
 
 
-def load_export(path: Path, key: str) -> dict[str, np.ndarray]:
-    require_files([path], "fbm train image` / `fbm train text")
+def load_export(path: Path, key: str, command: str, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """A branch's export (`key` names its row ids); `extra` are further arrays it must hold."""
+    require_files([path], command)
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
-    if key not in arrays or "embeddings" not in arrays or "probs" not in arrays:
-        raise ValueError(f"{path} lacks {key!r}, 'embeddings' or 'probs'")
+    missing = [name for name in (key, "embeddings", "probs", *extra) if name not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(map(repr, missing))}: rerun `{command}`")
     return arrays
+
+
+def load_branch_exports(config: Config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The image branch's export (per photo) and the text stage's (per product)."""
+    image = load_export(config.paths.image_model / IMAGE_EXPORT, "image_ids", "fbm train image")
+    text = load_export(config.paths.text_model / TEXT_EXPORT, "product_ids", "fbm train text", ("known_tokens", "tfidf_probs"))
+    return image, text
 
 
 def gather(products: pd.DataFrame, image_export: dict, text_export: dict, n_classes: int) -> BranchOutputs:
@@ -93,6 +105,7 @@ def gather(products: pd.DataFrame, image_export: dict, text_export: dict, n_clas
         text_embedding=_take(text_export["embeddings"], text_rows_arr, d_txt),
         text_probs=_take(text_export["probs"], text_rows_arr, n_classes),
         has_text=has_text,
+        tfidf_probs=_take(text_export["tfidf_probs"], text_rows_arr, n_classes),
     )
 
 

@@ -3,8 +3,9 @@
 `Predictor.prepare` + `Predictor.predict_prepared` (together `predict_many`) are the one code path
 for the API, `fbm similar` and `fbm evaluate`: images must already be cleaned by
 `listings.images.clean_photo`; `prepare` applies the branches' own preprocessing (the functions
-their training used) and needs no network, so the API runs it on its decode workers while the
-inference thread runs only the networks.
+their training used) and needs no network (it also scores the text with the TF-IDF model when
+the served late fusion weighs it: a sparse product), so the API runs it on its decode workers
+while the inference thread runs only the networks.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import numpy as np
 from PIL import Image
 
 from combined_model.features import concat_embeddings, text_is_used
-from combined_model.fusion import EARLY, FusionClassifier, combine
+from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
 from image_model.inference import ImageBranch
 from listings.artifacts import first_line, load_weights, read_json, require_files
 from listings.config import Config
+from text_model.baseline import TfidfSvmBaseline
 from text_model.inference import TextBranch
 
 MODES = ("image", "text", "combined")
@@ -43,6 +45,7 @@ class PreparedListing:
 
     views: list[np.ndarray]  # one uint8 input view per photo used
     text: tuple[list[int], int] | None  # (token ids, known tokens) of the text used, if any
+    tfidf_probs: np.ndarray | None = None  # [C] the TF-IDF model's, when the fusion weighs them
 
     @property
     def photos(self) -> int:
@@ -60,22 +63,33 @@ class BatchOutputs:
     text_embedding: np.ndarray
     text_probs: np.ndarray
     has_text: np.ndarray
+    tfidf_probs: np.ndarray  # [rows, C] zeros where not computed
     known_tokens: np.ndarray  # [listings]
 
 
 class Predictor:
-    def __init__(self, image: ImageBranch, text: TextBranch, fusion: FusionClassifier, sidecar: dict):
-        if list(image.classes) != list(text.classes) or list(text.classes) != list(sidecar["classes"]):
+    def __init__(self, image: ImageBranch, text: TextBranch, fusion: FusionClassifier, sidecar: dict, tfidf: TfidfSvmBaseline | None = None):
+        classes = list(sidecar["classes"])
+        if any(list(model.classes) != classes for model in (image, text, *([tfidf] if tfidf else []))):
             raise ValueError("the image, text and fusion models were trained on different category lists: retrain with `fbm train all`")
         self.image, self.text, self.fusion = image, text, fusion
-        self.classes: list[str] = list(sidecar["classes"])
+        self.classes: list[str] = classes
         self.method: str = sidecar["served_method"]
-        self.image_weight: float = float(sidecar["late_image_weight"])
+        self.late = LateWeights.from_json(sidecar["late_weights"])
+        if tfidf is not None and tfidf.stem != text.stem:
+            raise ValueError("the TF-IDF and text CNN models tokenize differently: retrain with `fbm train text`")
+        self.tfidf = tfidf
+        if self.uses_tfidf and tfidf is None:
+            raise ValueError("the served late fusion weighs the TF-IDF text model, which was not given")
         self.versions = {
             "image": getattr(image, "version", "image"),
             "text": getattr(text, "version", "text"),
-            "fusion": f"{self.method}(image_weight={self.image_weight})",
+            "fusion": f"late({self.late.describe()})" if self.method == LATE else "early",
         }
+
+    @property
+    def uses_tfidf(self) -> bool:
+        return self.method == LATE and self.late.tfidf > 0
 
     @classmethod
     def load(cls, config: Config) -> "Predictor":
@@ -90,7 +104,12 @@ class Predictor:
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ValueError(f"{directory} holds a mismatched fusion model ({first_line(exc)}): rerun `{TRAIN_COMMAND}`") from exc
         fusion.eval()
-        return cls(ImageBranch.load(config), TextBranch.load(config), fusion, sidecar)
+        try:
+            served_late = sidecar["served_method"] == LATE and LateWeights.from_json(sidecar["late_weights"]).tfidf > 0
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{sidecar_path} lacks valid late-fusion weights ({first_line(exc)}): rerun `{TRAIN_COMMAND}`") from exc
+        tfidf = TfidfSvmBaseline.load(config) if served_late else None
+        return cls(ImageBranch.load(config), TextBranch.load(config), fusion, sidecar, tfidf)
 
     def predict(self, images: list[Image.Image], text: str | None, mode: str = "combined") -> Prediction:
         return self.predict_many([(images, text)], mode)[0]
@@ -108,7 +127,12 @@ class Predictor:
         text = (text or "").strip() if mode != "image" else ""
         if require_input and not images and not text:
             raise ValueError(f"{mode} prediction needs " + {"image": "a photo", "text": "a text", "combined": "a photo or a text"}[mode])
-        return PreparedListing([self.image.view(image) for image in images], self.text.encode(text) if text else None)
+        views = [self.image.view(image) for image in images]
+        if not text:
+            return PreparedListing(views, None)
+        tokens = self.text.tokenize(text)
+        tfidf_probs = self.tfidf.predict_proba_tokens([tokens])[0] if self.uses_tfidf else None
+        return PreparedListing(views, self.text.encode_tokens(tokens), tfidf_probs)
 
     def predict_prepared(self, listings: list[PreparedListing]) -> list[Prediction]:
         out = self.branch_outputs(listings)
@@ -116,7 +140,7 @@ class Predictor:
             fusion_probs = self.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
         else:
             fusion_probs = None
-        rows = combine(out.image_probs, out.text_probs, fusion_probs, out.has_image, out.has_text, self.method, self.image_weight)
+        rows = combine(out.image_probs, out.text_probs, fusion_probs, out.has_image, out.has_text, self.method, self.late, out.tfidf_probs)
         return [self._prediction(i, rows, out) for i in range(len(listings))]
 
     def branch_outputs(self, listings: list[PreparedListing]) -> BatchOutputs:
@@ -135,9 +159,15 @@ class Predictor:
         known = np.zeros(len(listings), np.int64)
         if given.any():
             text_embedding[given], text_probs[given], known[given] = self.text.embed_encoded([listing.text for listing in listings if listing.text is not None])
+        tfidf_probs = np.zeros((len(listings), len(self.classes)), np.float32)
+        for i, listing in enumerate(listings):
+            if listing.tfidf_probs is not None:
+                tfidf_probs[i] = listing.tfidf_probs
         listing_has_image = np.array([listing.photos > 0 for listing in listings], dtype=bool)
         text_used = given & text_is_used(known, listing_has_image)
-        return BatchOutputs(owner, image_embedding, image_probs, has_image, text_embedding[owner], text_probs[owner], text_used[owner], known)
+        return BatchOutputs(
+            owner, image_embedding, image_probs, has_image, text_embedding[owner], text_probs[owner], text_used[owner], tfidf_probs[owner], known
+        )
 
     def _prediction(self, i: int, rows: np.ndarray, out: BatchOutputs) -> Prediction:
         mine = out.owner == i

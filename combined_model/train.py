@@ -1,8 +1,9 @@
 """`fbm train combined`: fuse the frozen branches.
 
 Trains the early-fusion classifier on the training split's cached branch embeddings (early
-stopping on validation), picks the late-fusion image weight on validation, and serves whichever
-of the two is better on validation. Test figures are reported, never used for a choice.
+stopping on validation), picks the late fusion's weights on validation (image branch, text CNN
+and the text stage's TF-IDF model, whose weight may be 0), and serves whichever of the two is
+better on validation. Test figures are reported, never used for a choice.
 """
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_export
-from combined_model.fusion import EARLY, LATE, FusionClassifier, combine, single_branch
+from combined_model.features import BranchOutputs, gather, load_branch_exports
+from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, single_branch
 from combined_model.inference import MODEL_FILE, SIDECAR_FILE
 from listings.config import Config
 from listings.metrics import per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
-LATE_WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)
+WEIGHT_STEP = 0.05  # the grid late-fusion weights are searched on
+TFIDF_POWERS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 def product_metrics(outputs: BranchOutputs, row_probs: np.ndarray) -> dict[str, float]:
@@ -57,7 +59,7 @@ def fit_fusion(train: BranchOutputs, val: BranchOutputs, n_classes: int, config:
         model.eval()
         with torch.no_grad():
             val_loss = loss_fn(model(x_val), y_val).item() if len(x_val) else float("nan")
-        val_acc = product_metrics(val, fused_probs(model, val, EARLY, 0.5))["accuracy"]
+        val_acc = product_metrics(val, fused_probs(model, val, EARLY, LateWeights()))["accuracy"]
         history.append({"epoch": epoch + 1, "train_loss": total / max(len(x), 1), "val_loss": val_loss, "val_accuracy": val_acc})
         if val_acc > best_acc:
             best_acc, best_state, since_best = val_acc, {k: v.clone() for k, v in model.state_dict().items()}, 0
@@ -76,27 +78,43 @@ def _tensors(outputs: BranchOutputs) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(outputs.fusion_input[both]), torch.from_numpy(outputs.row_labels[both])
 
 
-def fused_probs(model: FusionClassifier | None, outputs: BranchOutputs, method: str, image_weight: float) -> np.ndarray:
+def fused_probs(model: FusionClassifier | None, outputs: BranchOutputs, method: str, late: LateWeights) -> np.ndarray:
     fusion = model.predict_proba(outputs.fusion_input) if (model is not None and method == EARLY) else None
-    return combine(outputs.image_probs, outputs.text_probs, fusion, outputs.has_image, outputs.has_text, method, image_weight)
+    return combine(outputs.image_probs, outputs.text_probs, fusion, outputs.has_image, outputs.has_text, method, late, outputs.tfidf_probs)
 
 
-def choose_late_weight(val: BranchOutputs) -> float:
-    """The image weight of late fusion with the best validation accuracy (ties: closest to 0.5)."""
-    scores = [(product_metrics(val, fused_probs(None, val, LATE, w))["accuracy"], -abs(w - 0.5), w) for w in LATE_WEIGHTS]
-    return float(max(scores)[2])
+def late_weight_grid(step: float = WEIGHT_STEP) -> list[LateWeights]:
+    """Every mix on a `step` grid of the simplex, each TF-IDF weight above 0 with every power."""
+    ticks = np.round(np.arange(0.0, 1.0 + step / 2, step), 6)
+    grid = []
+    for tfidf in ticks:
+        for image in ticks[ticks <= 1.0 - tfidf + 1e-9]:
+            text = max(0.0, round(1.0 - tfidf - image, 6))
+            for power in TFIDF_POWERS if tfidf else TFIDF_POWERS[:1]:
+                grid.append(LateWeights(float(image), text, float(tfidf), power))
+    return grid
+
+
+def choose_late_weights(val: BranchOutputs) -> LateWeights:
+    """The late-fusion mix with the best validation product accuracy; ties go to the least TF-IDF
+    weight, then to image and text weights closest to each other, then to the lowest power."""
+
+    def rank(late: LateWeights) -> tuple[float, ...]:
+        accuracy = product_metrics(val, fused_probs(None, val, LATE, late))["accuracy"]
+        return accuracy, -late.tfidf, -abs(late.image - late.text), -late.tfidf_power
+
+    return max(late_weight_grid(), key=rank)
 
 
 def train_combined(config: Config) -> dict:
     start = time.perf_counter()
     prepared = load_prepared(config)
     n_classes = len(prepared.encoder)
-    image_export = load_export(config.paths.image_model / IMAGE_EXPORT, "image_ids")
-    text_export = load_export(config.paths.text_model / TEXT_EXPORT, "product_ids")
+    image_export, text_export = load_branch_exports(config)
     splits = {name: gather(prepared.split(name), image_export, text_export, n_classes) for name in ("train", "val", "test")}
 
     model, history = fit_fusion(splits["train"], splits["val"], n_classes, config)
-    late_weight = choose_late_weight(splits["val"])
+    late = choose_late_weights(splits["val"])
 
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for split in ("val", "test"):
@@ -104,8 +122,8 @@ def train_combined(config: Config) -> dict:
         metrics[split] = {
             "image": product_metrics(out, single_branch(out.image_probs, out.has_image)),
             "text": product_metrics(out, single_branch(out.text_probs, out.has_text)),
-            "combined": product_metrics(out, fused_probs(model, out, EARLY, late_weight)),
-            "late_fusion": product_metrics(out, fused_probs(model, out, LATE, late_weight)),
+            "combined": product_metrics(out, fused_probs(model, out, EARLY, late)),
+            "late_fusion": product_metrics(out, fused_probs(model, out, LATE, late)),
         }
     served = EARLY if metrics["val"]["combined"]["accuracy"] >= metrics["val"]["late_fusion"]["accuracy"] else LATE
 
@@ -118,7 +136,7 @@ def train_combined(config: Config) -> dict:
         "hidden": config.fusion.hidden,
         "dropout": config.fusion.dropout,
         "served_method": served,
-        "late_image_weight": late_weight,
+        "late_weights": late.to_json(),
         "metrics": metrics,
         "history": history,
         "config": asdict(config.fusion),
@@ -127,7 +145,7 @@ def train_combined(config: Config) -> dict:
     plot_curves(history, out_dir / "curves.png", "Fusion", {"val_accuracy": "validation (product)"})
     return {
         "served_method": served,
-        "late_image_weight": late_weight,
+        "late_weights": late.to_json(),
         "epochs": len(history),
         "metrics": metrics,
         "wall_time_s": round(time.perf_counter() - start, 1),

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, load_export, text_is_used
+from combined_model.features import load_branch_exports, text_is_used
 from listings.config import Config
 from listings.metrics import latency_percentiles
 from listings.prepare import load_prepared
@@ -51,8 +51,7 @@ class ProductEmbeddings:
 def load_product_embeddings(config: Config) -> ProductEmbeddings:
     """The prepared listings with their branch embeddings, from the two exports."""
     listings = load_prepared(config).listings
-    image_export = load_export(config.paths.image_model / IMAGE_EXPORT, "image_ids")
-    text_export = load_export(config.paths.text_model / TEXT_EXPORT, "product_ids")
+    image_export, text_export = load_branch_exports(config)
     photos = dict(zip(image_export["image_ids"].tolist(), image_export["embeddings"].astype(np.float32)))
     text_row = {pid: i for i, pid in enumerate(text_export["product_ids"].tolist())}
     d_img, d_txt = image_export["embeddings"].shape[1], text_export["embeddings"].shape[1]

@@ -89,6 +89,7 @@ def bench_pipeline(config: Config) -> dict:
         "naive_epoch_seconds_estimate": timing["naive_epoch_seconds_estimate"],
         "naive_over_cache_epoch_ratio": timing["naive_over_cache_epoch_ratio"],
         "combined_served_method": summaries["combined"]["served_method"],
+        "late_fusion_weights": summaries["combined"]["late_weights"],
     }
 
 
@@ -337,7 +338,8 @@ def markdown(result: dict) -> str:
             f"Image backbone `{p['image_backbone']}`: trunk {p['trunk_images_per_s']} images/s in the training loop "
             f"({p['cache_fill_images_per_s']} images/s filling the feature cache); an epoch on the cache takes "
             f"{p['epoch_seconds_on_cache']} s against an estimated {p['naive_epoch_seconds_estimate']} s when the frozen trunk "
-            f"runs every step (**×{p['naive_over_cache_epoch_ratio']}**). Served fusion: `{p['combined_served_method']}` (chosen on validation).",
+            f"runs every step (**×{p['naive_over_cache_epoch_ratio']}**). Served fusion: `{p['combined_served_method']}` (chosen on validation); "
+            f"late-fusion weights {p['late_fusion_weights']}.",
         ]
     if "accuracy" in result:
         a = result["accuracy"]

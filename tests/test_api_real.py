@@ -13,6 +13,7 @@ from PIL import Image
 
 from api.app import create_app
 from api.services import PhotoStore, Services, warm_up
+from combined_model.fusion import LATE, LateWeights, combine
 from listings.config import Config
 from listings.data import listing_text
 from retrieval.index import ListingIndex, fold_photos, listing_vectors
@@ -22,11 +23,13 @@ NLTK_DATA = Config().data.nltk_data
 pytestmark = pytest.mark.skipif(not NLTK_DATA or not Path(NLTK_DATA).is_dir(), reason="the text branch needs NLTK data")
 
 KEY = "real-key"
+LATE_WEIGHTS = LateWeights(image=0.3, text=0.3, tfidf=0.4, tfidf_power=2.0)  # served: every expert weighs
 
 
 def random_predictor():
     from combined_model.fusion import FusionClassifier
     from combined_model.inference import Predictor
+    from text_model.baseline import TfidfSvmBaseline
     from image_model.inference import ImageBranch
     from image_model.model import Architecture, build_network
     from text_model.inference import TextBranch
@@ -41,7 +44,11 @@ def random_predictor():
     text_model = TextCNN(TextCNNShape(vocab_size=len(vocab), word_dim=32, n_classes=len(CLASSES), channels=16))
     text = TextBranch(text_model, vocab, {"classes": CLASSES, "stem": False, "max_tokens": 64})
     fusion = FusionClassifier(512, len(CLASSES))
-    return Predictor(image, text, fusion, {"classes": CLASSES, "served_method": "early", "late_image_weight": 0.5})
+    texts = [listing_text(row["title"], row["description"]) for row in catalogue_rows() if row["title"]]
+    labels = [CLASSES.index(row["category"].split(" / ")[0]) for row in catalogue_rows() if row["title"]]
+    tfidf = TfidfSvmBaseline(CLASSES, min_df=1).fit([text.tokenize(t) for t in texts], labels)
+    sidecar = {"classes": CLASSES, "served_method": "late", "late_weights": LATE_WEIGHTS.to_json()}
+    return Predictor(image, text, fusion, sidecar, tfidf)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +95,23 @@ def test_each_endpoint_with_the_real_predictor(real):
     assert unknown["low_confidence"] is True
     health = real.get("/health").json()
     assert health["listings"] == 12 and health["models"]["image"].startswith("efficientnet_lite0")
+    assert health["models"]["fusion"] == f"late({LATE_WEIGHTS.describe()})"
+
+
+def test_served_late_fusion_weighs_the_tfidf_model_of_the_listing_text():
+    predictor = random_predictor()
+    photo, title = synthetic_photo("green", "square"), "Green oak dining chair"
+    prediction = predictor.predict([photo], title)
+    out = predictor.branch_outputs([predictor.prepare([], title)])
+    tfidf = predictor.tfidf.predict_proba([title])
+    assert np.allclose(out.tfidf_probs, tfidf)
+    image = predictor.branch_outputs([predictor.prepare([photo], None)]).image_probs
+    both = np.array([True])
+    expected = combine(image, out.text_probs, None, both, both, LATE, LATE_WEIGHTS, tfidf)[0]
+    probabilities = dict(zip(prediction.classes, prediction.probabilities))
+    np.testing.assert_allclose([probabilities[c] for c in CLASSES], expected, rtol=1e-4, atol=1e-6)
+    text_only = predictor.predict([], title)  # no photo: the text CNN alone, as /text answers
+    np.testing.assert_allclose(sorted(text_only.probabilities), sorted(out.text_probs[0]), rtol=1e-4, atol=1e-6)
 
 
 def test_similar_with_each_modality_on_real_embeddings(real):

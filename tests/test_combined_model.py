@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, gather, load_export
-from combined_model.fusion import EARLY, LATE, FusionClassifier, combine, single_branch
-from combined_model.train import MODEL_FILE, SIDECAR_FILE, train_combined
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, gather, load_branch_exports, load_export
+from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, sharpen, single_branch
+from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, train_combined
 from listings.categories import CategoryEncoder
 from listings.config import Config
 from listings.data import write_jsonl
@@ -19,8 +19,9 @@ from listings.metrics import per_product
 CLASSES = ["Appliances", "Baby & Kids Stuff", "Computers & Software"]
 
 
-def _synthetic_artifacts(tmp_path, n_products: int = 90, dim: int = 16, seed: int = 0) -> Config:
-    """Prepared listings plus branch exports whose embeddings carry the label, noisily."""
+def _synthetic_artifacts(tmp_path, n_products: int = 90, dim: int = 16, seed: int = 0, tfidf_informs: bool = True) -> Config:
+    """Prepared listings plus branch exports whose embeddings carry the label, noisily; the TF-IDF
+    probabilities carry it too (independent noise) or, without `tfidf_informs`, are uniform."""
     rng = np.random.default_rng(seed)
     config = Config()
     config.data.artifacts_dir = str(tmp_path)
@@ -53,6 +54,7 @@ def _synthetic_artifacts(tmp_path, n_products: int = 90, dim: int = 16, seed: in
         embeddings=text_emb_arr,
         probs=probs(text_emb_arr, 3),
         known_tokens=np.full(n_products, 5),
+        tfidf_probs=probs(np.eye(dim)[labels + 3] * 2 + rng.normal(0, 1.0, (n_products, dim)), 3) if tfidf_informs else np.full((n_products, len(CLASSES)), 1 / len(CLASSES)),
     )
     return config
 
@@ -65,7 +67,8 @@ def test_train_combined_lowers_loss_and_saves_a_reloadable_model(tmp_path):
     losses = [h["train_loss"] for h in sidecar["history"]]
     assert losses[-1] < losses[0]
     assert summary["served_method"] in (EARLY, LATE)
-    assert 0.0 <= summary["late_image_weight"] <= 1.0
+    late = LateWeights.from_json(summary["late_weights"])
+    assert sidecar["late_weights"] == late.to_json()
     for split in ("val", "test"):
         for model in ("image", "text", "combined", "late_fusion"):
             assert 0.0 <= summary["metrics"][split][model]["accuracy"] <= 1.0
@@ -84,16 +87,17 @@ def test_missing_modality_falls_back_to_the_branch_with_input():
     has_text = np.array([True, False, True, False])
     fused = np.array([[0.6, 0.4]] * 4, np.float32)
 
-    early = combine(image, text, fused, has_image, has_text, EARLY, 0.5)
+    early = combine(image, text, fused, has_image, has_text, EARLY, LateWeights())
     np.testing.assert_allclose(early[0], fused[0])
     np.testing.assert_allclose(early[1], image[1])  # photo only
     np.testing.assert_allclose(early[2], text[2])  # text only
     np.testing.assert_allclose(early[3], [0.5, 0.5])  # nothing: uniform
 
-    late = combine(image, text, None, has_image, has_text, LATE, 0.25)
+    late = combine(image, text, None, has_image, has_text, LATE, LateWeights(0.25, 0.75))
     np.testing.assert_allclose(late[0], 0.25 * image[0] + 0.75 * text[0])
+    np.testing.assert_allclose(late[2], text[2])  # the mix is only for listings with both
     with pytest.raises(ValueError):
-        combine(image, text, None, has_image, has_text, EARLY, 0.5)
+        combine(image, text, None, has_image, has_text, EARLY, LateWeights())
     np.testing.assert_allclose(single_branch(text, has_text)[1], [0.5, 0.5])
 
 
@@ -102,8 +106,7 @@ def test_gather_rows_per_photo_and_product_mean(tmp_path):
     products = pd.read_json(config.paths.listings, lines=True)
     out = gather(
         products,
-        load_export(config.paths.image_model / IMAGE_EXPORT, "image_ids"),
-        load_export(config.paths.text_model / TEXT_EXPORT, "product_ids"),
+        *load_branch_exports(config),
         len(CLASSES),
     )
     photos = products["image_ids"].map(len).to_numpy()
@@ -113,4 +116,39 @@ def test_gather_rows_per_photo_and_product_mean(tmp_path):
     means = per_product(np.arange(len(out.product_index), dtype=np.float32)[:, None], out.product_index, len(products))
     assert means.shape == (len(products), 1)
     with pytest.raises(FileNotFoundError):
-        load_export(tmp_path / "nope.npz", "image_ids")
+        load_export(tmp_path / "nope.npz", "image_ids", "fbm train image")
+
+
+def test_late_fusion_mixes_in_sharpened_tfidf_probabilities():
+    image = np.array([[0.6, 0.4]], np.float32)
+    text = np.array([[0.5, 0.5]], np.float32)
+    tfidf = np.array([[0.4, 0.6]], np.float32)
+    both = np.array([True])
+    late = LateWeights(0.2, 0.3, 0.5, 2.0)
+    expected = 0.2 * image[0] + 0.3 * text[0] + 0.5 * np.array([0.16, 0.36]) / 0.52
+    np.testing.assert_allclose(combine(image, text, None, both, both, LATE, late, tfidf)[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(sharpen(tfidf, 1.0), tfidf, rtol=1e-5)
+    with pytest.raises(ValueError, match="TF-IDF"):
+        combine(image, text, None, both, both, LATE, late)  # weighed but not given
+    for bad in (dict(image=0.6, text=0.6), dict(image=-0.1, text=1.1), dict(image=0.5, text=0.5, tfidf_power=0.0)):
+        with pytest.raises(ValueError):
+            LateWeights(**bad)
+
+
+def test_late_weights_take_tfidf_only_when_it_helps_on_validation(tmp_path):
+    def chosen(tfidf_informs: bool) -> tuple[LateWeights, float, float]:
+        config = _synthetic_artifacts(tmp_path / str(tfidf_informs), n_products=300, tfidf_informs=tfidf_informs)
+        products = pd.read_json(config.paths.listings, lines=True)
+        val = gather(products[products["split"] == "val"], *load_branch_exports(config), len(CLASSES))
+
+        def accuracy(weights: LateWeights) -> float:
+            rows = combine(val.image_probs, val.text_probs, None, val.has_image, val.has_text, LATE, weights, val.tfidf_probs)
+            return float((per_product(rows, val.product_index, len(val.labels)).argmax(1) == val.labels).mean())
+
+        late = choose_late_weights(val)
+        return late, accuracy(late), max(accuracy(LateWeights(w, 1 - w)) for w in np.linspace(0, 1, 21))
+
+    informed, with_tfidf, best_two_branch = chosen(True)
+    assert informed.tfidf > 0 and with_tfidf > best_two_branch  # independent evidence: the mix gains
+    uninformed, _, _ = chosen(False)
+    assert uninformed.tfidf == 0  # uniform TF-IDF probabilities change no ranking: ties go to the two branches

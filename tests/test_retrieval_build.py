@@ -52,6 +52,7 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
         embeddings=np.array(text_emb, np.float32),
         probs=probs(n_products),
         known_tokens=known,
+        tfidf_probs=probs(n_products),
     )
     return config
 

@@ -419,7 +419,7 @@ def test_train_text_export_is_reproduced_by_the_reloaded_branch(trained_text):
     listings = load_prepared(config).listings
     with np.load(config.paths.text_model / EXPORT_FILE, allow_pickle=False) as export:
         exported = {key: export[key] for key in export.files}
-    assert set(exported) == {"product_ids", "embeddings", "probs", "known_tokens"}
+    assert set(exported) == {"product_ids", "embeddings", "probs", "known_tokens", "tfidf_probs"}
     n = len(listings)
     assert exported["product_ids"].tolist() == listings["product_id"].astype(str).tolist()
     assert exported["embeddings"].shape == (n, 256) and exported["embeddings"].dtype == np.float32
@@ -439,3 +439,4 @@ def test_train_text_export_is_reproduced_by_the_reloaded_branch(trained_text):
         assert summary["cnn"][split] == summarise(labels[rows], exported["probs"][rows])
         baseline_probs = TfidfSvmBaseline.load(config).predict_proba([texts[i] for i in rows])
         assert summary["tfidf_svm_baseline"][split] == summarise(labels[rows], baseline_probs)
+        assert np.allclose(exported["tfidf_probs"][rows], baseline_probs, atol=1e-6)

@@ -58,9 +58,17 @@ class TextBranch:
         model.words.weight.requires_grad_(False)
         return cls(model, vocab, sidecar)
 
+    def tokenize(self, text: str) -> list[str]:
+        """The text's tokens as this branch was trained on them (also the TF-IDF model's input)."""
+        return tokenize(text, self.stem)
+
     def encode(self, text: str) -> tuple[list[int], int]:
         """A text as the network's input: (token ids, number of known tokens)."""
-        return self.vocab.encode(tokenize(text, self.stem), self.max_tokens)
+        return self.encode_tokens(self.tokenize(text))
+
+    def encode_tokens(self, tokens: list[str]) -> tuple[list[int], int]:
+        """As `encode`, for a text already tokenized by `tokenize`."""
+        return self.vocab.encode(tokens, self.max_tokens)
 
     def embed_and_predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(embeddings [n, 256] float32, probabilities [n, C] float32, known-token counts [n]).
@@ -72,7 +80,7 @@ class TextBranch:
 
     def embed_tokens(self, token_lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `embed_and_predict`, for texts already tokenized with this branch's `stem` setting."""
-        return self.embed_encoded([self.vocab.encode(tokens, self.max_tokens) for tokens in token_lists])
+        return self.embed_encoded([self.encode_tokens(tokens) for tokens in token_lists])
 
     def embed_encoded(self, encoded: list[tuple[list[int], int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `embed_and_predict`, for texts already turned into (ids, known count) by `encode`."""

@@ -3,8 +3,8 @@
 Writes to `config.paths.text_model`: `word2vec.bin` (word2vec C binary format), `word2vec_tsne.png`,
 `tfidf_svm/` (the baseline), `model.pt` + `model.json` + `vocab.json` (the CNN), `curves.png`,
 `text_embeddings.npz` (every product's embedding, probabilities and known-token count, computed
-by the served `TextBranch`) and `summary.json`. Settings are chosen on validation; test figures are
-reported, never used for a choice.
+by the served `TextBranch`, and the saved TF-IDF model's probabilities) and `summary.json`.
+Settings are chosen on validation; test figures are reported, never used for a choice.
 """
 from __future__ import annotations
 
@@ -178,6 +178,7 @@ def train_text(config: Config) -> dict:
         embeddings=embeddings,
         probs=probs,
         known_tokens=known,
+        tfidf_probs=TfidfSvmBaseline.load(config).predict_proba_tokens(tokens),  # late fusion may weigh them
     )
     cnn_metrics = {split: summarise(labels[rows[split]], probs[rows[split]]) for split in EVAL_SPLITS if len(rows[split])}
 
