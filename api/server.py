@@ -1,4 +1,5 @@
-"""`fbm serve`: load the models and the index, then serve the API with uvicorn on `config.serve.port`."""
+"""`fbm serve`: load the models and the index, then serve the API with uvicorn on `config.serve.port`
+(uvloop and httptools, from requirements.txt, which uvicorn chooses when they are installed)."""
 from __future__ import annotations
 
 import logging

@@ -89,7 +89,7 @@ def late_weight_grid(step: float = WEIGHT_STEP) -> list[LateWeights]:
     grid = []
     for tfidf in ticks:
         for image in ticks[ticks <= 1.0 - tfidf + 1e-9]:
-            text = max(0.0, round(1.0 - tfidf - image, 6))
+            text = max(0.0, round(1.0 - float(tfidf) - float(image), 6))
             for power in TFIDF_POWERS if tfidf else TFIDF_POWERS[:1]:
                 grid.append(LateWeights(float(image), text, float(tfidf), power))
     return grid

@@ -32,9 +32,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from combined_model.fusion import LateWeights
 from listings.config import REPO_ROOT, Config
 from listings.subset import subset_dataset
-from scripts.loadgen import run_load
+from scripts.loadgen import Request, form_request, run_load
 
 ENDPOINTS = ("image", "text", "combined", "similar")
 RAW_BATCHES = (8, 32)  # listings per raw model pass; the best is the reference
@@ -132,13 +133,13 @@ def sample_queries(config: Config, n: int = 64) -> list[Query]:
     ]
 
 
-def request_for(endpoint: str, query: Query) -> dict:
+def request_for(endpoint: str, query: Query) -> Request:
     photo = {"img": ("listing.jpg", query.photo, "image/jpeg")}
     if endpoint == "image":
-        return {"method": "POST", "url": "/image", "files": photo}
+        return form_request("/image", files=photo)
     if endpoint == "text":
-        return {"method": "POST", "url": "/text", "data": {"txt": query.text}}
-    return {"method": "POST", "url": f"/{endpoint}", "files": photo, "data": {"txt": query.text}}
+        return form_request("/text", data={"txt": query.text})
+    return form_request(f"/{endpoint}", data={"txt": query.text}, files=photo)
 
 
 class RawThroughput:
@@ -165,7 +166,7 @@ class RawThroughput:
 
     def measure(self, endpoint: str) -> dict:
         mode = "combined" if endpoint == "similar" else endpoint
-        by_batch = {}
+        by_batch, cpu_ms = {}, {}
         for size in RAW_BATCHES:
             batch = [([self.photos[i % len(self.photos)]], self.texts[i % len(self.texts)]) for i in range(size)]
 
@@ -176,11 +177,19 @@ class RawThroughput:
                         self.index.search(p.image_embedding, p.text_embedding, k=10)
                 return len(batch)
 
-            by_batch[size] = float(np.median([self._rate(one_pass) for _ in range(3)]))
+            runs = [self._rate(one_pass) for _ in range(3)]
+            by_batch[size] = float(np.median([rate for rate, _ in runs]))
+            cpu_ms[size] = float(np.median([ms for _, ms in runs]))
         best = max(by_batch, key=by_batch.get)
-        return {"listings_per_s": round(by_batch[best], 2), "batch": best, "by_batch": {str(k): round(v, 2) for k, v in by_batch.items()}}
+        return {
+            "listings_per_s": round(by_batch[best], 2),
+            "batch": best,
+            "by_batch": {str(k): round(v, 2) for k, v in by_batch.items()},
+            "cpu_ms_per_listing": round(cpu_ms[best], 2),
+        }
 
-    def _rate(self, one_pass: Callable[[], int]) -> float:
+    def _rate(self, one_pass: Callable[[], int]) -> tuple[float, float]:
+        """(listings per second, CPU milliseconds per listing) of `workers` threads repeating `one_pass`."""
         import threading
 
         stop_at = time.perf_counter() + RAW_SECONDS
@@ -190,13 +199,14 @@ class RawThroughput:
             while time.perf_counter() < stop_at:
                 done[slot] += one_pass()
 
-        start = time.perf_counter()
+        cpu_start, start = time.process_time(), time.perf_counter()
         pool = [threading.Thread(target=worker, args=(slot,)) for slot in range(self.workers)]
         for thread in pool:
             thread.start()
         for thread in pool:
             thread.join()
-        return sum(done) / (time.perf_counter() - start)
+        listings = sum(done)
+        return listings / (time.perf_counter() - start), 1000 * (time.process_time() - cpu_start) / max(listings, 1)
 
     def close(self) -> None:
         self.index.close()
@@ -248,6 +258,20 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_load(url: str, server_pid: int, requests: list[Request], total: int, concurrency: int) -> dict:
+    """`run_load`'s summary plus the server's CPU milliseconds per answered request."""
+    cpu_start = process_cpu_s(server_pid)
+    summary = run_load(url, lambda i: requests[i % len(requests)], total, concurrency).summary()
+    summary["server_cpu_ms_per_request"] = round(1000 * (process_cpu_s(server_pid) - cpu_start) / max(summary["requests"], 1), 2)
+    return summary
+
+
 def bench_serving(config: Config, plan: BenchPlan) -> dict:
     queries = sample_queries(config)
     raw = RawThroughput(config, queries)
@@ -259,15 +283,13 @@ def bench_serving(config: Config, plan: BenchPlan) -> dict:
         for endpoint in ENDPOINTS:
             reference = results["raw"]["endpoints"][endpoint] = raw.measure(endpoint)
             print(f"raw /{endpoint}: {reference}", file=sys.stderr)
-            run_load(url, lambda i: request_for(endpoint, queries[i % len(queries)]), 4, 1)  # warm-up
+            requests = [request_for(endpoint, query) for query in queries]
+            run_load(url, lambda i: requests[i % len(requests)], 4, 1)  # warm-up
             rows = []
             for concurrency in plan.concurrencies:
-                runs = [
-                    run_load(url, lambda i: request_for(endpoint, queries[i % len(queries)]), plan.requests_per_client * concurrency, concurrency).summary()
-                    for _ in range(plan.repeats)
-                ]
+                runs = [server_load(url, server.pid, requests, plan.requests_per_client * concurrency, concurrency) for _ in range(plan.repeats)]
                 row = {"concurrency": concurrency, "requests": runs[0]["requests"]}
-                for key in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps"):
+                for key in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_request", "client_cpu_ms_per_request"):
                     row[key] = round(float(np.median([r[key] for r in runs])), 2)
                 row["non_2xx"] = sum(n for r in runs for status, n in r["statuses"].items() if not status.startswith("2")) + sum(r["errors"] for r in runs)
                 row["throughput_over_raw"] = round(row["throughput_rps"] / reference["listings_per_s"], 2)
@@ -339,7 +361,7 @@ def markdown(result: dict) -> str:
             f"({p['cache_fill_images_per_s']} images/s filling the feature cache); an epoch on the cache takes "
             f"{p['epoch_seconds_on_cache']} s against an estimated {p['naive_epoch_seconds_estimate']} s when the frozen trunk "
             f"runs every step (**×{p['naive_over_cache_epoch_ratio']}**). Served fusion: `{p['combined_served_method']}` (chosen on validation); "
-            f"late-fusion weights {p['late_fusion_weights']}.",
+            f"late-fusion weights {LateWeights.from_json(p['late_fusion_weights']).describe()}.",
         ]
     if "accuracy" in result:
         a = result["accuracy"]
@@ -360,15 +382,20 @@ def markdown(result: dict) -> str:
             f"Raw model throughput, measured just before each endpoint's load (in-process, no HTTP, photos already decoded, "
             f"in the server's layout: {s['raw']['workers']} passes side by side × {s['raw']['torch_threads']} torch thread(s); "
             f"best batch of {', '.join(map(str, RAW_BATCHES))} listings): "
-            + ", ".join(f"{e} {r['listings_per_s']} listings/s (batch {r['batch']})" for e, r in s["raw"]["endpoints"].items())
-            + ".",
+            + ", ".join(
+                f"{e} {r['listings_per_s']} listings/s (batch {r['batch']}; {r.get('cpu_ms_per_listing', '–')} ms of CPU per listing)"
+                for e, r in s["raw"]["endpoints"].items()
+            )
+            + ". The load generator runs on the same cores as the server; the CPU columns say what each request cost "
+            "the server process and the generator.",
             "",
-            "| endpoint | concurrency | p50 ms | p95 ms | p99 ms | req/s | req/s ÷ raw | non-2xx |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| endpoint | concurrency | p50 ms | p95 ms | p99 ms | req/s | req/s ÷ raw | server CPU ms/req | generator CPU ms/req | non-2xx |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for endpoint, rows in s["endpoints"].items():
             lines += [
-                f"| /{endpoint} | {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['throughput_over_raw']} | {r['non_2xx']} |"
+                f"| /{endpoint} | {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['throughput_over_raw']} "
+                f"| {r.get('server_cpu_ms_per_request', '–')} | {r.get('client_cpu_ms_per_request', '–')} | {r['non_2xx']} |"
                 for r in rows
             ]
     if "scale" in result:

@@ -1,20 +1,41 @@
-"""A bounded HTTP load generator for the benchmark and the soak test (loopback only).
+"""A bounded HTTP load generator for the benchmark (loopback only).
 
 `run_load` sends `requests` requests from `concurrency` threads, each request built by
-`make_request(i)`, and reports latency percentiles, throughput and the status codes seen.
+`make_request(i)`, and reports latency percentiles, throughput, the status codes seen and the CPU
+time the generator itself spent. Requests are encoded once, before the load (`form_request`), and
+sent over keep-alive `http.client` connections: on a 2-core machine the generator shares the cores
+with the server it measures, and an httpx client cost about 6.5 ms of CPU per request against
+0.4 ms for this one (measured on /combined at concurrency 16).
 """
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
-RequestSpec = dict  # keyword arguments of httpx.Client.request: method, url, data, files, headers...
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, already encoded."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def form_request(path: str, data: dict[str, str] | None = None, files: dict | None = None) -> Request:
+    """A POST of form fields and files (httpx's `files` shape), encoded once as multipart or urlencoded."""
+    encoded = httpx.Request("POST", f"http://loopback{path}", data=data, files=files)
+    headers = {"content-type": encoded.headers["content-type"]} if "content-type" in encoded.headers else {}
+    return Request("POST", path, encoded.read(), headers)
 
 
 @dataclass
@@ -25,6 +46,7 @@ class LoadResult:
     latencies_ms: list[float] = field(repr=False)
     statuses: dict[int, int]
     errors: int
+    client_cpu_s: float  # CPU the generator's threads spent (this process, during the load)
 
     @property
     def throughput(self) -> float:
@@ -43,19 +65,21 @@ class LoadResult:
             "throughput_rps": round(self.throughput, 2),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "errors": self.errors,
+            "client_cpu_ms_per_request": round(1000 * self.client_cpu_s / max(self.requests, 1), 2),
         }
 
 
 def run_load(
     base_url: str,
-    make_request: Callable[[int], RequestSpec],
+    make_request: Callable[[int], Request],
     requests: int,
     concurrency: int,
     timeout_s: float = 60.0,
     deadline_s: float = 600.0,
 ) -> LoadResult:
     """Send `requests` requests over `concurrency` threads; stops early at `deadline_s`."""
-    if not base_url.startswith(("http://127.", "http://localhost", "http://[::1]")):
+    url = urlsplit(base_url)
+    if url.scheme != "http" or url.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"load is only ever sent to loopback, not {base_url}")
     counter = iter(range(requests))
     lock = threading.Lock()
@@ -66,17 +90,22 @@ def run_load(
 
     def worker() -> None:
         nonlocal errors
-        with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+        connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout_s)
+        try:
             while time.monotonic() < stop_at:
                 with lock:
                     i = next(counter, None)
                 if i is None:
                     return
-                spec = make_request(i)
+                request = make_request(i)
                 start = time.perf_counter()
                 try:
-                    status = client.request(**spec).status_code
-                except httpx.HTTPError:
+                    connection.request(request.method, request.path, body=request.body, headers=request.headers)
+                    response = connection.getresponse()
+                    response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException):
+                    connection.close()  # reconnects on the next request
                     with lock:
                         errors += 1
                     continue
@@ -84,7 +113,10 @@ def run_load(
                 with lock:
                     latencies.append(elapsed)
                     statuses[status] += 1
+        finally:
+            connection.close()
 
+    cpu_start = time.process_time()
     start = time.perf_counter()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
@@ -92,4 +124,4 @@ def run_load(
     for thread in threads:
         thread.join(timeout=deadline_s + timeout_s)
     wall = time.perf_counter() - start
-    return LoadResult(concurrency, len(latencies), wall, latencies, dict(statuses), errors)
+    return LoadResult(concurrency, len(latencies), wall, latencies, dict(statuses), errors, time.process_time() - cpu_start)
