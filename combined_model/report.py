@@ -35,7 +35,8 @@ def write_report(config: Config, result: dict, out_dir: Path) -> Path:
     lines += [
         "",
         f"Either the image or the text branch is right on {result['either_branch_right']:.3f} of the listings: "
-        "no fusion that picks between the two branches can score above that.",
+        "no fusion that picks between the two branches can score above that. One of image, text and the TF-IDF model "
+        f"(late fusion's inputs) is right on {result['any_late_input_right']:.3f}.",
     ]
     if result.get("unknown_categories"):
         lines += ["", f"Listings skipped for an unknown category: {result['unknown_categories']}"]

@@ -49,6 +49,8 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     models = result["models"]
     assert max(models["image"]["accuracy"], models["text"]["accuracy"]) <= result["either_branch_right"] <= 1.0
     assert result["either_branch_right"] <= models["image"]["accuracy"] + models["text"]["accuracy"]
+    assert result["either_branch_right"] <= result["any_late_input_right"] <= 1.0
+    assert models["tfidf_baseline"]["accuracy"] <= result["any_late_input_right"]
     assert "tfidf_baseline" in capsys.readouterr().out
 
 
