@@ -584,18 +584,19 @@ class ListingIndex:
             self._wrote()
         return _listing_from_row(old[1:]) if old else None
 
-    def delete(self, product_id: str) -> bool:
-        """Remove a listing; False when it is not indexed."""
+    def delete(self, product_id: str) -> Listing | None:
+        """Remove a listing; returns it (read under the write lock, so a replace running at the same
+        time cannot swap in another), or None when it is not indexed."""
         with self._lock.write():
             with self._db:
-                old = self._db.execute("SELECT faiss_id FROM listings WHERE product_id = ?", (product_id,)).fetchone()
+                old = self._db.execute(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,)).fetchone()
                 if not old:
-                    return False
+                    return None
                 _delete(self._db, old[0])
             self._drop_from_faiss(old[0])
             self._count -= 1
             self._wrote()
-        return True
+        return _listing_from_row(old[1:])
 
     def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
         self._exclusions.clear()

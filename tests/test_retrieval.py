@@ -127,7 +127,8 @@ def test_add_then_search_finds_it_and_delete_removes_it(tmp_path):
         assert len(index) == 6
         assert index.search(None, E[3], k=1).hits[0].price == 5.0
         assert "new" not in _ids(index.search(E[3], None, k=10))  # photo queries see that it has no photo now
-        assert index.delete("new") and not index.delete("new")
+        removed = index.delete("new")
+        assert removed is not None and removed.price == 5.0 and index.delete("new") is None  # the row it removed
         assert len(index) == 5
         assert "new" not in _ids(index.search(None, E[3], k=10))
     with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
@@ -164,7 +165,7 @@ def test_hnsw_above_threshold_filters_deletes_and_guarantees_k(tmp_path):
                     by_score = sorted(expected, key=lambda pid: -float(vectors[int(pid[1:]), :D] @ query))
                     assert _ids(result) == by_score[:20]
         top = _ids(index.search(query, None, k=1))[0]
-        assert index.delete(top)
+        assert index.delete(top) is not None
         assert top not in _ids(index.search(query, None, k=10))
         assert index.info()["tombstones"] == 1
     with ListingIndex.open(tmp_path, config) as reopened:

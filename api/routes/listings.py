@@ -69,8 +69,8 @@ async def add_listing(
 @router.delete("/listings/{product_id}", response_model=ListingDeleted, responses=INVALID | NOT_FOUND, summary="Remove a listing")
 async def delete_listing(product_id: ProductId, services: ServicesDep) -> ListingDeleted:
     """The listing leaves the index, and photos added with it through the API leave the photo store."""
-    listing = await run_in_threadpool(services.index.get, product_id)
-    if listing is None or not await run_in_threadpool(services.index.delete, product_id):
+    listing = await run_in_threadpool(services.index.delete, product_id)
+    if listing is None:
         raise HTTPException(404, f"no listing {product_id!r} in the index")
     services.photos.remove_added(listing.image_ids)
     return ListingDeleted(product_id=product_id, deleted=True)
