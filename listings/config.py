@@ -74,6 +74,7 @@ class TextConfig:
     w2v_negative: int = 10
     w2v_min_count: int = 2
     w2v_epochs: int = 20
+    w2v_workers: int = 1  # gensim threads: one gives the same vectors every run (two: ~20 s faster, not reproducible)
     finetune_embeddings: bool = True
     kernel_sizes: tuple[int, ...] = (2, 3, 4, 5)
     channels: int = 128

@@ -2,8 +2,10 @@
 baseline and a tiny end-to-end `train_text` on a subset of the real dataset."""
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -284,6 +286,12 @@ def test_word2vec_trains_saves_and_loads_identically(tmp_path):
     assert len(neighbours["sofa"]) == 3 and all(w != "sofa" and isinstance(s, float) for w, s in neighbours["sofa"])
 
 
+def test_word2vec_on_one_worker_gives_the_same_vectors_every_run():
+    tokens, _ = separable_corpus(3000)  # ~21k words: more than one of gensim's 10k-word jobs
+    runs = [train_word2vec(tokens, tiny_text_config(), seed=0, workers=TextConfig().w2v_workers) for _ in range(2)]
+    assert np.array_equal(runs[0].vectors, runs[1].vectors)
+
+
 def test_word_matrix_rows():
     tokens, _ = separable_corpus(40)
     vectors = train_word2vec(tokens, tiny_text_config(), seed=0, workers=1)
@@ -410,6 +418,23 @@ def test_train_text_writes_every_artifact(trained_text):
     assert summary["epochs_run"] == 2 and summary["vocabulary_size"] == len(vocab)
     assert summary["word2vec_time_s"] >= 0 and summary["cnn_epoch_time_s"] > 0 and summary["wall_time_s"] > 0
     assert set(summary["cnn"]) == set(summary["tfidf_svm_baseline"]) == {"val", "test"}
+
+
+def test_train_text_is_reproducible(trained_text, tmp_path):
+    """Same listings, settings and seed: the same word vectors, model, TF-IDF baseline and figures."""
+    from text_model.train import train_text
+
+    config, summary = trained_text
+    again = copy.deepcopy(config)
+    again.data.artifacts_dir = str(tmp_path / "artifacts")
+    shutil.copytree(config.paths.data, again.paths.data)
+    second = train_text(again)
+
+    assert (again.paths.text_model / WORD2VEC_FILE).read_bytes() == (config.paths.text_model / WORD2VEC_FILE).read_bytes()
+    with np.load(config.paths.text_model / EXPORT_FILE) as first_export, np.load(again.paths.text_model / EXPORT_FILE) as second_export:
+        for key in ("embeddings", "probs", "tfidf_probs"):
+            assert np.array_equal(first_export[key], second_export[key]), key
+    assert second["cnn"] == summary["cnn"]
 
 
 def test_train_text_export_is_reproduced_by_the_reloaded_branch(trained_text):

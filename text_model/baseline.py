@@ -42,7 +42,7 @@ class TfidfSvmBaseline:
     def fit(self, token_lists: list[list[str]], labels: Sequence[int]) -> "TfidfSvmBaseline":
         """Fit on texts already tokenized with `tokenize(text, self.stem)` (training tokenizes once)."""
         features = self.vectorizer.fit_transform(token_lists)
-        svm = LinearSVC(C=self.C).fit(features, np.asarray(labels))
+        svm = LinearSVC(C=self.C, random_state=0).fit(features, np.asarray(labels))  # liblinear shuffles: seeded, runs agree
         if list(svm.classes_) != list(range(len(self.classes))):
             raise ValueError(f"the training labels cover classes {list(svm.classes_)}, not all {len(self.classes)}")
         coef, intercept = svm.coef_, svm.intercept_
