@@ -123,11 +123,9 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         "n_products": int(n),
         "n_images": int(has_image.sum()),
         "models": models,
-        # the share of listings that the image or the text branch gets right: no choice between the
-        # two branches, however clever, can be more accurate than this
-        "either_branch_right": round(float(np.mean((product_pred["image"] == labels) | (product_pred["text"] == labels))), 4),
-        # the same for the three models late fusion mixes (image, text CNN, TF-IDF)
-        "any_late_input_right": round(float(np.mean(np.any([product_pred[name] == labels for name in LATE_INPUTS], axis=0))), 4),
+        # no choice between these models' answers, however clever, can be more accurate than this
+        "either_branch_right": share_any_right(product_pred, labels, ("image", "text")),
+        "any_late_input_right": share_any_right(product_pred, labels, LATE_INPUTS),
         "per_image": per_image,
         "per_class": per_class_f1,
         "confusion": confusions,
@@ -142,6 +140,11 @@ def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarra
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(matrix, (labels, pred), 1)
     return matrix
+
+
+def share_any_right(predictions: dict[str, np.ndarray], labels: np.ndarray, models: tuple[str, ...]) -> float:
+    """The share of listings that at least one of `models` classifies correctly."""
+    return round(float(np.mean(np.any([predictions[name] == labels for name in models], axis=0))), 4)
 
 
 def format_table(result: dict) -> str:

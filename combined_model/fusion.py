@@ -30,7 +30,7 @@ class LateWeights:
             raise ValueError(f"late-fusion weights must be non-negative and sum to 1, with a positive power: {self}")
 
     def to_json(self) -> dict[str, float]:
-        return {name: float(value) for name, value in asdict(self).items()}
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "LateWeights":

@@ -85,13 +85,13 @@ def fused_probs(model: FusionClassifier | None, outputs: BranchOutputs, method: 
 
 def late_weight_grid(step: float = WEIGHT_STEP) -> list[LateWeights]:
     """Every mix on a `step` grid of the simplex, each TF-IDF weight above 0 with every power."""
-    ticks = np.round(np.arange(0.0, 1.0 + step / 2, step), 6)
+    ticks = np.round(np.arange(0.0, 1.0 + step / 2, step), 6).tolist()  # plain floats, as the sidecar stores them
     grid = []
     for tfidf in ticks:
-        for image in ticks[ticks <= 1.0 - tfidf + 1e-9]:
-            text = max(0.0, round(1.0 - float(tfidf) - float(image), 6))
+        for image in (tick for tick in ticks if tick <= 1.0 - tfidf + 1e-9):
+            text = max(0.0, round(1.0 - tfidf - image, 6))
             for power in TFIDF_POWERS if tfidf else TFIDF_POWERS[:1]:
-                grid.append(LateWeights(float(image), text, float(tfidf), power))
+                grid.append(LateWeights(image, text, tfidf, power))
     return grid
 
 

@@ -271,9 +271,9 @@ def test_frozen_embeddings_stay_fixed():
 
 def test_word2vec_trains_saves_and_loads_identically(tmp_path):
     tokens, _ = separable_corpus(80)
-    vectors = train_word2vec(tokens + [[], ["lonely"]], tiny_text_config(), seed=0, workers=1)
+    vectors = train_word2vec(tokens + [[], ["lonely"]], tiny_text_config(), seed=0)
     assert set(vectors.index_to_key) == {w for ws in CLASS_WORDS for w in ws} | {"lonely"} and vectors.vector_size == 16
-    assert "lonely" not in train_word2vec(tokens + [["lonely"]], tiny_text_config(w2v_min_count=2), seed=0, workers=1).key_to_index
+    assert "lonely" not in train_word2vec(tokens + [["lonely"]], tiny_text_config(w2v_min_count=2), seed=0).key_to_index
 
     save_vectors(vectors, tmp_path / "w2v.bin")
     assert (tmp_path / "w2v.bin").read_bytes().startswith(f"{len(vectors)} 16\n".encode())  # the word2vec C binary header
@@ -288,13 +288,13 @@ def test_word2vec_trains_saves_and_loads_identically(tmp_path):
 
 def test_word2vec_on_one_worker_gives_the_same_vectors_every_run():
     tokens, _ = separable_corpus(3000)  # ~21k words: more than one of gensim's 10k-word jobs
-    runs = [train_word2vec(tokens, tiny_text_config(), seed=0, workers=TextConfig().w2v_workers) for _ in range(2)]
+    runs = [train_word2vec(tokens, tiny_text_config(), seed=0) for _ in range(2)]
     assert np.array_equal(runs[0].vectors, runs[1].vectors)
 
 
 def test_word_matrix_rows():
     tokens, _ = separable_corpus(40)
-    vectors = train_word2vec(tokens, tiny_text_config(), seed=0, workers=1)
+    vectors = train_word2vec(tokens, tiny_text_config(), seed=0)
     vocab = Vocabulary.from_words(vectors.index_to_key)
     matrix = word_matrix(vectors, vocab).numpy()
     assert matrix.shape == (len(vocab), 16)

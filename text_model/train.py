@@ -130,7 +130,7 @@ def train_text(config: Config) -> dict:
     train_tokens = [tokens[i] for i in rows["train"]]
 
     start = time.perf_counter()
-    vectors = train_word2vec(train_tokens, cfg, seed, cfg.w2v_workers)
+    vectors = train_word2vec(train_tokens, cfg, seed)
     word2vec_time = time.perf_counter() - start
     save_vectors(vectors, out / WORD2VEC_FILE)
     neighbours = nearest_neighbours(vectors, [(tokenize(word, cfg.stem) or [word])[0] for word in PROBE_WORDS], topn=8)

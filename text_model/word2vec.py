@@ -12,7 +12,7 @@ from listings.config import TextConfig
 logging.getLogger("gensim").setLevel(logging.WARNING)
 
 
-def train_word2vec(token_lists: list[list[str]], cfg: TextConfig, seed: int, workers: int = 2) -> KeyedVectors:
+def train_word2vec(token_lists: list[list[str]], cfg: TextConfig, seed: int) -> KeyedVectors:
     model = Word2Vec(
         sentences=[tokens for tokens in token_lists if tokens],
         sg=1,
@@ -23,7 +23,7 @@ def train_word2vec(token_lists: list[list[str]], cfg: TextConfig, seed: int, wor
         min_count=cfg.w2v_min_count,
         epochs=cfg.w2v_epochs,
         seed=seed,
-        workers=workers,
+        workers=cfg.w2v_workers,
     )
     return model.wv
 
