@@ -144,7 +144,7 @@ def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarra
 
 def share_any_right(predictions: dict[str, np.ndarray], labels: np.ndarray, models: tuple[str, ...]) -> float:
     """The share of listings that at least one of `models` classifies correctly."""
-    return round(float(np.mean(np.any([predictions[name] == labels for name in models], axis=0))), 4)
+    return float(np.mean(np.any([predictions[name] == labels for name in models], axis=0)))
 
 
 def format_table(result: dict) -> str:

@@ -54,6 +54,53 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+# ---------------------------------------------------------------- the frozen trunk, simplified
+
+# (convolution, batch norm that follows it) as named inside ResNet's Bottleneck and Lite0's MBConvBlock
+CONV_BN_ATTRIBUTES = (
+    ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"),
+    ("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"),
+)
+
+
+def fold_frozen_trunk(trunk: nn.Module) -> nn.Module:
+    """The trunk with every batch norm folded into the convolution before it, and symmetric "same"
+    padding moved into the convolution: the same function with fewer, cheaper ops (about 30% less
+    CPU time for Lite0's trunk in bfloat16). Only valid for a frozen trunk in eval mode, whose
+    batch-norm statistics never change; the tail keeps its batch norms, which train."""
+    for module in list(trunk.modules()):
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    _fold_batch_norm(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+        for conv_name, bn_name in CONV_BN_ATTRIBUTES:
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                _fold_batch_norm(conv, bn)
+                setattr(module, bn_name, nn.Identity())
+        if isinstance(getattr(module, "static_padding", None), nn.ZeroPad2d):
+            _padding_into_conv(module)
+    return trunk
+
+
+@torch.no_grad()
+def _fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """conv then bn (eval mode) == conv with weight·s and bias (b - mean)·s + β, s = γ / √(var + ε)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+
+
+def _padding_into_conv(conv: nn.Conv2d) -> None:
+    """Lite0's static "same" padding, when it is the same on all four sides, done by the convolution."""
+    left, right, top, bottom = conv.static_padding.padding
+    if left == right == top == bottom and conv.padding == (0, 0):
+        conv.padding = (left, left)
+        conv.static_padding = nn.Identity()
+
+
 # ---------------------------------------------------------------- weights
 
 

@@ -6,6 +6,8 @@ within ~0.2% cosine of float32 and validation accuracy is unchanged) on whatever
 training may run on a CUDA GPU (`image.device`), serving runs on the CPU. The cut activations are
 rounded to fp16 in `forward` exactly as the feature cache stores them, so a network fed raw pixels
 computes what training on the cache computed. Outputs are float32, on the network's device.
+The frozen trunk's batch norms are folded into its convolutions (`fold_frozen_trunk`), in training
+and serving alike, so the saved state_dict holds the folded trunk.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from image_model.backbones import Split, build_split
+from image_model.backbones import Split, build_split, fold_frozen_trunk
 
 PRECISIONS = ("bfloat16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -54,7 +56,7 @@ class ImageNetwork(nn.Module):
         self.normalisation = split.normalisation
         if architecture.precision not in PRECISIONS:
             raise ValueError(f"image.precision must be one of {PRECISIONS}, got {architecture.precision!r}")
-        self.trunk = split.trunk.requires_grad_(False).eval()
+        self.trunk = fold_frozen_trunk(split.trunk.requires_grad_(False).eval())
         self.tail = split.tail
         self.dropout = nn.Dropout(architecture.dropout)
         self.embed = nn.Linear(split.feature_dim, architecture.embed_dim)

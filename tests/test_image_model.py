@@ -231,6 +231,42 @@ def test_resnet50_weights_load_from_the_torch_cache_without_network(tmp_path, mo
         assert cut.shape == (1, 2048, 2, 2) and split.tail(cut).shape == (1, 2048)
 
 
+def _backbone_state_with_varied_statistics(backbone: str) -> dict:
+    """Random backbone weights whose batch norms have non-trivial statistics, so a wrong fold shows."""
+    from efficientnet_lite_pytorch import EfficientNet
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    net = resnet50() if backbone == "resnet50" else EfficientNet.from_name("efficientnet-lite0", image_size=SIZE)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return net.state_dict()
+
+
+@pytest.mark.parametrize(("backbone", "trainable"), [("efficientnet_lite0", "last_block"), ("efficientnet_lite0", "none"), ("resnet50", "last_block")])
+def test_the_folded_trunk_computes_what_the_backbone_computes(backbone, trainable):
+    """The network's trunk has its batch norms folded into the convolutions (and Lite0's symmetric
+    padding moved into them): the backbone's own trunk gives the same output; the tail keeps its
+    batch norms, which train."""
+    state = _backbone_state_with_varied_statistics(backbone)
+    reference = build_split(backbone, trainable, SIZE, state).trunk.eval()
+    network = build_network(Architecture(backbone, trainable, SIZE, 4, 16, 0.0, "float32"), state).eval()
+    def count(kind: type, module: torch.nn.Module) -> int:
+        return sum(isinstance(m, kind) for m in module.modules())
+
+    assert count(torch.nn.BatchNorm2d, reference) > 0 and count(torch.nn.BatchNorm2d, network.trunk) == 0
+    assert backbone == "resnet50" or count(torch.nn.ZeroPad2d, network.trunk) < count(torch.nn.ZeroPad2d, reference)
+    assert trainable == "none" or any(isinstance(m, torch.nn.BatchNorm2d) for m in network.tail.modules())
+    pixels = torch.rand(2, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        folded, expected = network.trunk(pixels), reference(pixels)
+    torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
 def test_image_sweep_reports_validation_per_variant_and_shares_the_cache(tmp_path, capsys):
     config = _tiny_artifacts(tmp_path)
     settings = {

@@ -1,6 +1,9 @@
-"""The text baseline: TF-IDF over the project's tokens (unigrams + bigrams) and a linear SVM.
+"""The text baseline: TF-IDF over the project's tokens and a linear SVM.
 
-Saved without pickle: `baseline.json` (classes, settings, vocabulary) and `baseline.npz` (idf,
+Two TF-IDF blocks side by side: word unigrams + bigrams, and character 2-5-grams of the tokens
+(within each token, `char_wb`), which match inflections, misspellings and model numbers the word
+block misses (validation: TF-IDF 0.803 → 0.809 product accuracy, late fusion 0.838 → 0.848).
+Saved without pickle: `baseline.json` (classes, settings, vocabularies) and `baseline.npz` (idfs,
 coefficients, intercepts). Probabilities are the softmax of the SVM's decision scores.
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.sparse import csr_matrix, hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
@@ -30,19 +34,21 @@ def ngrams(tokens: list[str], n_max: int) -> list[str]:
 
 
 class TfidfSvmBaseline:
-    def __init__(self, classes: list[str], stem: bool = False, n_max: int = 2, min_df: int = 2, C: float = 0.5):
+    def __init__(
+        self, classes: list[str], stem: bool = False, n_max: int = 2, min_df: int = 2, C: float = 0.5, char_range: Sequence[int] = (2, 5)
+    ):
         self.classes = list(classes)
-        self.stem, self.n_max, self.min_df, self.C = stem, n_max, min_df, C
-        self.vectorizer = TfidfVectorizer(
-            analyzer=functools.partial(ngrams, n_max=n_max), sublinear_tf=True, min_df=min_df, dtype=np.float32
-        )
+        self.stem, self.n_max, self.min_df, self.C, self.char_range = stem, n_max, min_df, C, tuple(char_range)
+        self.words = TfidfVectorizer(analyzer=functools.partial(ngrams, n_max=n_max), sublinear_tf=True, min_df=min_df, dtype=np.float32)
+        self.chars = TfidfVectorizer(analyzer="char_wb", ngram_range=self.char_range, sublinear_tf=True, min_df=min_df, dtype=np.float32)
         self.coef: np.ndarray | None = None  # [C, n_features]
         self.intercept: np.ndarray | None = None  # [C]
 
     def fit(self, token_lists: list[list[str]], labels: Sequence[int]) -> "TfidfSvmBaseline":
         """Fit on texts already tokenized with `tokenize(text, self.stem)` (training tokenizes once)."""
-        features = self.vectorizer.fit_transform(token_lists)
-        svm = LinearSVC(C=self.C, random_state=0).fit(features, np.asarray(labels))  # liblinear shuffles: seeded, runs agree
+        self.words.fit(token_lists)
+        self.chars.fit(_joined(token_lists))
+        svm = LinearSVC(C=self.C, random_state=0).fit(self.features(token_lists), np.asarray(labels))  # liblinear shuffles: seeded, runs agree
         if list(svm.classes_) != list(range(len(self.classes))):
             raise ValueError(f"the training labels cover classes {list(svm.classes_)}, not all {len(self.classes)}")
         coef, intercept = svm.coef_, svm.intercept_
@@ -58,15 +64,23 @@ class TfidfSvmBaseline:
     def predict_proba_tokens(self, token_lists: list[list[str]]) -> np.ndarray:
         if self.coef is None:
             raise ValueError("the baseline is not fitted")
-        return softmax_rows(self.vectorizer.transform(token_lists) @ self.coef.T + self.intercept)
+        return softmax_rows(self.features(token_lists) @ self.coef.T + self.intercept)
+
+    def features(self, token_lists: list[list[str]]) -> csr_matrix:
+        """[n, words + character n-grams] TF-IDF rows."""
+        return hstack([self.words.transform(token_lists), self.chars.transform(_joined(token_lists))], format="csr")
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        settings = {"classes": self.classes, "stem": self.stem, "n_max": self.n_max, "min_df": self.min_df, "C": self.C}
-        vocabulary = {term: int(column) for term, column in self.vectorizer.vocabulary_.items()}
-        (directory / SETTINGS_FILE).write_text(json.dumps(settings | {"vocabulary": vocabulary}, ensure_ascii=False), encoding="utf-8")
-        np.savez(directory / ARRAYS_FILE, idf=self.vectorizer.idf_.astype(np.float32), coef=self.coef, intercept=self.intercept)
+        settings = {
+            "classes": self.classes, "stem": self.stem, "n_max": self.n_max, "min_df": self.min_df, "C": self.C,
+            "char_range": list(self.char_range),
+        }
+        vocabularies = {f"{name}_vocabulary": _columns(vectorizer.vocabulary_) for name, vectorizer in self._blocks().items()}
+        (directory / SETTINGS_FILE).write_text(json.dumps(settings | vocabularies, ensure_ascii=False), encoding="utf-8")
+        idfs = {f"{name}_idf": vectorizer.idf_.astype(np.float32) for name, vectorizer in self._blocks().items()}
+        np.savez(directory / ARRAYS_FILE, coef=self.coef, intercept=self.intercept, **idfs)
 
     @classmethod
     def load(cls, config: Config) -> "TfidfSvmBaseline":
@@ -77,10 +91,24 @@ class TfidfSvmBaseline:
         directory = Path(directory)
         require_files((directory / SETTINGS_FILE, directory / ARRAYS_FILE), "fbm train text")
         settings = read_json(directory / SETTINGS_FILE, "fbm train text")
-        vocabulary = settings.pop("vocabulary")
+        if "chars_vocabulary" not in settings:
+            raise ValueError(f"{directory} holds a TF-IDF model from an older version (no character n-grams): rerun `fbm train text`")
+        vocabularies = {key: settings.pop(key) for key in [key for key in settings if key.endswith("_vocabulary")]}
         baseline = cls(**settings)
         with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
-            baseline.vectorizer.vocabulary = vocabulary
-            baseline.vectorizer.idf_ = arrays["idf"]
+            for name, vectorizer in baseline._blocks().items():
+                vectorizer.vocabulary, vectorizer.idf_ = vocabularies[f"{name}_vocabulary"], arrays[f"{name}_idf"]
             baseline.coef, baseline.intercept = arrays["coef"], arrays["intercept"]
         return baseline
+
+    def _blocks(self) -> dict[str, TfidfVectorizer]:
+        return {"words": self.words, "chars": self.chars}
+
+
+def _joined(token_lists: list[list[str]]) -> list[str]:
+    """The tokens as one string each, the character block's input (`char_wb` keeps n-grams within a token)."""
+    return [" ".join(tokens) for tokens in token_lists]
+
+
+def _columns(vocabulary: dict) -> dict[str, int]:
+    return {term: int(column) for term, column in vocabulary.items()}
