@@ -383,7 +383,7 @@ def markdown(result: dict) -> str:
             f"in the server's layout: {s['raw']['workers']} passes side by side × {s['raw']['torch_threads']} torch thread(s); "
             f"best batch of {', '.join(map(str, RAW_BATCHES))} listings): "
             + ", ".join(
-                f"{e} {r['listings_per_s']} listings/s (batch {r['batch']}; {r.get('cpu_ms_per_listing', '–')} ms of CPU per listing)"
+                f"{e} {r['listings_per_s']} listings/s (batch {r['batch']}; {r['cpu_ms_per_listing']} ms of CPU per listing)"
                 for e, r in s["raw"]["endpoints"].items()
             )
             + ". The load generator runs on the same cores as the server; the CPU columns say what each request cost "
@@ -395,7 +395,7 @@ def markdown(result: dict) -> str:
         for endpoint, rows in s["endpoints"].items():
             lines += [
                 f"| /{endpoint} | {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['throughput_over_raw']} "
-                f"| {r.get('server_cpu_ms_per_request', '–')} | {r.get('client_cpu_ms_per_request', '–')} | {r['non_2xx']} |"
+                f"| {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | {r['non_2xx']} |"
                 for r in rows
             ]
     if "scale" in result:

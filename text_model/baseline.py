@@ -24,6 +24,7 @@ from listings.metrics import softmax_rows
 from text_model.preprocess import tokenize
 
 BASELINE_DIR = "tfidf_svm"
+BLOCKS = ("words", "chars")  # the TF-IDF blocks, in the order of the feature columns
 SETTINGS_FILE = "baseline.json"
 ARRAYS_FILE = "baseline.npz"
 
@@ -46,9 +47,8 @@ class TfidfSvmBaseline:
 
     def fit(self, token_lists: list[list[str]], labels: Sequence[int]) -> "TfidfSvmBaseline":
         """Fit on texts already tokenized with `tokenize(text, self.stem)` (training tokenizes once)."""
-        self.words.fit(token_lists)
-        self.chars.fit(_joined(token_lists))
-        svm = LinearSVC(C=self.C, random_state=0).fit(self.features(token_lists), np.asarray(labels))  # liblinear shuffles: seeded, runs agree
+        features = hstack([self.words.fit_transform(token_lists), self.chars.fit_transform(_joined(token_lists))], format="csr")
+        svm = LinearSVC(C=self.C, random_state=0).fit(features, np.asarray(labels))  # liblinear shuffles: seeded, runs agree
         if list(svm.classes_) != list(range(len(self.classes))):
             raise ValueError(f"the training labels cover classes {list(svm.classes_)}, not all {len(self.classes)}")
         coef, intercept = svm.coef_, svm.intercept_
@@ -91,18 +91,18 @@ class TfidfSvmBaseline:
         directory = Path(directory)
         require_files((directory / SETTINGS_FILE, directory / ARRAYS_FILE), "fbm train text")
         settings = read_json(directory / SETTINGS_FILE, "fbm train text")
-        if "chars_vocabulary" not in settings:
+        vocabularies = {name: settings.pop(f"{name}_vocabulary", None) for name in BLOCKS}
+        if None in vocabularies.values():
             raise ValueError(f"{directory} holds a TF-IDF model from an older version (no character n-grams): rerun `fbm train text`")
-        vocabularies = {key: settings.pop(key) for key in [key for key in settings if key.endswith("_vocabulary")]}
         baseline = cls(**settings)
         with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
             for name, vectorizer in baseline._blocks().items():
-                vectorizer.vocabulary, vectorizer.idf_ = vocabularies[f"{name}_vocabulary"], arrays[f"{name}_idf"]
+                vectorizer.vocabulary, vectorizer.idf_ = vocabularies[name], arrays[f"{name}_idf"]
             baseline.coef, baseline.intercept = arrays["coef"], arrays["intercept"]
         return baseline
 
     def _blocks(self) -> dict[str, TfidfVectorizer]:
-        return {"words": self.words, "chars": self.chars}
+        return dict(zip(BLOCKS, (self.words, self.chars)))
 
 
 def _joined(token_lists: list[list[str]]) -> list[str]:
