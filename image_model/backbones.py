@@ -54,7 +54,7 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-# ---------------------------------------------------------------- the frozen trunk, simplified
+# ---------------------------------------------------------------- batch norms folded into convolutions
 
 # (convolution, batch norm that follows it) as named inside ResNet's Bottleneck and Lite0's MBConvBlock
 CONV_BN_ATTRIBUTES = (
@@ -63,12 +63,14 @@ CONV_BN_ATTRIBUTES = (
 )
 
 
-def fold_frozen_trunk(trunk: nn.Module) -> nn.Module:
-    """The trunk with every batch norm folded into the convolution before it, and symmetric "same"
-    padding moved into the convolution: the same function with fewer, cheaper ops (about 30% less
-    CPU time for Lite0's trunk in bfloat16). Only valid for a frozen trunk in eval mode, whose
-    batch-norm statistics never change; the tail keeps its batch norms, which train."""
-    for module in list(trunk.modules()):
+def fold_batch_norms(network: nn.Module) -> nn.Module:
+    """The network with every batch norm folded into the convolution before it, using the batch norm's
+    stored (ImageNet) statistics, and symmetric "same" padding moved into the convolution: the function
+    the network computes in eval mode, with fewer and cheaper ops. A folded convolution keeps its
+    weight's `requires_grad`, and its new bias follows it: a frozen trunk stays frozen (30% less CPU
+    time for Lite0's trunk in bfloat16), and a trainable tail fine-tunes with its statistics frozen
+    (a training step on the feature cache 1.9x faster than with batch norms that update)."""
+    for module in list(network.modules()):
         if isinstance(module, nn.Sequential):
             for i in range(len(module) - 1):
                 if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
@@ -81,7 +83,7 @@ def fold_frozen_trunk(trunk: nn.Module) -> nn.Module:
                 setattr(module, bn_name, nn.Identity())
         if isinstance(getattr(module, "static_padding", None), nn.ZeroPad2d):
             _padding_into_conv(module)
-    return trunk
+    return network
 
 
 @torch.no_grad()
@@ -90,7 +92,7 @@ def _fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=conv.weight.requires_grad)
 
 
 def _padding_into_conv(conv: nn.Conv2d) -> None:

@@ -6,8 +6,11 @@ within ~0.2% cosine of float32 and validation accuracy is unchanged) on whatever
 training may run on a CUDA GPU (`image.device`), serving runs on the CPU. The cut activations are
 rounded to fp16 in `forward` exactly as the feature cache stores them, so a network fed raw pixels
 computes what training on the cache computed. Outputs are float32, on the network's device.
-The frozen trunk's batch norms are folded into its convolutions (`fold_frozen_trunk`), in training
-and serving alike, so the saved state_dict holds the folded trunk.
+Every batch norm is folded into the convolution before it (`fold_batch_norms`), in training and
+serving alike, so the saved state_dict holds folded convolutions: the frozen trunk computes what the
+backbone computes with fewer ops, and the trainable tail fine-tunes with ImageNet's batch-norm
+statistics frozen (the usual choice for fine-tuning on small batches of a small dataset; here it is
+also twice as fast per step as batch norms that update, at the same validation accuracy).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from image_model.backbones import Split, build_split, fold_frozen_trunk
+from image_model.backbones import Split, build_split, fold_batch_norms
 
 PRECISIONS = ("bfloat16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -56,14 +59,15 @@ class ImageNetwork(nn.Module):
         self.normalisation = split.normalisation
         if architecture.precision not in PRECISIONS:
             raise ValueError(f"image.precision must be one of {PRECISIONS}, got {architecture.precision!r}")
-        self.trunk = fold_frozen_trunk(split.trunk.requires_grad_(False).eval())
-        self.tail = split.tail
+        self.trunk = fold_batch_norms(split.trunk.requires_grad_(False).eval())
+        self.tail = fold_batch_norms(split.tail)
         self.dropout = nn.Dropout(architecture.dropout)
         self.embed = nn.Linear(split.feature_dim, architecture.embed_dim)
         self.classifier = nn.Linear(architecture.embed_dim, architecture.n_classes)
 
     def train(self, mode: bool = True) -> "ImageNetwork":
-        """The trunk stays in eval mode: its batch-norm statistics are part of the cache key."""
+        """The trunk stays in eval mode, as the cache computed it; in the tail, training mode only
+        switches drop-connect on (its batch norms are folded, their statistics frozen)."""
         super().train(mode)
         self.trunk.eval()
         return self

@@ -57,7 +57,10 @@ class ImageConfig:
     patience: int = 4
     batch_size: int = 128
     lr: float = 1e-3
-    tail_lr_scale: float = 0.3  # the pretrained tail's learning rate, relative to the new layers'
+    # the pretrained tail's learning rate, relative to the new layers'. Its convolutions carry their
+    # folded batch norms' scales (0.15x to 7x in Lite0's last block), which change how far an Adam
+    # step moves them: validation product accuracy 0.636 at 0.1, 0.633 at 0.3, 0.615 at 1.0
+    tail_lr_scale: float = 0.1
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     trunk_batch_size: int = 32

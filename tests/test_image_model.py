@@ -248,23 +248,30 @@ def _backbone_state_with_varied_statistics(backbone: str) -> dict:
 
 
 @pytest.mark.parametrize(("backbone", "trainable"), [("efficientnet_lite0", "last_block"), ("efficientnet_lite0", "none"), ("resnet50", "last_block")])
-def test_the_folded_trunk_computes_what_the_backbone_computes(backbone, trainable):
-    """The network's trunk has its batch norms folded into the convolutions (and Lite0's symmetric
-    padding moved into them): the backbone's own trunk gives the same output; the tail keeps its
-    batch norms, which train."""
+def test_the_folded_network_computes_what_the_backbone_computes(backbone, trainable):
+    """Trunk and tail have their batch norms folded into the convolutions (and Lite0's symmetric
+    padding moved into them): in eval mode the backbone's own trunk and tail give the same outputs;
+    the folded trunk stays frozen and the folded tail trains, biases included."""
     state = _backbone_state_with_varied_statistics(backbone)
-    reference = build_split(backbone, trainable, SIZE, state).trunk.eval()
+    reference = build_split(backbone, trainable, SIZE, state)
+    reference.trunk.eval(), reference.tail.eval()
     network = build_network(Architecture(backbone, trainable, SIZE, 4, 16, 0.0, "float32"), state).eval()
+
     def count(kind: type, module: torch.nn.Module) -> int:
         return sum(isinstance(m, kind) for m in module.modules())
 
-    assert count(torch.nn.BatchNorm2d, reference) > 0 and count(torch.nn.BatchNorm2d, network.trunk) == 0
-    assert backbone == "resnet50" or count(torch.nn.ZeroPad2d, network.trunk) < count(torch.nn.ZeroPad2d, reference)
-    assert trainable == "none" or any(isinstance(m, torch.nn.BatchNorm2d) for m in network.tail.modules())
+    assert count(torch.nn.BatchNorm2d, reference.trunk) > 0 and count(torch.nn.BatchNorm2d, network) == 0
+    assert backbone == "resnet50" or count(torch.nn.ZeroPad2d, network.trunk) < count(torch.nn.ZeroPad2d, reference.trunk)
+    assert not any(p.requires_grad for p in network.trunk.parameters())
+    tail_convs = [m for m in network.tail.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert (trainable == "none") == (not tail_convs)
+    assert all(conv.bias is not None and conv.bias.requires_grad and conv.weight.requires_grad for conv in tail_convs)
     pixels = torch.rand(2, 3, SIZE, SIZE)
     with torch.inference_mode():
-        folded, expected = network.trunk(pixels), reference(pixels)
-    torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+        cut, expected_cut = network.trunk(pixels), reference.trunk(pixels)
+        features, expected = network.tail(expected_cut), reference.tail(expected_cut)
+    torch.testing.assert_close(cut, expected_cut, rtol=1e-4, atol=1e-4 * float(expected_cut.abs().max()))
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
 def test_image_sweep_reports_validation_per_variant_and_shares_the_cache(tmp_path, capsys):
