@@ -62,7 +62,27 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
     for module in (predict, similar, listings, meta):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _document_configured_limits(app, config)
     return app
+
+
+def _document_configured_limits(app: FastAPI, config: Config) -> None:
+    """Show in the OpenAPI schema the limits that the routes and the form parser take from `config`
+    (a form field's declaration is fixed at import): `k` at most index.max_k, at most
+    serve.max_photos photos in `img`."""
+    limits = {"k": {"maximum": config.index.max_k}, "img": {"maxItems": config.serve.max_photos}}
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            for name, body in build().get("components", {}).get("schemas", {}).items():
+                if name.startswith("Body_"):  # FastAPI's name for a route's form body
+                    for field, limit in limits.items():
+                        if field in body.get("properties", {}):
+                            body["properties"][field].update(limit)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -141,6 +141,22 @@ def test_health_categories_photos_and_page(client, artifacts):
     assert "/similar" in client.get("/openapi.json").json()["paths"]
 
 
+def test_openapi_shows_the_configured_limits(artifacts):
+    """k's maximum and the number of photos come from the configuration, as the routes enforce them."""
+    config = tiny_config(artifacts, max_photos=3)
+    config.index.max_k = 37
+    for client in serving(config):
+        schema = client.get("/openapi.json").json()
+
+        def form(path: str) -> dict:
+            reference = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+            return schema["components"]["schemas"][reference.rsplit("/", 1)[1]]["properties"]
+
+        assert form("/similar")["k"]["maximum"] == 37 and form("/similar")["img"]["maxItems"] == 3
+        assert form("/combined")["img"]["maxItems"] == 3 and form("/image")["img"]["maxItems"] == 3
+        assert client.post("/similar", data={"txt": "chair", "k": "38"}).status_code == 422
+
+
 # --- bad input: a 4xx JSON error that says what was wrong, and the server keeps serving ---------
 
 
