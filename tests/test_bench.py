@@ -32,3 +32,23 @@ def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_p
     for heading in ("## Accuracy", "## Serving", "## Retrieval at scale"):
         assert heading in report
     assert "`fbm bench --quick --reuse" in report
+
+
+def test_the_report_says_when_the_code_measured_is_not_the_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    import scripts.bench as bench
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-q", "-m", "one")
+    monkeypatch.setattr(bench, "REPO_ROOT", tmp_path)
+    (tmp_path / "notes.txt").write_text("untracked files do not change the code")
+    clean = bench.machine()["commit"]
+    assert len(clean) >= 7 and "+" not in clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert bench.machine()["commit"] == clean + "+uncommitted"
