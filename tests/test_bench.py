@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
-from scripts.bench import ENDPOINTS
+import scripts.bench as bench
 from scripts.cli import main
 
 
@@ -16,7 +17,7 @@ def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_p
 
     assert set(result["accuracy"]["models"]) >= {"image", "text", "combined", "late_fusion"}
     serving = result["serving"]
-    assert set(serving["endpoints"]) == set(ENDPOINTS)
+    assert set(serving["endpoints"]) == set(bench.ENDPOINTS)
     for endpoint, rows in serving["endpoints"].items():
         for row in rows:
             assert row["non_2xx"] == 0, (endpoint, row)
@@ -35,10 +36,6 @@ def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_p
 
 
 def test_the_report_says_when_the_code_measured_is_not_the_commit(tmp_path, monkeypatch):
-    import subprocess
-
-    import scripts.bench as bench
-
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
 

@@ -254,7 +254,8 @@ def test_the_folded_network_computes_what_the_backbone_computes(backbone, traina
     the folded trunk stays frozen and the folded tail trains, biases included."""
     state = _backbone_state_with_varied_statistics(backbone)
     reference = build_split(backbone, trainable, SIZE, state)
-    reference.trunk.eval(), reference.tail.eval()
+    reference.trunk.eval()
+    reference.tail.eval()
     network = build_network(Architecture(backbone, trainable, SIZE, 4, 16, 0.0, "float32"), state).eval()
 
     def count(kind: type, module: torch.nn.Module) -> int:
