@@ -75,11 +75,12 @@ def _document_configured_limits(app: FastAPI, config: Config) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            for name, body in build().get("components", {}).get("schemas", {}).items():
-                if name.startswith("Body_"):  # FastAPI's name for a route's form body
-                    for field, limit in limits.items():
-                        if field in body.get("properties", {}):
-                            body["properties"][field].update(limit)
+            schemas = build().get("components", {}).get("schemas", {})
+            # "Body_<route>": FastAPI's name for a route's form body
+            forms = [body.get("properties", {}) for name, body in schemas.items() if name.startswith("Body_")]
+            for fields in forms:
+                for field in limits.keys() & fields.keys():
+                    fields[field].update(limits[field])
         return app.openapi_schema
 
     app.openapi = openapi

@@ -47,7 +47,7 @@ class TfidfSvmBaseline:
 
     def fit(self, token_lists: list[list[str]], labels: Sequence[int]) -> "TfidfSvmBaseline":
         """Fit on texts already tokenized with `tokenize(text, self.stem)` (training tokenizes once)."""
-        features = hstack([self.words.fit_transform(token_lists), self.chars.fit_transform(_joined(token_lists))], format="csr")
+        features = self._tfidf(token_lists, fit=True)
         svm = LinearSVC(C=self.C, random_state=0).fit(features, np.asarray(labels))  # liblinear shuffles: seeded, runs agree
         if list(svm.classes_) != list(range(len(self.classes))):
             raise ValueError(f"the training labels cover classes {list(svm.classes_)}, not all {len(self.classes)}")
@@ -68,7 +68,15 @@ class TfidfSvmBaseline:
 
     def features(self, token_lists: list[list[str]]) -> csr_matrix:
         """[n, words + character n-grams] TF-IDF rows."""
-        return hstack([self.words.transform(token_lists), self.chars.transform(_joined(token_lists))], format="csr")
+        return self._tfidf(token_lists, fit=False)
+
+    def _tfidf(self, token_lists: list[list[str]], fit: bool) -> csr_matrix:
+        """Each block's rows (fitted first when `fit`), side by side in `BLOCKS` order."""
+        inputs = {"words": token_lists, "chars": _joined(token_lists)}
+        blocks = [
+            (vectorizer.fit_transform if fit else vectorizer.transform)(inputs[name]) for name, vectorizer in self._blocks().items()
+        ]
+        return hstack(blocks, format="csr")
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
