@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the app's config and services, the API key, and model calls off the event loop."""
+"""FastAPI dependencies: the app's config and services, the API key, and model calls off the event loop.
+
+The dependencies are `async def` although they never await: FastAPI runs a plain `def` dependency
+in its thread pool, a thread hand-off per dependency and request for an attribute lookup.
+"""
 from __future__ import annotations
 
 import hmac
@@ -18,27 +22,27 @@ API_KEY_HEADER = "X-API-Key"
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="the server's FBM_API_KEY; required for writes")
 
 
-def get_config(request: Request) -> Config:
+async def get_config(request: Request) -> Config:
     return request.app.state.config
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise HTTPException(503, "the models and the index are still loading")
     return services
 
 
-def get_batcher(request: Request) -> MicroBatcher:
-    get_services(request)
+async def get_batcher(request: Request) -> MicroBatcher:
+    await get_services(request)
     return request.app.state.batcher
 
 
-def get_decode_pool(request: Request) -> Executor:
+async def get_decode_pool(request: Request) -> Executor:
     return request.app.state.decode_pool
 
 
-def require_api_key(key: Annotated[str | None, Security(_api_key)], config: Annotated[Config, Depends(get_config)]) -> None:
+async def require_api_key(key: Annotated[str | None, Security(_api_key)], config: Annotated[Config, Depends(get_config)]) -> None:
     if not config.serve.api_key:
         raise HTTPException(403, "writes are disabled: the server was started without FBM_API_KEY")
     if not key or not hmac.compare_digest(key.encode("utf-8"), config.serve.api_key.encode("utf-8")):

@@ -4,7 +4,7 @@
 for the API, `fbm similar` and `fbm evaluate`: images must already be cleaned by
 `listings.images.clean_photo`; `prepare` applies the branches' own preprocessing (the functions
 their training used) and needs no network (it also scores the text with the TF-IDF model when
-the served late fusion weighs it: a sparse product), so the API runs it on its decode workers
+the served late fusion weighs it, for a listing with a photo: a sparse product), so the API runs it on its decode workers
 while the inference thread runs only the networks.
 """
 from __future__ import annotations
@@ -131,7 +131,8 @@ class Predictor:
         if not text:
             return PreparedListing(views, None)
         tokens = self.text.tokenize(text)
-        tfidf_probs = self.tfidf.predict_proba_tokens([tokens])[0] if self.uses_tfidf else None
+        # Late fusion weighs the TF-IDF model only beside a photo; a text alone is the text CNN's.
+        tfidf_probs = self.tfidf.predict_proba_tokens([tokens])[0] if self.uses_tfidf and views else None
         return PreparedListing(views, self.text.encode_tokens(tokens), tfidf_probs)
 
     def predict_prepared(self, listings: list[PreparedListing]) -> list[Prediction]:

@@ -102,10 +102,11 @@ def test_served_late_fusion_weighs_the_tfidf_model_of_the_listing_text():
     predictor = random_predictor()
     photo, title = synthetic_photo("green", "square"), "Green oak dining chair"
     prediction = predictor.predict([photo], title)
-    out = predictor.branch_outputs([predictor.prepare([], title)])
+    out = predictor.branch_outputs([predictor.prepare([photo], title)])
     tfidf = predictor.tfidf.predict_proba([title])
     assert np.allclose(out.tfidf_probs, tfidf)
-    image = predictor.branch_outputs([predictor.prepare([photo], None)]).image_probs
+    assert predictor.prepare([], title).tfidf_probs is None  # not computed where late fusion does not weigh it
+    image = out.image_probs
     both = np.array([True])
     expected = combine(image, out.text_probs, None, both, both, LATE, LATE_WEIGHTS, tfidf)[0]
     probabilities = dict(zip(prediction.classes, prediction.probabilities))

@@ -15,7 +15,7 @@ from image_model.baseline import HogSvmBaseline
 from image_model.cache import FeatureCache, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, ImageBranch
 from image_model.model import Architecture, build_network
-from image_model.preprocess import eval_view, make_view
+from image_model.preprocess import eval_view, make_view, to_batch
 from image_model.train import CURVES_FILE, train_image
 from listings.categories import CategoryEncoder
 from listings.config import Config
@@ -125,6 +125,12 @@ def test_checkpoint_reloads_with_identical_outputs(trained):
     np.testing.assert_allclose(first[1], probs, atol=2e-3)
     saved = torch.load(out / MODEL_FILE, weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in branch.network.state_dict().items())
+    # the compiled graph serving runs is the trained network's function, at any batch size
+    with torch.inference_mode():
+        for n in (1, 5, len(photos)):
+            pixels = to_batch([branch.view(photo) for photo in photos[:n]])
+            for eager, graph in zip(branch.network(pixels), branch.compiled(pixels)):
+                torch.testing.assert_close(graph, eager, rtol=0, atol=1e-6)
 
     baseline = HogSvmBaseline.load(config).predict_proba(photos)
     assert baseline.shape == (len(photos), len(CLASSES))
