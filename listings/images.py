@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not half a picture
@@ -134,6 +134,8 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
             image = Image.open(stream)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError("too_large", str(exc)) from exc
+    except UnidentifiedImageError as exc:  # its message names the stream object, not the file
+        raise ImageError("not_an_image", "not a picture format Pillow reads (JPEG, PNG, WebP, GIF, ...)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not_an_image", str(exc)) from exc
     width, height = image.size

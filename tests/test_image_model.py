@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,20 @@ def _lite0_and_photos(tmp_path, ids: list[str]):
     for i, image_id in enumerate(ids):
         _photo(i % len(CLASSES), i).save(image_dir / f"{image_id}.jpg")
     return network, image_dir
+
+
+def test_the_served_graph_gives_each_thread_its_own_answer(tmp_path):
+    """The API's inference threads call one compiled graph side by side."""
+    network, _ = _lite0_and_photos(tmp_path, [])
+    branch = ImageBranch(network, CLASSES, {"weights_sha256": "random"})
+    rng = np.random.default_rng(0)
+    batches = [[rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(n)] for n in (1, 3, 5, 2, 4, 6)]
+    alone = [branch.embed_views(views) for views in batches]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(branch.embed_views, batches * 3))
+    for i, (embeddings, probs) in enumerate(together):
+        np.testing.assert_allclose(embeddings, alone[i % len(batches)][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(probs, alone[i % len(batches)][1], rtol=1e-5, atol=1e-6)
 
 
 def test_cache_hit_skips_the_trunk(tmp_path):
