@@ -4,8 +4,8 @@
 for the API, `fbm similar` and `fbm evaluate`: images must already be cleaned by
 `listings.images.clean_photo`; `prepare` applies the branches' own preprocessing (the functions
 their training used) and needs no network (it also scores the text with the TF-IDF model when
-the served late fusion weighs it, for a listing with a photo: a sparse product), so the API runs it on its decode workers
-while the inference thread runs only the networks.
+the served late fusion weighs it, beside a photo: a sparse product), so the API runs it on its
+decode workers while the inference threads run only the networks.
 """
 from __future__ import annotations
 

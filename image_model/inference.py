@@ -23,7 +23,7 @@ TRAIN_COMMAND = "fbm train image"
 class ImageBranch:
     def __init__(self, network: ImageNetwork, classes: list[str], sidecar: dict):
         self.network = network.eval()
-        self.compiled = compiled(self.network, network.architecture.input_size)
+        self.compiled = compiled(self.network)
         self.classes = list(classes)
         self.embed_dim = network.architecture.embed_dim
         self.input_size = network.architecture.input_size
@@ -68,14 +68,15 @@ class ImageBranch:
         return embeddings, probs
 
 
-def compiled(network: ImageNetwork, input_size: int) -> torch.jit.ScriptModule:
+def compiled(network: ImageNetwork) -> torch.jit.ScriptModule:
     """The network traced and frozen by TorchScript for inference: the same function (identical
     outputs, tested) run as one graph, so a pass takes Python's lock once instead of at every layer.
     The API's request threads (tokenizing, TF-IDF: pure Python) then stop stalling its inference
     threads between layers: on 2 cores, two passes of 8 photos beside a tokenizing thread ran 128–145
     photos/s against 95–115 eager, and 202–220 against 171–190 alone. (TorchScript is deprecated
     in favour of `torch.compile`, which needs a C++ toolchain at start-up; torch is pinned.)"""
-    example = torch.zeros(1, 3, input_size, input_size).contiguous(memory_format=torch.channels_last)
+    size = network.architecture.input_size
+    example = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.", category=FutureWarning)
         return torch.jit.freeze(torch.jit.trace(network, example))
