@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from combined_model.features import concat_embeddings
 from combined_model.fusion import EARLY, LATE, combine, single_branch
-from combined_model.inference import Predictor
+from combined_model.inference import Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
 from listings.data import listing_text, load_listings
@@ -70,6 +70,16 @@ def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[lis
     return photos, skipped
 
 
+def listing_tfidf(tfidf: TfidfSvmBaseline, prepared: list[PreparedListing], texts: list[str]) -> np.ndarray:
+    """The TF-IDF model's probabilities per listing: those `Predictor.prepare` already computed (beside
+    a photo, when late fusion weighs them), the others scored here."""
+    probs = np.stack([p.tfidf_probs if p.tfidf_probs is not None else np.zeros(len(tfidf.classes), np.float32) for p in prepared])
+    missing = [i for i, p in enumerate(prepared) if p.tfidf_probs is None]
+    if missing:
+        probs[missing] = tfidf.predict_proba([texts[i] for i in missing])
+    return probs
+
+
 def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, str]]:
     """Per-row probabilities of every model (a row: one photo of a listing, or the listing if it has none)."""
     predictor = Predictor.load(config)
@@ -82,9 +92,10 @@ def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.n
     owners, has_image = [], []
     for start in tqdm(range(0, len(texts), BATCH_LISTINGS), desc="evaluate", unit="batch"):
         items = list(zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS]))
-        out = predictor.branch_outputs([predictor.prepare(images, text, require_input=False) for images, text in items])
+        prepared = [predictor.prepare(images, text, require_input=False) for images, text in items]
+        out = predictor.branch_outputs(prepared)
         fusion = predictor.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
-        tfidf_probs = tfidf.predict_proba([text for _, text in items])[out.owner]
+        tfidf_probs = listing_tfidf(tfidf, prepared, [text for _, text in items])[out.owner]
         late = predictor.late
         parts["image"].append(single_branch(out.image_probs, out.has_image))
         parts["text"].append(single_branch(out.text_probs, out.has_text))

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
+from combined_model.evaluate import listing_tfidf
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, gather, load_branch_exports, load_export
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, sharpen, single_branch
+from combined_model.inference import PreparedListing
 from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, train_combined
 from listings.categories import CategoryEncoder
 from listings.config import Config
@@ -133,6 +135,25 @@ def test_late_fusion_mixes_in_sharpened_tfidf_probabilities():
     for bad in (dict(image=0.6, text=0.6), dict(image=-0.1, text=1.1), dict(image=0.5, text=0.5, tfidf_power=0.0)):
         with pytest.raises(ValueError):
             LateWeights(**bad)
+
+
+def test_evaluation_scores_the_tfidf_model_only_where_prepare_did_not():
+    """A listing with a photo already carries the TF-IDF model's probabilities (the served late
+    fusion weighs them); evaluation reuses them and scores only the other listings' texts."""
+    scored = []
+
+    class CountingTfidf:
+        classes = ["a", "b"]
+
+        def predict_proba(self, texts):
+            scored.append(list(texts))
+            return np.array([[0.25, 0.75]] * len(texts), np.float32)
+
+    view = np.zeros((4, 4, 3), np.uint8)
+    prepared = [PreparedListing([view], ([1], 1), np.array([0.9, 0.1], np.float32)), PreparedListing([], ([2], 1))]
+    probs = listing_tfidf(CountingTfidf(), prepared, ["with a photo", "text only"])
+    assert scored == [["text only"]]
+    np.testing.assert_allclose(probs, [[0.9, 0.1], [0.25, 0.75]])
 
 
 def test_late_weights_take_tfidf_only_when_it_helps_on_validation(tmp_path):
