@@ -29,7 +29,8 @@ def to_batch(views: list[np.ndarray]) -> torch.Tensor:
 
 def eval_view(image: Image.Image, input_size: int) -> np.ndarray:
     """The whole (letterboxed) photo resized to the network's input size."""
-    return np.asarray(image.convert("RGB").resize((input_size, input_size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert would copy an RGB image
+    return np.asarray(rgb.resize((input_size, input_size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def view_generator(image_id: str, view: int, seed: int) -> np.random.Generator:

@@ -63,8 +63,8 @@ def clean_photo(source: Source, size: int, max_pixels: int = 40_000_000) -> Imag
     then the cache's JPEG encoding): serving and evaluation see what training saw. The encoding
     rides along in `info[STORED_JPEG]`, so storing the photo writes these bytes, not a second encoding."""
     encoded = stored_jpeg(clean_image(source, size, max_pixels))
-    with Image.open(io.BytesIO(encoded)) as stored:
-        photo = stored.convert("RGB")
+    photo = Image.open(io.BytesIO(encoded))  # an RGB JPEG, decoded into memory by load(): no copy to convert
+    photo.load()
     photo.info[STORED_JPEG] = encoded
     return photo
 
@@ -105,8 +105,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def letterbox(image: Image.Image, size: int) -> Image.Image:
-    """Scale the longer side to `size` and pad the shorter one, keeping the aspect ratio."""
+    """Scale the longer side to `size` and pad the shorter one, keeping the aspect ratio (an RGB image
+    already `size`×`size`, like the dataset's photos, is copied once: resizing it to its own size and
+    pasting it whole would give the same pixels)."""
     width, height = image.size
+    if (width, height) == (size, size) and image.mode == "RGB":
+        return image.copy()
     scale = size / max(width, height)
     resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BICUBIC)
     canvas = Image.new("RGB", (size, size), LETTERBOX_FILL)

@@ -62,6 +62,17 @@ def test_plain_rgb_is_letterboxed_on_black_keeping_the_aspect_ratio():
     assert close(pixel(image, 32, 61), (0, 0, 0), 0)
 
 
+def test_a_photo_already_square_at_the_size_keeps_its_pixels_exactly():
+    """The dataset's photos are 256×256 already: cleaning takes them as decoded, copied out of the
+    file it closes (no resize, no padding), which is what resizing to their own size would give."""
+    photo = Image.effect_noise((SIZE, SIZE), 80).convert("RGB")
+    data = encode(photo, "PNG")
+    image = clean_image(data, SIZE)
+    assert_clean(image)
+    assert np.array_equal(np.asarray(image), np.asarray(photo))
+    assert np.array_equal(np.asarray(clean_image(data, SIZE // 2)), np.asarray(photo.resize((SIZE // 2, SIZE // 2), Image.Resampling.BICUBIC)))
+
+
 def test_png_with_alpha_is_composited_on_white():
     rgba = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
     rgba.paste((255, 0, 0, 255), (0, 0, 16, 32))  # left half opaque red, right half transparent
