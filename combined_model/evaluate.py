@@ -84,7 +84,7 @@ def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.n
     """Per-row probabilities of every model (a row: one photo of a listing, or the listing if it has none)."""
     predictor = Predictor.load(config)
     hog = HogSvmBaseline.load(config)
-    tfidf = TfidfSvmBaseline.load(config)
+    tfidf = predictor.tfidf or TfidfSvmBaseline.load(config)  # the served late fusion's own, when it has one
     texts = [listing_text(t, d) for t, d in zip(eval_set.listings["title"], eval_set.listings["description"])]
     photos, skipped = load_photos(eval_set, config.data.image_size, config.data.max_image_pixels)
 
