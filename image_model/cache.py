@@ -1,6 +1,6 @@
 """The trunk-feature cache: the frozen trunk's fp16 output per image and view, memory-mapped.
 
-Layout: `<cache root>/image_trunk/<backbone>-<weights sha256[:16]>-<input size>px-<cut>-<precision>-bnfold/` holds, per
+Layout: `<cache root>/image_trunk/<backbone>-<weights sha256[:16]>-<input size>px-<cut>-<precision>-bnfold-photos<clean form>/` holds, per
 view, `<view>.npy` (fp16 [n, *cut shape]) and `<view>.ids.json` (the image id of each row). View 0
 is the plain eval view; view k > 0 also carries the augmentation seed in its name. Runs with the
 same key reuse the cache and compute only the images it lacks.
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from image_model.model import ImageNetwork
 from image_model.preprocess import make_view, to_batch
+from listings.config import CLEAN_IMAGES_FORM
 from listings.images import ImageError, clean_image
 
 
@@ -28,7 +29,7 @@ TRUNK_FORM = "bnfold"  # the trunk's batch norms folded into its convolutions: i
 
 def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, precision: str, device: str = "cpu") -> str:
     """Features from a GPU differ from the CPU's in their last bits, so they are kept apart."""
-    key = f"{backbone}-{weights_sha256[:16]}-{input_size}px-{cut}-{precision}-{TRUNK_FORM}"
+    key = f"{backbone}-{weights_sha256[:16]}-{input_size}px-{cut}-{precision}-{TRUNK_FORM}-photos{CLEAN_IMAGES_FORM}"
     return key + ("" if device == "cpu" else f"-{device}")
 
 

@@ -191,6 +191,12 @@ def _convert(raw: str, current: object) -> object:
     return raw
 
 
+# How the cleaned-image cache stores photos; part of its directory's name and of the trunk-feature
+# cache's key, so files written in another form are never mixed with these. v2: a photo that is
+# already clean is kept byte for byte (`listings.images.stored_form`); v1 re-encoded every photo.
+CLEAN_IMAGES_FORM = "v2"
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where every artifact lives under the artifacts directory."""
@@ -219,7 +225,7 @@ class Paths:
         return self.data / "prepare_summary.json"
 
     def clean_images(self, size: int) -> Path:
-        return self.data / f"images_{size}"
+        return self.data / f"images_{size}-{CLEAN_IMAGES_FORM}"
 
     # stages
     @property

@@ -1,7 +1,8 @@
 """Image cleaning: any file a seller uploads → an RGB, letterboxed square, or a clear reason why not.
 
-`clean_image` is the one implementation used by `fbm prepare` (which writes the cleaned-image
-cache once), by evaluation on new data and by the API.
+`clean_image` is the one implementation of cleaning; `stored_form` is what the cleaned-image cache
+keeps of a photo (written once by `fbm prepare`), and `clean_photo` gives a new photo's pixels as
+that cache would hold them, for evaluation on new data and for the API.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tqdm import tqdm
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not half a picture
 LETTERBOX_FILL = (0, 0, 0)  # the dataset's photos are letterboxed on black
 JPEG_QUALITY = 95
+# what Pillow reports of a JPEG that holds pixels only (its JFIF header and progressive scans)
+PLAIN_JPEG_INFO = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "progressive", "progression"}
 STORED_JPEG = "fbm.stored_jpeg"  # `clean_photo`'s info key for the encoding its pixels were decoded from
 _ORIENTATION_FIX = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -47,32 +50,60 @@ def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Imag
 
     Raises ImageError with reason missing | empty | not_an_image | too_large | truncated.
     """
-    image = _open(source, max_pixels)
+    return _cleaned(_open(source, max_pixels), size)
+
+
+def _cleaned(image: Image.Image, size: int) -> Image.Image:
+    """`clean_image` of an opened image, which it closes."""
     try:
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageError("truncated", str(exc)) from exc
+        _load(image)
         return letterbox(to_rgb(upright(image)), size)
     finally:
         image.close()
 
 
+def _load(image: Image.Image) -> None:
+    """Decode the pixels; a truncated or corrupt file is an ImageError, and the image is closed."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        image.close()
+        raise ImageError("truncated", str(exc)) from exc
+
+
 def clean_photo(source: Source, size: int, max_pixels: int = 40_000_000) -> Image.Image:
-    """A new photo cleaned into exactly the pixels the cleaned-image cache holds for it (`clean_image`,
-    then the cache's JPEG encoding): serving and evaluation see what training saw. The encoding
-    rides along in `info[STORED_JPEG]`, so storing the photo writes these bytes, not a second encoding."""
-    encoded = stored_jpeg(clean_image(source, size, max_pixels))
-    photo = Image.open(io.BytesIO(encoded))  # an RGB JPEG, decoded into memory by load(): no copy to convert
-    photo.load()
+    """A new photo cleaned into exactly the pixels the cleaned-image cache holds for it
+    (`stored_form`): serving and evaluation see what training saw. The encoding rides along in
+    `info[STORED_JPEG]`, so storing the photo writes these bytes, not a second encoding."""
+    encoded, photo = stored_form(source, size, max_pixels)
+    if photo is None:
+        photo = Image.open(io.BytesIO(encoded))  # an RGB JPEG, decoded into memory by load(): no copy to convert
+        photo.load()
     photo.info[STORED_JPEG] = encoded
     return photo
 
 
+def stored_form(source: Source, size: int, max_pixels: int = 40_000_000) -> tuple[bytes, Image.Image | None]:
+    """(the bytes the cleaned-image cache holds for a photo, their decoded pixels when already at hand).
+
+    A photo that is already clean, an RGB JPEG at `size`×`size` with no metadata (no EXIF, so
+    upright as stored; the dataset's photos are all like this), is kept byte for byte and its
+    decoded pixels come back with it; any other is cleaned by `clean_image` and encoded as JPEG
+    (`stored_jpeg`), without decoding that encoding here. Raises ImageError like `clean_image`.
+    """
+    data = _read(source)
+    image = _open(data, max_pixels)
+    if not _already_clean(image, size):
+        return stored_jpeg(_cleaned(image, size)), None
+    _load(image)
+    return data, image
+
+
 def stored_jpeg(image: Image.Image) -> bytes:
-    """The encoding of a cleaned photo in the cache (and in the API's photo store)."""
+    """The encoding of a cleaned photo in the cache (and in the API's photo store): pixels only.
+    (Pillow would copy a JPEG comment it decoded; EXIF and colour profiles it drops unless asked.)"""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, comment=b"")
     return buffer.getvalue()
 
 
@@ -116,6 +147,29 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     canvas = Image.new("RGB", (size, size), LETTERBOX_FILL)
     canvas.paste(resized, ((size - resized.width) // 2, (size - resized.height) // 2))
     return canvas
+
+
+def _already_clean(image: Image.Image, size: int) -> bool:
+    """Whether `clean_image` would give this photo's decoded pixels unchanged, and its file carries
+    nothing but pixels (no EXIF, colour profile or comment to store or serve on)."""
+    return (
+        image.format == "JPEG"
+        and image.mode == "RGB"
+        and image.size == (size, size)
+        and set(image.info) <= PLAIN_JPEG_INFO
+    )
+
+
+def _read(source: Source) -> bytes:
+    """The whole file, so that a photo kept as it is can be stored byte for byte."""
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("missing", str(path))
+        return path.read_bytes()
+    return source.read()
 
 
 def _open(source: Source, max_pixels: int) -> Image.Image:
@@ -167,7 +221,7 @@ def build_clean_cache(
     max_pixels: int,
     workers: int = 2,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Write `<cache_dir>/<id>.jpg` for every image not cached yet.
+    """Write `<cache_dir>/<id>.jpg` (`stored_form`) for every image not cached yet.
 
     Returns (digests of the usable images, reasons for the skipped ones), both keyed by image id.
     An image whose source file has gone is skipped as missing even when a cleaned copy is cached.
@@ -183,7 +237,7 @@ def build_clean_cache(
                 raise ImageError("missing", str(source))
             if not target.exists():
                 tmp = target.with_suffix(".tmp")
-                tmp.write_bytes(stored_jpeg(clean_image(source, size, max_pixels)))
+                tmp.write_bytes(stored_form(source, size, max_pixels)[0])
                 tmp.replace(target)
             return image_id, file_digest(source), None
         except ImageError as exc:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from listings.config import Config
+from listings.config import CLEAN_IMAGES_FORM, Config
 from scripts.cli import main
 
 
@@ -49,7 +49,7 @@ def test_environment_sets_the_directories(monkeypatch, tmp_path):
     config = Config()
     assert config.data.data_dir == str(tmp_path / "data")
     assert config.paths.listings == tmp_path / "artifacts" / "data" / "listings.jsonl"
-    assert config.paths.clean_images(256) == tmp_path / "artifacts" / "data" / "images_256"
+    assert config.paths.clean_images(256) == tmp_path / "artifacts" / "data" / f"images_256-{CLEAN_IMAGES_FORM}"
 
 
 def test_default_split_fractions_sum_to_one():

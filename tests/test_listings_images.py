@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from listings.images import ImageError, build_clean_cache, clean_image, clean_photo
+from listings.images import STORED_JPEG, ImageError, build_clean_cache, clean_image, clean_photo, stored_form
 
 SIZE = 64
 # a file left open by cleaning (found when it is garbage-collected) fails the test
@@ -223,11 +223,11 @@ def test_build_clean_cache_counts_skipped_files_and_reuses_the_cache(tmp_path: P
 
     cleaned_again: list[str] = []
 
-    def recording_clean_image(path, size, max_pixels):
+    def recording_stored_form(path, size, max_pixels):
         cleaned_again.append(Path(path).stem)
-        return clean_image(path, size, max_pixels)
+        return stored_form(path, size, max_pixels)
 
-    monkeypatch.setattr("listings.images.clean_image", recording_clean_image)
+    monkeypatch.setattr("listings.images.stored_form", recording_stored_form)
     (source / "copy.jpg").unlink()  # a source that has gone is missing, cached or not
     digests_again, skipped_again = build_clean_cache(ids, source, cache, 32, max_pixels=1_000_000, workers=2)
     assert set(cleaned_again) == {"truncated", "empty", "text", "bomb"}  # cached images are not cleaned again
@@ -245,3 +245,43 @@ def test_a_fresh_photo_is_cleaned_into_the_pixels_the_cache_holds(tmp_path):
     fresh = np.asarray(clean_photo(source / "noisy.jpg", 64))
     assert np.array_equal(fresh, cached)
     assert not np.array_equal(np.asarray(clean_image(source / "noisy.jpg", 64)), cached)  # the JPEG step matters
+
+
+def test_a_photo_already_clean_is_kept_byte_for_byte_and_served_as_cached(tmp_path):
+    """An RGB JPEG at the size with no metadata (every dataset photo) is stored as sent: no second,
+    lossy encoding, and serving decodes the very bytes the cache holds."""
+    source = tmp_path / "src"
+    source.mkdir()
+    sent = encode(Image.effect_noise((SIZE, SIZE), 80).convert("RGB"), "JPEG", quality=80)
+    (source / "clean.jpg").write_bytes(sent)
+    build_clean_cache(["clean"], source, tmp_path / "cache", SIZE, 40_000_000, workers=1)
+    assert (tmp_path / "cache" / "clean.jpg").read_bytes() == sent
+
+    photo = clean_photo(io.BytesIO(sent), SIZE)
+    assert photo.info[STORED_JPEG] == sent
+    assert np.array_equal(np.asarray(photo), np.asarray(clean_image(tmp_path / "cache" / "clean.jpg", SIZE)))
+    assert np.array_equal(np.asarray(photo), np.asarray(Image.open(io.BytesIO(sent)).convert("RGB")))
+
+
+@pytest.mark.parametrize("metadata", ["exif", "icc_profile", "comment"])
+def test_a_photo_with_metadata_is_cleaned_and_encoded_again(metadata):
+    """Metadata could turn the photo (EXIF orientation) or leak from the photo store (location, notes): re-encoded."""
+    image = Image.effect_noise((SIZE, SIZE), 80).convert("RGB")
+    image.paste((255, 0, 0), (0, 0, 8, 8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    params = {"exif": {"exif": exif}, "icc_profile": {"icc_profile": b"not really a profile"}, "comment": {"comment": b"note"}}
+    sent = encode(image, "JPEG", **params[metadata])
+    encoded, pixels = stored_form(sent, SIZE)
+    assert pixels is None and encoded != sent
+    with Image.open(io.BytesIO(encoded)) as stored:
+        assert {"exif", "icc_profile", "comment"}.isdisjoint(stored.info)
+        turned = metadata == "exif"  # the top-left corner is displayed at the top right
+        assert close(pixel(stored.convert("RGB"), SIZE - 4 if turned else 3, 3), (255, 0, 0), 40)
+
+
+def test_a_truncated_photo_in_the_clean_form_is_refused():
+    sent = encode(Image.effect_noise((SIZE, SIZE), 80).convert("RGB"), "JPEG")
+    with pytest.raises(ImageError) as refused:
+        clean_photo(sent[: len(sent) // 2], SIZE)
+    assert refused.value.reason == "truncated"

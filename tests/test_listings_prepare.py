@@ -89,7 +89,7 @@ def test_prepare_on_a_50_product_subset(fbm_subset: Path, tmp_path: Path, capsys
     for split, ids in splits.items():
         assert set(listings.loc[listings["split"] == split, "product_id"]) == set(ids)
 
-    cleaned = data / "images_256"
+    cleaned = config_for(artifacts).paths.clean_images(256)
     assert sorted(p.stem for p in cleaned.iterdir()) == sorted(images["id"])
     with Image.open(next(cleaned.iterdir())) as image:
         assert image.mode == "RGB" and image.size == (256, 256)
