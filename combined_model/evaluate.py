@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from combined_model.features import concat_embeddings
 from combined_model.fusion import EARLY, LATE, combine, single_branch
-from combined_model.inference import Predictor, PreparedListing
+from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
 from listings.data import listing_text, load_listings
@@ -70,13 +70,14 @@ def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[lis
     return photos, skipped
 
 
-def listing_tfidf(tfidf: TfidfSvmBaseline, prepared: list[PreparedListing], texts: list[str]) -> np.ndarray:
-    """The TF-IDF model's probabilities per listing: those `Predictor.prepare` already computed (beside
-    a photo, when late fusion weighs them), the others scored here."""
-    probs = np.stack([p.tfidf_probs if p.tfidf_probs is not None else np.zeros(len(tfidf.classes), np.float32) for p in prepared])
-    missing = [i for i, p in enumerate(prepared) if p.tfidf_probs is None]
+def listing_tfidf(tfidf: TfidfSvmBaseline, prepared: list[PreparedListing], out: BatchOutputs, texts: list[str]) -> np.ndarray:
+    """The TF-IDF model's probabilities per row of `out`: those `Predictor.branch_outputs` computed
+    (beside a photo, when late fusion weighs them), the other listings' scored here."""
+    probs = out.tfidf_probs.copy()
+    missing = [i for i, p in enumerate(prepared) if p.tfidf_tokens is None]
     if missing:
-        probs[missing] = tfidf.predict_proba([texts[i] for i in missing])
+        for i, row in zip(missing, tfidf.predict_proba([texts[i] for i in missing])):
+            probs[out.owner == i] = row
     return probs
 
 
@@ -95,7 +96,7 @@ def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.n
         prepared = [predictor.prepare(images, text, require_input=False) for images, text in items]
         out = predictor.branch_outputs(prepared)
         fusion = predictor.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
-        tfidf_probs = listing_tfidf(tfidf, prepared, [text for _, text in items])[out.owner]
+        tfidf_probs = listing_tfidf(tfidf, prepared, out, [text for _, text in items])
         late = predictor.late
         parts["image"].append(single_branch(out.image_probs, out.has_image))
         parts["text"].append(single_branch(out.text_probs, out.has_text))

@@ -45,7 +45,7 @@ class PreparedListing:
 
     views: list[np.ndarray]  # one uint8 input view per photo used
     text: tuple[list[int], int] | None  # (token ids, known tokens) of the text used, if any
-    tfidf_probs: np.ndarray | None = None  # [C] the TF-IDF model's, when the fusion weighs them
+    tfidf_tokens: list[str] | None = None  # the text's tokens for the TF-IDF model, when the fusion weighs it
 
     @property
     def photos(self) -> int:
@@ -132,8 +132,8 @@ class Predictor:
             return PreparedListing(views, None)
         tokens = self.text.tokenize(text)
         # Late fusion weighs the TF-IDF model only beside a photo; a text alone is the text CNN's.
-        tfidf_probs = self.tfidf.predict_proba_tokens([tokens])[0] if self.uses_tfidf and views else None
-        return PreparedListing(views, self.text.encode_tokens(tokens), tfidf_probs)
+        tfidf_tokens = tokens if self.uses_tfidf and views else None
+        return PreparedListing(views, self.text.encode_tokens(tokens), tfidf_tokens)
 
     def predict_prepared(self, listings: list[PreparedListing]) -> list[Prediction]:
         out = self.branch_outputs(listings)
@@ -161,9 +161,9 @@ class Predictor:
         if given.any():
             text_embedding[given], text_probs[given], known[given] = self.text.embed_encoded([listing.text for listing in listings if listing.text is not None])
         tfidf_probs = np.zeros((len(listings), len(self.classes)), np.float32)
-        for i, listing in enumerate(listings):
-            if listing.tfidf_probs is not None:
-                tfidf_probs[i] = listing.tfidf_probs
+        scored = np.array([listing.tfidf_tokens is not None for listing in listings], dtype=bool)
+        if scored.any():  # one call for the batch: scikit-learn's overhead per call is most of a single text's cost
+            tfidf_probs[scored] = self.tfidf.predict_proba_tokens([listing.tfidf_tokens for listing in listings if listing.tfidf_tokens is not None])
         listing_has_image = np.array([listing.photos > 0 for listing in listings], dtype=bool)
         text_used = given & text_is_used(known, listing_has_image)
         return BatchOutputs(

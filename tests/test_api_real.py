@@ -98,6 +98,17 @@ def test_each_endpoint_with_the_real_predictor(real):
     assert health["models"]["fusion"] == f"late({LATE_WEIGHTS.describe()})"
 
 
+def test_a_batch_scores_the_tfidf_model_of_each_listing_with_a_photo():
+    predictor = random_predictor()
+    photo = synthetic_photo("red", "circle")
+    texts = ["Red velvet armchair", "Mountain bike, 21 gears", "Green oak dining chair"]
+    listings = [predictor.prepare([photo], texts[0]), predictor.prepare([], texts[1]), predictor.prepare([photo, photo], texts[2])]
+    out = predictor.branch_outputs(listings)
+    np.testing.assert_allclose(out.tfidf_probs[out.owner == 0], predictor.tfidf.predict_proba([texts[0]]), rtol=1e-6)
+    np.testing.assert_allclose(out.tfidf_probs[out.owner == 2], predictor.tfidf.predict_proba([texts[2]] * 2), rtol=1e-6)
+    assert not out.tfidf_probs[out.owner == 1].any()  # a text alone is the text CNN's
+
+
 def test_served_late_fusion_weighs_the_tfidf_model_of_the_listing_text():
     predictor = random_predictor()
     photo, title = synthetic_photo("green", "square"), "Green oak dining chair"
@@ -105,7 +116,7 @@ def test_served_late_fusion_weighs_the_tfidf_model_of_the_listing_text():
     out = predictor.branch_outputs([predictor.prepare([photo], title)])
     tfidf = predictor.tfidf.predict_proba([title])
     assert np.allclose(out.tfidf_probs, tfidf)
-    assert predictor.prepare([], title).tfidf_probs is None  # not computed where late fusion does not weigh it
+    assert predictor.prepare([], title).tfidf_tokens is None  # not scored where late fusion does not weigh it
     image = out.image_probs
     both = np.array([True])
     expected = combine(image, out.text_probs, None, both, both, LATE, LATE_WEIGHTS, tfidf)[0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -137,9 +138,9 @@ def test_late_fusion_mixes_in_sharpened_tfidf_probabilities():
             LateWeights(**bad)
 
 
-def test_evaluation_scores_the_tfidf_model_only_where_prepare_did_not():
-    """A listing with a photo already carries the TF-IDF model's probabilities (the served late
-    fusion weighs them); evaluation reuses them and scores only the other listings' texts."""
+def test_evaluation_scores_the_tfidf_model_only_where_the_predictor_did_not():
+    """Beside a photo the predictor's batch already scored the TF-IDF model (the served late fusion
+    weighs it); evaluation reuses those rows and scores only the other listings' texts."""
     scored = []
 
     class CountingTfidf:
@@ -150,10 +151,11 @@ def test_evaluation_scores_the_tfidf_model_only_where_prepare_did_not():
             return np.array([[0.25, 0.75]] * len(texts), np.float32)
 
     view = np.zeros((4, 4, 3), np.uint8)
-    prepared = [PreparedListing([view], ([1], 1), np.array([0.9, 0.1], np.float32)), PreparedListing([], ([2], 1))]
-    probs = listing_tfidf(CountingTfidf(), prepared, ["with a photo", "text only"])
+    prepared = [PreparedListing([view, view], ([1], 1), ["with", "photo"]), PreparedListing([], ([2], 1))]
+    out = SimpleNamespace(owner=np.array([0, 0, 1]), tfidf_probs=np.array([[0.9, 0.1], [0.9, 0.1], [0, 0]], np.float32))
+    probs = listing_tfidf(CountingTfidf(), prepared, out, ["with a photo", "text only"])
     assert scored == [["text only"]]
-    np.testing.assert_allclose(probs, [[0.9, 0.1], [0.25, 0.75]])
+    np.testing.assert_allclose(probs, [[0.9, 0.1], [0.9, 0.1], [0.25, 0.75]])
 
 
 def test_late_weights_take_tfidf_only_when_it_helps_on_validation(tmp_path):
