@@ -192,9 +192,10 @@ def _convert(raw: str, current: object) -> object:
 
 
 # How the cleaned-image cache stores photos; part of its directory's name and of the trunk-feature
-# cache's key, so files written in another form are never mixed with these. v2: a photo that is
-# already clean is kept byte for byte (`listings.images.stored_form`); v1 re-encoded every photo.
-CLEAN_IMAGES_FORM = "v2"
+# cache's key, so files written in another form are never mixed with these. v3: a large JPEG is
+# decoded at a reduced scale; v2: a photo that is already clean is kept byte for byte
+# (`listings.images.stored_form`); v1 re-encoded every photo.
+CLEAN_IMAGES_FORM = "v3"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from listings.images import STORED_JPEG, ImageError, build_clean_cache, clean_image, clean_photo, stored_form
+from listings.images import STORED_JPEG, ImageError, build_clean_cache, clean_image, clean_photo, letterbox, stored_form
 
 SIZE = 64
 # a file left open by cleaning (found when it is garbage-collected) fails the test
@@ -285,3 +285,23 @@ def test_a_truncated_photo_in_the_clean_form_is_refused():
     with pytest.raises(ImageError) as refused:
         clean_photo(sent[: len(sent) // 2], SIZE)
     assert refused.value.reason == "truncated"
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_with_the_same_look():
+    """libjpeg's DCT scaling (1/8 here) instead of a full decode: the same picture within a level on
+    average, and the same function for the cache and for serving."""
+    photo = Image.effect_noise((64, 48), 60).convert("RGB").resize((1024, 768), Image.Resampling.BICUBIC)
+    photo.paste((255, 0, 0), (0, 0, 512, 768))  # left half red
+    sent = encode(photo, "JPEG", quality=95)
+    cleaned = clean_image(sent, SIZE)
+
+    reduced = Image.open(io.BytesIO(sent))
+    reduced.draft("RGB", (SIZE, SIZE * 3 // 4))
+    reduced.load()
+    assert reduced.size == (128, 96)
+    assert np.array_equal(np.asarray(cleaned), np.asarray(letterbox(reduced, SIZE)))  # what the cleaning decodes
+    full = Image.open(io.BytesIO(sent)).convert("RGB").resize((SIZE, SIZE * 3 // 4), Image.Resampling.BICUBIC)
+    letterboxed = np.asarray(cleaned, dtype=float)[8:56]
+    assert np.abs(letterboxed - np.asarray(full, dtype=float)).mean() < 2.0
+    assert close(pixel(cleaned, 10, 32), (255, 0, 0), 20)
+    assert np.array_equal(np.asarray(clean_photo(sent, SIZE)), np.asarray(Image.open(io.BytesIO(stored_form(sent, SIZE)[0])).convert("RGB")))
