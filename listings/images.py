@@ -50,7 +50,7 @@ def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Imag
 
     Raises ImageError with reason missing | empty | not_an_image | too_large | truncated.
     """
-    return _cleaned(_open(source, max_pixels), size)
+    return _cleaned(_open(_read(source), max_pixels), size)
 
 
 def _cleaned(image: Image.Image, size: int) -> Image.Image:
@@ -173,31 +173,24 @@ def _already_clean(image: Image.Image, size: int) -> bool:
 
 
 def _read(source: Source) -> bytes:
-    """The whole file, so that a photo kept as it is can be stored byte for byte."""
-    if isinstance(source, bytes):
-        return source
+    """The whole file (a photo kept as it is is stored byte for byte); ImageError when missing or empty."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ImageError("missing", str(path))
-        return path.read_bytes()
-    return source.read()
-
-
-def _open(source: Source, max_pixels: int) -> Image.Image:
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError("missing", str(path))
-        if path.stat().st_size == 0:
-            raise ImageError("empty", str(path))
-        stream: Path | BinaryIO = path  # Pillow opens it, and closes it with the image
-    elif isinstance(source, bytes):
-        if not source:
-            raise ImageError("empty")
-        stream = io.BytesIO(source)
+        data = path.read_bytes()
+        where = str(path)
     else:
-        stream = source
+        data = source if isinstance(source, bytes) else source.read()
+        where = ""
+    if not data:
+        raise ImageError("empty", where)
+    return data
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """The image in `data`, header read, pixels not yet decoded; ImageError for what cannot be one."""
+    stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
