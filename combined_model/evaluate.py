@@ -81,9 +81,10 @@ def listing_tfidf(tfidf: TfidfSvmBaseline, prepared: list[PreparedListing], out:
     return probs
 
 
-def row_probabilities(config: Config, eval_set: EvalSet) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, str]]:
+def row_probabilities(
+    config: Config, eval_set: EvalSet, predictor: Predictor
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, str]]:
     """Per-row probabilities of every model (a row: one photo of a listing, or the listing if it has none)."""
-    predictor = Predictor.load(config)
     hog = HogSvmBaseline.load(config)
     tfidf = predictor.tfidf or TfidfSvmBaseline.load(config)  # the served late fusion's own, when it has one
     texts = [listing_text(t, d) for t, d in zip(eval_set.listings["title"], eval_set.listings["description"])]
@@ -120,7 +121,8 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
     labels = eval_set.listings["label"].to_numpy()
     if len(labels) == 0:
         raise ValueError(f"{eval_set.source}: no listing with a known category to evaluate")
-    rows, owner, has_image, skipped = row_probabilities(config, eval_set)
+    predictor = Predictor.load(config)
+    rows, owner, has_image, skipped = row_probabilities(config, eval_set, predictor)
     n = len(labels)
     models, per_image, per_class_f1, confusions, product_pred = {}, {}, {}, {}, {}
     for name, probs in rows.items():
@@ -135,6 +137,7 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         "n_products": int(n),
         "n_images": int(has_image.sum()),
         "models": models,
+        "served": "combined" if predictor.method == EARLY else "late_fusion",  # the model `/combined` answers with
         # no choice between these models' answers, however clever, can be more accurate than this
         "either_branch_right": share_any_right(product_pred, labels, ("image", "text")),
         "any_late_input_right": share_any_right(product_pred, labels, LATE_INPUTS),
@@ -166,7 +169,8 @@ def format_table(result: dict) -> str:
     ]
     for name in MODELS:
         m, img = result["models"][name], result["per_image"][name]
-        lines.append(f"{name:<18} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}")
+        served = "   (served)" if name == result["served"] else ""
+        lines.append(f"{name:<18} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}{served}")
     lines.append(f"{'either branch right':<18} {result['either_branch_right']:>9.3f}   (the ceiling of any choice between image and text)")
     lines.append(f"{'any late input':<18} {result['any_late_input_right']:>9.3f}   (the same for image, text and the TF-IDF model)")
     if result["unknown_categories"]:

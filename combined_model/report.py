@@ -31,7 +31,8 @@ def write_report(config: Config, result: dict, out_dir: Path) -> Path:
     ]
     for name in models:
         m, img = result["models"][name], result["per_image"][name]
-        lines.append(f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['top3']:.3f} | {img['accuracy']:.3f} |")
+        label = f"**{name}** (served)" if name == result["served"] else name
+        lines.append(f"| {label} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['top3']:.3f} | {img['accuracy']:.3f} |")
     lines += [
         "",
         f"Either the image or the text branch is right on {result['either_branch_right']:.3f} of the listings: "

@@ -1,15 +1,19 @@
 """`fbm bench`: the system measured the way a buyer would, written to BENCHMARKS.md and a JSON.
 
-Four parts, each a plain function:
+Five parts, each a plain function:
 
 1. pipeline   `fbm train all` + `fbm index` from a cold cache into a fresh artifacts directory,
               timed per stage (trunk throughput and epoch speed-up from the image stage);
 2. accuracy   the `fbm evaluate` table on the test split of that fresh run;
-3. serving    a real `fbm serve` process on loopback: latency p50/p95/p99 and throughput of
+3. retrieval  `fbm index --evaluate`: test listings against a train+val index, precision@10 per
+              query modality and search latency at the dataset's size;
+4. serving    a real `fbm serve` process on loopback: latency p50/p95/p99 and throughput of
               `/image`, `/text`, `/combined`, `/similar` at several concurrencies (median of
               `repeats` runs), against the raw batched model throughput measured in this process
               first, and the server's peak RSS;
-4. scale      the FAISS index at 1,000,000 synthetic vectors (`retrieval.bench`).
+5. scale      the FAISS index at 1,000,000 synthetic vectors (`retrieval.bench`).
+
+The report opens with the issues' goals, each against what this run measured (`GOALS`).
 
 `--quick` is a smoke run for CI: a small subset of the dataset, tiny training settings, short
 loads and 20,000 vectors; it writes BENCHMARKS.quick.md under the artifacts' reports, never the
@@ -37,6 +41,7 @@ from listings.config import REPO_ROOT, Config
 from listings.subset import subset_dataset
 from scripts.loadgen import Request, form_request, run_load
 
+PARTS = ("pipeline", "accuracy", "retrieval", "serving", "scale")
 ENDPOINTS = ("image", "text", "combined", "similar")
 RAW_BATCHES = (8, 32)  # listings per raw model pass; the best is the reference
 RAW_SECONDS = 3.0  # each raw measurement repeats passes for at least this long
@@ -106,11 +111,21 @@ def bench_accuracy(config: Config) -> dict:
         "source": result["source"],
         "n_products": result["n_products"],
         "n_images": result["n_images"],
+        "served": result["served"],
         "models": {name: {k: round(v, 4) for k, v in m.items() if k in ("accuracy", "macro_f1", "top3")} for name, m in result["models"].items()},
     }
 
 
-# ---------------------------------------------------------------- 3. serving
+# ---------------------------------------------------------------- 3. retrieval
+
+
+def bench_retrieval(config: Config) -> dict:
+    from retrieval.build import evaluate_retrieval
+
+    return evaluate_retrieval(config)
+
+
+# ---------------------------------------------------------------- 4. serving
 
 
 @dataclass
@@ -307,7 +322,7 @@ def bench_serving(config: Config, plan: BenchPlan) -> dict:
     return results
 
 
-# ---------------------------------------------------------------- 4. scale
+# ---------------------------------------------------------------- 5. scale
 
 
 def bench_scale(config: Config, plan: BenchPlan) -> dict:
@@ -318,6 +333,82 @@ def bench_scale(config: Config, plan: BenchPlan) -> dict:
         index_config.exact_threshold = plan.scale_vectors // 2  # still exercise the HNSW path
     result = run(plan.scale_vectors, 512, 200 if plan.quick else 1000, config=index_config)
     return result
+
+
+# ---------------------------------------------------------------- goals
+
+
+@dataclass(frozen=True)
+class Goal:
+    issue: int
+    what: str
+    target: float
+    at_least: bool  # the measure must reach the target from below (accuracy) rather than stay under it (time)
+    unit: str
+    measure: Callable[[dict], float | None]  # from the bench's result; None when this run did not measure it
+
+    def met(self, value: float) -> bool:
+        return value >= self.target if self.at_least else value <= self.target
+
+
+def _served_accuracy(result: dict) -> float:
+    models = result["accuracy"]["models"]
+    return models[result["accuracy"]["served"]]["accuracy"]
+
+
+def _served_margin(result: dict) -> float:
+    """Points the served model is above the better of the image and text branches."""
+    models = result["accuracy"]["models"]
+    return _served_accuracy(result) - max(models["image"]["accuracy"], models["text"]["accuracy"])
+
+
+def _serving_row(result: dict, endpoint: str, concurrency: int, key: str) -> float | None:
+    rows = result["serving"]["endpoints"].get(endpoint, [])
+    return next((row[key] for row in rows if row["concurrency"] == concurrency), None)
+
+
+def _dataset_query_p50(result: dict) -> float | None:
+    """The slowest query modality's median search latency at the dataset's size (model excluded)."""
+    medians = [v["p50"] for k, v in result["retrieval"].items() if k.startswith("latency_ms_") and v]
+    return max(medians) if medians else None
+
+
+GOALS = (
+    Goal(3, "`fbm train image` on the dataset", 900, False, "s", lambda r: r["pipeline"]["stage_seconds"]["image"]),
+    Goal(3, "image epoch on the cache, speed-up over the naive loop", 10, True, "×", lambda r: r["pipeline"]["naive_over_cache_epoch_ratio"]),
+    Goal(3, "image branch, test product accuracy", 0.68, True, "", lambda r: r["accuracy"]["models"]["image"]["accuracy"]),
+    Goal(5, "served fusion, test product accuracy", 0.88, True, "", _served_accuracy),
+    Goal(5, "served fusion above the best single branch", 0.02, True, "", _served_margin),
+    Goal(5, "`fbm train all` from a cold cache", 1500, False, "s", lambda r: r["pipeline"]["train_all_seconds"]),
+    Goal(6, "retrieval precision@10, photo + text", 0.85, True, "", lambda r: r["retrieval"]["precision@10_both"]),
+    Goal(6, "query p50 at the dataset's size, model excluded", 5, False, "ms", _dataset_query_p50),
+    Goal(6, "recall@10 at 1,000,000 vectors", 0.95, True, "", lambda r: r["scale"]["recall@10"] if r["scale"]["n"] >= 1_000_000 else None),
+    Goal(6, "query p50 at 1,000,000 vectors", 5, False, "ms", lambda r: r["scale"]["p50_ms"] if r["scale"]["n"] >= 1_000_000 else None),
+    Goal(7, "`/combined` p50 at concurrency 1", 150, False, "ms", lambda r: _serving_row(r, "combined", 1, "p50_ms")),
+    Goal(7, "`/combined` at concurrency 16 over the raw model", 0.8, True, "×", lambda r: _serving_row(r, "combined", 16, "throughput_over_raw")),
+    Goal(7, "server peak RSS", 1.5e9 / 2**20, False, "MiB", lambda r: r["serving"]["server_peak_rss_mib"]),
+)
+
+
+def goal_rows(result: dict) -> list[dict]:
+    """Each goal whose part this run measured, with the figure and whether it is met."""
+    rows = []
+    for goal in GOALS:
+        try:
+            value = goal.measure(result)
+        except KeyError:  # the part that measures it was not run
+            continue
+        if value is not None:
+            rows.append({"issue": goal.issue, "goal": goal.what, "target": goal.target, "at_least": goal.at_least, "unit": goal.unit,
+                         "measured": value, "met": goal.met(value)})
+    return rows
+
+
+def _figure(value: float, unit: str) -> str:
+    if unit == "MiB":
+        return f"{value:,.0f} MiB"
+    text = f"{value:.4g}" if unit in ("", "×") and value < 1.5 else f"{value:g}"
+    return f"{text}{'' if unit in ('', '×') else ' '}{unit}"
 
 
 # ---------------------------------------------------------------- report
@@ -353,6 +444,17 @@ def markdown(result: dict) -> str:
         f"(Python {m['python']}, torch {m['torch']}, commit {m['commit']}, {m['date']}).",
         "Regenerate with the same command; absolute times drift between machines, ratios less so.",
     ]
+    goals = result.get("goals", [])
+    if goals:
+        lines += ["", "## Goals (from the issues) against this run", ""]
+        if result["plan"]["quick"]:
+            lines += ["A quick run trains on a subset with tiny settings: its figures are not comparable with the goals.", ""]
+        lines += ["| issue | goal | target | measured | met |", "|---:|---|---:|---:|:---:|"]
+        lines += [
+            f"| #{g['issue']} | {g['goal']} | {'≥' if g['at_least'] else '≤'} {_figure(g['target'], g['unit'])} | "
+            f"{_figure(g['measured'], g['unit'])} | {'yes' if g['met'] else '**no**'} |"
+            for g in goals
+        ]
     if "pipeline" in result:
         p = result["pipeline"]
         lines += ["", "## Pipeline (cold cache, one run)", "", "| stage | seconds |", "|---|---:|"]
@@ -375,7 +477,10 @@ def markdown(result: dict) -> str:
             "| model | accuracy | macro-F1 | top-3 |",
             "|---|---:|---:|---:|",
         ]
-        lines += [f"| {name} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | {v['top3']:.3f} |" for name, v in a["models"].items()]
+        lines += [
+            f"| {f'**{name}** (served)' if name == a['served'] else name} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | {v['top3']:.3f} |"
+            for name, v in a["models"].items()
+        ]
     if "serving" in result:
         s = result["serving"]
         lines += [
@@ -400,6 +505,28 @@ def markdown(result: dict) -> str:
                 f"| /{endpoint} | {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['throughput_over_raw']} "
                 f"| {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | {r['non_2xx']} |"
                 for r in rows
+            ]
+    if "retrieval" in result:
+        r = result["retrieval"]
+        lines += [
+            "",
+            f"## Retrieval quality (test listings against an index of the {r['catalogue']:,} train + validation listings)",
+            "",
+            f"Same-root-category precision@{r['k']} (chance {r['chance_precision']}); search latency without the model on an "
+            f"index of all {r['latency_index_size']:,} listings, the query listing excluded.",
+            "",
+            f"| query | precision@{r['k']} | queries | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        k = r["k"]
+        for mode in ("photo", "text", "both"):
+            latency = r[f"latency_ms_{mode}"] or {"p50": "–", "p99": "–"}
+            lines.append(f"| {mode} | {r[f'precision@{k}_{mode}']} | {r[f'queries_{mode}']} | {latency['p50']} | {latency['p99']} |")
+        if r["other_photo_nn_rate"] is not None:
+            lines += [
+                "",
+                f"A product's other photo is its photo query's nearest neighbour for {r['other_photo_nn_rate']} of "
+                f"{r['other_photo_queries']:,} queries (an index of all {r['other_photo_index_size']:,} photos).",
             ]
     if "scale" in result:
         r = result["scale"]
@@ -438,8 +565,11 @@ def run_bench(config: Config, plan: BenchPlan, parts: tuple[str, ...], fresh: bo
         result["pipeline"] = bench_pipeline(config)
     if "accuracy" in parts:
         result["accuracy"] = bench_accuracy(config)
+    if "retrieval" in parts:
+        result["retrieval"] = bench_retrieval(config)
     if "serving" in parts:
         result["serving"] = bench_serving(config, plan)
     if "scale" in parts:
         result["scale"] = bench_scale(config, plan)
+    result["goals"] = goal_rows(result)
     return result

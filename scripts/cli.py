@@ -132,11 +132,14 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from scripts.bench import BenchPlan, markdown, run_bench
+    from scripts.bench import PARTS, BenchPlan, markdown, run_bench
 
     config = build_config(args)
     plan = BenchPlan.make(args.quick, args.repeats)
-    parts = tuple(args.parts.split(","))
+    parts = tuple(part.strip() for part in args.parts.split(","))
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown bench part(s) {', '.join(unknown)}: choose from {', '.join(PARTS)}")
     command = "fbm " + shlex.join(args.argv)
     reports = config.paths.reports  # before run_bench moves a fresh run's artifacts under <artifacts>/bench
     result = run_bench(config, plan, parts, fresh=not args.reuse, command=command)
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", parents=[settings], help="measure pipeline, accuracy, serving and retrieval; write BENCHMARKS.md")
     bench.add_argument("--quick", action="store_true", help="a smoke run: dataset subset, tiny settings, short loads")
     bench.add_argument("--repeats", type=int, default=3, help="serving runs per setting; medians are reported (default 3)")
-    bench.add_argument("--parts", default="pipeline,accuracy,serving,scale", help="comma-separated subset of the four parts")
+    bench.add_argument("--parts", default="pipeline,accuracy,retrieval,serving,scale", help="comma-separated subset of the five parts")
     bench.add_argument("--reuse", action="store_true", help="measure the trained artifacts in --artifacts instead of training afresh")
     bench.add_argument("--out", help="Markdown report (default BENCHMARKS.md; BENCHMARKS.quick.md in the reports with --quick)")
     bench.add_argument("--json", help="JSON of the same figures (default: next to the Markdown)")

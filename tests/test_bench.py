@@ -11,11 +11,13 @@ from scripts.cli import main
 def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_path):
     config, _ = trained_pipeline
     out = tmp_path / "BENCH.md"
-    argv = ["bench", "--quick", "--reuse", "--artifacts", config.data.artifacts_dir, "--parts", "accuracy,serving,scale", "--out", str(out)]
+    argv = ["bench", "--quick", "--reuse", "--artifacts", config.data.artifacts_dir, "--parts", "accuracy,retrieval,serving,scale", "--out", str(out)]
     assert main(argv) == 0
     result = json.loads(out.with_suffix(".json").read_text())
 
     assert set(result["accuracy"]["models"]) >= {"image", "text", "combined", "late_fusion"}
+    assert result["accuracy"]["served"] in ("combined", "late_fusion")
+    assert 0 <= result["retrieval"]["precision@10_both"] <= 1
     serving = result["serving"]
     assert set(serving["endpoints"]) == set(bench.ENDPOINTS)
     for endpoint, rows in serving["endpoints"].items():
@@ -30,9 +32,30 @@ def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_p
     assert result["scale"]["recall@10"] >= 0.9 and result["scale"]["kind"] == "hnsw"
 
     report = out.read_text()
-    for heading in ("## Accuracy", "## Serving", "## Retrieval at scale"):
+    for heading in ("## Goals", "## Accuracy", "## Retrieval quality", "## Serving", "## Retrieval at scale"):
         assert heading in report
+    goals = {(g["issue"], g["goal"]): g for g in result["goals"]}
+    assert (7, "`/combined` p50 at concurrency 1") in goals and (6, "retrieval precision@10, photo + text") in goals
+    assert not any(g["goal"].startswith("recall@10 at 1,000,000") for g in result["goals"])  # a 20,000-vector run says nothing of it
     assert "`fbm bench --quick --reuse" in report
+
+
+def test_each_goal_is_judged_from_the_run_and_unmeasured_ones_are_left_out():
+    result = {
+        "plan": {"quick": False},
+        "accuracy": {"served": "late_fusion", "models": {"image": {"accuracy": 0.7}, "text": {"accuracy": 0.85}, "late_fusion": {"accuracy": 0.86}}},
+        "serving": {"server_peak_rss_mib": 1500.0, "endpoints": {"combined": [{"concurrency": 1, "p50_ms": 20.0}, {"concurrency": 16, "throughput_over_raw": 0.81}]}},
+    }
+    goals = {g["goal"]: g for g in bench.goal_rows(result)}
+    assert goals["image branch, test product accuracy"]["met"] is True  # 0.7 ≥ 0.68
+    assert goals["served fusion, test product accuracy"]["met"] is False  # 0.86 < 0.88
+    assert goals["served fusion above the best single branch"]["met"] is False  # 0.01 < 0.02
+    assert goals["`/combined` p50 at concurrency 1"]["met"] is True
+    assert goals["`/combined` at concurrency 16 over the raw model"]["met"] is True
+    assert goals["server peak RSS"]["met"] is False  # 1,500 MiB is over 1.5 GB
+    assert not any("train" in name or "retrieval" in name for name in goals)  # those parts did not run
+    report = bench.markdown({"command": "fbm bench", "machine": bench.machine(), "plan": result["plan"], "goals": list(goals.values())})
+    assert "| #5 | served fusion, test product accuracy | ≥ 0.88 | 0.86 | **no** |" in report
 
 
 def test_the_report_says_when_the_code_measured_is_not_the_commit(tmp_path, monkeypatch):

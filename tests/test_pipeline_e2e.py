@@ -42,6 +42,7 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     assert result["n_products"] == n_products
     assert result["n_images"] == len(list((unseen / "images").glob("*.jpg")))
     assert set(result["models"]) == set(MODELS)
+    assert result["served"] in ("combined", "late_fusion")
     for model, metrics in result["models"].items():
         for name in ("accuracy", "macro_f1", "top3"):
             assert 0.0 <= metrics[name] <= 1.0, (model, name, metrics[name])
