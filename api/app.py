@@ -12,10 +12,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from api.batching import MicroBatcher
 from api.routes import listings, meta, predict, similar
@@ -24,6 +26,8 @@ from api.services import Services, inference_layout, load_services
 from api.uploads import BodyLimitMiddleware
 from listings.config import Config
 
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+DOCS_ASSETS = "/docs-assets"  # Swagger UI from its pip package: the docs work offline, no CDN
 DESCRIPTION = """Classify a marketplace listing from its photos and/or text into one of the root
 categories, and find similar listings. Form fields: `img` (one or more photo files), `txt` (text).
 Example: `curl -F img=@chair.jpg -F txt="oak dining chair" localhost:8008/combined`."""
@@ -53,6 +57,8 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
         description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from the local Swagger UI files
+        redoc_url=None,
         form_limits={"max_files": config.serve.max_photos, "max_fields": 20, "max_part_size": 4 * config.serve.max_text_chars + 1024},
     )
     app.state.config = config
@@ -62,15 +68,32 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
     for module in (predict, similar, listings, meta):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _serve_docs(app)
     _document_configured_limits(app, config)
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """The OpenAPI docs at /docs with Swagger UI's files served here (FastAPI's default fetches them
+    from a CDN, a blank page on a machine without the internet)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def _document_configured_limits(app: FastAPI, config: Config) -> None:
     """Show in the OpenAPI schema the limits that the routes and the form parser take from `config`
     (a form field's declaration is fixed at import): `k` at most index.max_k, at most
     serve.max_photos photos in `img`."""
-    limits = {"k": {"maximum": config.index.max_k}, "img": {"maxItems": config.serve.max_photos}}
+    limits = {"k": {"minimum": 1, "maximum": config.index.max_k}, "img": {"maxItems": config.serve.max_photos}}
     build = app.openapi
 
     def openapi() -> dict:
@@ -87,13 +110,43 @@ def _document_configured_limits(app: FastAPI, config: Config) -> None:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    status, detail = exc.status_code, str(exc.detail)
+    if status == 400:
+        status, detail = _form_limit_error(detail, request.app.state.config)
+    return JSONResponse({"detail": detail}, status_code=status, headers=getattr(exc, "headers", None))
+
+
+def _form_limit_error(detail: str, config: Config) -> tuple[int, str]:
+    """Starlette's form parser refuses a form over `form_limits` with a 400 worded for its own
+    limits; say instead which field was over which of the API's limits."""
+    if detail.startswith(("Part exceeded maximum size", "Field exceeded maximum size")):
+        return 422, f"a form field is too long: txt accepts at most {config.serve.max_text_chars:,} characters"
+    if detail.startswith("Too many files"):
+        return 422, f"img: at most {config.serve.max_photos} photos are accepted in one request"
+    if detail.startswith("Too many fields"):
+        return 422, "too many form fields: send img, txt and the documented fields only"
+    return 400, detail
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """Pydantic's errors as one sentence naming each field, e.g. `k: Input should be a valid integer`."""
+    """Pydantic's errors as one sentence naming each field, e.g. `k: Input should be a valid integer`;
+    a body that is not a form at all is a 415 that says what to send."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method == "POST" and content_type and content_type not in FORM_TYPES:
+        message = f"the body is {content_type}: send a form, multipart/form-data (curl -F img=@photo.jpg -F txt=...) or application/x-www-form-urlencoded"
+        return JSONResponse({"detail": message}, status_code=415)
     problems = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header"))
-        problems.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header") and not isinstance(part, int))
+        problems.append(f"{where or 'request'}: {_plain_message(error)}")
     return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
+
+
+def _plain_message(error: dict) -> str:
+    """Pydantic's message, except where it speaks of Python types rather than of the form."""
+    message = error.get("msg", "invalid")
+    if "Expected UploadFile" in message:
+        return "send a file here (curl -F img=@photo.jpg), not a text value"
+    if error.get("type") == "string_type" and hasattr(error.get("input"), "filename"):
+        return "send text here, not a file"
+    return message

@@ -50,6 +50,9 @@ def held_out_split(config: Config) -> EvalSet:
 def directory_set(config: Config, data_dir: str) -> EvalSet:
     """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
     prepared = load_prepared(config)
+    for required in ("Products.csv", "Images.csv", "images"):
+        if not (Path(data_dir) / required).exists():
+            raise ValueError(f"{Path(data_dir) / required} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
     listings = load_listings(data_dir)
     listings["label"] = prepared.encoder.encode_many(listings["root"])
     unknown = listings.loc[listings["label"] < 0, "root"].value_counts().to_dict()
@@ -165,24 +168,31 @@ def share_any_right(predictions: dict[str, np.ndarray], labels: np.ndarray, mode
 def format_table(result: dict) -> str:
     lines = [
         f"{result['source']}: {result['n_products']} products, {result['n_images']} photos",
-        f"{'model':<18} {'accuracy':>9} {'macro-F1':>9} {'top-3':>7}   {'photo acc':>9}",
+        f"{'model':<19} {'accuracy':>9} {'macro-F1':>9} {'top-3':>7}   {'photo acc':>9}",
     ]
     for name in MODELS:
         m, img = result["models"][name], result["per_image"][name]
         served = "   (served)" if name == result["served"] else ""
-        lines.append(f"{name:<18} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}{served}")
-    lines.append(f"{'either branch right':<18} {result['either_branch_right']:>9.3f}   (the ceiling of any choice between image and text)")
-    lines.append(f"{'any late input':<18} {result['any_late_input_right']:>9.3f}   (the same for image, text and the TF-IDF model)")
+        lines.append(f"{name:<19} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}{served}")
+    lines.append(f"{'either branch right':<19} {result['either_branch_right']:>9.3f}   (the ceiling of any choice between image and text)")
+    lines.append(f"{'any late input':<19} {result['any_late_input_right']:>9.3f}   (the same for image, text and the TF-IDF model)")
     if result["unknown_categories"]:
         lines.append(f"skipped listings with categories the model does not know: {result['unknown_categories']}")
     if result["skipped_images"]:
         lines.append(f"skipped photos: {result['skipped_images']}")
+    if result["n_images"] == 0:
+        lines.append("no usable photo: the image and HOG models had nothing to see, their figures are of uniform guesses")
     return "\n".join(lines)
 
 
-def write_outputs(config: Config, result: dict, json_path: str | None = None) -> Path:
-    """metrics.json, report.md and its figures under the reports directory; `json_path` gets a copy."""
-    out_dir = config.paths.reports
+def report_dir(config: Config, data_dir: str | None) -> Path:
+    """The reports directory for the test split; a subdirectory of it named for any other dataset,
+    so scoring another directory never overwrites the test split's report."""
+    return config.paths.reports / f"data-{Path(data_dir).resolve().name}" if data_dir else config.paths.reports
+
+
+def write_outputs(config: Config, result: dict, out_dir: Path, json_path: str | None = None) -> Path:
+    """metrics.json, report.md and its figures in `out_dir`; `json_path` gets a copy of the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     if json_path:

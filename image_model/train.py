@@ -177,7 +177,14 @@ def download_weights(config: Config) -> dict[str, str]:
     """
     weights = resnet50_weight_options()[0]
     if cached_resnet50_weights() is None:
-        weights.get_state_dict(progress=True, weights_only=True)
+        try:
+            weights.get_state_dict(progress=True, weights_only=True)
+        except OSError as exc:  # no network (URLError is an OSError), a refused connection, a full disk
+            raise ValueError(
+                f"could not download ResNet-50's ImageNet weights from {weights.url} ({exc}). Run `fbm weights` where the "
+                f"internet is reachable, or copy that file into {hub_checkpoint(weights).parent}/; meanwhile the image "
+                "branch uses EfficientNet-Lite0, whose weights ship with its pip package"
+            ) from exc
     resnet_file = hub_checkpoint(cached_resnet50_weights() or weights)
     files = {"resnet50": resnet_file, "efficientnet_lite0": lite0_weights_file()}
     report = {name: f"{path} sha256={sha256_file(path)}" for name, path in files.items()}

@@ -9,9 +9,10 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from listings.artifacts import read_json
+from listings.data import split_category
 
 
 class UnknownCategoryError(KeyError, ValueError):
@@ -76,3 +77,15 @@ class CategoryEncoder:
     def load(cls, path: Path) -> "CategoryEncoder":
         data = read_json(path, "fbm prepare")
         return cls(classes=list(data["classes"]), counts=data.get("counts", {}), paths=data.get("paths", {}))
+
+
+def canonical_category(category: str | None, classes: Sequence[str]) -> str | None:
+    """A category filter whose root (the part before the first ' / ') is a known category, in any
+    case, with the root spelt as the model spells it; None when blank; UnknownCategoryError else."""
+    if category is None or not category.strip():
+        return None
+    parts = split_category(category)
+    roots = {name.lower(): name for name in classes}
+    if not parts or parts[0].lower() not in roots:
+        raise UnknownCategoryError(f"unknown category {category[:100]!r}; known: {'; '.join(classes)}")
+    return " / ".join([roots[parts[0].lower()], *parts[1:]])

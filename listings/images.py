@@ -48,7 +48,7 @@ Source = str | Path | bytes | BinaryIO
 def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Image.Image:
     """Open, validate and normalise one image: EXIF-upright, RGB, letterboxed to `size`×`size`.
 
-    Raises ImageError with reason missing | empty | not_an_image | too_large | truncated.
+    Raises ImageError with reason missing | not_a_file | empty | not_an_image | too_large | truncated.
     """
     return _cleaned(_open(_read(source), max_pixels), size)
 
@@ -177,7 +177,7 @@ def _read(source: Source) -> bytes:
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise ImageError("missing", str(path))
+            raise ImageError("not_a_file" if path.exists() else "missing", str(path))
         data = path.read_bytes()
         where = str(path)
     else:

@@ -120,6 +120,29 @@ def evaluate_retrieval(config: Config, k: int = 10) -> dict:
     return report
 
 
+def format_build(summary: dict) -> str:
+    return (
+        f"index: {summary['count']:,} listings ({summary['without_image']:,} without a photo, {summary['without_text']:,} without a text), "
+        f"{summary['dim']}-d, {summary['kind']}, built in {summary['wall_time_s']} s"
+    )
+
+
+def format_evaluation(report: dict) -> str:
+    """`evaluate_retrieval`'s figures as a few lines for the command line."""
+    k = report["k"]
+    lines = [
+        f"retrieval: {report['test_listings']:,} test listings against an index of the {report['catalogue']:,} train + validation listings",
+        f"  same-root precision@{k} (chance {report['chance_precision']:.3f}), and search latency without the model:",
+    ]
+    for mode in MODES:
+        precision, latency = report[f"precision@{k}_{mode}"], report[f"latency_ms_{mode}"]
+        if precision is not None:
+            lines.append(f"  {mode:<6} {precision:.3f}  ({report[f'queries_{mode}']:,} queries; p50 {latency['p50']} ms, p99 {latency['p99']} ms)")
+    if report["other_photo_nn_rate"] is not None:
+        lines.append(f"  a product's other photo is its photo's nearest neighbour for {report['other_photo_nn_rate']:.3f} of {report['other_photo_queries']:,} photos")
+    return "\n".join(lines)
+
+
 def other_photo_rate(products: ProductEmbeddings) -> dict:
     """Over the photos of test products with two or more photos: how often the photo's nearest
     neighbour among every photo of the train, validation and test products (itself left out)

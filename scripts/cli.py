@@ -80,11 +80,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from combined_model.evaluate import evaluate, format_table, write_outputs
+    from combined_model.evaluate import evaluate, format_table, report_dir, write_outputs
 
     config = build_config(args)
     result = evaluate(config, args.data)  # an explicit --data is the directory to score
-    report = write_outputs(config, result, args.json)
+    report = write_outputs(config, result, report_dir(config, args.data), args.json)
     print(format_table(result))
     print(f"report: {report}")
     return 0
@@ -98,34 +98,35 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from retrieval.build import evaluate_retrieval
+    from retrieval.build import EVALUATION_FILE, evaluate_retrieval, format_build, format_evaluation
 
     config = build_config(args)
-    print(json.dumps(run_stage("index", config), indent=2))
+    print(format_build(run_stage("index", config)))
     if args.evaluate:
-        print(json.dumps(evaluate_retrieval(config, k=args.k), indent=2))
+        print(format_evaluation(evaluate_retrieval(config, k=args.k)))
+        print(f"written: {config.paths.reports / EVALUATION_FILE}")
     return 0
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from combined_model.inference import Predictor
+    from listings.categories import CategoryEncoder, canonical_category
     from listings.images import clean_photo
     from retrieval.index import ListingIndex, format_results
+    from retrieval.query import search_similar
 
     config = build_config(args)
     if not args.image and not (args.text and args.text.strip()):
         raise ValueError("give a listing text (--text), one or more photos (--image) or both")
+    if not 1 <= args.k <= config.index.max_k:
+        raise ValueError(f"-k must be between 1 and {config.index.max_k}, got {args.k}")
+    if args.min_price is not None and args.max_price is not None and args.min_price > args.max_price:
+        raise ValueError(f"--min-price {args.min_price:g} is above --max-price {args.max_price:g}")
+    category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
     prediction = Predictor.load(config).predict(photos, args.text, "combined")
     with ListingIndex.open(config.paths.index, config.index) as index:
-        result = index.search(
-            prediction.image_embedding,
-            prediction.text_embedding,
-            k=args.k,
-            category=args.category,
-            min_price=args.min_price,
-            max_price=args.max_price,
-        )
+        result = search_similar(index, prediction, k=args.k, category=category, min_price=args.min_price, max_price=args.max_price)
     print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
     print(format_results(result))
     return 0
@@ -174,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=cmd_prepare)
 
     train = commands.add_parser("train", parents=[settings], help="train a stage, or all of them in order")
-    train.add_argument("stage", choices=["image", "text", "combined", "all"])
+    train.add_argument(
+        "stage", choices=["image", "text", "combined", "all"], help="image, text, combined (needs both branches), or all: prepare → image → text → combined"
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(
@@ -197,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--text", help="a listing title and/or description")
     similar.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     similar.add_argument("-k", type=int, default=10, help="how many listings (default 10)")
-    similar.add_argument("--category", help="only listings in this root category or category path prefix")
+    similar.add_argument("--category", help="only listings in this root category (any case) or under a category path of whole levels, e.g. 'Home & Garden / Garden'")
     similar.add_argument("--min-price", type=float, help="only listings at or above this price (GBP)")
     similar.add_argument("--max-price", type=float, help="only listings at or below this price (GBP)")
     similar.set_defaults(handler=cmd_similar)
@@ -205,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", parents=[settings], help="measure pipeline, accuracy, serving and retrieval; write BENCHMARKS.md")
     bench.add_argument("--quick", action="store_true", help="a smoke run: dataset subset, tiny settings, short loads")
     bench.add_argument("--repeats", type=int, default=3, help="serving runs per setting; medians are reported (default 3)")
-    bench.add_argument("--parts", default="pipeline,accuracy,retrieval,serving,scale", help="comma-separated subset of the five parts")
+    bench.add_argument("--parts", default="pipeline,accuracy,retrieval,serving,scale", help="comma-separated, of pipeline (cold-cache training), accuracy, retrieval, serving, scale (default: all five)")
     bench.add_argument("--reuse", action="store_true", help="measure the trained artifacts in --artifacts instead of training afresh")
     bench.add_argument("--out", help="Markdown report (default BENCHMARKS.md; BENCHMARKS.quick.md in the reports with --quick)")
     bench.add_argument("--json", help="JSON of the same figures (default: next to the Markdown)")

@@ -138,6 +138,14 @@ def test_similar_with_each_modality_on_real_embeddings(real):
     assert both["modalities"] == ["image", "text"] and both["results"][0]["product_id"] == "prod-03"
 
 
+def test_similar_refuses_a_text_alone_with_no_known_word_and_ranks_its_photo_without_it(real):
+    refused = real.post("/similar", data={"txt": "zzzz qqqq"})
+    assert refused.status_code == 422 and "no word the model knows" in refused.json()["detail"]
+    photo = real.get("/images/img-03").content
+    by_photo = real.post("/similar", files={"img": ("b.jpg", photo)}, data={"txt": "zzzz qqqq", "k": "3"}).json()
+    assert by_photo["modalities"] == ["image"] and len(by_photo["results"]) == 3
+
+
 def test_add_and_delete_with_real_embeddings(real):
     auth = {"X-API-Key": KEY}
     photo = jpeg_bytes(synthetic_photo("blue", "square", (300, 500)))

@@ -308,3 +308,20 @@ def test_image_sweep_reports_validation_per_variant_and_shares_the_cache(tmp_pat
     assert [r["variant"] for r in results] == ["defaults", "image.dropout=0.5 image.lr=1e-3"]
     assert all(0 <= r["val_product"] <= 1 and r["epochs_run"] == 1 for r in results)
     assert results[0]["cache_fill_seconds"] > 0 and results[1]["cache_fill_seconds"] == 0  # the second reuses the cache
+
+
+def test_fbm_weights_without_a_network_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    from scripts.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def unreachable(*_args, **_kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
+    assert main(["weights", "--artifacts", str(tmp_path / "artifacts")]) == 2
+    err = capsys.readouterr().err
+    assert "could not download ResNet-50's ImageNet weights" in err and "Traceback" not in err
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in err

@@ -55,6 +55,27 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     assert "tfidf_baseline" in capsys.readouterr().out
 
 
+def test_evaluating_another_directory_keeps_the_test_split_report(trained_pipeline, tmp_path):
+    config, unseen = trained_pipeline
+    reports = config.paths.reports
+    assert main(["evaluate", *_settings(config)]) == 0
+    test_split = (reports / "metrics.json").read_text()
+    assert main(["evaluate", *_settings(config), "--data", str(unseen)]) == 0
+    assert (reports / "metrics.json").read_text() == test_split
+    other = json.loads((reports / f"data-{unseen.name}" / "metrics.json").read_text())
+    assert other["source"] == str(unseen) and (reports / f"data-{unseen.name}" / "report.md").exists()
+
+
+def test_a_directory_without_images_csv_is_a_clear_error(trained_pipeline, tmp_path, capsys):
+    config, unseen = trained_pipeline
+    data = tmp_path / "text_only"
+    data.mkdir()
+    (data / "Products.csv").write_bytes((unseen / "Products.csv").read_bytes())
+    (data / "images").mkdir()
+    assert main(["evaluate", *_settings(config), "--data", str(data)]) == 2
+    assert "Images.csv not found" in capsys.readouterr().err
+
+
 def test_an_unknown_category_in_evaluation_data_is_reported_not_fatal(trained_pipeline, tmp_path):
     config, unseen = trained_pipeline
     data = tmp_path / "with_unknown"
@@ -77,6 +98,28 @@ def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("query: predicted")
     assert sum(bool(re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)) for line in lines) == 3
+
+
+def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
+    config, _ = trained_pipeline
+    for argv, message in [
+        (["--category", "Furniture"], "unknown category 'Furniture'; known: "),
+        (["-k", "0"], "-k must be between 1 and 100, got 0"),
+        (["--min-price", "20", "--max-price", "10"], "--min-price 20 is above --max-price 10"),
+        (["--image", str(config.paths.reports.parent)], "not_a_file"),
+    ]:
+        assert main(["similar", *_settings(config), "--text", "oak dining table", *argv]) == 2
+        assert message in capsys.readouterr().err, argv
+    assert main(["similar", *_settings(config), "--text", "zzzz qqqq"]) == 2
+    assert "no word the model knows" in capsys.readouterr().err
+
+
+def test_index_evaluation_prints_its_figures(trained_pipeline, capsys):
+    config, _ = trained_pipeline
+    assert main(["index", *_settings(config), "--evaluate"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^index: \d+ listings", out, re.M) and re.search(r"^  both\s+[01]\.\d{3}  \(", out, re.M)
+    assert json.loads((config.paths.reports / "retrieval_evaluation.json").read_text())["k"] == 10
 
 
 def test_similar_without_a_query_is_a_clear_error(trained_pipeline, capsys):

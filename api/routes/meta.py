@@ -14,10 +14,12 @@ from api.schemas import CategoriesOut, HealthOut
 from api.uploads import ID_PATTERN
 
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
+PHOTO_NAME_PATTERN = ID_PATTERN.removesuffix("$") + r"(\.jpg)?$"  # /images/<id> or /images/<id>.jpg
 
 router = APIRouter(tags=["meta"])
 
 
+@router.head("/health", include_in_schema=False)  # what uptime probes often send
 @router.get("/health", response_model=HealthOut, summary="Ready: models and index loaded")
 def health(services: ServicesDep) -> HealthOut:
     info = json.loads(json.dumps(services.index.info(), default=str))  # plain JSON types only
@@ -41,7 +43,8 @@ def categories(services: ServicesDep) -> CategoriesOut:
     responses={200: {"content": {"image/jpeg": {}}}, **INVALID, **NOT_FOUND},
     summary="A listing photo (cleaned JPEG)",
 )
-def image(image_id: Annotated[str, Path(pattern=ID_PATTERN)], services: ServicesDep) -> FileResponse:
+def image(image_id: Annotated[str, Path(pattern=PHOTO_NAME_PATTERN, description="a photo id, optionally with .jpg")], services: ServicesDep) -> FileResponse:
+    image_id = image_id.removesuffix(".jpg")
     path = services.photos.path(image_id)
     if path is None:
         raise HTTPException(404, f"no photo {image_id!r}")

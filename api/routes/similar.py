@@ -11,7 +11,8 @@ from api.routes.errors import BAD_INPUT
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingOut, SimilarOut
 from api.uploads import checked_text, cleaned_photos
-from listings.data import split_category
+from listings.categories import UnknownCategoryError, canonical_category
+from retrieval.query import search_similar
 
 router = APIRouter(tags=["search"], responses=BAD_INPUT)
 
@@ -26,13 +27,13 @@ async def similar(
     pool: DecodePoolDep,
     img: OptionalPhotos = None,
     txt: OptionalText = None,
-    k: Annotated[int, Form(ge=1, description="how many listings, at most index.max_k (100)")] = 10,
-    category: Annotated[str | None, Form(description="a root category, or a category path prefix")] = None,
+    k: Annotated[int, Form(description="how many listings, 1 to index.max_k (100)")] = 10,
+    category: Annotated[str | None, Form(description="a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden'")] = None,
     min_price: Price = None,
     max_price: Price = None,
 ) -> SimilarOut:
     """Ranked by the inputs given: photo, text, or both. The query's predicted category comes along."""
-    if k > config.index.max_k:
+    if not 1 <= k <= config.index.max_k:
         raise HTTPException(422, f"k must be between 1 and {config.index.max_k}, got {k}")
     if min_price is not None and max_price is not None and min_price > max_price:
         raise HTTPException(422, f"min_price {min_price:g} is above max_price {max_price:g}")
@@ -44,15 +45,15 @@ async def similar(
     prediction = await predict(batcher, photos, text, "combined")
     try:
         found = await run_in_threadpool(
-            services.index.search,
-            prediction.image_embedding,
-            prediction.text_embedding,
+            search_similar,
+            services.index,
+            prediction,
             k=k,
             category=category,
             min_price=min_price,
             max_price=max_price,
         )
-    except ValueError as exc:  # a query the index cannot rank, e.g. a text with no known word
+    except ValueError as exc:  # a query that cannot rank listings: a text alone with no known word
         raise HTTPException(422, str(exc)) from exc
     return SimilarOut(
         results=[ListingOut.model_validate(hit, from_attributes=True) for hit in found.hits],
@@ -62,12 +63,8 @@ async def similar(
 
 
 def known_category(category: str | None, classes: list[str]) -> str | None:
-    """A category whose root (the part before the first ' / ') is a known category, any case, with
-    the root spelt as the model spells it; None if blank."""
-    if category is None or not category.strip():
-        return None
-    parts = split_category(category)
-    roots = {name.lower(): name for name in classes}
-    if not parts or parts[0].lower() not in roots:
-        raise HTTPException(422, f"unknown category {category[:100]!r}; known: {', '.join(classes)}")
-    return " / ".join([roots[parts[0].lower()], *parts[1:]])
+    """`canonical_category`, its refusal a 422."""
+    try:
+        return canonical_category(category, classes)
+    except UnknownCategoryError as exc:
+        raise HTTPException(422, str(exc)) from exc

@@ -1,0 +1,23 @@
+"""Classification metrics shared by every stage."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from listings.metrics import summarise
+
+
+def one_hot(pred: list[int], n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[pred]
+
+
+def test_macro_f1_averages_over_the_classes_the_data_holds():
+    labels = np.array([0, 0, 0, 0])  # a small evaluation set of one category among 13
+    scores = summarise(labels, one_hot([0, 0, 0, 5], 13))
+    assert scores["accuracy"] == 0.75
+    assert scores["macro_f1"] == pytest.approx(2 * 0.75 / 1.75)  # class 0's own F1, not averaged with 12 zeros
+
+
+def test_macro_f1_counts_every_present_class_even_one_never_predicted():
+    scores = summarise(np.array([0, 1]), one_hot([0, 0], 3))
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
