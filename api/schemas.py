@@ -19,7 +19,7 @@ class ListingOut(BaseModel):
     price: float | None
     location: str
     image_ids: list[str]
-    score: float = Field(description="similarity to the query, higher is closer")
+    score: float = Field(description="similarity to the query in [0, 1]: the embeddings' cosine, rescaled, blended with the two texts' word cosine when the query has text")
 
 
 class SimilarOut(BaseModel):

@@ -67,6 +67,7 @@ class Services:
     predictor: Any  # combined_model.inference.Predictor or a stand-in with .classes, .versions, .prepare, .predict_prepared
     index: Any  # retrieval.index.ListingIndex or a stand-in with .search, .add, .delete, len(), .info
     photos: PhotoStore
+    terms: Any = None  # retrieval.terms.TermWeights: queries and new listings' words; None: no re-ranking
 
 
 def available_cores() -> int:
@@ -105,6 +106,7 @@ def load_services(config: Config) -> Services:
     """Load the models and open the index named by `config`; raises with the path of anything unusable."""
     from combined_model.inference import Predictor
     from retrieval.index import IndexStateError, ListingIndex
+    from retrieval.terms import TermWeights
 
     set_torch_threads(config)
     config.apply_nltk_data()
@@ -115,7 +117,8 @@ def load_services(config: Config) -> Services:
         raise ValueError(str(exc)) from exc
     check_index_matches(index, predictor)
     warm_up(predictor, config)
-    return Services(predictor=predictor, index=index, photos=PhotoStore.for_config(config))
+    terms = TermWeights.load(config, predictor.tfidf)  # the served late fusion's TF-IDF model, when it has one
+    return Services(predictor=predictor, index=index, photos=PhotoStore.for_config(config), terms=terms)
 
 
 def warm_up(predictor: Any, config: Config) -> None:

@@ -37,6 +37,7 @@ class Prediction:
     image_embedding: np.ndarray | None = field(default=None, repr=False)  # [photos, d_img]: the index folds them
     text_embedding: np.ndarray | None = field(default=None, repr=False)  # [d_txt]
     low_confidence: bool = False  # e.g. a text with no known word
+    text_tokens: list[str] | None = field(default=None, repr=False)  # the used text's tokens (the index re-ranks by its words)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class PreparedListing:
     views: list[np.ndarray]  # one uint8 input view per photo used
     text: tuple[list[int], int] | None  # (token ids, known tokens) of the text used, if any
     tfidf_tokens: list[str] | None = None  # the text's tokens for the TF-IDF model, when the fusion weighs it
+    tokens: list[str] | None = None  # the text's tokens
 
     @property
     def photos(self) -> int:
@@ -133,7 +135,7 @@ class Predictor:
         tokens = self.text.tokenize(text)
         # Late fusion weighs the TF-IDF model only beside a photo; a text alone is the text CNN's.
         tfidf_tokens = tokens if self.uses_tfidf and views else None
-        return PreparedListing(views, self.text.encode_tokens(tokens), tfidf_tokens)
+        return PreparedListing(views, self.text.encode_tokens(tokens), tfidf_tokens, tokens)
 
     def predict_prepared(self, listings: list[PreparedListing]) -> list[Prediction]:
         out = self.branch_outputs(listings)
@@ -142,7 +144,7 @@ class Predictor:
         else:
             fusion_probs = None
         rows = combine(out.image_probs, out.text_probs, fusion_probs, out.has_image, out.has_text, self.method, self.late, out.tfidf_probs)
-        return [self._prediction(i, rows, out) for i in range(len(listings))]
+        return [self._prediction(i, rows, out, listing.tokens) for i, listing in enumerate(listings)]
 
     def branch_outputs(self, listings: list[PreparedListing]) -> BatchOutputs:
         """Run each branch once, batched, over every photo and text of `listings`."""
@@ -170,7 +172,7 @@ class Predictor:
             owner, image_embedding, image_probs, has_image, text_embedding[owner], text_probs[owner], text_used[owner], tfidf_probs[owner], known
         )
 
-    def _prediction(self, i: int, rows: np.ndarray, out: BatchOutputs) -> Prediction:
+    def _prediction(self, i: int, rows: np.ndarray, out: BatchOutputs, tokens: list[str] | None) -> Prediction:
         mine = out.owner == i
         probs = rows[mine].mean(axis=0)
         order = np.argsort(-probs)
@@ -183,4 +185,5 @@ class Predictor:
             image_embedding=out.image_embedding[mine][out.has_image[mine]] if used_image else None,
             text_embedding=out.text_embedding[mine][0] if used_text else None,
             low_confidence=used_text and not used_image and out.known_tokens[i] == 0,
+            text_tokens=tokens if used_text else None,
         )

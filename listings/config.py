@@ -111,6 +111,8 @@ class IndexConfig:
     filter_exact_limit: int = 20_000  # a filtered HNSW search over at most this many listings is exact
     max_k: int = 100
     checkpoint_every: int = 256  # live adds/deletes between rewrites of the FAISS file (also written on close)
+    term_weight: float = 0.3  # β: a query with text re-ranks candidates by (1-β)·score + β·word cosine (retrieval.terms)
+    rerank_candidates: int = 100  # listings re-ranked by words
 
 
 @dataclass

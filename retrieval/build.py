@@ -19,9 +19,12 @@ from tqdm import tqdm
 
 from combined_model.features import load_branch_exports, text_is_used
 from listings.config import Config
+from listings.data import listing_text
 from listings.metrics import latency_percentiles
 from listings.prepare import load_prepared
 from retrieval.index import IMAGE, TEXT, ListingIndex, SearchResult, fold_photos, listing_vectors, unit_rows
+from retrieval.terms import Terms, TermWeights
+from text_model.train import tokenize_texts
 
 SUMMARY_FILE = "build_summary.json"
 EVALUATION_FILE = "retrieval_evaluation.json"
@@ -38,18 +41,20 @@ class ProductEmbeddings:
     text: np.ndarray  # [n, d]
     has_text: np.ndarray  # [n] bool
     photo_embeddings: dict[str, np.ndarray]  # image id → the photo's own embedding
+    terms: list[Terms | None]  # each listing's words, for re-ranking; None without a text
 
     def vectors(self) -> np.ndarray:
         return listing_vectors(self.image, self.has_image, self.text, self.has_text)
 
     def subset(self, mask: np.ndarray) -> "ProductEmbeddings":
+        terms = [row for row, keep in zip(self.terms, mask) if keep]
         return ProductEmbeddings(
-            self.listings[mask].reset_index(drop=True), self.image[mask], self.has_image[mask], self.text[mask], self.has_text[mask], self.photo_embeddings
+            self.listings[mask].reset_index(drop=True), self.image[mask], self.has_image[mask], self.text[mask], self.has_text[mask], self.photo_embeddings, terms
         )
 
 
 def load_product_embeddings(config: Config) -> ProductEmbeddings:
-    """The prepared listings with their branch embeddings, from the two exports."""
+    """The prepared listings with their branch embeddings, from the two exports, and their words."""
     listings = load_prepared(config).listings
     image_export, text_export = load_branch_exports(config)
     photos = dict(zip(image_export["image_ids"].tolist(), image_export["embeddings"].astype(np.float32)))
@@ -69,7 +74,15 @@ def load_product_embeddings(config: Config) -> ProductEmbeddings:
         row = text_row.get(pid)
         if row is not None and text_is_used(known[row], has_image[i]):
             text[i], has_text[i] = text_export["embeddings"][row], True
-    return ProductEmbeddings(listings, image, has_image, text, has_text, photos)
+    return ProductEmbeddings(listings, image, has_image, text, has_text, photos, listing_terms(config, listings))
+
+
+def listing_terms(config: Config, listings: pd.DataFrame) -> list[Terms | None]:
+    """Each listing's words as the text model's TF-IDF row (None for a listing without a text)."""
+    weights = TermWeights.load(config)
+    texts = [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
+    rows = weights.rows(tokenize_texts(texts, weights.stem))
+    return [row if text.strip() else None for row, text in zip(rows, texts)]
 
 
 def build_index(config: Config) -> dict:
@@ -77,7 +90,7 @@ def build_index(config: Config) -> dict:
     start = time.perf_counter()
     products = load_product_embeddings(config)
     products = products.subset(products.has_image | products.has_text)
-    index = ListingIndex.build(config.paths.index, products.vectors(), products.listings.to_dict("records"), config.index)
+    index = ListingIndex.build(config.paths.index, products.vectors(), products.listings.to_dict("records"), config.index, products.terms)
     summary = index.info() | {"wall_time_s": round(time.perf_counter() - start, 1)}
     index.close()
     (config.paths.index / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
@@ -87,33 +100,38 @@ def build_index(config: Config) -> dict:
 def evaluate_retrieval(config: Config, k: int = 10) -> dict:
     """Test listings as queries against an index of the train and validation listings.
 
-    Reports same-root-category precision@k per query modality, how often a photo's nearest other
+    Reports same-root-category precision@k per query modality, and the same for the listing's full
+    category path (e.g. "Video Games & Consoles / Consoles / PS4": is it the same kind of item?), how often a photo's nearest other
     photo (in an index of every photo) belongs to the same product, and search latency without
     the model, on an index of every listing with the query listing excluded."""
     products = load_product_embeddings(config)
     split = products.listings["split"].to_numpy()
     catalogue = products.subset(np.isin(split, ["train", "val"]) & (products.has_image | products.has_text))
     queries = products.subset(split == "test")
-    roots = catalogue.listings["root"].to_numpy()
-    chance = float(sum((np.mean(roots == root)) ** 2 for root in np.unique(roots)))
-
-    report: dict = {"k": k, "catalogue": len(catalogue.listings), "test_listings": len(queries.listings), "chance_precision": round(chance, 4)}
+    report: dict = {
+        "k": k,
+        "catalogue": len(catalogue.listings),
+        "test_listings": len(queries.listings),
+        "chance_precision": _chance(catalogue.listings["root"]),
+        "chance_path_precision": _chance(catalogue.listings["category"]),
+    }
     with tempfile.TemporaryDirectory(dir=_scratch(config)) as directory:
-        with ListingIndex.build(directory, catalogue.vectors(), catalogue.listings.to_dict("records"), config.index) as index:
+        with ListingIndex.build(directory, catalogue.vectors(), catalogue.listings.to_dict("records"), config.index, catalogue.terms) as index:
             for mode, modalities in MODES.items():
-                precision, _ = _query_all(index, queries, modalities, k, exclude_self=False)
+                precision, path_precision, _ = _query_all(index, queries, modalities, k, exclude_self=False)
                 report[f"precision@{k}_{mode}"] = round(float(np.mean(precision)), 4) if precision else None
+                report[f"path_precision@{k}_{mode}"] = round(float(np.mean(path_precision)), 4) if precision else None
                 report[f"queries_{mode}"] = len(precision)
     report |= other_photo_rate(products)
 
     indexed = products.subset(products.has_image | products.has_text)
     with tempfile.TemporaryDirectory(dir=_scratch(config)) as directory:
-        with ListingIndex.build(directory, indexed.vectors(), indexed.listings.to_dict("records"), config.index) as index:
+        with ListingIndex.build(directory, indexed.vectors(), indexed.listings.to_dict("records"), config.index, indexed.terms) as index:
             report["latency_index_size"] = len(index)
             for mode, modalities in MODES.items():
-                _, latency_ms = _query_all(index, queries, modalities, k, exclude_self=True)
+                _, _, latency_ms = _query_all(index, queries, modalities, k, exclude_self=True)
                 report[f"latency_ms_{mode}"] = _percentiles(latency_ms)
-            _, latency_ms = _query_all(index, queries, MODES["both"], k, exclude_self=True, same_root_only=True)
+            _, _, latency_ms = _query_all(index, queries, MODES["both"], k, exclude_self=True, same_root_only=True)
             report["latency_ms_both_category_filter"] = _percentiles(latency_ms)
     config.paths.reports.mkdir(parents=True, exist_ok=True)
     (config.paths.reports / EVALUATION_FILE).write_text(json.dumps(report, indent=2))
@@ -132,15 +150,25 @@ def format_evaluation(report: dict) -> str:
     k = report["k"]
     lines = [
         f"retrieval: {report['test_listings']:,} test listings against an index of the {report['catalogue']:,} train + validation listings",
-        f"  same-root precision@{k} (chance {report['chance_precision']:.3f}), and search latency without the model:",
+        f"  precision@{k} of the same root category (chance {report['chance_precision']:.3f}) and of the same full category path "
+        f"(chance {report['chance_path_precision']:.3f}); search latency without the model:",
     ]
     for mode in MODES:
         precision, latency = report[f"precision@{k}_{mode}"], report[f"latency_ms_{mode}"]
         if precision is not None:
-            lines.append(f"  {mode:<6} {precision:.3f}  ({report[f'queries_{mode}']:,} queries; p50 {latency['p50']} ms, p99 {latency['p99']} ms)")
+            lines.append(
+                f"  {mode:<6} root {precision:.3f}  path {report[f'path_precision@{k}_{mode}']:.3f}  "
+                f"({report[f'queries_{mode}']:,} queries; p50 {latency['p50']} ms, p99 {latency['p99']} ms)"
+            )
     if report["other_photo_nn_rate"] is not None:
         lines.append(f"  a product's other photo is its photo's nearest neighbour for {report['other_photo_nn_rate']:.3f} of {report['other_photo_queries']:,} photos")
     return "\n".join(lines)
+
+
+def _chance(labels: pd.Series) -> float:
+    """Precision@k of results drawn at random from the catalogue: the sum of squared label shares."""
+    shares = labels.value_counts(normalize=True).to_numpy()
+    return round(float(np.sum(shares**2)), 4)
 
 
 def other_photo_rate(products: ProductEmbeddings) -> dict:
@@ -172,14 +200,15 @@ def other_photo_rate(products: ProductEmbeddings) -> dict:
 
 def _query_all(
     index: ListingIndex, queries: ProductEmbeddings, modalities: tuple[str, ...], k: int, exclude_self: bool, same_root_only: bool = False
-) -> tuple[list[float], list[float]]:
-    """Same-root precision@k and latency (ms) of every query listing that has the given modalities."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Same-root precision@k, same-category-path precision@k and latency (ms) of every query listing
+    that has the given modalities (a query with text carries its words, as the API's do)."""
     usable = np.ones(len(queries.listings), bool)
     if IMAGE in modalities:
         usable &= queries.has_image
     if TEXT in modalities:
         usable &= queries.has_text
-    precision, latency_ms = [], []
+    precision, path_precision, latency_ms = [], [], []
     for i in tqdm(np.flatnonzero(usable), desc=f"queries by {'+'.join(modalities)}", unit="query", leave=False):
         listing = queries.listings.iloc[i]
         start = time.perf_counter()
@@ -189,10 +218,12 @@ def _query_all(
             k=k,
             category=listing["root"] if same_root_only else None,
             exclude_product_id=listing["product_id"] if exclude_self else None,
+            terms=queries.terms[i] if TEXT in modalities else None,
         )
         latency_ms.append((time.perf_counter() - start) * 1000)
         precision.append(np.mean([hit.root == listing["root"] for hit in result.hits]) if result.hits else 0.0)
-    return precision, latency_ms
+        path_precision.append(np.mean([hit.category == listing["category"] for hit in result.hits]) if result.hits else 0.0)
+    return precision, path_precision, latency_ms
 
 
 def _percentiles(latency_ms: list[float]) -> dict | None:

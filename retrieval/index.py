@@ -35,6 +35,12 @@ Storage and consistency
     A build writes a fresh pair under a new build name and commits by renaming `CURRENT`. A
     missing or unreadable file is refused with an `IndexStateError` naming it.
 
+Re-ranking by words
+    A query with text may carry its words (`retrieval.terms.Terms`, the text model's TF-IDF row);
+    the index then takes its best `rerank_candidates` listings by the score above and orders them
+    by (1 − β)·score + β·cos(words), β = `term_weight`, reporting that blend (still in [0, 1]).
+    Each listing's words are stored beside its vector in the database.
+
 Index kinds
     Up to `exact_threshold` listings: `IndexFlatIP` (exact; a delete removes the vector). Above:
     `IndexHNSWFlat` with `efSearch` set on every query. HNSW cannot remove vectors, so a deleted
@@ -68,12 +74,13 @@ import numpy as np
 
 from listings.config import IndexConfig
 from listings.data import split_category
+from retrieval.terms import Terms, term_cosines
 
 log = logging.getLogger(__name__)
 
 IMAGE, TEXT = "image", "text"
 HALF_WEIGHT = 1 / math.sqrt(2)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: listings' words (TF-IDF rows) stored for re-ranking
 CURRENT_FILE = "CURRENT"
 FLAT, HNSW = "flat", "hnsw"
 
@@ -253,6 +260,7 @@ CREATE TABLE listings (
 CREATE INDEX listings_category ON listings (category_key);
 CREATE INDEX listings_price ON listings (price);
 CREATE TABLE vectors (faiss_id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE terms (faiss_id INTEGER PRIMARY KEY, columns BLOB NOT NULL, weights BLOB NOT NULL);
 CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
@@ -339,10 +347,12 @@ class ListingIndex:
         return Path(directory) / f"vectors-{build_id}.faiss"
 
     @classmethod
-    def build(cls, directory: str | Path, vectors: np.ndarray, listings: Iterable[Mapping], config: IndexConfig) -> "ListingIndex":
-        """Write a new index of `listings` (one per product) with their `listing_vectors` and open it.
-
-        An index already in `directory` stays live until the new one is complete."""
+    def build(
+        cls, directory: str | Path, vectors: np.ndarray, listings: Iterable[Mapping], config: IndexConfig, terms: list[Terms | None] | None = None
+    ) -> "ListingIndex":
+        """Write a new index of `listings` (one per product) with their `listing_vectors` (and their
+        words, for re-ranking) and open it. An index already in `directory` stays live until the new
+        one is complete."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -350,6 +360,9 @@ class ListingIndex:
         _check_vectors(vectors, len(rows))
         if len({row.product_id for row in rows}) != len(rows):
             raise ValueError("product ids must be unique: the index holds one row per product")
+        terms = terms if terms is not None else [None] * len(rows)
+        if len(terms) != len(rows):
+            raise ValueError(f"{len(terms)} term rows for {len(rows)} listings")
 
         build_id = uuid.uuid4().hex[:12]
         db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
@@ -360,8 +373,8 @@ class ListingIndex:
                 "INSERT INTO info (key, value) VALUES (?, ?)",
                 [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id)],
             )
-            for faiss_id, (row, vector) in enumerate(zip(rows, vectors)):
-                _insert(db, row, vector, faiss_id)
+            for faiss_id, (row, vector, words) in enumerate(zip(rows, vectors, terms)):
+                _insert(db, row, vector, words, faiss_id)
         index = make_faiss_index(len(rows), vectors.shape[1], config)
         index.add_with_ids(vectors, np.arange(len(rows), dtype=np.int64))
         write_faiss_file(index, faiss_path)
@@ -446,20 +459,30 @@ class ListingIndex:
         min_price: float | None = None,
         max_price: float | None = None,
         exclude_product_id: str | None = None,
+        terms: Terms | None = None,
     ) -> SearchResult:
         """The k listings most similar to a photo embedding (or a listing's photos [p, d]), a text
         embedding or both, among those matching the filters; `category` is a root category or a
-        category path prefix (case-insensitive), a price filter leaves out listings without a price."""
+        category path prefix (case-insensitive), a price filter leaves out listings without a price.
+        `terms`, the query text's words, re-rank the best candidates (see the module docstring)."""
         if not 1 <= k <= self.config.max_k:
             raise ValueError(f"k must be between 1 and {self.config.max_k} (index.max_k), got {k}")
         if min_price is not None and max_price is not None and min_price > max_price:
             raise ValueError(f"min_price {min_price} is above max_price {max_price}")
         query, modalities = query_vector(image_vec, text_vec, self._half_dim)
         category = category if category and category.strip() else None
+        rerank = terms is not None and TEXT in modalities and self.config.term_weight > 0
+        candidates = max(k, self.config.rerank_candidates) if rerank else k
         with self._lock.read(), single_threaded():
-            ids, inner_products = self._search_ids(query, modalities, k, category, min_price, max_price, exclude_product_id)
+            ids, inner_products = self._search_ids(query, modalities, candidates, category, min_price, max_price, exclude_product_id)
+            scores = score_from_inner_product(inner_products, len(modalities))
+            if rerank:
+                stored = self._fetch_terms(ids)
+                weight = self.config.term_weight
+                scores = (1 - weight) * scores + weight * term_cosines(terms, [stored.get(i) for i in ids])
+                order = np.argsort(-scores, kind="stable")[:k]
+                ids, scores = [ids[j] for j in order], scores[order]
             listings = self._fetch(ids)
-        scores = score_from_inner_product(inner_products, len(modalities))
         hits = [Hit(**asdict(listings[i]), score=float(s)) for i, s in zip(ids, scores)]
         return SearchResult(hits=hits, modalities=modalities)
 
@@ -548,6 +571,13 @@ class ListingIndex:
         rows = self._query(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE faiss_id IN ({marks})", ids)
         return {row[0]: _listing_from_row(row[1:]) for row in rows}
 
+    def _fetch_terms(self, ids: list[int]) -> dict[int, Terms]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._query(f"SELECT faiss_id, columns, weights FROM terms WHERE faiss_id IN ({marks})", ids)
+        return {faiss_id: Terms.from_blobs(columns, weights) for faiss_id, columns, weights in rows}
+
     def get(self, product_id: str) -> Listing | None:
         """The stored metadata of one listing, or None when it is not indexed."""
         rows = self._query(f"SELECT {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,))
@@ -559,11 +589,14 @@ class ListingIndex:
 
     # updates
 
-    def add(self, listing: Mapping | Listing, image_vec: np.ndarray | None, text_vec: np.ndarray | None) -> Listing | None:
+    def add(
+        self, listing: Mapping | Listing, image_vec: np.ndarray | None, text_vec: np.ndarray | None, terms: Terms | None = None
+    ) -> Listing | None:
         """Add a listing, or replace the one with the same product id; returns the listing it
         replaced (read under the write lock, so two replaces of one id each see their predecessor).
 
-        `image_vec` is one photo embedding or the listing's photos [p, d]; at least one is needed."""
+        `image_vec` is one photo embedding or the listing's photos [p, d]; at least one is needed.
+        `terms`, the listing text's words, let queries with text re-rank it."""
         if image_vec is None and text_vec is None:
             raise ValueError("a listing needs an image vector, a text vector or both")
         row = listing if isinstance(listing, Listing) else Listing.from_mapping(listing)
@@ -576,7 +609,7 @@ class ListingIndex:
                 old = self._db.execute(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
                 if old:
                     _delete(self._db, old[0])
-                faiss_id = _insert(self._db, row, vector)
+                faiss_id = _insert(self._db, row, vector, terms)
             if old:
                 self._drop_from_faiss(old[0])
             self._add_to_faiss(faiss_id, vector, has_image, has_text)
@@ -655,8 +688,8 @@ def _check_vectors(vectors: np.ndarray, n_rows: int) -> None:
         raise ValueError("vectors must come from `listing_vectors` (norm at most 1)")
 
 
-def _insert(db: sqlite3.Connection, row: Listing, vector: np.ndarray, faiss_id: int | None = None) -> int:
-    """Insert a listing and its vector (inside the caller's transaction); returns its FAISS id."""
+def _insert(db: sqlite3.Connection, row: Listing, vector: np.ndarray, terms: Terms | None, faiss_id: int | None = None) -> int:
+    """Insert a listing, its vector and its words (inside the caller's transaction); returns its FAISS id."""
     half = len(vector) // 2
     cursor = db.execute(
         f"INSERT INTO listings (faiss_id, {_METADATA_COLUMNS}, category_key, has_image, has_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -675,12 +708,15 @@ def _insert(db: sqlite3.Connection, row: Listing, vector: np.ndarray, faiss_id: 
         ),
     )
     db.execute("INSERT INTO vectors (faiss_id, vector) VALUES (?, ?)", (cursor.lastrowid, np.asarray(vector, np.float32).tobytes()))
+    if terms is not None:
+        db.execute("INSERT INTO terms (faiss_id, columns, weights) VALUES (?, ?, ?)", (cursor.lastrowid, *terms.to_blobs()))
     return int(cursor.lastrowid)
 
 
 def _delete(db: sqlite3.Connection, faiss_id: int) -> None:
     db.execute("DELETE FROM listings WHERE faiss_id = ?", (faiss_id,))
     db.execute("DELETE FROM vectors WHERE faiss_id = ?", (faiss_id,))
+    db.execute("DELETE FROM terms WHERE faiss_id = ?", (faiss_id,))
 
 
 def _listing_from_row(row: tuple) -> Listing:

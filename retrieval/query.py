@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from combined_model.inference import Prediction
 from retrieval.index import ListingIndex, SearchResult
+from retrieval.terms import TermWeights
 
 NO_KNOWN_WORD = "the text has no word the model knows, so it cannot rank listings by it: add other words or a photo"
 
 
-def search_similar(index: ListingIndex, prediction: Prediction, **filters) -> SearchResult:
+def search_similar(index: ListingIndex, prediction: Prediction, terms: TermWeights | None, **filters) -> SearchResult:
     """The listings most like what the prediction used (photo, text or both), with `index.search`'s
-    filters (k, category, min_price, max_price). A text alone with no known word is refused
-    (ValueError): its embedding says nothing, and every listing would score alike."""
+    filters (k, category, min_price, max_price); with `terms`, a query with text re-ranks by its
+    words (`retrieval.terms`). A text alone with no known word is refused (ValueError): its
+    embedding says nothing, and every listing would score alike."""
     if prediction.low_confidence:
         raise ValueError(NO_KNOWN_WORD)
-    return index.search(prediction.image_embedding, prediction.text_embedding, **filters)
+    words = terms.row(prediction.text_tokens) if terms is not None and prediction.text_tokens else None
+    return index.search(prediction.image_embedding, prediction.text_embedding, terms=words, **filters)

@@ -512,16 +512,20 @@ def markdown(result: dict) -> str:
             "",
             f"## Retrieval quality (test listings against an index of the {r['catalogue']:,} train + validation listings)",
             "",
-            f"Same-root-category precision@{r['k']} (chance {r['chance_precision']}); search latency without the model on an "
-            f"index of all {r['latency_index_size']:,} listings, the query listing excluded.",
+            f"Precision@{r['k']}: the share of results in the query's root category (chance {r['chance_precision']}) and in its "
+            f"full category path, the same kind of item (chance {r['chance_path_precision']}); a query with text re-ranks the "
+            f"best candidates by its words. Search latency without the model on an index of all {r['latency_index_size']:,} "
+            "listings, the query listing excluded.",
             "",
-            f"| query | precision@{r['k']} | queries | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|",
+            f"| query | root precision@{r['k']} | path precision@{r['k']} | queries | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         k = r["k"]
         for mode in ("photo", "text", "both"):
             latency = r[f"latency_ms_{mode}"] or {"p50": "–", "p99": "–"}
-            lines.append(f"| {mode} | {r[f'precision@{k}_{mode}']} | {r[f'queries_{mode}']} | {latency['p50']} | {latency['p99']} |")
+            lines.append(
+                f"| {mode} | {r[f'precision@{k}_{mode}']} | {r[f'path_precision@{k}_{mode}']} | {r[f'queries_{mode}']} | {latency['p50']} | {latency['p99']} |"
+            )
         if r["other_photo_nn_rate"] is not None:
             lines += [
                 "",

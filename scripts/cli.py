@@ -114,6 +114,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from listings.images import clean_photo
     from retrieval.index import ListingIndex, format_results
     from retrieval.query import search_similar
+    from retrieval.terms import TermWeights
 
     config = build_config(args)
     if not args.image and not (args.text and args.text.strip()):
@@ -124,9 +125,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
         raise ValueError(f"--min-price {args.min_price:g} is above --max-price {args.max_price:g}")
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
-    prediction = Predictor.load(config).predict(photos, args.text, "combined")
+    predictor = Predictor.load(config)
+    prediction = predictor.predict(photos, args.text, "combined")
     with ListingIndex.open(config.paths.index, config.index) as index:
-        result = search_similar(index, prediction, k=args.k, category=category, min_price=args.min_price, max_price=args.max_price)
+        result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), k=args.k, category=category, min_price=args.min_price, max_price=args.max_price)
     print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
     print(format_results(result))
     return 0

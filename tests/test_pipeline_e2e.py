@@ -118,7 +118,7 @@ def test_index_evaluation_prints_its_figures(trained_pipeline, capsys):
     config, _ = trained_pipeline
     assert main(["index", *_settings(config), "--evaluate"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^index: \d+ listings", out, re.M) and re.search(r"^  both\s+[01]\.\d{3}  \(", out, re.M)
+    assert re.search(r"^index: \d+ listings", out, re.M) and re.search(r"^  both\s+root [01]\.\d{3}  path [01]\.\d{3}  \(", out, re.M)
     assert json.loads((config.paths.reports / "retrieval_evaluation.json").read_text())["k"] == 10
 
 

@@ -10,6 +10,7 @@ import pytest
 import retrieval.index as index_module
 from listings.config import IndexConfig
 from retrieval.index import FLAT, HNSW, IndexStateError, ListingIndex, fold_photos, listing_vectors, score_from_inner_product
+from retrieval.terms import Terms, term_cosines
 
 D = 4  # half dimension: one basis direction per "topic"
 E = np.eye(D, dtype=np.float32)
@@ -308,3 +309,44 @@ def test_get_returns_stored_metadata_or_none(tmp_path):
         assert index.get("missing") is None
         index.delete("p2")
         assert index.get("p2") is None
+
+
+# --- re-ranking by words -----------------------------------------------------------------------
+
+
+def _terms(weights: dict[int, float]) -> Terms:
+    columns = np.array(sorted(weights), dtype=np.int32)
+    values = np.array([weights[c] for c in columns], dtype=np.float32)
+    return Terms(columns, values / np.linalg.norm(values))
+
+
+def test_term_cosines_match_the_dense_cosine():
+    rng = np.random.default_rng(0)
+    dense = rng.random((6, 30)) * (rng.random((6, 30)) < 0.3)
+    rows = [_terms({c: v for c, v in enumerate(row) if v}) if row.any() else None for row in dense]
+    unit = dense / np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(term_cosines(rows[0], rows), unit @ unit[0], atol=1e-6)
+    assert term_cosines(Terms(np.zeros(0, np.int32), np.zeros(0, np.float32)), rows).tolist() == [0.0] * 6
+
+
+def test_words_rerank_listings_the_embeddings_cannot_tell_apart(tmp_path):
+    near_ps4 = E[0] + 0.05 * E[2]  # the xbox's text embedding: a hair further from a "ps4" query than the ps4's
+    rows = [_row("ps4", "Video Games / PS4"), _row("xbox", "Video Games / Xbox"), _row("fridge", "Appliances")]
+    words = {"ps4": _terms({1: 1.0, 2: 1.0}), "xbox": _terms({3: 1.0, 2: 1.0}), "fridge": _terms({9: 1.0})}
+    vectors = listing_vectors(np.zeros((2, D), np.float32), [False, False], np.stack([E[0], near_ps4]), [True, True])
+    as_ps4, as_xbox = _terms({1: 1.0}), _terms({3: 1.0})  # the query texts' words
+    with ListingIndex.build(tmp_path / "index", vectors, rows[:2], IndexConfig(), [words["ps4"], None]) as index:
+        assert index.add(rows[2], None, E[1], words["fridge"]) is None
+        index.add(rows[1], None, near_ps4, words["xbox"])  # a live add (here a replace) stores its words too
+        assert _ids(index.search(None, E[0], k=2)) == ["ps4", "xbox"]  # by the embeddings alone
+        reranked = index.search(None, E[0], k=3, terms=as_xbox)
+        assert _ids(reranked) == ["xbox", "ps4", "fridge"] and all(0 <= hit.score <= 1 for hit in reranked.hits)
+    with ListingIndex.open(tmp_path / "index", IndexConfig()) as reopened:  # the words persist
+        assert _ids(reopened.search(None, E[0], k=2, terms=as_ps4)) == ["ps4", "xbox"]
+        assert _ids(reopened.search(None, E[0], k=2, terms=as_xbox)) == ["xbox", "ps4"]
+        assert _ids(reopened.search(E[0], None, k=2, terms=as_xbox)) == []  # a photo query: no photos here, and no re-ranking
+        reopened.delete("xbox")
+        assert set(reopened._fetch_terms(list(range(10)))) == {0, 2}  # the deleted listing's words went with it
+    with ListingIndex.open(tmp_path / "index", IndexConfig(term_weight=0.0)) as unweighted:
+        unweighted.add(rows[1], None, near_ps4, words["xbox"])
+        assert _ids(unweighted.search(None, E[0], k=2, terms=as_xbox)) == ["ps4", "xbox"]  # a weight of 0: the words are not used

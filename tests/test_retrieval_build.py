@@ -9,13 +9,16 @@ import pandas as pd
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT
 from listings.categories import CategoryEncoder
 from listings.config import Config, IndexConfig
-from listings.data import write_jsonl
+from listings.data import listing_text, write_jsonl
 from retrieval.bench import bench_scale
 from retrieval.build import EVALUATION_FILE, ProductEmbeddings, build_index, evaluate_retrieval, load_product_embeddings, other_photo_rate
 from retrieval.index import ListingIndex, format_results
+from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
+from text_model.preprocess import tokenize
 
 ROOTS = ["Appliances", "Baby & Kids Stuff", "Computers & Software"]
 DIM = 16
+KINDS = ["walnut", "chrome", "velvet", "granite"]  # words of a product's kind: its sub-category follows them
 
 
 def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
@@ -36,7 +39,11 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
         text_emb.append(np.eye(DIM)[label + 8] * 3 + rng.normal(0, 0.6, DIM))
         split = ["train", "val", "test"][(p // 3) % 3 if p < n_products - 6 else 2]
         rows.append(
-            {"product_id": f"prod-{p}", "title": f"thing {p}", "category": f"{ROOTS[label]} / Sub", "root": ROOTS[label], "price": float(p), "location": "York", "image_ids": ids, "label": label, "split": split}
+            {
+                "product_id": f"prod-{p}", "title": f"thing {p}", "description": f"{ROOTS[label].split()[0].lower()} {KINDS[p % 4]} finish",
+                "category": f"{ROOTS[label]} / Sub {p % 2}", "root": ROOTS[label], "price": float(p), "location": "York", "image_ids": ids,
+                "label": label, "split": split,
+            }
         )
     paths = config.paths
     write_jsonl(pd.DataFrame(rows), paths.listings)
@@ -54,6 +61,8 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
         known_tokens=known,
         tfidf_probs=probs(n_products),
     )
+    texts = [listing_text(r["title"], r["description"]) for r in rows]
+    TfidfSvmBaseline(ROOTS).fit([tokenize(t) for t in texts], [r["label"] for r in rows]).save(paths.text_model / BASELINE_DIR)
     return config
 
 
@@ -92,11 +101,23 @@ def test_evaluate_retrieval_reports_the_figures(tmp_path):
     assert json.loads((config.paths.reports / EVALUATION_FILE).read_text()) == report
 
 
+def test_words_rerank_towards_the_same_kind_of_item(tmp_path):
+    """The synthetic embeddings know the root category only; the words (`KINDS`) also tell the
+    sub-category, so re-ranking by them raises the full-path precision of text queries."""
+    config = _artifacts(tmp_path)
+    with_words = evaluate_retrieval(config, k=5)
+    config.index.term_weight = 0.0
+    without = evaluate_retrieval(config, k=5)
+    assert with_words["path_precision@5_text"] > without["path_precision@5_text"] + 0.08
+    assert with_words["path_precision@5_both"] > without["path_precision@5_both"] + 0.15
+    assert with_words["precision@5_text"] > 0.9 and 0 < with_words["chance_path_precision"] < with_words["chance_precision"]
+
+
 def test_other_photo_rate_leaves_the_query_photo_out():
     listings = pd.DataFrame({"product_id": ["p", "q"], "split": ["test", "test"], "image_ids": [["p1", "p2"], ["q1"]]})
     photos = {"p1": np.array([1.0, 0.0]), "p2": np.array([1.0, 0.3]), "q1": np.array([1.0, 0.45])}  # p2 is nearer q1 than p1
     empty = np.zeros((2, 2), np.float32)
-    rate = other_photo_rate(ProductEmbeddings(listings, empty, np.ones(2, bool), empty, np.ones(2, bool), photos))
+    rate = other_photo_rate(ProductEmbeddings(listings, empty, np.ones(2, bool), empty, np.ones(2, bool), photos, [None, None]))
     assert rate == {"other_photo_nn_rate": 0.5, "other_photo_queries": 2, "other_photo_index_size": 3}
 
 

@@ -48,6 +48,7 @@ async def similar(
             search_similar,
             services.index,
             prediction,
+            services.terms,
             k=k,
             category=category,
             min_price=min_price,
