@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from nltk.stem import SnowballStemmer
-from pipeline import have_shared_data, shared_subset, tiny_config
+from pipeline import SHARED_DATA, have_shared_data, shared_subset, tiny_config
 
 from listings.config import REPO_ROOT, Config, TextConfig
 from listings.data import listing_text, load_listings
@@ -22,7 +22,7 @@ from listings.metrics import summarise
 from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline
 from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FILE, TextBranch
 from text_model.model import TextCNN, TextCNNShape
-from text_model.preprocess import REQUIRED_NLTK_DATA, tokenize
+from text_model.preprocess import REQUIRED_NLTK_DATA, NounLemmatizer, tokenize
 from text_model.train import (
     CURVES_FILE,
     SUMMARY_FILE,
@@ -124,6 +124,20 @@ def tiny_branch(stem: bool = False, seed: int = 0) -> TextBranch:
 )
 def test_tokenize_tricky_strings(text, expected):
     assert tokenize(text) == expected
+
+
+@needs_nltk_data
+def test_the_noun_lemmatizer_agrees_with_nltks_wordnet_lemmatizer():
+    from nltk.stem import WordNetLemmatizer
+
+    ours, reference = NounLemmatizer.load(), WordNetLemmatizer()
+    words = ["sofas", "chairs", "churches", "boxes", "knives", "ladies", "women", "geese", "mice", "glasses", "buses", "abaci", "ps4s", "iphones"]
+    words += sorted(ours.exceptions)[::7]  # irregular plurals from noun.exc
+    if have_shared_data():
+        listings = load_listings(SHARED_DATA).head(400)
+        words += sorted({word for title, description in zip(listings["title"], listings["description"]) for word in listing_text(title, description).lower().split()})
+    differ = [(word, reference.lemmatize(word), ours.lemmatize(word)) for word in words if reference.lemmatize(word) != ours.lemmatize(word)]
+    assert not differ and ours.lemmatize("churches") == "church" and ours.lemmatize("geese") == "goose"
 
 
 @needs_nltk_data
