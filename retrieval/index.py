@@ -63,6 +63,7 @@ import math
 import os
 import sqlite3
 import threading
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -231,14 +232,33 @@ def format_results(result: SearchResult, title_width: int = 48) -> str:
     for rank, hit in enumerate(result.hits, 1):
         price = f"£{hit.price:,.2f}" if hit.price is not None else "-"
         lines.append(
-            f"{rank:>3}  {hit.score:5.3f}  {price:>9}  {_clip(hit.root, 30):<30}  {_clip(hit.title, title_width):<{title_width}}  "
-            f"{_clip(hit.location, 20):<20}  {hit.product_id}"
+            f"{rank:>3}  {hit.score:5.3f}  {price:>9}  {_fit(hit.root, 30)}  {_fit(hit.title, title_width)}  "
+            f"{_fit(hit.location, 20)}  {hit.product_id}"
         )
     return "\n".join(lines)
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _fit(text: str, width: int) -> str:
+    """`text` clipped (with …) and padded to `width` terminal columns: an emoji or a CJK character
+    takes two (a symbol followed by the emoji selector too), a combining mark none, so the table's columns line up whatever the titles hold."""
+    out, used = [], 0
+    columns = [_columns(char) for char in text]
+    if sum(columns) <= width:
+        return text + " " * (width - sum(columns))
+    for char, wide in zip(text, columns):
+        if used + wide > width - 1:
+            break
+        out.append(char)
+        used += wide
+    return "".join(out) + "…" + " " * (width - 1 - used)
+
+
+def _columns(char: str) -> int:
+    if char == "\ufe0f":  # emoji presentation: the symbol before it is drawn two columns wide
+        return 1
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 # --- the index ---------------------------------------------------------------------------------

@@ -350,3 +350,20 @@ def test_words_rerank_listings_the_embeddings_cannot_tell_apart(tmp_path):
     with ListingIndex.open(tmp_path / "index", IndexConfig(term_weight=0.0)) as unweighted:
         unweighted.add(rows[1], None, near_ps4, words["xbox"])
         assert _ids(unweighted.search(None, E[0], k=2, terms=as_xbox)) == ["ps4", "xbox"]  # a weight of 0: the words are not used
+
+
+def test_the_results_table_lines_up_whatever_the_titles_hold():
+    import unicodedata
+
+    from retrieval.index import Hit, SearchResult, format_results
+
+    titles = ["Plain oak chair", "🎮 PS4 bundle 🎮🕹️ great", "Café table é", "双人床 bed frame", "x" * 80]
+    hits = [Hit(f"p{i}", title, "Home & Garden", "Home & Garden", 5.0, "York 🏰", [], score=0.5) for i, title in enumerate(titles)]
+    rows = format_results(SearchResult(hits, ("text",))).splitlines()[3:]
+
+    def columns(line: str) -> int:
+        # as a terminal draws them: wide characters two columns, marks none, the emoji selector widens the symbol before it
+        return sum(1 if c == "\ufe0f" else 0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in line)
+
+    assert len({columns(row.rsplit("  ", 1)[0]) for row in rows}) == 1  # every row as wide up to the product id
+    assert "…" in rows[-1] and "Plain oak chair" in rows[0]
