@@ -120,7 +120,7 @@ def _form_limit_error(detail: str, config: Config) -> tuple[int, str]:
     """Starlette's form parser refuses a form over `form_limits` with a 400 worded for its own
     limits; say instead which field was over which of the API's limits."""
     if detail.startswith(("Part exceeded maximum size", "Field exceeded maximum size")):
-        return 422, f"a form field is too long: txt accepts at most {config.serve.max_text_chars:,} characters"
+        return 422, f"a form field is too long: a text field (txt, title, description) holds at most {config.serve.max_text_chars:,} characters"
     if detail.startswith("Too many files"):
         return 422, f"img: at most {config.serve.max_photos} photos are accepted in one request"
     if detail.startswith("Too many fields"):

@@ -209,7 +209,7 @@ def test_malformed_bodies_are_400_or_422(client):
     as_json = client.post("/text", json={"txt": "chair"})
     assert as_json.status_code == 415 and "send a form, multipart/form-data" in as_json.json()["detail"]
     over_part_limit = client.post("/similar", data={"txt": "x" * 200_000})  # refused by the form parser itself
-    assert over_part_limit.status_code == 422 and "txt accepts at most 20,000 characters" in over_part_limit.json()["detail"]
+    assert over_part_limit.status_code == 422 and "a text field (txt, title, description) holds at most 20,000 characters" in over_part_limit.json()["detail"]
     assert client.get("/nowhere").status_code == 404
     assert client.get("/image").status_code == 405
 
