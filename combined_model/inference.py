@@ -46,12 +46,17 @@ class PreparedListing:
 
     views: list[np.ndarray]  # one uint8 input view per photo used
     text: tuple[list[int], int] | None  # (token ids, known tokens) of the text used, if any
-    tfidf_tokens: list[str] | None = None  # the text's tokens for the TF-IDF model, when the fusion weighs it
     tokens: list[str] | None = None  # the text's tokens
+    weigh_tfidf: bool = False  # late fusion weighs the TF-IDF model's answer for this listing
 
     @property
     def photos(self) -> int:
         return len(self.views)
+
+    @property
+    def tfidf_tokens(self) -> list[str] | None:
+        """The tokens the TF-IDF model scores, when the fusion weighs it."""
+        return self.tokens if self.weigh_tfidf else None
 
 
 @dataclass
@@ -134,8 +139,7 @@ class Predictor:
             return PreparedListing(views, None)
         tokens = self.text.tokenize(text)
         # Late fusion weighs the TF-IDF model only beside a photo; a text alone is the text CNN's.
-        tfidf_tokens = tokens if self.uses_tfidf and views else None
-        return PreparedListing(views, self.text.encode_tokens(tokens), tfidf_tokens, tokens)
+        return PreparedListing(views, self.text.encode_tokens(tokens), tokens, weigh_tfidf=self.uses_tfidf and bool(views))
 
     def predict_prepared(self, listings: list[PreparedListing]) -> list[Prediction]:
         out = self.branch_outputs(listings)

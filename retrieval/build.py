@@ -19,12 +19,10 @@ from tqdm import tqdm
 
 from combined_model.features import load_branch_exports, text_is_used
 from listings.config import Config
-from listings.data import listing_text
 from listings.metrics import latency_percentiles
 from listings.prepare import load_prepared
 from retrieval.index import IMAGE, TEXT, ListingIndex, SearchResult, fold_photos, listing_vectors, unit_rows
-from retrieval.terms import Terms, TermWeights
-from text_model.train import tokenize_texts
+from retrieval.terms import Terms, terms_of_rows
 
 SUMMARY_FILE = "build_summary.json"
 EVALUATION_FILE = "retrieval_evaluation.json"
@@ -74,15 +72,11 @@ def load_product_embeddings(config: Config) -> ProductEmbeddings:
         row = text_row.get(pid)
         if row is not None and text_is_used(known[row], has_image[i]):
             text[i], has_text[i] = text_export["embeddings"][row], True
-    return ProductEmbeddings(listings, image, has_image, text, has_text, photos, listing_terms(config, listings))
-
-
-def listing_terms(config: Config, listings: pd.DataFrame) -> list[Terms | None]:
-    """Each listing's words as the text model's TF-IDF row (None for a listing without a text)."""
-    weights = TermWeights.load(config)
-    texts = [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
-    rows = weights.rows(tokenize_texts(texts, weights.stem))
-    return [row if text.strip() else None for row, text in zip(rows, texts)]
+    if "word_indptr" not in text_export:
+        raise ValueError(f"{config.paths.text_model} holds a text export without its listings' words (an older version): rerun `fbm train text`")
+    words = terms_of_rows(text_export["word_indptr"], text_export["word_columns"], text_export["word_weights"])
+    terms = [words[text_row[pid]] if pid in text_row else None for pid in listings["product_id"]]
+    return ProductEmbeddings(listings, image, has_image, text, has_text, photos, terms)
 
 
 def build_index(config: Config) -> dict:

@@ -151,6 +151,19 @@ def _half(vec: np.ndarray | None, half_dim: int, name: str, fold: bool) -> np.nd
     return fold_photos(vec) if fold else unit_rows(vec)
 
 
+def check_search(
+    k: int, min_price: float | None, max_price: float | None, max_k: int, names: tuple[str, str, str] = ("k", "min_price", "max_price")
+) -> None:
+    """A ValueError naming the argument (as the caller spells it: `names`) when k is outside 1..max_k
+    or the price range is empty. `search` checks so; the API and the command line call it first, so
+    a bad request is refused before any model runs."""
+    k_name, low, high = names
+    if not 1 <= k <= max_k:
+        raise ValueError(f"{k_name} must be between 1 and {max_k}, got {k} (the setting index.max_k)")
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise ValueError(f"{low} {min_price:g} is above {high} {max_price:g}")
+
+
 def make_faiss_index(n: int, dim: int, config: IndexConfig) -> faiss.IndexIDMap2:
     """The size-aware choice: exact inner product below `exact_threshold` listings, HNSW above."""
     if n <= config.exact_threshold:
@@ -485,10 +498,7 @@ class ListingIndex:
         embedding or both, among those matching the filters; `category` is a root category or a
         category path prefix (case-insensitive), a price filter leaves out listings without a price.
         `terms`, the query text's words, re-rank the best candidates (see the module docstring)."""
-        if not 1 <= k <= self.config.max_k:
-            raise ValueError(f"k must be between 1 and {self.config.max_k} (index.max_k), got {k}")
-        if min_price is not None and max_price is not None and min_price > max_price:
-            raise ValueError(f"min_price {min_price} is above max_price {max_price}")
+        check_search(k, min_price, max_price, self.config.max_k)
         query, modalities = query_vector(image_vec, text_vec, self._half_dim)
         category = category if category and category.strip() else None
         rerank = terms is not None and TEXT in modalities and self.config.term_weight > 0

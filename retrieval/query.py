@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from combined_model.inference import Prediction
-from retrieval.index import ListingIndex, SearchResult
-from retrieval.terms import TermWeights
+from retrieval.index import Listing, ListingIndex, SearchResult
+from retrieval.terms import Terms, TermWeights
 
 NO_KNOWN_WORD = "the text has no word the model knows, so it cannot rank listings by it: add other words or a photo"
 
@@ -15,5 +15,13 @@ def search_similar(index: ListingIndex, prediction: Prediction, terms: TermWeigh
     embedding says nothing, and every listing would score alike."""
     if prediction.low_confidence:
         raise ValueError(NO_KNOWN_WORD)
-    words = terms.row(prediction.text_tokens) if terms is not None and prediction.text_tokens else None
-    return index.search(prediction.image_embedding, prediction.text_embedding, terms=words, **filters)
+    return index.search(prediction.image_embedding, prediction.text_embedding, terms=_words(prediction, terms), **filters)
+
+
+def index_listing(index: ListingIndex, listing: dict, prediction: Prediction, terms: TermWeights | None) -> Listing | None:
+    """Add (or replace) a listing with the embeddings and words of its prediction; returns the one replaced."""
+    return index.add(listing, prediction.image_embedding, prediction.text_embedding, _words(prediction, terms))
+
+
+def _words(prediction: Prediction, terms: TermWeights | None) -> Terms | None:
+    return terms.row(prediction.text_tokens) if terms is not None and prediction.text_tokens else None

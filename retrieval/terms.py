@@ -14,14 +14,15 @@ category path (e.g. "Video Games & Consoles / Consoles / PS4") rises from 0.34 t
 text queries and from 0.30 to 0.44 for text alone, while same-root precision stays at 0.81 / 0.79.
 
 The rows are the text model's own TF-IDF word block (uni- and bigrams of the same tokens, its
-vocabulary and idf), L2-normalised; about 40 non-zeros per listing, stored in the index database.
+vocabulary and idf), L2-normalised; about 40 non-zeros per listing. The text stage exports every
+listing's row (it has their tokens already); the index database stores them beside the vectors.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
+from scipy.sparse import csr_matrix
 
 from listings.config import Config
 
@@ -41,33 +42,31 @@ class Terms:
         return cls(np.frombuffer(columns, dtype=np.int32), np.frombuffer(weights, dtype=np.float32))
 
 
-class TermWeights:
-    """Token lists → `Terms`, with the fitted word block of the text model's TF-IDF baseline."""
+def terms_of_rows(indptr: np.ndarray, columns: np.ndarray, weights: np.ndarray) -> list[Terms | None]:
+    """Each CSR row as `Terms` (None for a row without a word): the text stage exports its listings'
+    rows so, and `TermWeights` computes a query's."""
+    return [
+        Terms(columns[start:end].astype(np.int32), weights[start:end].astype(np.float32)) if end > start else None
+        for start, end in zip(indptr[:-1], indptr[1:])
+    ]
 
-    def __init__(self, words: TfidfVectorizer, stem: bool):
-        self.words, self.stem = words, stem
+
+class TermWeights:
+    """A text's tokens → its `Terms`, by the text stage's TF-IDF model (`TfidfSvmBaseline.word_rows`)."""
+
+    def __init__(self, tfidf):
+        self.tfidf = tfidf
 
     @classmethod
     def load(cls, config: Config, tfidf=None) -> "TermWeights":
         """From the trained text stage's TF-IDF model (`tfidf`, when already loaded)."""
         from text_model.baseline import TfidfSvmBaseline
 
-        tfidf = tfidf or TfidfSvmBaseline.load(config)
-        return cls(tfidf.words, tfidf.stem)
+        return cls(tfidf or TfidfSvmBaseline.load(config))
 
-    def rows(self, token_lists: list[list[str]]) -> list[Terms]:
-        matrix = self.words.transform(token_lists).tocsr()
-        matrix.sort_indices()
-        out = []
-        for i in range(matrix.shape[0]):
-            start, end = matrix.indptr[i], matrix.indptr[i + 1]
-            weights = matrix.data[start:end].astype(np.float32)
-            norm = float(np.linalg.norm(weights))
-            out.append(Terms(matrix.indices[start:end].astype(np.int32), weights / norm if norm > 0 else weights))
-        return out
-
-    def row(self, tokens: list[str]) -> Terms:
-        return self.rows([tokens])[0]
+    def row(self, tokens: list[str]) -> Terms | None:
+        rows: csr_matrix = self.tfidf.word_rows([tokens])
+        return terms_of_rows(rows.indptr, rows.indices, rows.data)[0]
 
 
 def term_cosines(query: Terms, rows: list[Terms | None]) -> np.ndarray:

@@ -112,23 +112,21 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from combined_model.inference import Predictor
     from listings.categories import CategoryEncoder, canonical_category
     from listings.images import clean_photo
-    from retrieval.index import ListingIndex, format_results
+    from retrieval.index import ListingIndex, check_search, format_results
     from retrieval.query import search_similar
     from retrieval.terms import TermWeights
 
     config = build_config(args)
     if not args.image and not (args.text and args.text.strip()):
         raise ValueError("give a listing text (--text), one or more photos (--image) or both")
-    if not 1 <= args.k <= config.index.max_k:
-        raise ValueError(f"-k must be between 1 and {config.index.max_k}, got {args.k}")
-    if args.min_price is not None and args.max_price is not None and args.min_price > args.max_price:
-        raise ValueError(f"--min-price {args.min_price:g} is above --max-price {args.max_price:g}")
+    check_search(args.k, args.min_price, args.max_price, config.index.max_k, ("-k", "--min-price", "--max-price"))
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
     predictor = Predictor.load(config)
     prediction = predictor.predict(photos, args.text, "combined")
+    terms = TermWeights.load(config, predictor.tfidf)
     with ListingIndex.open(config.paths.index, config.index) as index:
-        result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), k=args.k, category=category, min_price=args.min_price, max_price=args.max_price)
+        result = search_similar(index, prediction, terms, k=args.k, category=category, min_price=args.min_price, max_price=args.max_price)
     print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
     print(format_results(result))
     return 0

@@ -151,7 +151,7 @@ def test_evaluation_scores_the_tfidf_model_only_where_the_predictor_did_not():
             return np.array([[0.25, 0.75]] * len(texts), np.float32)
 
     view = np.zeros((4, 4, 3), np.uint8)
-    prepared = [PreparedListing([view, view], ([1], 1), ["with", "photo"]), PreparedListing([], ([2], 1))]
+    prepared = [PreparedListing([view, view], ([1], 1), ["with", "photo"], weigh_tfidf=True), PreparedListing([], ([2], 1))]
     out = SimpleNamespace(owner=np.array([0, 0, 1]), tfidf_probs=np.array([[0.9, 0.1], [0.9, 0.1], [0, 0]], np.float32))
     probs = listing_tfidf(CountingTfidf(), prepared, out, ["with a photo", "text only"])
     assert scored == [["text only"]]

@@ -53,6 +53,10 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
     probs = lambda n: np.full((n, len(ROOTS)), 1 / len(ROOTS), np.float32)  # noqa: E731 - unused by retrieval
     np.savez(paths.image_model / IMAGE_EXPORT, image_ids=np.array(image_ids), embeddings=np.array(image_emb, np.float32), probs=probs(len(image_ids)))
     known = np.array([0 if p % 5 == 0 else 7 for p in range(n_products)])
+    tokens = [tokenize(listing_text(r["title"], r["description"])) for r in rows]
+    tfidf = TfidfSvmBaseline(ROOTS).fit(tokens, [r["label"] for r in rows])
+    tfidf.save(paths.text_model / BASELINE_DIR)
+    words = tfidf.word_rows(tokens)  # as the text stage exports them
     np.savez(
         paths.text_model / TEXT_EXPORT,
         product_ids=np.array([r["product_id"] for r in rows]),
@@ -60,9 +64,10 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
         probs=probs(n_products),
         known_tokens=known,
         tfidf_probs=probs(n_products),
+        word_indptr=words.indptr,
+        word_columns=words.indices,
+        word_weights=words.data,
     )
-    texts = [listing_text(r["title"], r["description"]) for r in rows]
-    TfidfSvmBaseline(ROOTS).fit([tokenize(t) for t in texts], [r["label"] for r in rows]).save(paths.text_model / BASELINE_DIR)
     return config
 
 

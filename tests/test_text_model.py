@@ -477,7 +477,7 @@ def test_train_text_export_is_reproduced_by_the_reloaded_branch(trained_text):
     listings = load_prepared(config).listings
     with np.load(config.paths.text_model / EXPORT_FILE, allow_pickle=False) as export:
         exported = {key: export[key] for key in export.files}
-    assert set(exported) == {"product_ids", "embeddings", "probs", "known_tokens", "tfidf_probs"}
+    assert set(exported) == {"product_ids", "embeddings", "probs", "known_tokens", "tfidf_probs", "word_indptr", "word_columns", "word_weights"}
     n = len(listings)
     assert exported["product_ids"].tolist() == listings["product_id"].astype(str).tolist()
     assert exported["embeddings"].shape == (n, 256) and exported["embeddings"].dtype == np.float32
@@ -490,6 +490,9 @@ def test_train_text_export_is_reproduced_by_the_reloaded_branch(trained_text):
     assert np.allclose(embeddings, exported["embeddings"], atol=1e-5)
     assert np.allclose(probs, exported["probs"], atol=1e-5)
     assert np.array_equal(known, exported["known_tokens"])
+    words = TfidfSvmBaseline.load(config).word_rows(tokenize_texts(texts, branch.stem))  # the words the index re-ranks by, as served
+    assert np.array_equal(words.indptr, exported["word_indptr"]) and np.array_equal(words.indices, exported["word_columns"])
+    assert np.allclose(words.data, exported["word_weights"])
 
     labels = listings["label"].to_numpy()
     for split in ("val", "test"):

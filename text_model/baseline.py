@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 from listings.artifacts import read_json, require_files
@@ -69,6 +70,13 @@ class TfidfSvmBaseline:
     def features(self, token_lists: list[list[str]]) -> csr_matrix:
         """[n, words + character n-grams] TF-IDF rows."""
         return self._tfidf(token_lists, fit=False)
+
+    def word_rows(self, token_lists: list[list[str]]) -> csr_matrix:
+        """[n, words] the word block alone, each row L2-normalised, columns sorted: what the listing
+        index compares two texts' words by (`retrieval.terms`)."""
+        rows = normalize(self.words.transform(token_lists)).astype(np.float32).tocsr()
+        rows.sort_indices()
+        return rows
 
     def _tfidf(self, token_lists: list[list[str]], fit: bool) -> csr_matrix:
         """Each block's rows (fitted first when `fit`), side by side in `BLOCKS` order."""

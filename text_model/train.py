@@ -172,13 +172,18 @@ def train_text(config: Config) -> dict:
     # Export through the served branch, so the fusion and the index see exactly what the API computes.
     branch = TextBranch.load(config)
     embeddings, probs, known = branch.embed_tokens(tokens)
+    tfidf = TfidfSvmBaseline.load(config)
+    words = tfidf.word_rows(tokens)
     np.savez(
         out / EXPORT_FILE,
         product_ids=np.asarray(listings["product_id"].astype(str).tolist(), dtype=str),
         embeddings=embeddings,
         probs=probs,
         known_tokens=known,
-        tfidf_probs=TfidfSvmBaseline.load(config).predict_proba_tokens(tokens),  # late fusion may weigh them
+        tfidf_probs=tfidf.predict_proba_tokens(tokens),  # late fusion may weigh them
+        word_indptr=words.indptr,  # each listing's TF-IDF word row (CSR): the index re-ranks by it
+        word_columns=words.indices,
+        word_weights=words.data,
     )
     cnn_metrics = {split: summarise(labels[rows[split]], probs[rows[split]]) for split in EVAL_SPLITS if len(rows[split])}
 

@@ -12,11 +12,9 @@ from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
 from api.routes.similar import Price, known_category
 from api.schemas import ListingCreated, ListingDeleted
-from api.services import Services
 from api.uploads import ID_PATTERN, checked_text, cleaned_photos
-from combined_model.inference import Prediction
 from listings.data import clean_description, clean_title, listing_text
-from retrieval.index import Listing
+from retrieval.query import index_listing
 
 router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)
 
@@ -58,7 +56,7 @@ async def add_listing(
         "image_ids": image_ids,
     }
     try:
-        replaced = await run_in_threadpool(_index, services, listing, prediction)
+        replaced = await run_in_threadpool(index_listing, services.index, listing, prediction, services.terms)
     except ValueError as exc:
         services.photos.remove_added(image_ids)
         raise HTTPException(422, f"the listing could not be indexed: {exc}") from exc
@@ -67,12 +65,6 @@ async def add_listing(
     return ListingCreated(
         product_id=listing["product_id"], category=listing["category"], predicted=prediction_out(prediction), image_ids=image_ids
     )
-
-
-def _index(services: Services, listing: dict, prediction: Prediction) -> Listing | None:
-    """Add the listing to the index with its embeddings and its words (for re-ranking)."""
-    words = services.terms.row(prediction.text_tokens) if services.terms is not None and prediction.text_tokens else None
-    return services.index.add(listing, prediction.image_embedding, prediction.text_embedding, words)
 
 
 @router.delete("/listings/{product_id}", response_model=ListingDeleted, responses=INVALID | NOT_FOUND, summary="Remove a listing")

@@ -12,6 +12,7 @@ from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingOut, SimilarOut
 from api.uploads import checked_text, cleaned_photos
 from listings.categories import UnknownCategoryError, canonical_category
+from retrieval.index import check_search
 from retrieval.query import search_similar
 
 router = APIRouter(tags=["search"], responses=BAD_INPUT)
@@ -33,10 +34,10 @@ async def similar(
     max_price: Price = None,
 ) -> SimilarOut:
     """Ranked by the inputs given: photo, text, or both. The query's predicted category comes along."""
-    if not 1 <= k <= config.index.max_k:
-        raise HTTPException(422, f"k must be between 1 and {config.index.max_k}, got {k}")
-    if min_price is not None and max_price is not None and min_price > max_price:
-        raise HTTPException(422, f"min_price {min_price:g} is above max_price {max_price:g}")
+    try:
+        check_search(k, min_price, max_price, config.index.max_k)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
     category = known_category(category, services.predictor.classes)
     photos = await cleaned_photos(img, config, pool)
     text = checked_text(txt, config)
