@@ -101,3 +101,12 @@ def test_the_healthcheck_command_passes_on_a_serving_api_and_fails_without_one(t
         here = code.replace("http://127.0.0.1:8008", url)
         assert subprocess.run([sys.executable, "-c", here], capture_output=True, timeout=30).returncode == 0
     assert subprocess.run([sys.executable, "-c", here], capture_output=True, timeout=30).returncode != 0
+
+
+def test_the_server_imports_no_training_only_package():
+    """torchvision (1.8 s of imports), gensim and matplotlib are for training and reports: a server or
+    `fbm similar` start that imports them is slower and larger for nothing."""
+    code = "import sys, api.app, combined_model.inference; print(' '.join(sorted({'torchvision', 'gensim', 'matplotlib'} & {m.split('.')[0] for m in sys.modules})))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
