@@ -17,7 +17,7 @@ COPY requirements.txt ./
 RUN pip install --index-url https://download.pytorch.org/whl/cpu \
         "$(grep '^torch==' requirements.txt)" "$(grep '^torchvision==' requirements.txt)" \
  && pip install -r requirements.txt \
- && python -m nltk.downloader -q -d "$NLTK_DATA" punkt_tab stopwords wordnet
+ && python -m nltk.downloader -q -d "$NLTK_DATA" stopwords wordnet
 
 COPY pyproject.toml ./
 COPY listings ./listings

@@ -74,7 +74,7 @@ def test_dockerfile_is_a_cpu_image_with_the_code_a_non_root_user_and_a_healthche
     names = [name for name, _ in instructions]
     assert names[0] == "FROM" and re.match(r"python:3\.11", instructions[0][1])
     runs = " ".join(arg for name, arg in instructions if name == "RUN")
-    assert "whl/cpu" in runs and "requirements.txt" in runs and "punkt_tab" in runs
+    assert "whl/cpu" in runs and "requirements.txt" in runs and "stopwords wordnet" in runs
 
     users = [arg for name, arg in instructions if name == "USER"]
     assert users and users[-1] not in {"root", "0"}

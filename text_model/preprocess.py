@@ -2,10 +2,16 @@
 
 Steps: HTML entities and tags → text; Unicode NFKC (ligatures, full-width letters); lower-case;
 emoji and other symbols → spaces; sentences glued by punctuation ("only.great") split; money normalised ("£1,234.00" → "£1234", "£ 50" → "£50", "$20" → "usd20");
-NLTK word tokenization; punctuation trimmed; English stopwords removed; WordNet lemmatization;
+full stops that end a sentence set apart; NLTK (Treebank) word tokenization; punctuation trimmed; English stopwords removed; WordNet lemmatization;
 optional Snowball stemming. Model numbers and sizes ("ps4", "64gb", "45x45cm") stay whole.
 
-The NLTK resources (punkt_tab, stopwords, wordnet) are loaded once per process, on first use.
+The text is word-tokenized as one line: NLTK's default first splits it into sentences with Punkt,
+which took half of all tokenizing time, only so that the Treebank tokenizer sees each sentence's
+final full stop (it splits off just the last one of its input, and with it a clitic such as "80's.").
+Setting every sentence-ending full stop apart beforehand gives the same tokens (all 6,098 dataset
+listings, tested against NLTK's default) in half the time.
+
+The NLTK resources (stopwords, wordnet) are loaded once per process, on first use.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import html
 import re
 import unicodedata
 
-REQUIRED_NLTK_DATA = ("tokenizers/punkt_tab", "corpora/stopwords", "corpora/wordnet")
+REQUIRED_NLTK_DATA = ("corpora/stopwords", "corpora/wordnet")
 
 _HTML_TAG = re.compile(r"<[^<>]{0,200}>")
 # Everything but letters, digits, whitespace and the punctuation that can sit inside a token.
@@ -26,6 +32,7 @@ _EDGE_PUNCTUATION = ".,'%&+-:;!?()\"`"
 _HAS_ALNUM = re.compile(r"[^\W_]")
 # Sentences run together without a space ("collection only.Great condition"): split between words.
 _GLUED = re.compile(r"(?<=[^\W\d_]{2})[.,;:!?)](?=[^\W\d_]{2})")
+_SENTENCE_END = re.compile(r"\.(?=\s|$)")
 
 
 class NltkDataError(LookupError):
@@ -74,7 +81,7 @@ def tokenize(text: str, stem: bool = False) -> list[str]:
     from nltk.tokenize import word_tokenize
 
     tokens = []
-    for raw in word_tokenize(_normalise(text)):
+    for raw in word_tokenize(_normalise(text), preserve_line=True):
         token = "not" if raw == "n't" else raw.strip(_EDGE_PUNCTUATION)
         if token in stopwords or not _HAS_ALNUM.search(token) or (len(token) == 1 and not token.isdigit()):
             continue
@@ -86,7 +93,8 @@ def tokenize(text: str, stem: bool = False) -> list[str]:
 def _normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", html.unescape(_HTML_TAG.sub(" ", html.unescape(text or ""))))
     text = _GLUED.sub(" ", _SEPARATORS.sub(" ", _NOT_TOKEN_CHAR.sub(" ", text.lower())))
-    return _MONEY.sub(lambda m: _CURRENCY[m.group(1)] + m.group(2).replace(",", "") + " ", text)
+    text = _MONEY.sub(lambda m: _CURRENCY[m.group(1)] + m.group(2).replace(",", "") + " ", text)
+    return _SENTENCE_END.sub(" . ", text)
 
 
 @functools.cache
@@ -95,17 +103,15 @@ def _resources():
     import nltk
     from nltk.corpus import stopwords
     from nltk.stem import SnowballStemmer
-    from nltk.tokenize import word_tokenize
 
     try:
-        word_tokenize("Loads punkt_tab. Now.")
         english_stopwords = frozenset(stopwords.words("english"))
         lemmatizer = NounLemmatizer.load()
     except LookupError as exc:
         raise NltkDataError(
             f"NLTK data missing ({', '.join(REQUIRED_NLTK_DATA)} are needed). Set NLTK_DATA (or the "
             f"config's data.nltk_data) to a directory holding them, e.g. after "
-            f"`python -m nltk.downloader -d DIR punkt_tab stopwords wordnet`. NLTK searched: {nltk.data.path}"
+            f"`python -m nltk.downloader -d DIR stopwords wordnet`. NLTK searched: {nltk.data.path}"
         ) from exc
     lemmatize = functools.lru_cache(maxsize=200_000)(lemmatizer.lemmatize)
     return english_stopwords, lemmatize, SnowballStemmer("english")
