@@ -91,8 +91,8 @@ def _serve_docs(app: FastAPI) -> None:
 
 def _document_configured_limits(app: FastAPI, config: Config) -> None:
     """Show in the OpenAPI schema the limits that the routes and the form parser take from `config`
-    (a form field's declaration is fixed at import): `k` at most index.max_k, at most
-    serve.max_photos photos in `img`."""
+    (a field's declaration is fixed at import): `k` (a form field or a query parameter) at most
+    index.max_k, at most serve.max_photos photos in `img`."""
     limits = {"k": {"minimum": 1, "maximum": config.index.max_k}, "img": {"maxItems": config.serve.max_photos}}
     build = app.openapi
 
@@ -104,6 +104,10 @@ def _document_configured_limits(app: FastAPI, config: Config) -> None:
             for fields in forms:
                 for field in limits.keys() & fields.keys():
                     fields[field].update(limits[field])
+            queries = [p for path in app.openapi_schema.get("paths", {}).values() for op in path.values() for p in op.get("parameters", [])]
+            for parameter in queries:
+                if parameter.get("in") == "query" and parameter.get("name") in limits:
+                    parameter["schema"].update(limits[parameter["name"]])
         return app.openapi_schema
 
     app.openapi = openapi

@@ -12,13 +12,16 @@ class PredictionOut(BaseModel):
     low_confidence: bool = Field(False, description="the answer rests on little evidence, e.g. a text with no known word")
 
 
-class ListingOut(BaseModel):
+class ListingMeta(BaseModel):
     product_id: str
     title: str
     category: str
     price: float | None
     location: str
     image_ids: list[str]
+
+
+class ListingOut(ListingMeta):
     score: float = Field(description="similarity to the query in [0, 1]: the embeddings' cosine, rescaled, blended with the two texts' word cosine when the query has text")
 
 
@@ -26,6 +29,12 @@ class SimilarOut(BaseModel):
     results: list[ListingOut]
     modalities: list[str] = Field(description="the query inputs the search used")
     prediction: PredictionOut = Field(description="the category predicted for the query, from the same model pass")
+
+
+class SimilarToListingOut(BaseModel):
+    listing: ListingMeta = Field(description="the indexed listing the results are like (never among them)")
+    results: list[ListingOut]
+    modalities: list[str] = Field(description="the listing's inputs the search used")
 
 
 class CategoriesOut(BaseModel):

@@ -227,6 +227,17 @@ class Hit(Listing):
 
 
 @dataclass
+class StoredListing:
+    """An indexed listing as a query: its metadata, the halves of its stored vector (None where it
+    has no such modality) and its words, so "more like this listing" runs no model."""
+
+    listing: Listing
+    image_vec: np.ndarray | None
+    text_vec: np.ndarray | None
+    terms: Terms | None
+
+
+@dataclass
 class SearchResult:
     hits: list[Hit]
     modalities: tuple[str, ...]  # which of ("image", "text") ranked the results
@@ -612,6 +623,25 @@ class ListingIndex:
         """The stored metadata of one listing, or None when it is not indexed."""
         rows = self._query(f"SELECT {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,))
         return _listing_from_row(rows[0]) if rows else None
+
+    def stored(self, product_id: str) -> StoredListing | None:
+        """One listing with its stored vector and words, or None when it is not indexed."""
+        rows = self._query(
+            f"SELECT {_METADATA_COLUMNS}, has_image, has_text, vector, columns, weights FROM listings "
+            "JOIN vectors USING (faiss_id) LEFT JOIN terms USING (faiss_id) WHERE product_id = ?",
+            (product_id,),
+        )
+        if not rows:
+            return None
+        *metadata, has_image, has_text, blob, columns, weights = rows[0]
+        vector = np.frombuffer(blob, dtype=np.float32)
+        half = len(vector) // 2
+        return StoredListing(
+            listing=_listing_from_row(tuple(metadata)),
+            image_vec=vector[:half].copy() if has_image else None,
+            text_vec=vector[half:].copy() if has_text else None,
+            terms=Terms.from_blobs(columns, weights) if columns is not None else None,
+        )
 
     def _query(self, sql: str, params: Iterable) -> list[tuple]:
         with self._db_mutex:

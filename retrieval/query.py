@@ -1,9 +1,13 @@
 """A classified query turned into a search of the listing index, for the API and the command line alike."""
 from __future__ import annotations
 
-from combined_model.inference import Prediction
+from typing import TYPE_CHECKING
+
 from retrieval.index import Listing, ListingIndex, SearchResult
 from retrieval.terms import Terms, TermWeights
+
+if TYPE_CHECKING:  # only for annotations: "more like this" (search_like_listing) needs no model, nor torch's import time
+    from combined_model.inference import Prediction
 
 NO_KNOWN_WORD = "the text has no word the model knows, so it cannot rank listings by it: add other words or a photo"
 
@@ -16,6 +20,17 @@ def search_similar(index: ListingIndex, prediction: Prediction, terms: TermWeigh
     if prediction.low_confidence:
         raise ValueError(NO_KNOWN_WORD)
     return index.search(prediction.image_embedding, prediction.text_embedding, terms=_words(prediction, terms), **filters)
+
+
+def search_like_listing(index: ListingIndex, product_id: str, **filters) -> tuple[Listing, SearchResult]:
+    """The listings most like an indexed one ("more like this"), by its stored vector and words,
+    with `index.search`'s filters; the listing itself is left out. No model runs. KeyError when
+    `product_id` is not indexed."""
+    stored = index.stored(product_id)
+    if stored is None:
+        raise KeyError(f"no listing {product_id!r} in the index")
+    result = index.search(stored.image_vec, stored.text_vec, terms=stored.terms, exclude_product_id=product_id, **filters)
+    return stored.listing, result
 
 
 def index_listing(index: ListingIndex, listing: dict, prediction: Prediction, terms: TermWeights | None) -> Listing | None:

@@ -109,24 +109,39 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from combined_model.inference import Predictor
     from listings.categories import CategoryEncoder, canonical_category
-    from listings.images import clean_photo
     from retrieval.index import ListingIndex, check_search, format_results
-    from retrieval.query import search_similar
-    from retrieval.terms import TermWeights
+    from retrieval.query import search_like_listing, search_similar
 
     config = build_config(args)
-    if not args.image and not (args.text and args.text.strip()):
-        raise ValueError("give a listing text (--text), one or more photos (--image) or both")
+    has_text = bool(args.text and args.text.strip())
+    if args.like and (args.image or has_text):
+        raise ValueError("--like searches by an indexed listing's own photos and text: give it without --text or --image")
+    if not args.like and not args.image and not has_text:
+        raise ValueError("give a listing text (--text), one or more photos (--image) or both, or an indexed listing (--like)")
     check_search(args.k, args.min_price, args.max_price, config.index.max_k, ("-k", "--min-price", "--max-price"))
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
+    filters = {"k": args.k, "category": category, "min_price": args.min_price, "max_price": args.max_price}
+    if args.like:
+        with ListingIndex.open(config.paths.index, config.index) as index:
+            try:
+                listing, result = search_like_listing(index, args.like, **filters)
+            except KeyError as exc:
+                raise ValueError(f"{exc.args[0]}: --like takes a product id from the index (the last column of a results table)") from exc
+        print(f"listings like: {listing.title} ({listing.category}, {listing.product_id})")
+        print(format_results(result))
+        return 0
+
+    from combined_model.inference import Predictor  # the models: not needed for --like
+    from listings.images import clean_photo
+    from retrieval.terms import TermWeights
+
     photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
     predictor = Predictor.load(config)
     prediction = predictor.predict(photos, args.text, "combined")
     terms = TermWeights.load(config, predictor.tfidf)
     with ListingIndex.open(config.paths.index, config.index) as index:
-        result = search_similar(index, prediction, terms, k=args.k, category=category, min_price=args.min_price, max_price=args.max_price)
+        result = search_similar(index, prediction, terms, **filters)
     print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
     print(format_results(result))
     return 0
@@ -196,9 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("-k", type=int, default=10, help="neighbours per query in --evaluate (default 10)")
     index.set_defaults(handler=cmd_index)
 
-    similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos")
+    similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos, or to an indexed listing")
     similar.add_argument("--text", help="a listing title and/or description")
     similar.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
+    similar.add_argument("--like", metavar="PRODUCT_ID", help="instead of a text or photos: listings like this indexed listing (no model runs)")
     similar.add_argument("-k", type=int, default=10, help="how many listings (default 10)")
     similar.add_argument("--category", help="only listings in this root category (any case) or under a category path of whole levels, e.g. 'Home & Garden / Garden'")
     similar.add_argument("--min-price", type=float, help="only listings at or above this price (GBP)")

@@ -122,6 +122,30 @@ def test_similar_filters_by_category_and_price(client):
     assert found and all(25 <= r["price"] <= 60 for r in found)
 
 
+def test_more_like_an_indexed_listing_by_its_own_modalities(client):
+    like = client.get("/listings/prod-00/similar", params={"k": 4})  # the red round kettle: photo and text
+    assert like.status_code == 200, like.text
+    body = like.json()
+    assert body["listing"]["product_id"] == "prod-00" and body["listing"]["title"] == "Red round kettle, 1.7 litre"
+    assert body["modalities"] == ["image", "text"] and len(body["results"]) == 4
+    ids = [r["product_id"] for r in body["results"]]
+    assert "prod-00" not in ids and ids[0] == "prod-10"  # the red circle photo of the photo-only listing
+    assert set(body["results"][0]) == {"product_id", "title", "category", "price", "location", "image_ids", "score"}
+    assert client.get("/listings/prod-10/similar").json()["modalities"] == ["image"]  # photo only
+    by_text = client.get("/listings/prod-08/similar", params={"k": 20}).json()  # text only: listings without text are left out
+    assert by_text["modalities"] == ["text"] and all(r["title"] for r in by_text["results"]) and "prod-08" not in [r["product_id"] for r in by_text["results"]]
+    filtered = client.get("/listings/prod-00/similar", params={"k": 20, "category": "home & garden", "max_price": 70}).json()["results"]
+    assert filtered and all(r["category"].startswith("Home & Garden") and r["price"] <= 70 for r in filtered)
+
+    assert client.get("/listings/prod-99/similar").status_code == 404
+    assert "no listing 'prod-99'" in client.get("/listings/prod-99/similar").json()["detail"]
+    for params, words in [({"k": 0}, "k must be between 1 and 100"), ({"category": "Spaceships"}, "unknown category"), ({"min_price": "x"}, "min_price"),
+                          ({"min_price": 50, "max_price": 10}, "min_price 50 is above max_price 10")]:
+        refused = client.get("/listings/prod-00/similar", params=params)
+        assert refused.status_code == 422 and words in refused.json()["detail"], refused.text
+    assert client.get("/listings/..%2Fetc/similar").status_code in (404, 422)
+
+
 def test_health_categories_photos_and_page(client, artifacts):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["listings"] == 12
@@ -159,6 +183,8 @@ def test_openapi_shows_the_configured_limits(artifacts):
         assert form("/similar")["k"]["minimum"] == 1 and form("/similar")["k"]["maximum"] == 37 and form("/similar")["img"]["maxItems"] == 3
         assert form("/combined")["img"]["maxItems"] == 3 and form("/image")["img"]["maxItems"] == 3
         assert client.post("/similar", data={"txt": "chair", "k": "38"}).status_code == 422
+        like = {p["name"]: p["schema"] for p in schema["paths"]["/listings/{product_id}/similar"]["get"]["parameters"]}
+        assert like["k"]["maximum"] == 37 and client.get("/listings/prod-00/similar", params={"k": 38}).status_code == 422
 
 
 # --- bad input: a 4xx JSON error that says what was wrong, and the server keeps serving ---------

@@ -101,3 +101,13 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         wait.until(lambda d: "4 listings" in d.find_element(By.ID, "status").text)
         categories = [c.find_element(By.CSS_SELECTOR, ".category").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
         assert categories and all(c.startswith("Home & Garden") for c in categories)
+
+        # "More like this" on a result: the listings like it, the listing itself not among them
+        card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
+        title = card.find_element(By.CSS_SELECTOR, ".title").text
+        card.find_element(By.CSS_SELECTOR, ".more-like").click()
+        wait.until(lambda d: title in d.find_element(By.ID, "results-heading").text)
+        wait.until(lambda d: "listings, ranked by" in d.find_element(By.ID, "status").text)
+        assert not browser.find_element(By.ID, "prediction").is_displayed()
+        titles = [c.find_element(By.CSS_SELECTOR, ".title").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
+        assert titles and title not in titles

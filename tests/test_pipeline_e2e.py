@@ -100,6 +100,21 @@ def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
     assert sum(bool(re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)) for line in lines) == 3
 
 
+def test_similar_like_an_indexed_listing(trained_pipeline, capsys):
+    config, _ = trained_pipeline
+    assert main(["similar", *_settings(config), "--text", "oak dining table", "-k", "1"]) == 0
+    product_id = capsys.readouterr().out.splitlines()[-1].split()[-1]  # the table's last column
+    assert main(["similar", *_settings(config), "--like", product_id, "-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("listings like: ") and product_id in lines[0]
+    rows = [line for line in lines if re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)]
+    assert len(rows) == 3 and not any(row.endswith(product_id) for row in rows)
+    assert main(["similar", *_settings(config), "--like", "no-such-listing"]) == 2
+    assert "no listing 'no-such-listing'" in capsys.readouterr().err
+    assert main(["similar", *_settings(config), "--like", product_id, "--text", "oak"]) == 2
+    assert "without --text or --image" in capsys.readouterr().err
+
+
 def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
     config, _ = trained_pipeline
     for argv, message in [
@@ -167,4 +182,7 @@ def test_every_endpoint_serves_the_trained_tiny_pipeline(trained_pipeline, tmp_p
         assert added.status_code in (200, 201), added.text
         found = client.post("/similar", files={"img": ("a.jpg", photo, "image/jpeg")}, data={"txt": "Brand new cordless drill", "k": "3"}).json()
         assert "e2e-new-drill" in [hit["product_id"] for hit in found["results"]]
+        like = client.get("/listings/e2e-new-drill/similar", params={"k": 3}).json()  # the live add's stored vector and words
+        assert like["listing"]["title"] == "Brand new cordless drill" and like["modalities"] == ["image", "text"]
+        assert len(like["results"]) == 3 and "e2e-new-drill" not in [hit["product_id"] for hit in like["results"]]
         assert client.delete("/listings/e2e-new-drill", headers={"X-API-Key": "e2e-key"}).status_code in (200, 204)

@@ -10,6 +10,7 @@ import pytest
 import retrieval.index as index_module
 from listings.config import IndexConfig
 from retrieval.index import FLAT, HNSW, IndexStateError, ListingIndex, fold_photos, listing_vectors, score_from_inner_product
+from retrieval.query import search_like_listing
 from retrieval.terms import Terms, term_cosines
 
 D = 4  # half dimension: one basis direction per "topic"
@@ -350,6 +351,32 @@ def test_words_rerank_listings_the_embeddings_cannot_tell_apart(tmp_path):
     with ListingIndex.open(tmp_path / "index", IndexConfig(term_weight=0.0)) as unweighted:
         unweighted.add(rows[1], None, near_ps4, words["xbox"])
         assert _ids(unweighted.search(None, E[0], k=2, terms=as_xbox)) == ["ps4", "xbox"]  # a weight of 0: the words are not used
+
+
+def test_more_like_a_listing_uses_its_stored_modalities_and_words_and_leaves_it_out(tmp_path):
+    with _build(tmp_path / "index") as index:
+        listing, result = search_like_listing(index, "same", k=4)
+        assert listing.product_id == "same" and listing.title == "title same"
+        assert result.modalities == ("image", "text") and "same" not in _ids(result)
+        assert _ids(result) == _ids(index.search(E[0], E[0], k=4, exclude_product_id="same"))  # its stored vector, as given
+        assert _scores(result) == _scores(index.search(E[0], E[0], k=4, exclude_product_id="same"))
+        _, text_only = search_like_listing(index, "no-photo", k=2)
+        assert text_only.modalities == ("text",) and set(_ids(text_only)) == {"same", "text-only-match"}  # a tie: both texts are topic 0
+        assert _ids(search_like_listing(index, "same", k=4, category="Home & Garden")[1]) == ["text-only-match", "unrelated"]
+        with pytest.raises(KeyError, match="no listing 'nowhere'"):
+            search_like_listing(index, "nowhere")
+        index.delete("same")
+        with pytest.raises(KeyError):
+            search_like_listing(index, "same")
+
+    near_ps4 = E[0] + 0.05 * E[2]  # the words decide between two listings the embeddings cannot tell apart
+    rows = [_row("query", "Video Games / PS4"), _row("ps4", "Video Games / PS4"), _row("xbox", "Video Games / Xbox")]
+    text = np.stack([E[0], near_ps4, E[0]])
+    vectors = listing_vectors(np.zeros((3, D), np.float32), [False] * 3, text, [True] * 3)
+    words = [_terms({1: 1.0}), _terms({1: 1.0, 2: 1.0}), _terms({3: 1.0})]
+    with ListingIndex.build(tmp_path / "words", vectors, rows, IndexConfig(), words) as index:
+        assert _ids(index.search(None, E[0], k=2, exclude_product_id="query")) == ["xbox", "ps4"]  # the embeddings alone
+        assert _ids(search_like_listing(index, "query", k=2)[1]) == ["ps4", "xbox"]  # with the query listing's stored words
 
 
 def test_the_results_table_lines_up_whatever_the_titles_hold():

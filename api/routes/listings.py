@@ -4,21 +4,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Path, status
+from fastapi import APIRouter, Depends, Form, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out, require_api_key
 from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
-from api.routes.similar import Price, known_category
+from api.routes.similar import Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted
 from api.uploads import ID_PATTERN, checked_text, cleaned_photos
 from listings.data import clean_description, clean_title, listing_text
 from retrieval.query import index_listing
 
 router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)
-
-ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
 
 
 @router.post("/listings", response_model=ListingCreated, status_code=status.HTTP_201_CREATED, responses=BAD_INPUT, summary="Add a listing")

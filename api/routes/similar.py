@@ -1,26 +1,34 @@
-"""`POST /similar`: listings like a photo and/or a text, with optional category and price filters."""
+"""`POST /similar`: listings like a photo and/or a text; `GET /listings/{product_id}/similar`: listings
+like an indexed one ("more like this"). Both take optional category and price filters."""
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException
+from fastapi import APIRouter, Form, HTTPException, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out
-from api.routes.errors import BAD_INPUT
+from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
-from api.schemas import ListingOut, SimilarOut
-from api.uploads import checked_text, cleaned_photos
+from api.schemas import ListingMeta, ListingOut, SimilarOut, SimilarToListingOut
+from api.services import Services
+from api.uploads import ID_PATTERN, checked_text, cleaned_photos
 from listings.categories import UnknownCategoryError, canonical_category
+from listings.config import Config
 from retrieval.index import check_search
-from retrieval.query import search_similar
+from retrieval.query import search_like_listing, search_similar
 
-router = APIRouter(tags=["search"], responses=BAD_INPUT)
+router = APIRouter(tags=["search"])
 
-Price = Annotated[float | None, Form(ge=0, le=1e12, allow_inf_nan=False, description="in the listings' currency")]
+_PRICE = {"ge": 0, "le": 1e12, "allow_inf_nan": False, "description": "in the listings' currency"}
+Price = Annotated[float | None, Form(**_PRICE)]
+PriceQuery = Annotated[float | None, Query(**_PRICE)]
+ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
+K_DESCRIPTION = "how many listings, 1 to index.max_k (100)"
+CATEGORY_DESCRIPTION = "a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden'"
 
 
-@router.post("/similar", response_model=SimilarOut, summary="Similar listings")
+@router.post("/similar", response_model=SimilarOut, responses=BAD_INPUT, summary="Similar listings")
 async def similar(
     config: ConfigDep,
     services: ServicesDep,
@@ -28,17 +36,13 @@ async def similar(
     pool: DecodePoolDep,
     img: OptionalPhotos = None,
     txt: OptionalText = None,
-    k: Annotated[int, Form(description="how many listings, 1 to index.max_k (100)")] = 10,
-    category: Annotated[str | None, Form(description="a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden'")] = None,
+    k: Annotated[int, Form(description=K_DESCRIPTION)] = 10,
+    category: Annotated[str | None, Form(description=CATEGORY_DESCRIPTION)] = None,
     min_price: Price = None,
     max_price: Price = None,
 ) -> SimilarOut:
     """Ranked by the inputs given: photo, text, or both. The query's predicted category comes along."""
-    try:
-        check_search(k, min_price, max_price, config.index.max_k)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    category = known_category(category, services.predictor.classes)
+    category = checked_filters(k, category, min_price, max_price, config, services)
     photos = await cleaned_photos(img, config, pool)
     text = checked_text(txt, config)
     if not photos and not text:
@@ -62,6 +66,43 @@ async def similar(
         modalities=list(found.modalities),
         prediction=prediction_out(prediction),
     )
+
+
+@router.get(
+    "/listings/{product_id}/similar", response_model=SimilarToListingOut, responses=INVALID | NOT_FOUND, summary="Listings like an indexed listing"
+)
+async def similar_to_listing(
+    product_id: ProductId,
+    config: ConfigDep,
+    services: ServicesDep,
+    k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
+    category: Annotated[str | None, Query(description=CATEGORY_DESCRIPTION)] = None,
+    min_price: PriceQuery = None,
+    max_price: PriceQuery = None,
+) -> SimilarToListingOut:
+    """"More like this": ranked by the listing's own stored embeddings and words (no model runs),
+    the listing itself left out."""
+    category = checked_filters(k, category, min_price, max_price, config, services)
+    try:
+        listing, found = await run_in_threadpool(
+            search_like_listing, services.index, product_id, k=k, category=category, min_price=min_price, max_price=max_price
+        )
+    except KeyError as exc:
+        raise HTTPException(404, exc.args[0]) from exc
+    return SimilarToListingOut(
+        listing=ListingMeta.model_validate(listing, from_attributes=True),
+        results=[ListingOut.model_validate(hit, from_attributes=True) for hit in found.hits],
+        modalities=list(found.modalities),
+    )
+
+
+def checked_filters(k: int, category: str | None, min_price: float | None, max_price: float | None, config: Config, services: Services) -> str | None:
+    """A 422 for a k or price range the index refuses or an unknown category; the category, canonical."""
+    try:
+        check_search(k, min_price, max_price, config.index.max_k)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return known_category(category, services.predictor.classes)
 
 
 def known_category(category: str | None, classes: list[str]) -> str | None:

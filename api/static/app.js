@@ -1,4 +1,5 @@
-// The search page: POST /similar with the photo and/or text, then draw the category and the results.
+// The search page: POST /similar with the photo and/or text, then draw the category and the results;
+// a result's "More like this" asks GET /listings/{id}/similar for the listings like it.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -78,11 +79,52 @@ function drawResults(results) {
       element("p", "category muted", listing.category),
       element("p", "score muted", `similarity ${(100 * listing.score).toFixed(0)}%`),
     );
+    const more = element("button", "more-like secondary", "More like this");
+    more.type = "button";
+    more.addEventListener("click", () => moreLike(listing));
+    body.append(more);
     card.append(body);
     grid.append(card);
   }
   $("no-results").hidden = results.length > 0;
   $("results-section").hidden = false;
+}
+
+function filters() {
+  const fields = [["k", $("k").value || "12"]];
+  for (const [id, field] of [["category", "category"], ["min-price", "min_price"], ["max-price", "max_price"]]) {
+    if ($(id).value) fields.push([field, $(id).value]);
+  }
+  return fields;
+}
+
+async function ask(url, options, onAnswer) {
+  status.textContent = "Searching…";
+  $("search").disabled = true;
+  try {
+    const response = await fetch(url, options);
+    const answer = await response.json();
+    if (!response.ok) {
+      status.textContent = `Refused: ${answer.detail}`;
+      return;
+    }
+    onAnswer(answer);
+    drawResults(answer.results);
+    status.textContent = `${answer.results.length} listings, ranked by ${answer.modalities.join(" + ")}`;
+  } catch (error) {
+    status.textContent = `The search failed: ${error}`;
+  } finally {
+    $("search").disabled = false;
+  }
+}
+
+async function moreLike(listing) {
+  const query = new URLSearchParams(filters());
+  await ask(`/listings/${encodeURIComponent(listing.product_id)}/similar?${query}`, {}, (answer) => {
+    $("prediction").hidden = true;
+    $("results-heading").textContent = `Listings like “${answer.listing.title}”`;
+  });
+  $("results-section").scrollIntoView({ behavior: "smooth" });
 }
 
 async function search(event) {
@@ -95,27 +137,11 @@ async function search(event) {
     status.textContent = "Add a photo or a description first.";
     return;
   }
-  data.append("k", $("k").value || "12");
-  for (const [id, field] of [["category", "category"], ["min-price", "min_price"], ["max-price", "max_price"]]) {
-    if ($(id).value) data.append(field, $(id).value);
-  }
-  status.textContent = "Searching…";
-  $("search").disabled = true;
-  try {
-    const response = await fetch("/similar", { method: "POST", body: data });
-    const answer = await response.json();
-    if (!response.ok) {
-      status.textContent = `Refused: ${answer.detail}`;
-      return;
-    }
+  for (const [field, value] of filters()) data.append(field, value);
+  await ask("/similar", { method: "POST", body: data }, (answer) => {
     drawPrediction(answer.prediction);
-    drawResults(answer.results);
-    status.textContent = `${answer.results.length} listings, ranked by ${answer.modalities.join(" + ")}`;
-  } catch (error) {
-    status.textContent = `The search failed: ${error}`;
-  } finally {
-    $("search").disabled = false;
-  }
+    $("results-heading").textContent = "Similar listings";
+  });
 }
 
 function clearAll() {
