@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from listings.config import Config
 from listings.subset import subset_dataset
 from scripts.bench import QUICK_SETTINGS, bench_pipeline
@@ -16,6 +18,24 @@ SHARED_DATA = Path(Config().data.data_dir)
 
 def have_shared_data() -> bool:
     return (SHARED_DATA / "Products.csv").is_file() and (SHARED_DATA / "images").is_dir()
+
+
+def nltk_data_installed() -> bool:
+    """Whether the NLTK resources the text preprocessing needs are where the configuration points."""
+    import nltk
+
+    from text_model.preprocess import REQUIRED_NLTK_DATA
+
+    Config().apply_nltk_data()
+    try:
+        for resource in REQUIRED_NLTK_DATA:
+            nltk.data.find(resource if resource != "corpora/wordnet" else "corpora/wordnet.zip")
+    except LookupError:
+        return False
+    return True
+
+
+needs_nltk_data = pytest.mark.skipif(not nltk_data_installed(), reason="NLTK data (stopwords, wordnet) not found: set NLTK_DATA")
 
 
 def shared_subset(target: Path, per_class: int, skip_per_class: int = 0) -> Path:

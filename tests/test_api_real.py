@@ -3,24 +3,21 @@
 index built from its embeddings, and `load_services`' start-up checks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from pipeline import needs_nltk_data
 
 from api.app import create_app
 from api.services import PhotoStore, Services, warm_up
 from combined_model.fusion import LATE, LateWeights, combine
-from listings.config import Config
 from listings.data import listing_text
 from retrieval.index import ListingIndex, fold_photos, listing_vectors
 from test_api_fakes import CLASSES, catalogue_rows, jpeg_bytes, synthetic_photo, tiny_config
 
-NLTK_DATA = Config().data.nltk_data
-pytestmark = pytest.mark.skipif(not NLTK_DATA or not Path(NLTK_DATA).is_dir(), reason="the text branch needs NLTK data")
+pytestmark = needs_nltk_data  # the text branch tokenizes
 
 KEY = "real-key"
 LATE_WEIGHTS = LateWeights(image=0.3, text=0.3, tfidf=0.4, tfidf_power=2.0)  # served: every expert weighs

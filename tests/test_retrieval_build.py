@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from pipeline import needs_nltk_data
 
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT
 from listings.categories import CategoryEncoder
@@ -71,6 +72,7 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
     return config
 
 
+@needs_nltk_data  # the synthetic exports' words are the project's tokens
 def test_product_embeddings_fold_photos_and_drop_unknown_text_beside_a_photo(tmp_path):
     products = load_product_embeddings(_artifacts(tmp_path))
     by_id = dict(zip(products.listings["product_id"], range(len(products.listings))))
@@ -80,6 +82,7 @@ def test_product_embeddings_fold_photos_and_drop_unknown_text_beside_a_photo(tmp
     assert np.allclose(np.linalg.norm(products.image[by_id["prod-1"]]), 1.0)
 
 
+@needs_nltk_data  # the synthetic exports' words are the project's tokens
 def test_build_index_indexes_every_listing_and_is_searchable(tmp_path):
     config = _artifacts(tmp_path)
     summary = build_index(config)
@@ -94,6 +97,7 @@ def test_build_index_indexes_every_listing_and_is_searchable(tmp_path):
         assert "photo + text" in table and "Baby & Kids Stuff" in table and len(table.splitlines()) == 3 + 5
 
 
+@needs_nltk_data  # the synthetic exports' words are the project's tokens
 def test_evaluate_retrieval_reports_the_figures(tmp_path):
     config = _artifacts(tmp_path)
     report = evaluate_retrieval(config, k=5)
@@ -106,6 +110,7 @@ def test_evaluate_retrieval_reports_the_figures(tmp_path):
     assert json.loads((config.paths.reports / EVALUATION_FILE).read_text()) == report
 
 
+@needs_nltk_data  # the synthetic exports' words are the project's tokens
 def test_words_rerank_towards_the_same_kind_of_item(tmp_path):
     """The synthetic embeddings know the root category only; the words (`KINDS`) also tell the
     sub-category, so re-ranking by them raises the full-path precision of text queries."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from nltk.stem import SnowballStemmer
-from pipeline import SHARED_DATA, have_shared_data, shared_subset, tiny_config
+from pipeline import SHARED_DATA, have_shared_data, needs_nltk_data, shared_subset, tiny_config
 
 from listings.config import REPO_ROOT, Config, TextConfig
 from listings.data import listing_text, load_listings
@@ -22,7 +22,7 @@ from listings.metrics import summarise
 from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline
 from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FILE, TextBranch
 from text_model.model import TextCNN, TextCNNShape
-from text_model.preprocess import REQUIRED_NLTK_DATA, NounLemmatizer, tokenize
+from text_model.preprocess import NounLemmatizer, tokenize
 from text_model.train import (
     CURVES_FILE,
     SUMMARY_FILE,
@@ -51,20 +51,6 @@ TEXTS = [
     "Running wardrobes and hammering ladders",
 ]
 
-def _nltk_data_installed() -> bool:
-    """Whether the NLTK resources the preprocessing needs are where the configuration points."""
-    import nltk
-
-    Config().apply_nltk_data()
-    try:
-        for resource in REQUIRED_NLTK_DATA:
-            nltk.data.find(resource if resource != "corpora/wordnet" else "corpora/wordnet.zip")
-    except LookupError:
-        return False
-    return True
-
-
-needs_nltk_data = pytest.mark.skipif(not _nltk_data_installed(), reason="NLTK data (stopwords, wordnet) not found: set NLTK_DATA")
 
 
 @pytest.fixture(autouse=True, scope="module")
