@@ -619,11 +619,6 @@ class ListingIndex:
         rows = self._query(f"SELECT faiss_id, columns, weights FROM terms WHERE faiss_id IN ({marks})", ids)
         return {faiss_id: Terms.from_blobs(columns, weights) for faiss_id, columns, weights in rows}
 
-    def get(self, product_id: str) -> Listing | None:
-        """The stored metadata of one listing, or None when it is not indexed."""
-        rows = self._query(f"SELECT {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,))
-        return _listing_from_row(rows[0]) if rows else None
-
     def stored(self, product_id: str) -> StoredListing | None:
         """One listing with its stored vector and words, or None when it is not indexed."""
         rows = self._query(

@@ -1,4 +1,5 @@
-"""A classified query turned into a search of the listing index, for the API and the command line alike."""
+"""A query turned into a search of the listing index, for the API and the command line alike: a classified
+photo and/or text (`search_similar`), or an indexed listing by its stored vector and words (`search_like_listing`)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -298,18 +298,21 @@ def test_concurrent_adds_and_searches(tmp_path):
         assert index.info()["faiss_vectors"] == len(index)
 
 
-def test_get_returns_stored_metadata_or_none(tmp_path):
-    from listings.config import IndexConfig
-    from retrieval.index import ListingIndex
-
-    vectors = np.eye(4, 8, dtype=np.float32)
+def test_stored_returns_the_metadata_vector_halves_and_words_or_none(tmp_path):
+    vectors = listing_vectors(np.eye(4, D, dtype=np.float32), [True, True, False, True], np.eye(4, D, k=1, dtype=np.float32), [True, False, True, True])
     rows = [{"product_id": f"p{i}", "title": f"item {i}", "category": "Home & Garden", "price": float(i), "image_ids": [f"i{i}"]} for i in range(4)]
-    with ListingIndex.build(tmp_path / "index", vectors, rows, IndexConfig()) as index:
-        listing = index.get("p2")
-        assert listing is not None and listing.title == "item 2" and listing.image_ids == ["i2"] and listing.price == 2.0
-        assert index.get("missing") is None
+    words = [_terms({5: 1.0}), None, None, None]
+    with ListingIndex.build(tmp_path / "index", vectors, rows, IndexConfig(), words) as index:
+        stored = index.stored("p0")
+        assert stored.listing.title == "item 0" and stored.listing.image_ids == ["i0"] and stored.listing.price == 0.0
+        np.testing.assert_allclose(stored.image_vec, E[0] / math.sqrt(2), rtol=1e-6)
+        np.testing.assert_allclose(stored.text_vec, E[1] / math.sqrt(2), rtol=1e-6)
+        assert stored.terms.columns.tolist() == [5]
+        assert index.stored("p1").text_vec is None and index.stored("p1").terms is None  # no text
+        assert index.stored("p2").image_vec is None  # no photo
+        assert index.stored("missing") is None
         index.delete("p2")
-        assert index.get("p2") is None
+        assert index.stored("p2") is None
 
 
 # --- re-ranking by words -----------------------------------------------------------------------
