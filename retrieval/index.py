@@ -154,12 +154,15 @@ def _half(vec: np.ndarray | None, half_dim: int, name: str, fold: bool) -> np.nd
 def check_search(
     k: int, min_price: float | None, max_price: float | None, max_k: int, names: tuple[str, str, str] = ("k", "min_price", "max_price")
 ) -> None:
-    """A ValueError naming the argument (as the caller spells it: `names`) when k is outside 1..max_k
-    or the price range is empty. `search` checks so; the API and the command line call it first, so
-    a bad request is refused before any model runs."""
+    """A ValueError naming the argument (as the caller spells it: `names`) when k is outside 1..max_k,
+    a price is not a number of 0 or more, or the price range is empty. `search` checks so; the API
+    and the command line call it first, so a bad request is refused before any model runs."""
     k_name, low, high = names
     if not 1 <= k <= max_k:
         raise ValueError(f"{k_name} must be between 1 and {max_k}, got {k} (the setting index.max_k)")
+    for name, price in ((low, min_price), (high, max_price)):
+        if price is not None and not (math.isfinite(price) and price >= 0):
+            raise ValueError(f"{name} must be a price of 0 or more, got {price:g}")
     if min_price is not None and max_price is not None and min_price > max_price:
         raise ValueError(f"{low} {min_price:g} is above {high} {max_price:g}")
 
@@ -251,12 +254,12 @@ def format_results(result: SearchResult, title_width: int = 48) -> str:
     used = " + ".join("photo" if m == IMAGE else "text" for m in result.modalities)
     if not result.hits:
         return f"no matching listings (searched by {used})"
-    header = f"{'#':>3}  {'score':>5}  {'price':>9}  {'category':<30}  {'title':<{title_width}}  {'location':<20}  product id"
-    lines = [f"{len(result.hits)} similar listings by {used}", header, "-" * len(header)]
+    header = f"{'#':>3}  {'score':>5}  {'price':>14}  {'category':<30}  {'title':<{title_width}}  {'location':<20}  product id"
+    lines = [f"{len(result.hits)} similar listing{'s' if len(result.hits) > 1 else ''} by {used}", header, "-" * len(header)]
     for rank, hit in enumerate(result.hits, 1):
         price = f"£{hit.price:,.2f}" if hit.price is not None else "-"
         lines.append(
-            f"{rank:>3}  {hit.score:5.3f}  {price:>9}  {_fit(hit.root, 30)}  {_fit(hit.title, title_width)}  "
+            f"{rank:>3}  {hit.score:5.3f}  {price:>14}  {_fit(hit.root, 30)}  {_fit(hit.title, title_width)}  "
             f"{_fit(hit.location, 20)}  {hit.product_id}"
         )
     return "\n".join(lines)
@@ -266,7 +269,7 @@ def _fit(text: str, width: int) -> str:
     """`text` clipped (with …) and padded to `width` terminal columns: an emoji or a CJK character
     takes two (a symbol followed by the emoji selector too), a combining mark none, so the table's columns line up whatever the titles hold."""
     out, used = [], 0
-    columns = [_columns(char) for char in text]
+    columns = [0 if previous == "\u200d" else _columns(char) for previous, char in zip(" " + text, text)]  # a joined emoji: one glyph
     if sum(columns) <= width:
         return text + " " * (width - sum(columns))
     for char, wide in zip(text, columns):
@@ -280,8 +283,8 @@ def _fit(text: str, width: int) -> str:
 def _columns(char: str) -> int:
     if char == "\ufe0f":  # emoji presentation: the symbol before it is drawn two columns wide
         return 1
-    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
-        return 0
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf") or "\U0001f3fb" <= char <= "\U0001f3ff":
+        return 0  # marks, joiners and emoji skin tones draw nothing of their own
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
@@ -314,6 +317,15 @@ _PATH_SEPARATOR = " / "
 def _category_key(category: str) -> str:
     """`"Home & Garden / Dining"` → `"home & garden / dining / "`: every path prefix of it is a string prefix."""
     return _PATH_SEPARATOR.join(split_category(category)).lower() + _PATH_SEPARATOR
+
+
+_CATEGORY_RANGE = "category_key >= ? AND category_key < ?"
+
+
+def _category_range(category: str) -> list[str]:
+    """The bounds of the keys that start with the category's key: a range scan of the index."""
+    prefix = _category_key(category)
+    return [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
 
 
 class _ReadWriteLock:
@@ -580,12 +592,28 @@ class ListingIndex:
             cached = self._exclusions[modalities] = _Exclusion(ids, len(ids) - len(self._tombstones), selector)
         return cached
 
+    def check_category(self, category: str | None) -> None:
+        """A ValueError when a category path filter below its root matches no indexed listing (a
+        mistyped level would otherwise filter every listing out in silence), naming the
+        sub-categories its root has. A root, or a path that some listing has, passes."""
+        parts = split_category(category or "")
+        if len(parts) < 2 or self._category_paths(parts, limit=1):
+            return
+        depth = next(d for d in range(len(parts) - 1, 0, -1) if d == 1 or self._category_paths(parts[:d], limit=1))  # the deepest level that exists
+        parent = _PATH_SEPARATOR.join(parts[:depth])
+        known = sorted({path[depth] for path in self._category_paths(parts[:depth]) if len(path) > depth}, key=str.lower)
+        raise ValueError(f"no listing in category {category[:200]!r}; {parent!r} has: {'; '.join(known) or 'no sub-categories'}")
+
+    def _category_paths(self, parts: list[str], limit: int = -1) -> list[list[str]]:
+        """The distinct category paths (as levels) of the listings under the path `parts`."""
+        rows = self._query(f"SELECT DISTINCT category FROM listings WHERE {_CATEGORY_RANGE} LIMIT ?", [*_category_range(_PATH_SEPARATOR.join(parts)), limit])
+        return [split_category(path) for (path,) in rows]
+
     def _filtered_ids(self, category: str | None, min_price: float | None, max_price: float | None) -> list[int]:
         clauses, params = [], []
         if category is not None:  # keys starting with the category's key: a range scan of the index
-            prefix = _category_key(category)
-            clauses.append("category_key >= ? AND category_key < ?")
-            params += [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+            clauses.append(_CATEGORY_RANGE)
+            params += _category_range(category)
         if min_price is not None:
             clauses.append("price >= ?")
             params.append(min_price)

@@ -29,13 +29,18 @@ def search_like_listing(index: ListingIndex, product_id: str, **filters) -> tupl
     `product_id` is not indexed."""
     stored = index.stored(product_id)
     if stored is None:
-        raise KeyError(f"no listing {product_id!r} in the index")
+        raise KeyError(f"no listing {product_id[:100]!r} in the index")
     result = index.search(stored.image_vec, stored.text_vec, terms=stored.terms, exclude_product_id=product_id, **filters)
     return stored.listing, result
 
 
 def index_listing(index: ListingIndex, listing: dict, prediction: Prediction, terms: TermWeights | None) -> Listing | None:
-    """Add (or replace) a listing with the embeddings and words of its prediction; returns the one replaced."""
+    """Add (or replace) a listing with the embeddings and words of its prediction; returns the one
+    replaced. A text alone with no known word is refused (ValueError), as `search_similar` refuses
+    it as a query: its embedding says nothing, so the listing would sit beside every other such
+    text and come back, near-identical, for any of them."""
+    if prediction.low_confidence:
+        raise ValueError(NO_KNOWN_WORD)
     return index.add(listing, prediction.image_embedding, prediction.text_embedding, _words(prediction, terms))
 
 

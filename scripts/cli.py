@@ -115,6 +115,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     has_text = bool(args.text and args.text.strip())
+    if args.like is not None and not args.like.strip():
+        raise ValueError("--like needs a product id (the last column of a results table)")
     if args.like and (args.image or has_text):
         raise ValueError("--like searches by an indexed listing's own photos and text: give it without --text or --image")
     if not args.like and not args.image and not has_text:
@@ -122,27 +124,24 @@ def cmd_similar(args: argparse.Namespace) -> int:
     check_search(args.k, args.min_price, args.max_price, config.index.max_k, ("-k", "--min-price", "--max-price"))
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     filters = {"k": args.k, "category": category, "min_price": args.min_price, "max_price": args.max_price}
-    if args.like:
-        with ListingIndex.open(config.paths.index, config.index) as index:
+    with ListingIndex.open(config.paths.index, config.index) as index:
+        index.check_category(category)  # before any model loads
+        if args.like:
             try:
                 listing, result = search_like_listing(index, args.like, **filters)
             except KeyError as exc:
                 raise ValueError(f"{exc.args[0]}: --like takes a product id from the index (the last column of a results table)") from exc
-        print(f"listings like: {listing.title} ({listing.category}, {listing.product_id})")
-        print(format_results(result))
-        return 0
+            print(f"listings like: {listing.title} ({listing.category}, {listing.product_id})")
+        else:
+            from combined_model.inference import Predictor  # the models: not needed for --like
+            from listings.images import clean_photo
+            from retrieval.terms import TermWeights
 
-    from combined_model.inference import Predictor  # the models: not needed for --like
-    from listings.images import clean_photo
-    from retrieval.terms import TermWeights
-
-    photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
-    predictor = Predictor.load(config)
-    prediction = predictor.predict(photos, args.text, "combined")
-    terms = TermWeights.load(config, predictor.tfidf)
-    with ListingIndex.open(config.paths.index, config.index) as index:
-        result = search_similar(index, prediction, terms, **filters)
-    print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
+            photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
+            predictor = Predictor.load(config)
+            prediction = predictor.predict(photos, args.text, "combined")
+            result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), **filters)
+            print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
     print(format_results(result))
     return 0
 

@@ -111,3 +111,17 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         assert not browser.find_element(By.ID, "prediction").is_displayed()
         titles = [c.find_element(By.CSS_SELECTOR, ".title").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
         assert titles and title not in titles
+
+        # a refused "More like this" (an empty price range) says so where the user is looking
+        browser.find_element(By.ID, "category").find_element(By.XPATH, "option[@value='']").click()
+        browser.find_elements(By.CSS_SELECTOR, ".more-like")[0].click()
+        wait.until(lambda d: "11 listings" in d.find_element(By.ID, "status").text)  # every other listing: a long page
+        browser.find_element(By.ID, "min-price").send_keys("500")
+        browser.find_element(By.ID, "max-price").send_keys("100")
+        browser.set_window_size(1400, 700)  # the last card's button far below the form's status line
+        last = browser.find_elements(By.CSS_SELECTOR, ".more-like")[-1]
+        browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", last)
+        last.click()
+        wait.until(lambda d: "Refused: min_price 500 is above max_price 100" in d.find_element(By.ID, "status").text)
+        in_view = "const r = document.getElementById('status').getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
+        wait.until(lambda d: d.execute_script(in_view))

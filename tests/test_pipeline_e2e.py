@@ -119,8 +119,11 @@ def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
     config, _ = trained_pipeline
     for argv, message in [
         (["--category", "Furniture"], "unknown category 'Furniture'; known: "),
+        (["--category", "Home & Garden / Attic"], "no listing in category 'Home & Garden / Attic'; 'Home & Garden' has: "),
         (["-k", "0"], "-k must be between 1 and 100, got 0"),
         (["--min-price", "20", "--max-price", "10"], "--min-price 20 is above --max-price 10"),
+        (["--max-price", "nan"], "--max-price must be a price of 0 or more, got nan"),
+        (["--min-price=-5"], "--min-price must be a price of 0 or more, got -5"),
         (["--image", str(config.paths.reports.parent)], "not_a_file"),
     ]:
         assert main(["similar", *_settings(config), "--text", "oak dining table", *argv]) == 2
@@ -182,6 +185,10 @@ def test_every_endpoint_serves_the_trained_tiny_pipeline(trained_pipeline, tmp_p
         assert added.status_code in (200, 201), added.text
         found = client.post("/similar", files={"img": ("a.jpg", photo, "image/jpeg")}, data={"txt": "Brand new cordless drill", "k": "3"}).json()
         assert "e2e-new-drill" in [hit["product_id"] for hit in found["results"]]
+        # a text alone with no known word is not indexed (its embedding says nothing), as it is refused as a query
+        no_words = client.post("/listings", headers={"X-API-Key": "e2e-key"}, data={"title": "zzzz qqqq", "product_id": "e2e-no-words"})
+        assert no_words.status_code == 422 and "no word the model knows" in no_words.json()["detail"]
+        assert client.get("/listings/e2e-no-words/similar").status_code == 404
         like = client.get("/listings/e2e-new-drill/similar", params={"k": 3}).json()  # the live add's stored vector and words
         assert like["listing"]["title"] == "Brand new cordless drill" and like["modalities"] == ["image", "text"]
         assert len(like["results"]) == 3 and "e2e-new-drill" not in [hit["product_id"] for hit in like["results"]]

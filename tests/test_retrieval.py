@@ -106,6 +106,15 @@ def test_filters_apply_inside_the_search(index):
     assert _ids(index.search(None, E[0], k=10, category="Appliances", max_price=50)) == ["photo-only-match"]
 
 
+def test_a_category_path_no_listing_has_is_refused_naming_the_ones_there_are(index):
+    for fine in (None, "", "Appliances", "appliances / FRIDGES", "Home & Garden / Dining", "Toys"):  # a root with no listing is simply empty
+        index.check_category(fine)
+    with pytest.raises(ValueError, match=r"no listing in category 'Appliances / Ovens'; 'Appliances' has: Fridges; Kettles$"):
+        index.check_category("Appliances / Ovens")
+    with pytest.raises(ValueError, match=r"'Home & Garden / Dining' has: no sub-categories$"):
+        index.check_category("Home & Garden / Dining / Chairs")
+
+
 def test_k_is_bounded(index):
     with pytest.raises(ValueError, match="max_k"):
         index.search(E[0], None, k=101)
@@ -113,6 +122,9 @@ def test_k_is_bounded(index):
         index.search(E[0], None, k=0)
     with pytest.raises(ValueError, match="needs an image vector"):
         index.search(None, None)
+    for price in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="min_price must be a price of 0 or more"):
+            index.search(E[0], None, min_price=price)
     with pytest.raises(ValueError, match="shape"):
         index.search(np.ones(D + 1), None)
 
@@ -387,13 +399,22 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
 
     from retrieval.index import Hit, SearchResult, format_results
 
-    titles = ["Plain oak chair", "🎮 PS4 bundle 🎮🕹️ great", "Café table é", "双人床 bed frame", "x" * 80]
-    hits = [Hit(f"p{i}", title, "Home & Garden", "Home & Garden", 5.0, "York 🏰", [], score=0.5) for i, title in enumerate(titles)]
+    titles = ["Plain oak chair", "🎮 PS4 bundle 🎮🕹️ great", "Café table é", "双人床 bed frame", "Cookbook 👩🏻‍🍳 set", "x" * 80]
+    prices = [5.0, 24_700.0, None, 10_000_000.0, 0.5, 99.0]
+    hits = [Hit(f"p{i}", title, "Home & Garden", "Home & Garden", price, "York 🏰", [], score=0.5) for i, (title, price) in enumerate(zip(titles, prices))]
     rows = format_results(SearchResult(hits, ("text",))).splitlines()[3:]
 
     def columns(line: str) -> int:
-        # as a terminal draws them: wide characters two columns, marks none, the emoji selector widens the symbol before it
-        return sum(1 if c == "\ufe0f" else 0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in line)
+        # as a terminal draws them: wide characters two columns, marks and skin tones none, the emoji
+        # selector widens the symbol before it, an emoji joined to the one before it (ZWJ) draws as one glyph
+        def width(previous: str, c: str) -> int:
+            if c == "\ufe0f":
+                return 1
+            if previous == "\u200d" or unicodedata.category(c) in ("Mn", "Me", "Cf") or "\U0001f3fb" <= c <= "\U0001f3ff":
+                return 0
+            return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+
+        return sum(width(previous, c) for previous, c in zip(" " + line, line))
 
     assert len({columns(row.rsplit("  ", 1)[0]) for row in rows}) == 1  # every row as wide up to the product id
     assert "…" in rows[-1] and "Plain oak chair" in rows[0]

@@ -14,3 +14,4 @@ WRITE = {
     403: {"model": Error, "description": "writes are disabled: the server has no FBM_API_KEY"},
 }
 NOT_FOUND = {404: {"model": Error, "description": "no such listing or photo"}}
+INVALID_QUERY = {422: {"model": Error, "description": "a parameter is missing or invalid"}}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, HTTPException, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out
-from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND
+from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingMeta, ListingOut, SimilarOut, SimilarToListingOut
 from api.services import Services
@@ -69,7 +69,7 @@ async def similar(
 
 
 @router.get(
-    "/listings/{product_id}/similar", response_model=SimilarToListingOut, responses=INVALID | NOT_FOUND, summary="Listings like an indexed listing"
+    "/listings/{product_id}/similar", response_model=SimilarToListingOut, responses=INVALID_QUERY | NOT_FOUND, summary="Listings like an indexed listing"
 )
 async def similar_to_listing(
     product_id: ProductId,
@@ -97,12 +97,15 @@ async def similar_to_listing(
 
 
 def checked_filters(k: int, category: str | None, min_price: float | None, max_price: float | None, config: Config, services: Services) -> str | None:
-    """A 422 for a k or price range the index refuses or an unknown category; the category, canonical."""
+    """A 422 for a k or price range the index refuses, an unknown category or a category path no
+    listing has; the category, canonical."""
+    category = known_category(category, services.predictor.classes)
     try:
         check_search(k, min_price, max_price, config.index.max_k)
+        services.index.check_category(category)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return known_category(category, services.predictor.classes)
+    return category
 
 
 def known_category(category: str | None, classes: list[str]) -> str | None:

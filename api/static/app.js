@@ -98,6 +98,7 @@ function filters() {
   return fields;
 }
 
+// Fetch one search and draw it; true when it was answered, false when refused or failed (said in the status).
 async function ask(url, options, onAnswer) {
   status.textContent = "Searching…";
   $("search").disabled = true;
@@ -106,13 +107,15 @@ async function ask(url, options, onAnswer) {
     const answer = await response.json();
     if (!response.ok) {
       status.textContent = `Refused: ${answer.detail}`;
-      return;
+      return false;
     }
     onAnswer(answer);
     drawResults(answer.results);
     status.textContent = `${answer.results.length} listings, ranked by ${answer.modalities.join(" + ")}`;
+    return true;
   } catch (error) {
     status.textContent = `The search failed: ${error}`;
+    return false;
   } finally {
     $("search").disabled = false;
   }
@@ -120,11 +123,12 @@ async function ask(url, options, onAnswer) {
 
 async function moreLike(listing) {
   const query = new URLSearchParams(filters());
-  await ask(`/listings/${encodeURIComponent(listing.product_id)}/similar?${query}`, {}, (answer) => {
+  const answered = await ask(`/listings/${encodeURIComponent(listing.product_id)}/similar?${query}`, {}, (answer) => {
     $("prediction").hidden = true;
     $("results-heading").textContent = `Listings like “${answer.listing.title}”`;
   });
-  $("results-section").scrollIntoView({ behavior: "smooth" });
+  // the button may be far below the form: bring the new results, or the refusal, into view
+  (answered ? $("results-section") : status).scrollIntoView({ behavior: "smooth", block: answered ? "start" : "center" });
 }
 
 async function search(event) {
