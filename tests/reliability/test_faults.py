@@ -148,7 +148,7 @@ def test_sigkill_during_listing_writes_loses_no_acknowledged_listing(artifacts, 
             sample = sorted(must_exist)[:3]
             for product_id in sample:  # the restarted server knows them: deleting one finds it
                 assert client.delete(f"/listings/{product_id}").status_code == 200, product_id
-            added = client.post("/listings", data={"title": "after the crash", "product_id": "after-crash"})
+            added = client.post("/listings", data={"title": "oak table added after the crash", "product_id": "after-crash"})
             assert added.status_code == 201, added.text
             assert client.post("/similar", data={"txt": "oak table", "k": "5"}).status_code == 200
         assert stop(restarted) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful exit
