@@ -65,7 +65,7 @@ class PhotoStore:
 @dataclass
 class Services:
     predictor: Any  # combined_model.inference.Predictor or a stand-in with .classes, .versions, .prepare, .predict_prepared
-    index: Any  # retrieval.index.ListingIndex or a stand-in with .search, .add, .delete, len(), .info
+    index: Any  # retrieval.index.ListingIndex or a stand-in with .search, .stored, .check_category, .add, .delete, len(), .info
     photos: PhotoStore
     terms: Any = None  # retrieval.terms.TermWeights: queries and new listings' words; None: no re-ranking
 

@@ -15,7 +15,7 @@ from api.services import Services
 from api.uploads import ID_PATTERN, checked_text, cleaned_photos
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
-from retrieval.index import check_search
+from retrieval.index import SearchResult, check_search
 from retrieval.query import search_like_listing, search_similar
 
 router = APIRouter(tags=["search"])
@@ -42,7 +42,7 @@ async def similar(
     max_price: Price = None,
 ) -> SimilarOut:
     """Ranked by the inputs given: photo, text, or both. The query's predicted category comes along."""
-    category = checked_filters(k, category, min_price, max_price, config, services)
+    category = await checked_filters(k, category, min_price, max_price, config, services)
     photos = await cleaned_photos(img, config, pool)
     text = checked_text(txt, config)
     if not photos and not text:
@@ -62,7 +62,7 @@ async def similar(
     except ValueError as exc:  # a query that cannot rank listings: a text alone with no known word
         raise HTTPException(422, str(exc)) from exc
     return SimilarOut(
-        results=[ListingOut.model_validate(hit, from_attributes=True) for hit in found.hits],
+        results=results_out(found),
         modalities=list(found.modalities),
         prediction=prediction_out(prediction),
     )
@@ -82,7 +82,7 @@ async def similar_to_listing(
 ) -> SimilarToListingOut:
     """"More like this": ranked by the listing's own stored embeddings and words (no model runs),
     the listing itself left out."""
-    category = checked_filters(k, category, min_price, max_price, config, services)
+    category = await checked_filters(k, category, min_price, max_price, config, services)
     try:
         listing, found = await run_in_threadpool(
             search_like_listing, services.index, product_id, k=k, category=category, min_price=min_price, max_price=max_price
@@ -91,21 +91,28 @@ async def similar_to_listing(
         raise HTTPException(404, exc.args[0]) from exc
     return SimilarToListingOut(
         listing=ListingMeta.model_validate(listing, from_attributes=True),
-        results=[ListingOut.model_validate(hit, from_attributes=True) for hit in found.hits],
+        results=results_out(found),
         modalities=list(found.modalities),
     )
 
 
-def checked_filters(k: int, category: str | None, min_price: float | None, max_price: float | None, config: Config, services: Services) -> str | None:
+async def checked_filters(
+    k: int, category: str | None, min_price: float | None, max_price: float | None, config: Config, services: Services
+) -> str | None:
     """A 422 for a k or price range the index refuses, an unknown category or a category path no
-    listing has; the category, canonical."""
+    listing has (a database read: off the event loop); the category, canonical."""
     category = known_category(category, services.predictor.classes)
     try:
         check_search(k, min_price, max_price, config.index.max_k)
-        services.index.check_category(category)
+        if category is not None:
+            await run_in_threadpool(services.index.check_category, category)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
     return category
+
+
+def results_out(found: SearchResult) -> list[ListingOut]:
+    return [ListingOut.model_validate(hit, from_attributes=True) for hit in found.hits]
 
 
 def known_category(category: str | None, classes: list[str]) -> str | None:
