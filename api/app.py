@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from api.batching import MicroBatcher
@@ -63,6 +64,7 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
     )
     app.state.config = config
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for module in (predict, similar, listings, meta):
@@ -71,6 +73,27 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
     _serve_docs(app)
     _document_configured_limits(app, config)
     return app
+
+
+class HeadAsGetMiddleware:
+    """Answer `HEAD` wherever `GET` is answered, with the same status and headers and no body (HTTP
+    asks every server to; FastAPI routes only the methods they declare, so uptime probes and
+    `curl -I` got a 405)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def _serve_docs(app: FastAPI) -> None:

@@ -157,7 +157,6 @@ def test_health_categories_photos_and_page(client, artifacts):
     photo = client.get("/images/img-03")
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
     assert client.get("/images/img-03.jpg").content == photo.content
-    assert client.head("/health").status_code == 200
     assert Image.open(io.BytesIO(photo.content)).size == (256, 256)
 
     page = client.get("/")
@@ -168,6 +167,19 @@ def test_health_categories_photos_and_page(client, artifacts):
     assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn." not in docs.text
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200  # served here: the docs work offline
     assert "/similar" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("path", ["/health", "/categories", "/images/img-03", "/", "/static/app.js", "/docs", "/listings/prod-01/similar"])
+def test_head_answers_like_get_without_a_body(client, path):
+    """What uptime probes and `curl -I` send: the GET's status and headers, no body."""
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200
+    assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_head_on_a_post_only_route_is_refused(client):
+    assert client.head("/similar").status_code == 405
 
 
 def test_openapi_shows_the_configured_limits(artifacts):

@@ -19,7 +19,6 @@ PHOTO_NAME_PATTERN = ID_PATTERN.removesuffix("$") + r"(\.jpg)?$"  # /images/<id>
 router = APIRouter(tags=["meta"])
 
 
-@router.head("/health", include_in_schema=False)  # what uptime probes often send
 @router.get("/health", response_model=HealthOut, summary="Ready: models and index loaded")
 def health(services: ServicesDep) -> HealthOut:
     info = json.loads(json.dumps(services.index.info(), default=str))  # plain JSON types only
