@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class EvalSet:
     image_dir: Path
     unknown_categories: dict[str, int]
     source: str
+    seen_in_training: int = 0  # listings of the training or validation split among them
 
 
 def held_out_split(config: Config) -> EvalSet:
@@ -55,8 +57,11 @@ def directory_set(config: Config, data_dir: str) -> EvalSet:
             raise ValueError(f"{Path(data_dir) / required} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
     listings = load_listings(data_dir)
     listings["label"] = prepared.encoder.encode_many(listings["root"])
-    unknown = listings.loc[listings["label"] < 0, "root"].value_counts().to_dict()
-    return EvalSet(listings[listings["label"] >= 0].reset_index(drop=True), Path(data_dir) / "images", unknown, data_dir)
+    unknown = {root: int(count) for root, count in listings.loc[listings["label"] < 0, "root"].value_counts().items()}
+    known = listings[listings["label"] >= 0].reset_index(drop=True)
+    fitted_on = prepared.listings.loc[prepared.listings["split"] != "test", "product_id"]
+    seen = int(known["product_id"].isin(set(fitted_on)).sum())
+    return EvalSet(known, Path(data_dir) / "images", unknown, data_dir, seen)
 
 
 def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
@@ -149,9 +154,21 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         "confusion": confusions,
         "classes": classes,
         "unknown_categories": eval_set.unknown_categories,
-        "skipped_images": dict(pd.Series(skipped, dtype=str).value_counts()) if skipped else {},
+        "seen_in_training": eval_set.seen_in_training,
+        "warnings": fairness_warnings(eval_set, n),
+        "skipped_images": dict(Counter(skipped.values())),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
+
+
+def fairness_warnings(eval_set: EvalSet, n_products: int) -> list[str]:
+    """What makes these figures less than a fair test, in words."""
+    if not eval_set.seen_in_training:
+        return []
+    return [
+        f"{eval_set.seen_in_training} of these {n_products} listings are in the splits the models trained on or were "
+        "chosen on (train or validation, by product id): their figures flatter the models"
+    ]
 
 
 def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -176,6 +193,7 @@ def format_table(result: dict) -> str:
         lines.append(f"{name:<19} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}{served}")
     lines.append(f"{'either branch right':<19} {result['either_branch_right']:>9.3f}   (the ceiling of any choice between image and text)")
     lines.append(f"{'any late input':<19} {result['any_late_input_right']:>9.3f}   (the same for image, text and the TF-IDF model)")
+    lines += [f"warning: {warning}" for warning in result["warnings"]]
     if result["unknown_categories"]:
         lines.append(f"skipped listings with categories the model does not know: {result['unknown_categories']}")
     if result["skipped_images"]:

@@ -39,6 +39,7 @@ def write_report(config: Config, result: dict, out_dir: Path) -> Path:
         "no fusion that picks between the two branches can score above that. One of image, text and the TF-IDF model "
         f"(late fusion's inputs) is right on {result['any_late_input_right']:.3f}.",
     ]
+    lines += [line for warning in result.get("warnings", []) for line in ("", f"**Warning:** {warning}.")]
     if result.get("unknown_categories"):
         lines += ["", f"Listings skipped for an unknown category: {result['unknown_categories']}"]
     lines += [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -90,6 +91,38 @@ def test_an_unknown_category_in_evaluation_data_is_reported_not_fatal(trained_pi
     result = json.loads(out.read_text())
     assert result["n_products"] == len(products) - 1
     assert result["unknown_categories"] == {"Pets": 1}
+
+
+def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(trained_pipeline, tmp_path, capsys):
+    """A missing and a corrupt photo are skipped and counted; listings of the training split are
+    scored but named, as their figures flatter the models."""
+    config, unseen = trained_pipeline
+    data = tmp_path / "mixed"
+    (data / "images").mkdir(parents=True)
+    products = pd.read_csv(unseen / "Products.csv", lineterminator="\n", dtype=str, index_col=0)
+    images = pd.read_csv(unseen / "Images.csv", lineterminator="\n", dtype=str, index_col=0)
+    train_ids = set(pd.read_json(config.paths.listings, lines=True).query("split == 'train'")["product_id"])
+    trained = pd.read_csv(Path(config.data.data_dir) / "Products.csv", lineterminator="\n", dtype=str, index_col=0)
+    trained = trained[trained["id"].isin(train_ids)].head(3)
+    trained_images = pd.read_csv(Path(config.data.data_dir) / "Images.csv", lineterminator="\n", dtype=str, index_col=0)
+    trained_images = trained_images[trained_images["product_id"].isin(trained["id"])]
+    pd.concat([products, trained], ignore_index=True).to_csv(data / "Products.csv", lineterminator="\n")
+    pd.concat([images, trained_images], ignore_index=True).to_csv(data / "Images.csv", lineterminator="\n")
+    for directory, ids in ((unseen / "images", images["id"]), (Path(config.data.data_dir) / "images", trained_images["id"])):
+        for image_id in ids:
+            (data / "images" / f"{image_id}.jpg").symlink_to(directory / f"{image_id}.jpg")
+    missing, corrupt = images["id"].iloc[0], images["id"].iloc[1]
+    (data / "images" / f"{missing}.jpg").unlink()
+    (data / "images" / f"{corrupt}.jpg").unlink()
+    (data / "images" / f"{corrupt}.jpg").write_bytes(b"not a jpeg")
+
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", *_settings(config), "--data", str(data), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["skipped_images"] == {"missing": 1, "not_an_image": 1}
+    assert result["n_products"] == len(products) + 3 and result["seen_in_training"] == 3
+    assert "warning: 3 of these" in capsys.readouterr().out
+    assert "**Warning:** 3 of these" in (config.paths.reports / "data-mixed" / "report.md").read_text()
 
 
 def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
