@@ -17,9 +17,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from listings.config import Config
 from listings.images import ImageError, clean_photo
 
-# Listing and photo ids are UUID-like tokens: letters, digits, '-' and '_' only, so an id can never
-# name a path (no '/', '.', or '\\'). Checked by pydantic, whose regex `$` is the end of the text.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 
 
 class BodyTooLarge(HTTPException):

@@ -108,7 +108,7 @@ def choose_late_weights(val: BranchOutputs) -> LateWeights:
 
 def train_combined(config: Config) -> dict:
     start = time.perf_counter()
-    prepared = load_prepared(config)
+    prepared = load_prepared(config, for_training=True)
     n_classes = len(prepared.encoder)
     image_export, text_export = load_branch_exports(config)
     splits = {name: gather(prepared.split(name), image_export, text_export, n_classes) for name in ("train", "val", "test")}

@@ -86,7 +86,7 @@ class Training:
 def prepare_training(config: Config) -> Training:
     """Build the network from the backbone's weights, fill the trunk cache and gather the splits."""
     settings, seed = config.image, config.data.seed
-    prepared = load_prepared(config)
+    prepared = load_prepared(config, for_training=True)
     photos = prepared.images().drop_duplicates("image_id").reset_index(drop=True)
 
     backbone = resolve_backbone(settings.backbone, settings.random_init)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import html
 import json
 import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +33,12 @@ _POSTED_BY = re.compile(
     re.DOTALL,
 )
 _WHITESPACE = re.compile(r"\s+")
+# "£1,234.00", "£75", "1234.5": pounds, with thousands commas or none; anything else is no price
+_PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
+# Listing and photo ids are UUID-like tokens: letters, digits, '-' and '_' only, so an id can never
+# name a path (no '/', '.', or '\\'). The API checks its ids with the same pattern (pydantic's regex).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+_ID = re.compile(ID_PATTERN)
 
 
 class DatasetError(ValueError):
@@ -52,12 +61,10 @@ def listing_text(title: str, description: str) -> str:
 
 
 def parse_price(raw: object) -> float | None:
-    """`£1,234.00` → 1234.0; anything without a number → None."""
-    digits = re.sub(r"[^\d.]", "", _as_text(raw))
-    try:
-        return float(digits) if digits else None
-    except ValueError:
-        return None
+    """`£1,234.00` → 1234.0; anything else (`Free`, `£5 - £10`, `€20`, `1.234,00`) → None, rather
+    than a number the price filters would trust."""
+    match = _PRICE.fullmatch(_as_text(raw).strip())
+    return float(match[1].replace(",", "") + (match[2] or "")) if match else None
 
 
 def split_category(path: object) -> list[str]:
@@ -65,19 +72,33 @@ def split_category(path: object) -> list[str]:
     return [part.strip() for part in _as_text(path).split("/") if part.strip()]
 
 
-def load_listings(data_dir: str | Path) -> pd.DataFrame:
-    """Read a marketplace-format directory into one clean row per product (LISTING_COLUMNS)."""
+@dataclass
+class Dataset:
+    listings: pd.DataFrame  # one clean row per product (LISTING_COLUMNS)
+    dropped: Counter = field(default_factory=Counter)  # CSV rows left out, by reason
+
+
+def read_dataset(data_dir: str | Path) -> Dataset:
+    """Read a marketplace-format directory into one clean row per product, counting the rows left
+    out: a product id seen before, an id that is empty or not a plain token (an id names a file:
+    `../x` must not), photo rows repeated or of no listed product."""
     data_dir = Path(data_dir)
+    dropped: Counter = Counter()
     products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
     images_csv = data_dir / "Images.csv"
     images = _read_csv(images_csv, ["id", "product_id"]) if images_csv.exists() else pd.DataFrame(columns=["id", "product_id"])
-    image_ids = images.drop_duplicates(["id", "product_id"]).groupby("product_id")["id"].apply(list).to_dict()
 
-    products = products.drop_duplicates("id")
+    products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dropped)
+    products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)
+    images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dropped)
+    images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dropped)
+    images = _keep(images, images["product_id"].isin(set(products["id"])), "photos: of no listed product", dropped)
+    image_ids = images.groupby("product_id")["id"].apply(list).to_dict()
+
     categories = products["category"].map(split_category)
     listings = pd.DataFrame(
         {
-            "product_id": products["id"].astype(str),
+            "product_id": products["id"],
             "title": products["product_name"].map(clean_title),
             "description": products["product_description"].map(clean_description),
             "price": products["price"].map(parse_price),
@@ -87,7 +108,12 @@ def load_listings(data_dir: str | Path) -> pd.DataFrame:
         }
     )
     listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
-    return listings.reset_index(drop=True)
+    return Dataset(listings.reset_index(drop=True), dropped)
+
+
+def load_listings(data_dir: str | Path) -> pd.DataFrame:
+    """`read_dataset(data_dir).listings`."""
+    return read_dataset(data_dir).listings
 
 
 def write_jsonl(frame: pd.DataFrame, path: Path) -> None:
@@ -105,16 +131,50 @@ def read_jsonl(path: Path) -> pd.DataFrame:
 
 
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
-    if not path.exists():
-        raise DatasetError(f"{path} not found: a dataset directory needs Products.csv, Images.csv and images/")
-    # Fields carry bare '\r': only '\n' ends a row (a '\r\n' ending leaves a '\r', tidied below).
-    frame = pd.read_csv(path, lineterminator="\n", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "not found"
+        raise DatasetError(f"{path} {problem}: a dataset directory needs Products.csv, Images.csv and images/")
+    frame = _parse_csv(path)
+    if not isinstance(frame.index, pd.RangeIndex):
+        # A row with more fields than the header: pandas took its first field as an index and
+        # shifted every column. Delimiters at the ends of lines (a spreadsheet's export) are harmless.
+        if not frame[frame.columns[-1]].str.strip().eq("").all():
+            raise DatasetError(f"{path}: a row has more fields than the header names ({len(frame.columns)}); check its quoting")
+        frame = _parse_csv(path, index_col=False)
     frame = frame.rename(columns=lambda c: c.strip())
     frame = frame.drop(columns=[c for c in frame.columns if c == "" or c.startswith("Unnamed")])
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DatasetError(f"{path} lacks column(s) {missing}; it has {list(frame.columns)}")
+        with path.open(encoding="utf-8-sig", errors="replace") as f:
+            header = f.readline().strip()[:200]
+        raise DatasetError(f"{path} lacks column(s) {missing}; its header is {header!r} (comma-separated, with the columns {required})")
     return frame.apply(lambda column: column.str.replace("\r", " ", regex=False).str.strip())
+
+
+def _parse_csv(path: Path, **options) -> pd.DataFrame:
+    """Every field as text. Fields carry bare '\r': only '\n' ends a row (a '\r\n' ending leaves a
+    '\r', tidied by `_read_csv`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)  # the trailing-delimiter re-read
+            return pd.read_csv(path, lineterminator="\n", dtype=str, keep_default_na=False, encoding="utf-8-sig", **options)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{path} is empty: it needs a header line and one row per record") from None
+    except pd.errors.ParserError as exc:
+        raise DatasetError(f"{path} is not a well-formed CSV file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): save it as UTF-8") from None
+
+
+def _keep(frame: pd.DataFrame, mask: pd.Series, reason: str, dropped: Counter) -> pd.DataFrame:
+    """The rows of `frame` where `mask` holds; the others are counted under `reason`."""
+    if not mask.all():
+        dropped[reason] += int((~mask).sum())
+    return frame[mask]
+
+
+def _is_id(value: str) -> bool:
+    return bool(_ID.fullmatch(value))
 
 
 def _as_text(raw: object) -> str:

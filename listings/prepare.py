@@ -16,7 +16,7 @@ import pandas as pd
 from listings.artifacts import require_files
 from listings.categories import CategoryEncoder
 from listings.config import Config, Paths
-from listings.data import load_listings, read_jsonl, write_jsonl
+from listings.data import DatasetError, read_dataset, read_jsonl, write_jsonl
 from listings.images import build_clean_cache
 from listings.splits import SPLITS, group_products, split_products
 
@@ -39,14 +39,29 @@ class Prepared:
         return rows.rename(columns={"image_ids": "image_id"}).reset_index(drop=True)
 
 
-def load_prepared(config: Config) -> Prepared:
+def load_prepared(config: Config, for_training: bool = False) -> Prepared:
+    """The prepared listings; `for_training` refuses them unless there are training and validation products."""
     paths = config.paths
     require_files([paths.listings, paths.categories], "fbm prepare")
-    return Prepared(
+    prepared = Prepared(
         listings=read_jsonl(paths.listings),
         encoder=CategoryEncoder.load(paths.categories),
         image_dir=paths.clean_images(config.data.image_size),
     )
+    sizes = {name: int((prepared.listings["split"] == name).sum()) for name in SPLITS}
+    if for_training and not (sizes["train"] and sizes["val"]):
+        raise DatasetError(f"{paths.listings}: {' '.join(split_warnings(sizes))}")
+    return prepared
+
+
+def split_warnings(sizes: dict[str, int]) -> list[str]:
+    """What an empty split leaves undone (a category needs 6 products to reach validation, 7 for test)."""
+    warnings = []
+    if not (sizes["train"] and sizes["val"]):
+        warnings.append(f"the split {sizes} has no {'training' if not sizes['train'] else 'validation'} products: training needs both (about 6 products per category)")
+    if not sizes["test"]:
+        warnings.append("no test products: `fbm evaluate` needs --data DIR")
+    return warnings
 
 
 def prepare(config: Config) -> dict:
@@ -54,8 +69,11 @@ def prepare(config: Config) -> dict:
     start = time.perf_counter()
     data_dir = Path(config.data.data_dir)
     paths: Paths = config.paths
-    listings = load_listings(data_dir)
+    dataset = read_dataset(data_dir)
+    listings = dataset.listings
     encoder = CategoryEncoder.fit(listings["root"], listings["category"])
+    if len(encoder) < 2:
+        raise DatasetError(f"{data_dir}: {len(listings)} listing(s) in {len(encoder)} categor{'y' if len(encoder) == 1 else 'ies'}: a classifier needs at least two")
 
     all_ids = [image_id for ids in listings["image_ids"] for image_id in ids]
     digests, skipped = build_clean_cache(
@@ -74,6 +92,7 @@ def prepare(config: Config) -> dict:
     fractions = (config.data.train_frac, config.data.val_frac, config.data.test_frac)
     assignment = split_products(list(listings["product_id"]), list(listings["root"]), fractions, config.data.seed, groups)
     listings["split"] = listings["product_id"].map(assignment)
+    split_sizes = {s: int((listings["split"] == s).sum()) for s in SPLITS}
 
     write_jsonl(listings, paths.listings)
     encoder.save(paths.categories)
@@ -83,6 +102,7 @@ def prepare(config: Config) -> dict:
     summary = {
         "data_dir": str(data_dir),
         "products": int(len(listings)),
+        "rows_dropped": dict(dataset.dropped),
         "images": len(all_ids),
         "images_usable": len(digests),
         "images_skipped": dict(Counter(skipped.values())),
@@ -91,7 +111,7 @@ def prepare(config: Config) -> dict:
         "products_without_images": int((listings["image_ids"].map(len) == 0).sum()),
         "classes": len(encoder),
         "per_class": encoder.counts,
-        "split_sizes": {s: int((listings["split"] == s).sum()) for s in SPLITS},
+        "split_sizes": split_sizes,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     paths.prepare_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -103,8 +123,10 @@ def format_summary(summary: dict) -> str:
         f"prepared {summary['data_dir']} in {summary['wall_time_s']} s",
         f"  products: {summary['products']:,}   images: {summary['images']:,} ({summary['images_usable']:,} usable)   classes: {summary['classes']}",
         f"  products without a usable photo: {summary['products_without_images']}   image ids duplicating another's file: {summary['duplicate_image_ids']}",
+        *([f"  CSV rows left out: {summary['rows_dropped']}"] if summary["rows_dropped"] else []),
         f"  skipped images: {sum(summary['images_skipped'].values())} {summary['images_skipped'] or ''}".rstrip(),
         f"  split (products): {summary['split_sizes']}",
+        *[f"  warning: {warning}" for warning in split_warnings(summary["split_sizes"])],
         "  per class:",
     ]
     width = max(len(name) for name in summary["per_class"]) if summary["per_class"] else 0

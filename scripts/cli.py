@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.handler(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # a missing or unreadable file, a bad setting or dataset
         print(f"fbm {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,6 +13,7 @@ from listings.data import (
     clean_title,
     listing_text,
     load_listings,
+    read_dataset,
     parse_price,
     read_jsonl,
     split_category,
@@ -132,9 +133,73 @@ def test_missing_column_is_a_clear_error(quirky_dataset):
         load_listings(quirky_dataset)
 
 
+def test_delimiters_at_the_ends_of_lines_read_the_same(quirky_dataset, listings):
+    """A spreadsheet's export may end every line with a comma: one empty field more than the header."""
+    for name in ("Products.csv", "Images.csv"):
+        path = quirky_dataset / name
+        path.write_bytes(path.read_bytes().replace(b"\n", b",\n"))
+    pd.testing.assert_frame_equal(load_listings(quirky_dataset), listings.reset_index(drop=True))
+
+
+def test_a_row_with_a_field_more_than_the_header_is_a_clear_error(quirky_dataset):
+    """Pandas would take its first field as an index and shift every column of every row."""
+    products = quirky_dataset / "Products.csv"
+    lines = products.read_text(encoding="utf-8").split("\n")
+    lines[1] += ",stray"
+    products.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(DatasetError, match="more fields than the header"):
+        load_listings(quirky_dataset)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty"), ("id,product_name\nx,Caf\u00e9\n".encode("latin-1"), "not UTF-8"), (b"id;product_name;category\n1;a;b\n", "its header is 'id;product_name;category'")],
+)
+def test_unreadable_csv_files_are_clear_errors(quirky_dataset, content, message):
+    (quirky_dataset / "Products.csv").write_bytes(content)
+    with pytest.raises(DatasetError, match=message) as caught:
+        load_listings(quirky_dataset)
+    assert "Products.csv" in str(caught.value)
+
+
+def test_rows_left_out_are_counted_and_ids_never_name_a_path(quirky_dataset):
+    products = quirky_dataset / "Products.csv"
+    rows = products.read_text(encoding="utf-8")
+    extra = ['99,"",Unnamed,Appliances,,£1,Leeds', '98,../escape,Rug,Home & Garden,,£2,Leeds', '97,p-dvd,Another DVD,Music,,£3,Leeds']
+    products.write_text(rows + "\n".join(extra) + "\n", encoding="utf-8")
+    images = quirky_dataset / "Images.csv"
+    images.write_text(images.read_text(encoding="utf-8") + "90,../../outside,p-chair\n91,img-x,p-unknown\n", encoding="utf-8")
+    dataset = read_dataset(quirky_dataset)
+    assert list(dataset.listings["product_id"]) == ["p-mirror", "p-dvd", "p-fridge", "p-bike", "p-chair"]
+    assert dataset.listings.set_index("product_id").loc["p-dvd", "title"] == 'Tom & Jerry "Classic" DVDs'  # the first row kept
+    assert "../../outside" not in dataset.listings.set_index("product_id").loc["p-chair", "image_ids"]
+    assert dataset.dropped == {
+        "products: id not a token of letters, digits, - and _": 2,
+        "products: id repeated (the first row kept)": 1,
+        "photos: id not a token of letters, digits, - and _": 1,
+        "photos: of no listed product": 1,
+    }
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("£1,234.00", 1234.0), ("£5.00", 5.0), ("£0.00", 0.0), ("Free", None), ("", None), (None, None), ("£1.2.3", None)],
+    [
+        ("£1,234.00", 1234.0),
+        ("£5.00", 5.0),
+        ("£0.00", 0.0),
+        ("75", 75.0),
+        (" £ 1,000 ", 1000.0),
+        ("Free", None),
+        ("", None),
+        (None, None),
+        ("£1.2.3", None),
+        ("£1.234,00", None),
+        ("£5 - £10", None),
+        ("-£5", None),
+        ("$1e5", None),
+        ("€20", None),
+        ("£12,34", None),
+    ],
 )
 def test_parse_price(raw, expected):
     assert parse_price(raw) == expected

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from listings.config import SHARED, Config
+from listings.data import DatasetError
 from listings.prepare import load_prepared
 from listings.splits import SPLITS
 from scripts.cli import main
@@ -130,6 +131,37 @@ def test_prepare_on_the_quirky_fixture(quirky_dataset: Path, tmp_path: Path, cap
     assert pd.isna(listings.loc["p-dvd", "price"])
     assert listings.loc["p-bike", "split"] == listings.loc["p-mirror", "split"]  # they share a photo
     assert sorted(p.name for p in prepared.image_dir.iterdir()) == [f"{i}.jpg" for i in ("img-b1", "img-c1", "img-f1", "img-m1", "img-m2")]
+
+
+def test_training_refuses_a_preparation_without_validation_products(quirky_dataset: Path, tmp_path: Path, capsys):
+    """Five products in five categories all land in train: prepare says so, and training refuses
+    with the reason instead of failing on an empty validation split."""
+    artifacts = tmp_path / "artifacts"
+    summary, printed = run_prepare(quirky_dataset, artifacts, capsys)
+    assert summary["split_sizes"] == {"train": 5, "val": 0, "test": 0}
+    assert "warning: the split" in printed and "no validation products" in printed
+    with pytest.raises(DatasetError, match="no validation products"):
+        load_prepared(config_for(artifacts), for_training=True)
+    assert main(["train", "combined", "--artifacts", str(artifacts)]) == 2
+    assert "no validation products" in capsys.readouterr().err
+
+
+def test_a_dataset_of_one_category_is_refused_and_the_earlier_preparation_kept(quirky_dataset: Path, tmp_path: Path, capsys):
+    artifacts = tmp_path / "artifacts"
+    run_prepare(quirky_dataset, artifacts, capsys)
+    before = (artifacts / "data" / "listings.jsonl").read_bytes()
+    products = quirky_dataset / "Products.csv"
+    products.write_text("\n".join(products.read_text(encoding="utf-8").split("\n")[:2]) + "\n", encoding="utf-8")
+    assert main(["prepare", "--data", str(quirky_dataset), "--artifacts", str(artifacts)]) == 2
+    assert "1 listing(s) in 1 category: a classifier needs at least two" in capsys.readouterr().err
+    assert (artifacts / "data" / "listings.jsonl").read_bytes() == before
+
+
+def test_a_folder_in_place_of_a_csv_file_is_a_clear_error(quirky_dataset: Path, tmp_path: Path, capsys):
+    (quirky_dataset / "Products.csv").unlink()
+    (quirky_dataset / "Products.csv").mkdir()
+    assert main(["prepare", "--data", str(quirky_dataset), "--artifacts", str(tmp_path / "a")]) == 2
+    assert "Products.csv is a folder, not a file" in capsys.readouterr().err
 
 
 def test_prepare_without_a_dataset_is_a_clear_error(tmp_path: Path, capsys):

@@ -119,7 +119,7 @@ def train_text(config: Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
 
-    prepared = load_prepared(config)
+    prepared = load_prepared(config, for_training=True)
     listings = prepared.listings
     classes = prepared.encoder.classes
     labels = listings["label"].to_numpy()

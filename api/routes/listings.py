@@ -12,8 +12,8 @@ from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
 from api.routes.similar import Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted
-from api.uploads import ID_PATTERN, checked_text, cleaned_photos
-from listings.data import clean_description, clean_title, listing_text
+from api.uploads import checked_text, cleaned_photos
+from listings.data import ID_PATTERN, clean_description, clean_title, listing_text
 from retrieval.query import index_listing
 
 router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)

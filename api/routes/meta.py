@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from api.deps import ServicesDep
 from api.routes.errors import INVALID, NOT_FOUND
 from api.schemas import CategoriesOut, HealthOut
-from api.uploads import ID_PATTERN
+from listings.data import ID_PATTERN
 
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
 PHOTO_NAME_PATTERN = ID_PATTERN.removesuffix("$") + r"(\.jpg)?$"  # /images/<id> or /images/<id>.jpg

@@ -12,9 +12,10 @@ from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingMeta, ListingOut, SimilarOut, SimilarToListingOut
 from api.services import Services
-from api.uploads import ID_PATTERN, checked_text, cleaned_photos
+from api.uploads import checked_text, cleaned_photos
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
+from listings.data import ID_PATTERN
 from retrieval.index import SearchResult, check_search
 from retrieval.query import search_like_listing, search_similar
 
