@@ -17,11 +17,6 @@ from listings.config import Config
 from listings.images import STORED_JPEG, stored_jpeg
 
 
-def added_photos_dir(config: Config) -> Path:
-    """Cleaned photos of listings added through `POST /listings` (the catalogue's are in the prepare cache)."""
-    return Path(config.data.artifacts_dir) / "api" / f"photos_{config.data.image_size}"
-
-
 class PhotoStore:
     """Listing photos by id: the catalogue's cleaned-image cache, then photos added through the API.
 
@@ -34,7 +29,7 @@ class PhotoStore:
 
     @classmethod
     def for_config(cls, config: Config) -> "PhotoStore":
-        return cls(config.paths.clean_images(config.data.image_size), added_photos_dir(config))
+        return cls(config.paths.clean_images(config.data.image_size), config.paths.added_photos(config.data.image_size))
 
     def path(self, image_id: str) -> Path | None:
         for directory in (self.catalogue_dir, self.added_dir):

@@ -247,6 +247,10 @@ class Paths:
     def index(self) -> Path:
         return self.root / "index"
 
+    def added_photos(self, size: int) -> Path:
+        """Cleaned photos of listings added through `POST /listings` (the catalogue's are in `clean_images`)."""
+        return self.root / "api" / f"photos_{size}"
+
     @property
     def cache(self) -> Path:
         return self.root / "cache"

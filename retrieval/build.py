@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -21,7 +21,22 @@ from combined_model.features import load_branch_exports, text_is_used
 from listings.config import Config
 from listings.metrics import latency_percentiles
 from listings.prepare import load_prepared
-from retrieval.index import IMAGE, TEXT, ListingIndex, SearchResult, fold_photos, listing_vectors, unit_rows
+from listings.images import ImageError, clean_photo
+from retrieval.index import (
+    CURRENT_FILE,
+    IMAGE,
+    TEXT,
+    IndexInUseError,
+    IndexStateError,
+    Listing,
+    ListingIndex,
+    LiveChanges,
+    SearchResult,
+    fold_photos,
+    listing_vector,
+    listing_vectors,
+    unit_rows,
+)
 from retrieval.terms import Terms, terms_of_rows
 
 SUMMARY_FILE = "build_summary.json"
@@ -80,15 +95,83 @@ def load_product_embeddings(config: Config) -> ProductEmbeddings:
 
 
 def build_index(config: Config) -> dict:
-    """Index every prepared listing with a photo or a text in `config.paths.index`; returns a summary."""
+    """Index every prepared listing with a photo or a text in `config.paths.index`; returns a summary.
+
+    The live changes of the index it replaces are kept: a catalogue listing deleted through the
+    API stays out, and a listing added through the API stays in, embedded again by the current
+    models from its stored photos and text (the models may have been retrained since)."""
     start = time.perf_counter()
+    live, warnings = previous_live_changes(config)
     products = load_product_embeddings(config)
-    products = products.subset(products.has_image | products.has_text)
-    index = ListingIndex.build(config.paths.index, products.vectors(), products.listings.to_dict("records"), config.index, products.terms)
-    summary = index.info() | {"wall_time_s": round(time.perf_counter() - start, 1)}
+    replaced = set(live.deleted) | {listing.product_id for listing, _ in live.added}
+    products = products.subset((products.has_image | products.has_text) & ~products.listings["product_id"].isin(replaced).to_numpy())
+    rows, vectors, terms = products.listings.to_dict("records"), products.vectors(), products.terms
+    kept, dropped = embed_live_listings(config, live.added, vectors.shape[1] // 2)
+    if kept:
+        rows += [asdict(listing) for listing, _, _, _ in kept]
+        vectors = np.vstack([vectors, *(vector[None] for _, _, vector, _ in kept)])
+        terms = terms + [words for _, _, _, words in kept]
+    warnings += [f"listing {product_id} added through the API is left out: {reason}" for product_id, reason in dropped]
+    carried = LiveChanges([(listing, text) for listing, text, _, _ in kept], live.deleted)
+    index = ListingIndex.build(config.paths.index, vectors, rows, config.index, terms, carried)
+    summary = index.info() | {
+        "live_added_kept": len(kept),
+        "live_deleted_kept": len(live.deleted),
+        "warnings": warnings,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
     index.close()
     (config.paths.index / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def previous_live_changes(config: Config) -> tuple[LiveChanges, list[str]]:
+    """The live changes of the index in place (none without one), and a warning when it cannot be read."""
+    if not (config.paths.index / CURRENT_FILE).exists():
+        return LiveChanges(), []
+    try:
+        with ListingIndex.open(config.paths.index, config.index) as index:
+            return index.live_changes(), []
+    except IndexInUseError:
+        raise
+    except (IndexStateError, OSError) as exc:
+        return LiveChanges(), [f"the index being replaced could not be read ({exc}): listings added or deleted through the API since it was built are not kept"]
+
+
+def embed_live_listings(
+    config: Config, added: list[tuple[Listing, str | None]], half_dim: int
+) -> tuple[list[tuple[Listing, str | None, np.ndarray, Terms | None]], list[tuple[str, str]]]:
+    """Listings added through the API, embedded by the current models from their stored photos and
+    text as `POST /listings` embeds them: (listing, text, vector, words) for each kept, and
+    (product id, reason) for each that no longer can be (no photo left and no known word)."""
+    if not added:
+        return [], []
+    from combined_model.inference import Predictor
+    from retrieval.query import listing_entry
+    from retrieval.terms import TermWeights
+
+    predictor = Predictor.load(config)
+    term_weights = TermWeights.load(config, predictor.tfidf)
+    photo_dir = config.paths.added_photos(config.data.image_size)
+    kept, dropped = [], []
+    for listing, text in tqdm(added, desc="embed listings added live", unit="listing"):
+        photos = []
+        for image_id in listing.image_ids:
+            try:
+                photos.append(clean_photo(photo_dir / f"{image_id}.jpg", config.data.image_size, config.data.max_image_pixels))
+            except ImageError:
+                continue  # a photo removed from the store: the listing keeps the others
+        if not photos and not text:
+            dropped.append((listing.product_id, "none of its photos is left and it has no text"))
+            continue
+        try:
+            image_vec, text_vec, words = listing_entry(predictor.predict(photos, text, "combined"), term_weights)
+        except ValueError as exc:
+            dropped.append((listing.product_id, str(exc)))
+            continue
+        image_ids = [i for i in listing.image_ids if (photo_dir / f"{i}.jpg").is_file()]
+        kept.append((replace(listing, image_ids=image_ids), text, listing_vector(image_vec, text_vec, half_dim), words))
+    return kept, dropped
 
 
 def evaluate_retrieval(config: Config, k: int = 10) -> dict:
@@ -133,10 +216,17 @@ def evaluate_retrieval(config: Config, k: int = 10) -> dict:
 
 
 def format_build(summary: dict) -> str:
-    return (
+    lines = [
         f"index: {summary['count']:,} listings ({summary['without_image']:,} without a photo, {summary['without_text']:,} without a text), "
         f"{summary['dim']}-d, {summary['kind']}, built in {summary['wall_time_s']} s"
-    )
+    ]
+    if summary.get("live_added_kept") or summary.get("live_deleted_kept"):
+        lines.append(
+            f"  kept from the index it replaces: {summary['live_added_kept']:,} listing(s) added through the API (embedded by the "
+            f"current models), {summary['live_deleted_kept']:,} catalogue listing(s) deleted through the API left out"
+        )
+    lines += [f"  warning: {warning}" for warning in summary.get("warnings", [])]
+    return "\n".join(lines)
 
 
 def format_evaluation(report: dict) -> str:

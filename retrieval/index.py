@@ -34,6 +34,10 @@ Storage and consistency
     committed transaction.
     A build writes a fresh pair under a new build name and commits by renaming `CURRENT`. A
     missing or unreadable file is refused with an `IndexStateError` naming it.
+    The database also records the live changes, listings added (with the text they were embedded
+    from) and deleted since the build, so that a rebuild (`retrieval.build`) keeps them. Every
+    process with the index open holds a shared lock on `LOCK`; a build takes it exclusively, so it
+    never replaces the files under a running server (`IndexInUseError`).
 
 Re-ranking by words
     A query with text may carry its words (`retrieval.terms.Terms`, the text model's TF-IDF row);
@@ -57,6 +61,7 @@ Filters and threads
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -83,11 +88,16 @@ IMAGE, TEXT = "image", "text"
 HALF_WEIGHT = 1 / math.sqrt(2)
 FORMAT_VERSION = 2  # 2: listings' words (TF-IDF rows) stored for re-ranking
 CURRENT_FILE = "CURRENT"
+LOCK_FILE = "LOCK"
 FLAT, HNSW = "flat", "hnsw"
 
 
-class IndexStateError(RuntimeError):
+class IndexStateError(ValueError):
     """The files of an index are missing, unreadable or do not belong together."""
+
+
+class IndexInUseError(IndexStateError):
+    """Another process has the index open (a running `fbm serve`), so it cannot be rebuilt."""
 
 
 # --- vectors -----------------------------------------------------------------------------------
@@ -241,6 +251,15 @@ class StoredListing:
 
 
 @dataclass
+class LiveChanges:
+    """What live writes changed since a build: listings added or replaced, with the text they were
+    embedded from (None for photos alone; their photos are named by `image_ids`), and product ids deleted."""
+
+    added: list[tuple[Listing, str | None]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SearchResult:
     hits: list[Hit]
     modalities: tuple[str, ...]  # which of ("image", "text") ranked the results
@@ -310,6 +329,10 @@ CREATE TABLE vectors (faiss_id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE terms (faiss_id INTEGER PRIMARY KEY, columns BLOB NOT NULL, weights BLOB NOT NULL);
 CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_LIVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_added (product_id TEXT PRIMARY KEY, text TEXT);
+CREATE TABLE IF NOT EXISTS live_deleted (product_id TEXT PRIMARY KEY);
+"""
 _METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
 _PATH_SEPARATOR = " / "
 
@@ -374,8 +397,11 @@ class _Exclusion:
 class ListingIndex:
     """Listings searchable by photo, text or both; see the module docstring for the design."""
 
-    def __init__(self, directory: Path, build_id: str, db: sqlite3.Connection, index: faiss.IndexIDMap2, config: IndexConfig):
+    def __init__(
+        self, directory: Path, build_id: str, db: sqlite3.Connection, index: faiss.IndexIDMap2, config: IndexConfig, lock: int
+    ):
         self.directory = directory
+        self._lock_fd = lock  # a shared lock on LOCK, held until `close`
         self.build_id = build_id
         self.config = config
         self._db = db
@@ -404,11 +430,18 @@ class ListingIndex:
 
     @classmethod
     def build(
-        cls, directory: str | Path, vectors: np.ndarray, listings: Iterable[Mapping], config: IndexConfig, terms: list[Terms | None] | None = None
+        cls,
+        directory: str | Path,
+        vectors: np.ndarray,
+        listings: Iterable[Mapping],
+        config: IndexConfig,
+        terms: list[Terms | None] | None = None,
+        live: LiveChanges | None = None,
     ) -> "ListingIndex":
         """Write a new index of `listings` (one per product) with their `listing_vectors` (and their
         words, for re-ranking) and open it. An index already in `directory` stays live until the new
-        one is complete."""
+        one is complete; it must not be open in another process (`IndexInUseError`). `live` records
+        which of the listings were added live, and which were deleted, so the next build keeps them."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -420,23 +453,35 @@ class ListingIndex:
         if len(terms) != len(rows):
             raise ValueError(f"{len(terms)} term rows for {len(rows)} listings")
 
-        build_id = uuid.uuid4().hex[:12]
-        db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
-        db = sqlite3.connect(db_path, check_same_thread=False)
-        with db:
-            db.executescript(_SCHEMA)
-            db.executemany(
-                "INSERT INTO info (key, value) VALUES (?, ?)",
-                [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id)],
-            )
-            for faiss_id, (row, vector, words) in enumerate(zip(rows, vectors, terms)):
-                _insert(db, row, vector, words, faiss_id)
-        index = make_faiss_index(len(rows), vectors.shape[1], config)
-        index.add_with_ids(vectors, np.arange(len(rows), dtype=np.int64))
-        write_faiss_file(index, faiss_path)
-        _write_atomic(directory / CURRENT_FILE, build_id + "\n")
-        _remove_other_builds(directory, build_id)
-        return cls(directory, build_id, db, index, config)
+        live = live or LiveChanges()
+        if not {listing.product_id for listing, _ in live.added} <= {row.product_id for row in rows}:
+            raise ValueError("every listing added live must be among the listings built")
+
+        lock = _lock(directory, exclusive=True)
+        try:
+            build_id = uuid.uuid4().hex[:12]
+            db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
+            db = sqlite3.connect(db_path, check_same_thread=False)
+            with db:
+                db.executescript(_SCHEMA + _LIVE_SCHEMA)
+                db.executemany(
+                    "INSERT INTO info (key, value) VALUES (?, ?)",
+                    [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id)],
+                )
+                for faiss_id, (row, vector, words) in enumerate(zip(rows, vectors, terms)):
+                    _insert(db, row, vector, words, faiss_id)
+                db.executemany("INSERT INTO live_added (product_id, text) VALUES (?, ?)", [(row.product_id, text) for row, text in live.added])
+                db.executemany("INSERT INTO live_deleted (product_id) VALUES (?)", [(product_id,) for product_id in live.deleted])
+            index = make_faiss_index(len(rows), vectors.shape[1], config)
+            index.add_with_ids(vectors, np.arange(len(rows), dtype=np.int64))
+            write_faiss_file(index, faiss_path)
+            _write_atomic(directory / CURRENT_FILE, build_id + "\n")
+            _remove_other_builds(directory, build_id)
+            fcntl.flock(lock, fcntl.LOCK_SH)  # built: open, as any reader is
+        except BaseException:
+            os.close(lock)
+            raise
+        return cls(directory, build_id, db, index, config, lock)
 
     @classmethod
     def open(cls, directory: str | Path, config: IndexConfig) -> "ListingIndex":
@@ -445,14 +490,25 @@ class ListingIndex:
         current = directory / CURRENT_FILE
         if not current.exists():
             raise FileNotFoundError(f"no index in {directory} ({current} is missing): build one with `fbm index`")
-        build_id = current.read_text().strip()
+        lock = _lock(directory, exclusive=False)
+        try:
+            listing_index = cls._open_build(directory, current.read_text().strip(), config, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+        listing_index._reconcile()
+        return listing_index
+
+    @classmethod
+    def _open_build(cls, directory: Path, build_id: str, config: IndexConfig, lock: int) -> "ListingIndex":
         db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
         for path in (db_path, faiss_path):
             if not path.exists():
-                raise IndexStateError(f"{path} is missing ({current} names build {build_id}): rebuild the index with `fbm index`")
+                raise IndexStateError(f"{path} is missing ({directory / CURRENT_FILE} names build {build_id}): rebuild the index with `fbm index`")
         try:
             db = sqlite3.connect(db_path, check_same_thread=False)
             info = dict(db.execute("SELECT key, value FROM info").fetchall())
+            db.executescript(_LIVE_SCHEMA)  # a build of before live changes were recorded
         except sqlite3.DatabaseError as error:
             raise IndexStateError(f"{db_path} is not a readable index database ({error}): rebuild the index with `fbm index`") from error
         try:
@@ -463,9 +519,7 @@ class ListingIndex:
             raise IndexStateError(f"{db_path} has format {info.get('format_version')}, this code reads {FORMAT_VERSION}: rebuild the index with `fbm index`")
         if not isinstance(index, faiss.IndexIDMap2) or str(index.d) != info.get("dim"):
             raise IndexStateError(f"{faiss_path} does not match {db_path} (dim {index.d} vs {info.get('dim')}): rebuild the index with `fbm index`")
-        listing_index = cls(directory, build_id, db, index, config)
-        listing_index._reconcile()
-        return listing_index
+        return cls(directory, build_id, db, index, config, lock)
 
     def close(self) -> None:
         """Checkpoint FAISS if writes are pending, then close the database."""
@@ -473,6 +527,9 @@ class ListingIndex:
             if self._unsaved:
                 self._persist()
             self._db.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the shared lock
+                self._lock_fd = -1
 
     def __enter__(self) -> "ListingIndex":
         return self
@@ -673,13 +730,19 @@ class ListingIndex:
     # updates
 
     def add(
-        self, listing: Mapping | Listing, image_vec: np.ndarray | None, text_vec: np.ndarray | None, terms: Terms | None = None
+        self,
+        listing: Mapping | Listing,
+        image_vec: np.ndarray | None,
+        text_vec: np.ndarray | None,
+        terms: Terms | None = None,
+        text: str | None = None,
     ) -> Listing | None:
         """Add a listing, or replace the one with the same product id; returns the listing it
         replaced (read under the write lock, so two replaces of one id each see their predecessor).
 
         `image_vec` is one photo embedding or the listing's photos [p, d]; at least one is needed.
-        `terms`, the listing text's words, let queries with text re-rank it."""
+        `terms`, the listing text's words, let queries with text re-rank it; `text`, the text the
+        embeddings came from, is kept so that a rebuild can embed the listing with its models."""
         if image_vec is None and text_vec is None:
             raise ValueError("a listing needs an image vector, a text vector or both")
         row = listing if isinstance(listing, Listing) else Listing.from_mapping(listing)
@@ -693,6 +756,8 @@ class ListingIndex:
                 if old:
                     _delete(self._db, old[0])
                 faiss_id = _insert(self._db, row, vector, terms)
+                self._db.execute("INSERT OR REPLACE INTO live_added (product_id, text) VALUES (?, ?)", (row.product_id, text))
+                self._db.execute("DELETE FROM live_deleted WHERE product_id = ?", (row.product_id,))
             if old:
                 self._drop_from_faiss(old[0])
             self._add_to_faiss(faiss_id, vector, has_image, has_text)
@@ -709,10 +774,18 @@ class ListingIndex:
                 if not old:
                     return None
                 _delete(self._db, old[0])
+                self._db.execute("DELETE FROM live_added WHERE product_id = ?", (product_id,))
+                self._db.execute("INSERT OR IGNORE INTO live_deleted (product_id) VALUES (?)", (product_id,))
             self._drop_from_faiss(old[0])
             self._count -= 1
             self._wrote()
         return _listing_from_row(old[1:])
+
+    def live_changes(self) -> LiveChanges:
+        """The listings added (with their texts) and the product ids deleted by live writes since the build."""
+        added = self._query(f"SELECT {_METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id", ())
+        deleted = self._query("SELECT product_id FROM live_deleted ORDER BY product_id", ())
+        return LiveChanges([(_listing_from_row(tuple(row[:-1])), row[-1]) for row in added], [product_id for (product_id,) in deleted])
 
     def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
         self._exclusions.clear()
@@ -833,6 +906,20 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _lock(directory: Path, exclusive: bool) -> int:
+    """A descriptor holding a lock on the index's LOCK file: shared for a process using the index,
+    exclusive (never waited for) for a build. Closing the descriptor, or the process ending, releases it."""
+    descriptor = os.open(directory / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        if exclusive:
+            raise IndexInUseError(f"the index in {directory} is open in another process (a running `fbm serve`?): stop it, then rebuild") from None
+        raise IndexInUseError(f"the index in {directory} is being rebuilt by another process: try again when `fbm index` has finished") from None
+    return descriptor
 
 
 def _remove_other_builds(directory: Path, build_id: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from retrieval.index import Listing, ListingIndex, SearchResult
 from retrieval.terms import Terms, TermWeights
 
@@ -34,14 +36,20 @@ def search_like_listing(index: ListingIndex, product_id: str, **filters) -> tupl
     return stored.listing, result
 
 
-def index_listing(index: ListingIndex, listing: dict, prediction: Prediction, terms: TermWeights | None) -> Listing | None:
-    """Add (or replace) a listing with the embeddings and words of its prediction; returns the one
-    replaced. A text alone with no known word is refused (ValueError), as `search_similar` refuses
-    it as a query: its embedding says nothing, so the listing would sit beside every other such
-    text and come back, near-identical, for any of them."""
+def index_listing(index: ListingIndex, listing: dict, prediction: Prediction, terms: TermWeights | None, text: str | None = None) -> Listing | None:
+    """Add (or replace) a listing with the embeddings and words of its prediction, and the `text`
+    they came from (which a rebuild embeds again); returns the one replaced. Refused as `listing_entry` refuses."""
+    return index.add(listing, *listing_entry(prediction, terms), text=text)
+
+
+def listing_entry(prediction: Prediction, terms: TermWeights | None) -> tuple[np.ndarray | None, np.ndarray | None, Terms | None]:
+    """What a listing is indexed by: its photo and text embeddings and its words. A text alone with
+    no known word is refused (ValueError), as `search_similar` refuses it as a query: its embedding
+    says nothing, so the listing would sit beside every other such text and come back,
+    near-identical, for any of them."""
     if prediction.low_confidence:
         raise ValueError(NO_KNOWN_WORD)
-    return index.add(listing, prediction.image_embedding, prediction.text_embedding, _words(prediction, terms))
+    return prediction.image_embedding, prediction.text_embedding, _words(prediction, terms)
 
 
 def _words(prediction: Prediction, terms: TermWeights | None) -> Terms | None:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from combined_model.evaluate import MODELS
 from scripts.cli import main
@@ -226,3 +227,48 @@ def test_every_endpoint_serves_the_trained_tiny_pipeline(trained_pipeline, tmp_p
         assert like["listing"]["title"] == "Brand new cordless drill" and like["modalities"] == ["image", "text"]
         assert len(like["results"]) == 3 and "e2e-new-drill" not in [hit["product_id"] for hit in like["results"]]
         assert client.delete("/listings/e2e-new-drill", headers={"X-API-Key": "e2e-key"}).status_code in (200, 204)
+
+
+def test_a_rebuild_keeps_live_changes_and_is_refused_under_a_server(trained_pipeline, tmp_path, capsys):
+    """`fbm index` after `POST /listings` and `DELETE /listings/{id}`: the added listings stay (embedded
+    again from their stored photo and text), the deleted catalogue listing stays out; while a server
+    holds the index open, the rebuild is refused and the server keeps working."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from retrieval.index import ListingIndex
+
+    config, unseen = trained_pipeline
+    served = copy.deepcopy(config)
+    served.data.artifacts_dir = str(tmp_path / "artifacts")
+    shutil.copytree(config.data.artifacts_dir, served.data.artifacts_dir, ignore=shutil.ignore_patterns("cache"))
+    served.serve.api_key = "e2e-key"
+    photo = next((unseen / "images").glob("*.jpg")).read_bytes()
+    catalogue = pd.read_json(config.paths.listings, lines=True)
+    gone, title = catalogue["product_id"][0], catalogue["title"][1]  # a catalogue listing to delete; words the model knows
+    auth = {"X-API-Key": "e2e-key"}
+    with TestClient(create_app(served)) as client:
+        assert client.post("/listings", headers=auth, files={"img": ("a.jpg", photo, "image/jpeg")}, data={"title": title, "product_id": "live-both"}).status_code == 201
+        assert client.post("/listings", headers=auth, data={"title": title, "description": "as new", "product_id": "live-text"}).status_code == 201
+        assert client.delete(f"/listings/{gone}", headers=auth).status_code == 200
+        assert main(["index", *_settings(served)]) == 2
+        assert "open in another process" in capsys.readouterr().err
+        assert client.get("/listings/live-both/similar", params={"k": 2}).status_code == 200  # the server's files are untouched
+    with ListingIndex.open(served.paths.index, served.index) as index:
+        before = {pid: index.stored(pid) for pid in ("live-both", "live-text")}
+
+    for _ in range(2):  # and the build it writes keeps them for the next
+        assert main(["index", *_settings(served)]) == 0
+        out = capsys.readouterr().out
+        assert "kept from the index it replaces: 2 listing(s) added through the API" in out and "1 catalogue listing(s) deleted" in out
+    with ListingIndex.open(served.paths.index, served.index) as index:
+        assert len(index) == len(catalogue) - 1 + 2 and index.stored(gone) is None
+        for pid, old in before.items():
+            new = index.stored(pid)
+            assert new.listing == old.listing and (new.image_vec is None) == (old.image_vec is None)
+            assert float(new.text_vec @ old.text_vec) == pytest.approx(float(old.text_vec @ old.text_vec), rel=1e-4)  # the same models
+            if old.image_vec is not None:
+                assert float(new.image_vec @ old.image_vec) == pytest.approx(float(old.image_vec @ old.image_vec), rel=1e-3)
+    assert main(["similar", *_settings(served), "--like", "live-both", "-k", "2"]) == 0

@@ -9,7 +9,7 @@ import pytest
 
 import retrieval.index as index_module
 from listings.config import IndexConfig
-from retrieval.index import FLAT, HNSW, IndexStateError, ListingIndex, fold_photos, listing_vectors, score_from_inner_product
+from retrieval.index import FLAT, HNSW, IndexInUseError, IndexStateError, ListingIndex, LiveChanges, fold_photos, listing_vectors, score_from_inner_product
 from retrieval.query import search_like_listing
 from retrieval.terms import Terms, term_cosines
 
@@ -148,6 +148,44 @@ def test_add_then_search_finds_it_and_delete_removes_it(tmp_path):
     with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
         assert len(reopened) == 5 and reopened.info()["faiss_vectors"] == 5
         assert "new" not in _ids(reopened.search(None, E[3], k=10))
+
+
+def test_live_changes_record_adds_with_their_text_and_deletes_and_survive_a_reopen(tmp_path):
+    with _build(tmp_path) as index:
+        assert index.live_changes() == LiveChanges()
+        index.add(_row("new", "Appliances / Fridges"), E[3], E[3], text="a new fridge")
+        index.add(_row("photo-only", "Appliances"), E[2], None)
+        index.add(_row("same", "Appliances / Fridges", price=99.0), None, E[0], text="the same fridge, cheaper")  # replaces a catalogue listing
+        index.delete("unrelated")
+        index.delete("photo-only")  # added, then deleted: it was never in the catalogue, and is no longer added
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
+        changes = reopened.live_changes()
+    assert [(listing.product_id, text) for listing, text in changes.added] == [("new", "a new fridge"), ("same", "the same fridge, cheaper")]
+    assert changes.added[1][0].price == 99.0 and changes.added[0][0].image_ids == ["new-1"]
+    assert changes.deleted == ["photo-only", "unrelated"]
+
+
+def test_a_build_records_the_live_changes_it_keeps(tmp_path):
+    rows = [_row("kept", "Appliances"), _row("catalogue", "Appliances")]
+    vectors = listing_vectors(np.stack([E[0], E[1]]), [True, True], np.stack([E[0], E[1]]), [True, True])
+    live = LiveChanges([(index_module.Listing.from_mapping(rows[0]), "kept text")], ["gone"])
+    with ListingIndex.build(tmp_path, vectors, rows, IndexConfig(), live=live) as index:
+        assert [(listing.product_id, text) for listing, text in index.live_changes().added] == [("kept", "kept text")]
+        assert index.live_changes().deleted == ["gone"]
+    with pytest.raises(ValueError, match="among the listings built"):
+        ListingIndex.build(tmp_path / "other", vectors, rows, IndexConfig(), live=LiveChanges([(index_module.Listing.from_mapping(_row("x", "A")), None)]))
+
+
+def test_a_build_is_refused_while_the_index_is_open_elsewhere(tmp_path):
+    """A running server holds the index open; a rebuild would delete the files under it."""
+    _build(tmp_path).close()
+    serving = ListingIndex.open(tmp_path, IndexConfig())
+    with pytest.raises(IndexInUseError, match="open in another process"):
+        _build(tmp_path)
+    assert len(serving) == 5 and serving.search(E[0], E[0], k=1).hits[0].product_id == "same"  # untouched
+    serving.close()
+    with _build(tmp_path) as rebuilt:
+        assert len(rebuilt) == 5
 
 
 def _clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:

@@ -54,7 +54,7 @@ async def add_listing(
         "image_ids": image_ids,
     }
     try:
-        replaced = await run_in_threadpool(index_listing, services.index, listing, prediction, services.terms)
+        replaced = await run_in_threadpool(index_listing, services.index, listing, prediction, services.terms, text)
     except ValueError as exc:
         services.photos.remove_added(image_ids)
         raise HTTPException(422, f"the listing could not be indexed: {exc}") from exc

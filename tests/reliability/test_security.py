@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.services import added_photos_dir, load_services
+from api.services import load_services
 from listings.config import REPO_ROOT
 from reliability_helpers import copy_model_artifacts, plant_pickle_payload, unpickle_like_an_unsafe_loader
 from test_api_fakes import catalogue_rows, fake_services, jpeg_bytes, synthetic_photo, tiny_config
@@ -64,7 +64,7 @@ def test_upload_filenames_cannot_name_server_paths(served):
     image_ids = added.json()["image_ids"]
     assert len(image_ids) == len(files) and all(UUID.match(image_id) for image_id in image_ids), image_ids
 
-    photo_dir = added_photos_dir(config)
+    photo_dir = config.paths.added_photos(config.data.image_size)
     created = files_under(root) - before
     assert created == {photo_dir / f"{image_id}.jpg" for image_id in image_ids}, sorted(map(str, created))
     for image_id in image_ids:
