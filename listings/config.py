@@ -8,6 +8,7 @@ spells out a path of its own.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,15 +167,54 @@ class Config:
             raise ValueError(f"unknown setting {key!r} (have: {', '.join(fields)})")
         try:
             value = _convert(raw.strip(), getattr(section, field_name))
+            _check_range(field_name, value)
         except ValueError as exc:
             raise ValueError(f"bad value for {key.strip()}: {exc}") from None
         setattr(section, field_name, value)
+
+    def validate(self) -> None:
+        """What no single setting shows: the split fractions must sum to 1."""
+        fractions = (self.data.train_frac, self.data.val_frac, self.data.test_frac)
+        if abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(f"data.train_frac, val_frac and test_frac must sum to 1, got {' + '.join(map(str, fractions))} = {sum(fractions):g}")
 
     def sections(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Ranges of the numeric settings, by field name (the same name means the same thing in every
+# section); every other number only has to be finite and not negative.
+_AT_LEAST_ONE = {
+    "epochs", "batch_size", "trunk_batch_size", "image_size", "input_size", "views", "embed_dim", "w2v_dim", "w2v_window",
+    "w2v_negative", "w2v_min_count", "w2v_epochs", "w2v_workers", "channels", "max_tokens", "workers", "decode_workers",
+    "batch_max_photos", "max_photos", "max_text_chars", "max_upload_bytes", "max_request_bytes", "max_image_pixels",
+    "max_k", "rerank_candidates", "checkpoint_every", "hnsw_m", "ef_construction", "ef_search", "port",
+}
+_UNIT_INTERVAL = {"train_frac", "val_frac", "test_frac", "label_smoothing", "term_weight"}  # 0 to 1
+_BELOW_ONE = {"dropout"}  # 0 to less than 1
+_ABOVE_ZERO = {"lr"}
+
+
+def _check_range(name: str, value: object) -> None:
+    numbers = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) and not value:
+        raise ValueError("expected at least one number")
+    for number in numbers:
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            continue
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"expected a finite number of 0 or more, got {number}")
+        if (name in _AT_LEAST_ONE or isinstance(value, tuple)) and number < 1:
+            raise ValueError(f"expected 1 or more, got {number}")
+        if name in _UNIT_INTERVAL and number > 1:
+            raise ValueError(f"expected a number from 0 to 1, got {number}")
+        if name in _BELOW_ONE and number >= 1:
+            raise ValueError(f"expected a number from 0 to less than 1, got {number}")
+        if name in _ABOVE_ZERO and number == 0:
+            raise ValueError(f"expected a number above 0, got {number}")
 
 
 def _convert(raw: str, current: object) -> object:

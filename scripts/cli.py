@@ -40,6 +40,7 @@ def build_config(args: argparse.Namespace) -> Config:
         config.data.artifacts_dir = args.artifacts
     for assignment in args.overrides:
         config.override(assignment)
+    config.validate()
     config.apply_nltk_data()
     return config
 
@@ -83,6 +84,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from combined_model.evaluate import evaluate, format_table, report_dir, write_outputs
 
     config = build_config(args)
+    if args.json:
+        writable_file(args.json, "--json")  # before the evaluation, not after it
     result = evaluate(config, args.data)  # an explicit --data is the directory to score
     report = write_outputs(config, result, report_dir(config, args.data), args.json)
     print(format_table(result))
@@ -99,8 +102,13 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.build import EVALUATION_FILE, evaluate_retrieval, format_build, format_evaluation
+    from retrieval.index import check_search
 
     config = build_config(args)
+    if args.k is not None and not args.evaluate:
+        raise ValueError("-k sets the neighbours per query of --evaluate: give both, or neither")
+    args.k = 10 if args.k is None else args.k
+    check_search(args.k, None, None, config.index.max_k, ("-k", "", ""))  # before the index is rebuilt
     print(format_build(run_stage("index", config)))
     if args.evaluate:
         print(format_evaluation(evaluate_retrieval(config, k=args.k)))
@@ -151,10 +159,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     plan = BenchPlan.make(args.quick, args.repeats)
-    parts = tuple(part.strip() for part in args.parts.split(","))
+    parts = tuple(part.strip() for part in args.parts.split(",")) if args.parts else tuple(p for p in PARTS if not (args.reuse and p == "pipeline"))
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown bench part(s) {', '.join(unknown)}: choose from {', '.join(PARTS)}")
+    if args.reuse and "pipeline" in parts:
+        raise ValueError("the pipeline part trains from a cold cache: drop --reuse or leave out pipeline")
+    if not args.reuse and "pipeline" not in parts:  # a fresh run starts by clearing <artifacts>/bench: nothing to measure
+        raise ValueError("without the pipeline part there is nothing trained afresh to measure: add --reuse to measure the artifacts in --artifacts")
     command = "fbm " + shlex.join(args.argv)
     reports = config.paths.reports  # before run_bench moves a fresh run's artifacts under <artifacts>/bench
     result = run_bench(config, plan, parts, fresh=not args.reuse, command=command)
@@ -174,10 +186,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     if args.host:
         config.serve.host = args.host
-    if args.port:
+    if args.port is not None:
         config.serve.port = args.port
     serve(config)
     return 0
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def writable_file(path: str, option: str) -> None:
+    """A ValueError naming `option` unless a file can be written at `path`."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{option} {path} is a folder: give a file name")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ValueError(f"{option} {path}: {target.parent} is a file, not a folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", parents=[settings], help="build the FAISS listing index from the trained branches")
     index.add_argument("--evaluate", action="store_true", help="also score retrieval: test listings against train+val")
-    index.add_argument("-k", type=int, default=10, help="neighbours per query in --evaluate (default 10)")
+    index.add_argument("-k", type=int, help="neighbours per query in --evaluate (default 10)")
     index.set_defaults(handler=cmd_index)
 
     similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos, or to an indexed listing")
@@ -223,15 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", parents=[settings], help="measure pipeline, accuracy, serving and retrieval; write BENCHMARKS.md")
     bench.add_argument("--quick", action="store_true", help="a smoke run: dataset subset, tiny settings, short loads")
     bench.add_argument("--repeats", type=int, default=3, help="serving runs per setting; medians are reported (default 3)")
-    bench.add_argument("--parts", default="pipeline,accuracy,retrieval,serving,scale", help="comma-separated, of pipeline (cold-cache training), accuracy, retrieval, serving, scale (default: all five)")
-    bench.add_argument("--reuse", action="store_true", help="measure the trained artifacts in --artifacts instead of training afresh")
+    bench.add_argument("--parts", help="comma-separated, of pipeline (cold-cache training), accuracy, retrieval, serving, scale (default: all five; all but pipeline with --reuse)")
+    bench.add_argument("--reuse", action="store_true", help="measure the trained artifacts in --artifacts instead of training afresh (leaves out the pipeline part)")
     bench.add_argument("--out", help="Markdown report (default BENCHMARKS.md; BENCHMARKS.quick.md in the reports with --quick)")
     bench.add_argument("--json", help="JSON of the same figures (default: next to the Markdown)")
     bench.set_defaults(handler=cmd_bench)
 
     serve = commands.add_parser("serve", parents=[settings], help="serve the HTTP API and search page (port 8008)")
     serve.add_argument("--host", help=f"interface to bind (default {Config().serve.host})")
-    serve.add_argument("--port", type=int, help=f"port (default {Config().serve.port})")
+    serve.add_argument("--port", type=port_number, help=f"port, 1-65535 (default {Config().serve.port})")
     serve.set_defaults(handler=cmd_serve)
     return parser
 
@@ -242,9 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.handler(args)
-    except (OSError, ValueError) as exc:  # a missing or unreadable file, a bad setting or dataset
+    except (OSError, ValueError, LookupError) as exc:  # a missing or unreadable file, a bad setting or dataset, no NLTK data
+        if isinstance(exc, (KeyError, IndexError)):  # a bug, not a bad input: keep its traceback
+            raise
         print(f"fbm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fbm {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -36,6 +36,17 @@ def test_override_converts_to_the_field_type():
         ("image.epoch=5", "unknown setting 'image.epoch'"),
         ("image.epochs=five", "bad value for image.epochs"),
         ("text.stem=maybe", "bad value for text.stem"),
+        ("image.epochs=-1", "expected a finite number of 0 or more"),
+        ("image.epochs=0", "expected 1 or more"),
+        ("image.lr=0", "expected a number above 0"),
+        ("image.lr=nan", "expected a finite number"),
+        ("data.train_frac=2", "expected a number from 0 to 1"),
+        ("index.term_weight=7", "expected a number from 0 to 1"),
+        ("image.dropout=1", "from 0 to less than 1"),
+        ("text.kernel_sizes=", "expected at least one number"),
+        ("text.kernel_sizes=3,0", "expected 1 or more"),
+        ("serve.inference_workers=-1", "expected a finite number of 0 or more"),
+        ("data.image_size=0", "expected 1 or more"),
     ],
 )
 def test_bad_overrides_are_clear_errors(assignment, message):
@@ -60,3 +71,16 @@ def test_default_split_fractions_sum_to_one():
 def test_cli_reports_a_bad_setting_without_a_traceback(tmp_path: Path, capsys):
     assert main(["prepare", "--data", str(tmp_path), "--artifacts", str(tmp_path / "a"), "--set", "image.epoch=5"]) == 2
     assert "unknown setting 'image.epoch'" in capsys.readouterr().err
+
+
+def test_settings_of_their_allowed_range_are_kept():
+    config = Config()
+    for assignment in ("serve.inference_workers=0", "fusion.hidden=0", "image.dropout=0", "index.term_weight=1", "image.patience=0"):
+        config.override(assignment)
+    assert config.serve.inference_workers == 0 and config.index.term_weight == 1.0
+
+
+def test_split_fractions_that_do_not_sum_to_one_are_refused_before_any_work(tmp_path: Path, capsys):
+    argv = ["prepare", "--data", str(tmp_path), "--artifacts", str(tmp_path / "a"), "--set", "data.train_frac=0.8"]
+    assert main(argv) == 2
+    assert "must sum to 1, got 0.8 + 0.15 + 0.15 = 1.1" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""The command line's own checks: each bad argument is refused in one line before any work starts."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+import scripts.cli as cli
+from api.server import check_port_free
+from scripts.cli import main
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "-1", "http"])
+def test_a_port_outside_1_to_65535_is_refused_by_the_parser(port, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", port])
+    assert exited.value.code == 2 and "a port is a number from 1 to 65535" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_named_before_the_models_load():
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port} \\(Address already in use\\): another server"):
+            check_port_free("127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["index", "-k", "5"], "-k sets the neighbours per query of --evaluate"),
+        (["index", "--evaluate", "-k", "0"], "-k must be between 1 and 100"),  # before the index is rebuilt
+        (["bench", "--parts", "accuracy"], "add --reuse"),  # a fresh run would first clear <artifacts>/bench
+        (["bench", "--reuse", "--parts", "pipeline,accuracy"], "drop --reuse or leave out pipeline"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, argv, message, capsys):
+    assert main([*argv, "--artifacts", str(tmp_path / "empty")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "empty").exists()
+
+
+def test_evaluate_checks_its_json_path_before_evaluating(tmp_path: Path, capsys):
+    assert main(["evaluate", "--artifacts", str(tmp_path / "empty"), "--json", str(tmp_path)]) == 2
+    assert "is a folder: give a file name" in capsys.readouterr().err  # not "run fbm prepare first": nothing ran
+
+
+def test_an_interrupt_ends_the_command_in_one_line(tmp_path: Path, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_prepare", interrupted)
+    assert main(["prepare", "--artifacts", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "fbm prepare: interrupted"
