@@ -129,6 +129,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
         raise ValueError("--like searches by an indexed listing's own photos and text: give it without --text or --image")
     if not args.like and not args.image and not has_text:
         raise ValueError("give a listing text (--text), one or more photos (--image) or both, or an indexed listing (--like)")
+    if args.category is not None and not args.category.strip():
+        raise ValueError("--category is empty: give a root category or a category path, or leave the option out")
     check_search(args.k, args.min_price, args.max_price, config.index.max_k, ("-k", "--min-price", "--max-price"))
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     filters = {"k": args.k, "category": category, "min_price": args.min_price, "max_price": args.max_price}
@@ -142,16 +144,25 @@ def cmd_similar(args: argparse.Namespace) -> int:
             print(f"listings like: {listing.title} ({listing.category}, {listing.product_id})")
         else:
             from combined_model.inference import Predictor  # the models: not needed for --like
-            from listings.images import clean_photo
             from retrieval.terms import TermWeights
 
-            photos = [clean_photo(Path(path), config.data.image_size, config.data.max_image_pixels) for path in args.image]
+            photos = [photo_for_query(Path(path), config) for path in args.image]
             predictor = Predictor.load(config)
             prediction = predictor.predict(photos, args.text, "combined")
             result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), **filters)
             print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
     print(format_results(result))
     return 0
+
+
+def photo_for_query(path: Path, config: Config):
+    """`--image PATH` cleaned as the API cleans an upload; a ValueError naming the file otherwise."""
+    from listings.images import ImageError, clean_photo
+
+    try:
+        return clean_photo(path, config.data.image_size, config.data.max_image_pixels)
+    except ImageError as exc:
+        raise ValueError(f"--image {path}: {exc}") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

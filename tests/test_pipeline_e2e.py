@@ -158,7 +158,8 @@ def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
         (["--min-price", "20", "--max-price", "10"], "--min-price 20 is above --max-price 10"),
         (["--max-price", "nan"], "--max-price must be a price of 0 or more, got nan"),
         (["--min-price=-5"], "--min-price must be a price of 0 or more, got -5"),
-        (["--image", str(config.paths.reports.parent)], "not_a_file"),
+        (["--image", str(config.paths.reports.parent)], f"--image {config.paths.reports.parent}: not_a_file"),
+        (["--category", " "], "--category is empty"),
     ]:
         assert main(["similar", *_settings(config), "--text", "oak dining table", *argv]) == 2
         assert message in capsys.readouterr().err, argv
