@@ -1,15 +1,17 @@
 """The trunk-feature cache: the frozen trunk's fp16 output per image and view, memory-mapped.
 
 Layout: `<cache root>/image_trunk/<backbone>-<weights sha256[:16]>-<input size>px-<cut>-<precision>-bnfold-photos<clean form>/` holds, per
-view, `<view>.npy` (fp16 [n, *cut shape]) and `<view>.ids.json` (the image id of each row). View 0
-is the plain eval view; view k > 0 also carries the augmentation seed in its name. Runs with the
-same key reuse the cache and compute only the images it lacks.
+view, `<view>.npy` (fp16 [n, *cut shape]) and `<view>.ids.json` (the image id of each row, and the
+digest of the photo file it was computed from). View 0 is the plain eval view; view k > 0 also
+carries the augmentation seed in its name. Runs with the same key reuse the cache and compute only
+the images it lacks, or holds from another file under the same id.
 """
 from __future__ import annotations
 
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,41 +57,54 @@ class FeatureCache:
     def _paths(self, name: str) -> tuple[Path, Path]:
         return self.directory / f"{name}.npy", self.directory / f"{name}.ids.json"
 
-    def read(self, name: str) -> tuple[list[str], np.ndarray | None]:
-        """(row ids, memory-mapped fp16 features); empty when the view is absent or inconsistent."""
+    def read(self, name: str) -> tuple[list[str], list[str], np.ndarray | None]:
+        """(row ids, their photo digests, memory-mapped fp16 features); empty when the view is absent
+        or inconsistent (or written before digests were kept)."""
         array_path, ids_path = self._paths(name)
         if not array_path.exists() or not ids_path.exists():
-            return [], None
-        ids = json.loads(ids_path.read_text())
+            return [], [], None
+        rows = json.loads(ids_path.read_text())
+        if not isinstance(rows, dict) or len(rows.get("ids", ())) != len(rows.get("digests", ())):
+            return [], [], None
         array = np.load(array_path, mmap_mode="r", allow_pickle=False)
-        if array.shape[0] != len(ids) or array.dtype != np.float16:
-            return [], None
-        return ids, array
+        if array.shape[0] != len(rows["ids"]) or array.dtype != np.float16:
+            return [], [], None
+        return rows["ids"], rows["digests"], array
 
-    def missing(self, name: str, image_ids: list[str]) -> list[str]:
-        cached = set(self.read(name)[0])
-        return [i for i in image_ids if i not in cached]
+    def missing(self, name: str, digests: dict[str, str]) -> list[str]:
+        """The ids of `digests` (image id → digest of its photo now) without a row computed from that photo."""
+        ids, cached_digests, _ = self.read(name)
+        cached = dict(zip(ids, cached_digests))
+        return [i for i, digest in digests.items() if cached.get(i) != digest]
 
-    def add(self, name: str, new_ids: list[str], new_rows: np.ndarray) -> None:
-        """Append rows to a view, rewriting its file (written aside, then moved into place)."""
-        old_ids, old = self.read(name)
+    def add(self, name: str, new_ids: list[str], new_rows: np.ndarray, new_digests: list[str]) -> None:
+        """Append rows to a view, replacing the rows of the same ids, rewriting its file (written
+        aside, then moved into place)."""
+        old_ids, old_digests, old = self._read_kept(name, set(new_ids))
         self.directory.mkdir(parents=True, exist_ok=True)
         array_path, ids_path = self._paths(name)
         shape = (len(old_ids) + len(new_ids), *new_rows.shape[1:])
         tmp_array, tmp_ids = array_path.with_suffix(".tmp.npy"), ids_path.with_suffix(".tmp")
         merged = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.float16, shape=shape)
-        if old is not None:
-            merged[: len(old_ids)] = old
+        for start in range(0, len(old_ids), 1024):  # in chunks: a view can be larger than memory
+            stop = min(start + 1024, len(old_ids))
+            merged[start:stop] = old(start, stop)
         merged[len(old_ids) :] = new_rows
         merged.flush()
         del merged
-        tmp_ids.write_text(json.dumps(old_ids + list(new_ids)))
+        tmp_ids.write_text(json.dumps({"ids": old_ids + list(new_ids), "digests": old_digests + list(new_digests)}))
         tmp_array.replace(array_path)
         tmp_ids.replace(ids_path)
 
+    def _read_kept(self, name: str, replaced: set[str]) -> tuple[list[str], list[str], Callable[[int, int], np.ndarray]]:
+        """The rows of a view whose ids are not in `replaced`: ids, digests, and a reader of rows [a, b) of them."""
+        ids, digests, array = self.read(name)
+        keep = np.array([i for i, image_id in enumerate(ids) if image_id not in replaced], dtype=np.int64)
+        return [ids[i] for i in keep], [digests[i] for i in keep], lambda a, b: array[keep[a:b]]
+
     def gather(self, name: str, image_ids: list[str]) -> torch.Tensor:
         """fp16 features of `image_ids` (all must be cached), in that order, loaded into memory."""
-        ids, array = self.read(name)
+        ids, _, array = self.read(name)
         row = {image_id: i for i, image_id in enumerate(ids)}
         index = np.array([row[i] for i in image_ids], dtype=np.int64)
         if array is None or len(index) == 0:
@@ -101,22 +116,24 @@ def fill_views(
     cache: FeatureCache,
     network: ImageNetwork,
     image_dir: Path,
-    views: dict[int, list[str]],
+    views: dict[int, dict[str, str]],
     clean_size: int,
     seed: int,
     batch_size: int,
     loaders: int = 2,
 ) -> FillStats:
     """Run the trunk on every (view, image) the cache lacks; images that fail to load are skipped.
+    `views` maps each view to the images it needs: image id → digest of its photo file (`fbm
+    prepare`'s), so a photo replaced under the same id is computed again.
 
     `loaders` threads decode and augment the next batches while the trunk runs the current one
     (PIL releases the GIL), so the trunk does not wait on JPEG decoding."""
     stats = FillStats()
     input_size = network.architecture.input_size
     with ThreadPoolExecutor(max(1, loaders), thread_name_prefix="fbm-views") as pool:
-        for view, image_ids in views.items():
+        for view, digests in views.items():
             name = view_name(view, seed)
-            todo = [i for i in cache.missing(name, image_ids) if i not in stats.skipped]
+            todo = [i for i in cache.missing(name, digests) if i not in stats.skipped]
             if not todo:
                 continue
             done_ids, rows = [], []
@@ -137,7 +154,7 @@ def fill_views(
             stats.seconds += time.perf_counter() - start
             stats.computed += len(done_ids)
             if done_ids:
-                cache.add(name, done_ids, np.concatenate(rows))
+                cache.add(name, done_ids, np.concatenate(rows), [digests[i] for i in done_ids])
     return stats
 
 

@@ -101,8 +101,9 @@ def prepare_training(config: Config) -> Training:
 
     key = cache_key(backbone, weights_sha, settings.input_size, network.cut, settings.precision, device.type)
     cache = FeatureCache(config.paths.cache / "image_trunk" / key)
-    train_ids = photos.loc[photos["split"] == "train", "image_id"].tolist()
-    views = {0: photos["image_id"].tolist(), **{k: train_ids for k in range(1, settings.views)}}
+    digests = dict(zip(photos["image_id"], photos["image_digest"]))
+    train_digests = {i: digests[i] for i in photos.loc[photos["split"] == "train", "image_id"]}
+    views = {0: digests, **{k: train_digests for k in range(1, settings.views)}}
     fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, seed, settings.trunk_batch_size, config.data.workers)
     photos = photos[~photos["image_id"].isin(fill.skipped)].reset_index(drop=True)
     if fill.skipped:

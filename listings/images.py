@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -226,13 +227,17 @@ def build_clean_cache(
     max_pixels: int,
     workers: int = 2,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Write `<cache_dir>/<id>.jpg` (`stored_form`) for every image not cached yet.
+    """Write `<cache_dir>/<id>.jpg` (`stored_form`) for every image not cached yet, or cached from
+    another source file (a photo replaced under the same id: `<cache_dir>.sources.json`, beside the
+    photos, keeps the digest of the source each was cleaned from).
 
-    Returns (digests of the usable images, reasons for the skipped ones), both keyed by image id.
-    An image whose source file has gone is skipped as missing even when a cleaned copy is cached.
+    Returns (digests of the usable images' sources, reasons for the skipped ones), both keyed by
+    image id. An image whose source file has gone is skipped as missing even when a cleaned copy is cached.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     image_ids = list(dict.fromkeys(image_ids))  # one worker per id: two would race on the same file
+    sources_path = cache_dir.with_name(cache_dir.name + ".sources.json")
+    cleaned_from = json.loads(sources_path.read_text()) if sources_path.is_file() else {}
 
     def one(image_id: str) -> tuple[str, str | None, str | None]:
         source = source_dir / f"{image_id}.jpg"
@@ -240,11 +245,12 @@ def build_clean_cache(
         try:
             if not source.is_file():
                 raise ImageError("missing", str(source))
-            if not target.exists():
+            digest = file_digest(source)
+            if not target.exists() or cleaned_from.get(image_id) != digest:
                 tmp = target.with_suffix(".tmp")
                 tmp.write_bytes(stored_form(source, size, max_pixels)[0])
                 tmp.replace(target)
-            return image_id, file_digest(source), None
+            return image_id, digest, None
         except ImageError as exc:
             return image_id, None, exc.reason
 
@@ -256,4 +262,7 @@ def build_clean_cache(
                 digests[image_id] = digest
             else:
                 skipped[image_id] = reason
+    tmp = sources_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cleaned_from | digests))
+    tmp.replace(sources_path)
     return digests, skipped

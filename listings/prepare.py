@@ -25,7 +25,7 @@ from listings.splits import SPLITS, group_products, split_products
 class Prepared:
     """What every later stage starts from."""
 
-    listings: pd.DataFrame  # LISTING_COLUMNS + label, split, skipped_image_ids
+    listings: pd.DataFrame  # LISTING_COLUMNS + label, split, image_digests, skipped_image_ids
     encoder: CategoryEncoder
     image_dir: Path  # cleaned images, `<image id>.jpg`
 
@@ -33,18 +33,22 @@ class Prepared:
         return self.listings[self.listings["split"] == name].reset_index(drop=True)
 
     def images(self, frame: pd.DataFrame | None = None) -> pd.DataFrame:
-        """One row per usable image: image_id, product_id, label, split."""
+        """One row per usable image: image_id, image_digest (of its source file), product_id, label, split."""
         frame = self.listings if frame is None else frame
-        rows = frame[["product_id", "label", "split", "image_ids"]].explode("image_ids").dropna(subset=["image_ids"])
-        return rows.rename(columns={"image_ids": "image_id"}).reset_index(drop=True)
+        rows = frame[["product_id", "label", "split", "image_ids", "image_digests"]].explode(["image_ids", "image_digests"])
+        rows = rows.dropna(subset=["image_ids"]).rename(columns={"image_ids": "image_id", "image_digests": "image_digest"})
+        return rows.reset_index(drop=True)
 
 
 def load_prepared(config: Config, for_training: bool = False) -> Prepared:
     """The prepared listings; `for_training` refuses them unless there are training and validation products."""
     paths = config.paths
     require_files([paths.listings, paths.categories], "fbm prepare")
+    listings = read_jsonl(paths.listings)
+    if "image_digests" not in listings.columns:
+        raise ValueError(f"{paths.listings} was written by an older `fbm prepare`: run it again")
     prepared = Prepared(
-        listings=read_jsonl(paths.listings),
+        listings=listings,
         encoder=CategoryEncoder.load(paths.categories),
         image_dir=paths.clean_images(config.data.image_size),
     )
@@ -86,6 +90,7 @@ def prepare(config: Config) -> dict:
     )
     listings["skipped_image_ids"] = listings["image_ids"].map(lambda ids: [i for i in ids if i in skipped])
     listings["image_ids"] = listings["image_ids"].map(lambda ids: [i for i in ids if i in digests])
+    listings["image_digests"] = listings["image_ids"].map(lambda ids: [digests[i] for i in ids])
     listings["label"] = encoder.encode_many(listings["root"])
 
     groups = group_products({pid: [digests[i] for i in ids] for pid, ids in zip(listings["product_id"], listings["image_ids"])})

@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (OSError, ValueError, LookupError) as exc:  # a missing or unreadable file, a bad setting or dataset, no NLTK data
-        if isinstance(exc, (KeyError, IndexError)):  # a bug, not a bad input: keep its traceback
+        if isinstance(exc, (KeyError, IndexError)) and not isinstance(exc, ValueError):  # a bug, not a bad input: keep its traceback
             raise
         print(f"fbm {args.command}: error: {exc}", file=sys.stderr)
         return 2

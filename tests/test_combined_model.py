@@ -34,7 +34,7 @@ def _synthetic_artifacts(tmp_path, n_products: int = 90, dim: int = 16, seed: in
     rows, image_ids, image_emb, text_emb = [], [], [], []
     for p, label in enumerate(labels):
         ids = [f"img-{p}-{j}" for j in range((p // 3) % 3)]  # 0, 1 or 2 photos, in every split
-        rows.append({"product_id": f"prod-{p}", "root": CLASSES[label], "label": int(label), "split": splits[p], "image_ids": ids})
+        rows.append({"product_id": f"prod-{p}", "root": CLASSES[label], "label": int(label), "split": splits[p], "image_ids": ids, "image_digests": ids})
         for image_id in ids:
             image_ids.append(image_id)
             image_emb.append(np.eye(dim)[label] * 2 + rng.normal(0, 1.0, dim))

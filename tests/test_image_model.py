@@ -68,7 +68,7 @@ def _tiny_artifacts(tmp_path, n_products: int = 40) -> Config:
         if p == 0:
             (image_dir / f"{BROKEN}.jpg").write_bytes(b"not a jpeg at all")
             ids.append(BROKEN)
-        rows.append({"product_id": f"prod-{p}", "root": CLASSES[label], "label": label, "split": split, "image_ids": ids})
+        rows.append({"product_id": f"prod-{p}", "root": CLASSES[label], "label": label, "split": split, "image_ids": ids, "image_digests": [f"digest-{i}" for i in ids]})
     write_jsonl(pd.DataFrame(rows), paths.listings)
     CategoryEncoder(classes=CLASSES).save(paths.categories)
     return config
@@ -167,18 +167,29 @@ def test_cache_hit_skips_the_trunk(tmp_path):
     ids = [f"a{i}" for i in range(5)]
     network, image_dir = _lite0_and_photos(tmp_path, ids)
     cache = FeatureCache(tmp_path / "cache")
-    views = {0: ids, 1: ids[:3]}
+    digests = {i: f"digest-{i}" for i in ids}
+    views = {0: digests, 1: {i: digests[i] for i in ids[:3]}}
     first = fill_views(cache, network, image_dir, views, SIZE, seed=0, batch_size=4)
     assert first.computed == 8 and not first.skipped
 
     def trunk_must_not_run(*_):
         raise AssertionError("the trunk ran on a cache hit")
 
+    real_forward = network.trunk.forward
     network.trunk.forward = trunk_must_not_run
     again = fill_views(cache, network, image_dir, views, SIZE, seed=0, batch_size=4)
     assert again.computed == 0
     assert cache.gather(view_name(1, 0), ids[:3]).shape[0] == 3
     assert not torch.equal(cache.gather(view_name(0, 0), ids[:3]), cache.gather(view_name(1, 0), ids[:3]))
+
+    # a photo replaced under the same id (prepare gives it a new digest) is computed again, and only it
+    before = cache.gather(view_name(0, 0), ids)
+    Image.new("RGB", (SIZE, SIZE), (250, 250, 0)).save(image_dir / "a2.jpg")
+    network.trunk.forward = real_forward
+    replaced = fill_views(cache, network, image_dir, {0: digests | {"a2": "digest-new"}}, SIZE, seed=0, batch_size=4)
+    after = cache.gather(view_name(0, 0), ids)
+    assert replaced.computed == 1 and len(cache.read(view_name(0, 0))[0]) == 5
+    assert not torch.equal(after[2], before[2]) and torch.equal(after[[0, 1, 3, 4]], before[[0, 1, 3, 4]])
 
 
 def test_prefetched_cache_fill_matches_a_serial_one_in_order_and_values(tmp_path):
@@ -189,7 +200,7 @@ def test_prefetched_cache_fill_matches_a_serial_one_in_order_and_values(tmp_path
     fills = {}
     for loaders in (1, 3):
         cache = FeatureCache(tmp_path / f"cache{loaders}")
-        stats = fill_views(cache, network, image_dir, {0: ids, 1: ids[:7]}, SIZE, seed=0, batch_size=2, loaders=loaders)
+        stats = fill_views(cache, network, image_dir, {0: dict.fromkeys(ids, ""), 1: dict.fromkeys(ids[:7], "")}, SIZE, seed=0, batch_size=2, loaders=loaders)
         assert stats.computed == 16 and list(stats.skipped) == ["p5"]
         fills[loaders] = [cache.gather(view_name(v, 0), [i for i in subset if i != "p5"]) for v, subset in ((0, ids), (1, ids[:7]))]
     for serial, prefetched in zip(fills[1], fills[3]):

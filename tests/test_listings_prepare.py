@@ -164,6 +164,21 @@ def test_a_folder_in_place_of_a_csv_file_is_a_clear_error(quirky_dataset: Path, 
     assert "Products.csv is a folder, not a file" in capsys.readouterr().err
 
 
+def test_a_photo_replaced_under_the_same_id_is_cleaned_again(quirky_dataset: Path, tmp_path: Path, capsys):
+    """A re-run reuses the cleaned photos, except one whose source file changed: it is cleaned again,
+    and its new digest (the trunk-feature cache's key for it) is in the listings."""
+    artifacts = tmp_path / "artifacts"
+    run_prepare(quirky_dataset, artifacts, capsys)
+    prepared = load_prepared(config_for(artifacts))
+    digest_before = prepared.images().set_index("image_id").loc["img-m2", "image_digest"]
+    cleaned = prepared.image_dir / "img-m2.jpg"
+    Image.new("RGB", (40, 40), (0, 250, 0)).save(quirky_dataset / "images" / "img-m2.jpg")
+    run_prepare(quirky_dataset, artifacts, capsys)
+    again = load_prepared(config_for(artifacts))
+    assert again.images().set_index("image_id").loc["img-m2", "image_digest"] != digest_before
+    assert Image.open(cleaned).getpixel((128, 128))[1] > 200  # green now, the new photo's
+
+
 def test_prepare_without_a_dataset_is_a_clear_error(tmp_path: Path, capsys):
     assert main(["prepare", "--data", str(tmp_path / "nothing"), "--artifacts", str(tmp_path / "a")]) == 2
     assert "Products.csv" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
         rows.append(
             {
                 "product_id": f"prod-{p}", "title": f"thing {p}", "description": f"{ROOTS[label].split()[0].lower()} {KINDS[p % 4]} finish",
-                "category": f"{ROOTS[label]} / Sub {p % 2}", "root": ROOTS[label], "price": float(p), "location": "York", "image_ids": ids,
+                "category": f"{ROOTS[label]} / Sub {p % 2}", "root": ROOTS[label], "price": float(p), "location": "York", "image_ids": ids, "image_digests": ids,
                 "label": label, "split": split,
             }
         )
