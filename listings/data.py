@@ -85,8 +85,7 @@ def read_dataset(data_dir: str | Path) -> Dataset:
     data_dir = Path(data_dir)
     dropped: Counter = Counter()
     products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
-    images_csv = data_dir / "Images.csv"
-    images = _read_csv(images_csv, ["id", "product_id"]) if images_csv.exists() else pd.DataFrame(columns=["id", "product_id"])
+    images = _read_csv(data_dir / "Images.csv", ["id", "product_id"])
 
     products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dropped)
     products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)

@@ -126,6 +126,12 @@ def test_missing_products_csv_is_a_clear_error(tmp_path):
         load_listings(tmp_path)
 
 
+def test_missing_images_csv_is_a_clear_error(quirky_dataset):
+    (quirky_dataset / "Images.csv").unlink()
+    with pytest.raises(DatasetError, match="Images.csv not found"):
+        load_listings(quirky_dataset)
+
+
 def test_missing_column_is_a_clear_error(quirky_dataset):
     products = quirky_dataset / "Products.csv"
     products.write_text(products.read_text(encoding="utf-8").replace("product_description", "body", 1), encoding="utf-8")
