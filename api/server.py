@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def check_port_free(host: str, port: int) -> None:
     """A ValueError saying why `host:port` cannot be listened on (in use, unknown host)."""
     try:
-        with socket.create_server((host, port)):
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
             pass
     except OSError as exc:
         # create_server rewords the error as "while attempting to bind on address ...: <reason>"

@@ -25,9 +25,9 @@ from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
 from listings.data import listing_text, load_listings
-from listings.images import ImageError, clean_photo
+from listings.images import ImageError, clean_photo, file_digest
 from listings.metrics import per_class, per_product, summarise
-from listings.prepare import load_prepared
+from listings.prepare import Prepared, load_prepared
 from text_model.baseline import TfidfSvmBaseline
 
 MODELS = ("image", "text", "combined", "late_fusion", "tfidf_baseline", "hog_svm_baseline")
@@ -41,7 +41,7 @@ class EvalSet:
     image_dir: Path
     unknown_categories: dict[str, int]
     source: str
-    seen_in_training: int = 0  # listings of the training or validation split among them
+    seen_in_training: int = 0  # listings of the training or validation split among them (`seen_in_training`)
 
 
 def held_out_split(config: Config) -> EvalSet:
@@ -59,9 +59,22 @@ def directory_set(config: Config, data_dir: str) -> EvalSet:
     listings["label"] = prepared.encoder.encode_many(listings["root"])
     unknown = {root: int(count) for root, count in listings.loc[listings["label"] < 0, "root"].value_counts().items()}
     known = listings[listings["label"] >= 0].reset_index(drop=True)
-    fitted_on = prepared.listings.loc[prepared.listings["split"] != "test", "product_id"]
-    seen = int(known["product_id"].isin(set(fitted_on)).sum())
-    return EvalSet(known, Path(data_dir) / "images", unknown, data_dir, seen)
+    return EvalSet(known, Path(data_dir) / "images", unknown, data_dir, seen_in_training(known, prepared, Path(data_dir) / "images"))
+
+
+def seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: Path) -> int:
+    """How many `listings` the models trained or were chosen on: the same product id as a training
+    or validation listing, or a photo file identical to one of theirs (a listing posted again gets
+    a new id; `fbm prepare` keeps such products in one split for the same reason)."""
+    fitted = prepared.listings[prepared.listings["split"] != "test"]
+    fitted_ids = set(fitted["product_id"])
+    fitted_photos = {digest for digests in fitted["image_digests"] for digest in digests}
+
+    def seen(product_id: str, image_ids: list[str]) -> bool:
+        paths = (image_dir / f"{image_id}.jpg" for image_id in image_ids)
+        return product_id in fitted_ids or any(path.is_file() and file_digest(path) in fitted_photos for path in paths)
+
+    return sum(seen(pid, ids) for pid, ids in zip(listings["product_id"], listings["image_ids"]))
 
 
 def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
@@ -167,7 +180,7 @@ def fairness_warnings(eval_set: EvalSet, n_products: int) -> list[str]:
         return []
     return [
         f"{eval_set.seen_in_training} of these {n_products} listings are in the splits the models trained on or were "
-        "chosen on (train or validation, by product id): their figures flatter the models"
+        "chosen on (train or validation: the same product id or an identical photo): their figures flatter the models"
     ]
 
 

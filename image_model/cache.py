@@ -1,8 +1,8 @@
 """The trunk-feature cache: the frozen trunk's fp16 output per image and view, memory-mapped.
 
-Layout: `<cache root>/image_trunk/<backbone>-<weights sha256[:16]>-<input size>px-<cut>-<precision>-bnfold-photos<clean form>/` holds, per
-view, `<view>.npy` (fp16 [n, *cut shape]) and `<view>.ids.json` (the image id of each row, and the
-digest of the photo file it was computed from). View 0 is the plain eval view; view k > 0 also
+Layout: `<cache root>/image_trunk/<backbone>-<weights sha256[:16]>-<input size>px-<cut>-<precision>-bnfold-photos<clean form>-<clean size>/`
+holds, per view, `<view>.ids.json` (the image id of each row, the digest of the photo file it was
+computed from, and the name of the array file) and that `<view>-<token>.npy` (fp16 [n, *cut shape]). View 0 is the plain eval view; view k > 0 also
 carries the augmentation seed in its name. Runs with the same key reuse the cache and compute only
 the images it lacks, or holds from another file under the same id.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +30,10 @@ from listings.images import ImageError, clean_image
 TRUNK_FORM = "bnfold"  # the trunk's batch norms folded into its convolutions: its output's last bits differ
 
 
-def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, precision: str, device: str = "cpu") -> str:
-    """Features from a GPU differ from the CPU's in their last bits, so they are kept apart."""
-    key = f"{backbone}-{weights_sha256[:16]}-{input_size}px-{cut}-{precision}-{TRUNK_FORM}-photos{CLEAN_IMAGES_FORM}"
+def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, precision: str, clean_size: int, device: str = "cpu") -> str:
+    """Everything the features depend on but the photo itself (keyed per row by its digest). Features
+    from a GPU differ from the CPU's in their last bits, so they are kept apart."""
+    key = f"{backbone}-{weights_sha256[:16]}-{input_size}px-{cut}-{precision}-{TRUNK_FORM}-photos{CLEAN_IMAGES_FORM}-{clean_size}"
     return key + ("" if device == "cpu" else f"-{device}")
 
 
@@ -54,17 +56,18 @@ class FeatureCache:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
 
-    def _paths(self, name: str) -> tuple[Path, Path]:
-        return self.directory / f"{name}.npy", self.directory / f"{name}.ids.json"
+    def _rows_path(self, name: str) -> Path:
+        return self.directory / f"{name}.ids.json"
 
     def read(self, name: str) -> tuple[list[str], list[str], np.ndarray | None]:
         """(row ids, their photo digests, memory-mapped fp16 features); empty when the view is absent
         or inconsistent (or written before digests were kept)."""
-        array_path, ids_path = self._paths(name)
-        if not array_path.exists() or not ids_path.exists():
+        rows_path = self._rows_path(name)
+        rows = json.loads(rows_path.read_text()) if rows_path.exists() else None
+        if not isinstance(rows, dict) or not {"array", "ids", "digests"} <= rows.keys() or len(rows["ids"]) != len(rows["digests"]):
             return [], [], None
-        rows = json.loads(ids_path.read_text())
-        if not isinstance(rows, dict) or len(rows.get("ids", ())) != len(rows.get("digests", ())):
+        array_path = self.directory / rows["array"]
+        if not array_path.exists():
             return [], [], None
         array = np.load(array_path, mmap_mode="r", allow_pickle=False)
         if array.shape[0] != len(rows["ids"]) or array.dtype != np.float16:
@@ -78,23 +81,27 @@ class FeatureCache:
         return [i for i, digest in digests.items() if cached.get(i) != digest]
 
     def add(self, name: str, new_ids: list[str], new_rows: np.ndarray, new_digests: list[str]) -> None:
-        """Append rows to a view, replacing the rows of the same ids, rewriting its file (written
-        aside, then moved into place)."""
+        """Append rows to a view, replacing the rows of the same ids. The rows go to a new array file;
+        renaming the ids file, which names that array, commits them (a crash before leaves the view
+        as it was), and the superseded array is deleted after."""
         old_ids, old_digests, old = self._read_kept(name, set(new_ids))
         self.directory.mkdir(parents=True, exist_ok=True)
-        array_path, ids_path = self._paths(name)
+        rows_path = self._rows_path(name)
+        array_name = f"{name}-{uuid.uuid4().hex[:12]}.npy"
         shape = (len(old_ids) + len(new_ids), *new_rows.shape[1:])
-        tmp_array, tmp_ids = array_path.with_suffix(".tmp.npy"), ids_path.with_suffix(".tmp")
-        merged = np.lib.format.open_memmap(tmp_array, mode="w+", dtype=np.float16, shape=shape)
+        merged = np.lib.format.open_memmap(self.directory / array_name, mode="w+", dtype=np.float16, shape=shape)
         for start in range(0, len(old_ids), 1024):  # in chunks: a view can be larger than memory
             stop = min(start + 1024, len(old_ids))
             merged[start:stop] = old(start, stop)
         merged[len(old_ids) :] = new_rows
         merged.flush()
         del merged
-        tmp_ids.write_text(json.dumps({"ids": old_ids + list(new_ids), "digests": old_digests + list(new_digests)}))
-        tmp_array.replace(array_path)
-        tmp_ids.replace(ids_path)
+        tmp_rows = rows_path.with_suffix(".tmp")
+        tmp_rows.write_text(json.dumps({"array": array_name, "ids": old_ids + list(new_ids), "digests": old_digests + list(new_digests)}))
+        tmp_rows.replace(rows_path)
+        for stale in self.directory.glob(f"{name}-*.npy"):  # the superseded array, and any an interrupted add left
+            if stale.name != array_name:
+                stale.unlink()
 
     def _read_kept(self, name: str, replaced: set[str]) -> tuple[list[str], list[str], Callable[[int, int], np.ndarray]]:
         """The rows of a view whose ids are not in `replaced`: ids, digests, and a reader of rows [a, b) of them."""

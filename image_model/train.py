@@ -99,7 +99,7 @@ def prepare_training(config: Config) -> Training:
     network = build_network(architecture, state_dict).to(device)
     print(f"image branch: {backbone} ({weights_sha[:12]}), cut at {network.cut}, trainable {settings.trainable}, on {device}", file=sys.stderr)
 
-    key = cache_key(backbone, weights_sha, settings.input_size, network.cut, settings.precision, device.type)
+    key = cache_key(backbone, weights_sha, settings.input_size, network.cut, settings.precision, config.data.image_size, device.type)
     cache = FeatureCache(config.paths.cache / "image_trunk" / key)
     digests = dict(zip(photos["image_id"], photos["image_digest"]))
     train_digests = {i: digests[i] for i in photos.loc[photos["split"] == "train", "image_id"]}

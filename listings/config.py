@@ -193,6 +193,8 @@ _AT_LEAST_ONE = {
     "batch_max_photos", "max_photos", "max_text_chars", "max_upload_bytes", "max_request_bytes", "max_image_pixels",
     "max_k", "rerank_candidates", "checkpoint_every", "hnsw_m", "ef_construction", "ef_search", "port",
 }
+_AT_LEAST = {"hnsw_m": 2}  # an HNSW graph of one link per node crashes FAISS
+_AT_MOST = {"port": 65535}
 _UNIT_INTERVAL = {"train_frac", "val_frac", "test_frac", "label_smoothing", "term_weight"}  # 0 to 1
 _BELOW_ONE = {"dropout"}  # 0 to less than 1
 _ABOVE_ZERO = {"lr"}
@@ -209,6 +211,10 @@ def _check_range(name: str, value: object) -> None:
             raise ValueError(f"expected a finite number of 0 or more, got {number}")
         if (name in _AT_LEAST_ONE or isinstance(value, tuple)) and number < 1:
             raise ValueError(f"expected 1 or more, got {number}")
+        if number < _AT_LEAST.get(name, 0):
+            raise ValueError(f"expected {_AT_LEAST[name]} or more, got {number}")
+        if number > _AT_MOST.get(name, math.inf):
+            raise ValueError(f"expected at most {_AT_MOST[name]}, got {number}")
         if name in _UNIT_INTERVAL and number > 1:
             raise ValueError(f"expected a number from 0 to 1, got {number}")
         if name in _BELOW_ONE and number >= 1:

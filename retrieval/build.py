@@ -7,6 +7,7 @@ for a listing without a photo.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -22,19 +23,20 @@ from listings.config import Config
 from listings.metrics import latency_percentiles
 from listings.prepare import load_prepared
 from listings.images import ImageError, clean_photo
+from listings.photos import PhotoStore
 from retrieval.index import (
-    CURRENT_FILE,
     IMAGE,
     TEXT,
-    IndexInUseError,
     IndexStateError,
     Listing,
     ListingIndex,
     LiveChanges,
     SearchResult,
+    build_lock,
     fold_photos,
     listing_vector,
     listing_vectors,
+    read_live_changes,
     unit_rows,
 )
 from retrieval.terms import Terms, terms_of_rows
@@ -99,21 +101,28 @@ def build_index(config: Config) -> dict:
 
     The live changes of the index it replaces are kept: a catalogue listing deleted through the
     API stays out, and a listing added through the API stays in, embedded again by the current
-    models from its stored photos and text (the models may have been retrained since)."""
+    models from its stored photos and text (the models may have been retrained since). The build
+    lock is taken first, so no live change can slip in between reading them and the new build."""
     start = time.perf_counter()
-    live, warnings = previous_live_changes(config)
-    products = load_product_embeddings(config)
-    replaced = set(live.deleted) | {listing.product_id for listing, _ in live.added}
-    products = products.subset((products.has_image | products.has_text) & ~products.listings["product_id"].isin(replaced).to_numpy())
-    rows, vectors, terms = products.listings.to_dict("records"), products.vectors(), products.terms
-    kept, dropped = embed_live_listings(config, live.added, vectors.shape[1] // 2)
+    lock = build_lock(config.paths.index)
+    try:
+        live, warnings = previous_live_changes(config)
+        products = load_product_embeddings(config)
+        replaced = set(live.deleted) | {listing.product_id for listing, _ in live.added}
+        products = products.subset((products.has_image | products.has_text) & ~products.listings["product_id"].isin(replaced).to_numpy())
+        rows, vectors, terms = products.listings.to_dict("records"), products.vectors(), products.terms
+        kept, dropped = embed_live_listings(config, live.added, vectors.shape[1] // 2)
+    except BaseException:
+        os.close(lock)
+        raise
     if kept:
         rows += [asdict(listing) for listing, _, _, _ in kept]
         vectors = np.vstack([vectors, *(vector[None] for _, _, vector, _ in kept)])
         terms = terms + [words for _, _, _, words in kept]
     warnings += [f"listing {product_id} added through the API is left out: {reason}" for product_id, reason in dropped]
-    carried = LiveChanges([(listing, text) for listing, text, _, _ in kept], live.deleted)
-    index = ListingIndex.build(config.paths.index, vectors, rows, config.index, terms, carried)
+    # a dropped listing stays deleted: it may have replaced a catalogue listing, which must not come back
+    carried = LiveChanges([(listing, text) for listing, text, _, _ in kept], sorted(set(live.deleted) | {pid for pid, _ in dropped}))
+    index = ListingIndex.build(config.paths.index, vectors, rows, config.index, terms, carried, lock=lock)
     summary = index.info() | {
         "live_added_kept": len(kept),
         "live_deleted_kept": len(live.deleted),
@@ -126,16 +135,11 @@ def build_index(config: Config) -> dict:
 
 
 def previous_live_changes(config: Config) -> tuple[LiveChanges, list[str]]:
-    """The live changes of the index in place (none without one), and a warning when it cannot be read."""
-    if not (config.paths.index / CURRENT_FILE).exists():
-        return LiveChanges(), []
+    """The live changes of the index in place (none without one), and a warning when its database cannot be read."""
     try:
-        with ListingIndex.open(config.paths.index, config.index) as index:
-            return index.live_changes(), []
-    except IndexInUseError:
-        raise
-    except (IndexStateError, OSError) as exc:
-        return LiveChanges(), [f"the index being replaced could not be read ({exc}): listings added or deleted through the API since it was built are not kept"]
+        return read_live_changes(config.paths.index), []
+    except IndexStateError as exc:
+        return LiveChanges(), [f"{exc}: listings added or deleted through the API since it was built are not kept"]
 
 
 def embed_live_listings(
@@ -152,15 +156,19 @@ def embed_live_listings(
 
     predictor = Predictor.load(config)
     term_weights = TermWeights.load(config, predictor.tfidf)
-    photo_dir = config.paths.added_photos(config.data.image_size)
+    store = PhotoStore.for_config(config)
     kept, dropped = [], []
     for listing, text in tqdm(added, desc="embed listings added live", unit="listing"):
-        photos = []
+        photos, image_ids = [], []
         for image_id in listing.image_ids:
+            path = store.path(image_id)
             try:
-                photos.append(clean_photo(photo_dir / f"{image_id}.jpg", config.data.image_size, config.data.max_image_pixels))
+                if path is None:
+                    raise ImageError("missing", image_id)
+                photos.append(clean_photo(path, config.data.image_size, config.data.max_image_pixels))
             except ImageError:
-                continue  # a photo removed from the store: the listing keeps the others
+                continue  # a photo gone from the store, or unreadable: the listing keeps the others
+            image_ids.append(image_id)
         if not photos and not text:
             dropped.append((listing.product_id, "none of its photos is left and it has no text"))
             continue
@@ -169,7 +177,6 @@ def embed_live_listings(
         except ValueError as exc:
             dropped.append((listing.product_id, str(exc)))
             continue
-        image_ids = [i for i in listing.image_ids if (photo_dir / f"{i}.jpg").is_file()]
         kept.append((replace(listing, image_ids=image_ids), text, listing_vector(image_vec, text_vec, half_dim), words))
     return kept, dropped
 

@@ -334,6 +334,8 @@ CREATE TABLE IF NOT EXISTS live_added (product_id TEXT PRIMARY KEY, text TEXT);
 CREATE TABLE IF NOT EXISTS live_deleted (product_id TEXT PRIMARY KEY);
 """
 _METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
+_LIVE_ADDED_SQL = f"SELECT {_METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id"
+_LIVE_DELETED_SQL = "SELECT product_id FROM live_deleted ORDER BY product_id"
 _PATH_SEPARATOR = " / "
 
 
@@ -437,28 +439,27 @@ class ListingIndex:
         config: IndexConfig,
         terms: list[Terms | None] | None = None,
         live: LiveChanges | None = None,
+        lock: int | None = None,
     ) -> "ListingIndex":
         """Write a new index of `listings` (one per product) with their `listing_vectors` (and their
         words, for re-ranking) and open it. An index already in `directory` stays live until the new
         one is complete; it must not be open in another process (`IndexInUseError`). `live` records
-        which of the listings were added live, and which were deleted, so the next build keeps them."""
+        which of the listings were added live, and which were deleted, so the next build keeps them.
+        `lock`, a `build_lock` the caller took, is the build's from then on, released on failure."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        rows = [Listing.from_mapping(row) for row in listings]
-        _check_vectors(vectors, len(rows))
-        if len({row.product_id for row in rows}) != len(rows):
-            raise ValueError("product ids must be unique: the index holds one row per product")
-        terms = terms if terms is not None else [None] * len(rows)
-        if len(terms) != len(rows):
-            raise ValueError(f"{len(terms)} term rows for {len(rows)} listings")
-
-        live = live or LiveChanges()
-        if not {listing.product_id for listing, _ in live.added} <= {row.product_id for row in rows}:
-            raise ValueError("every listing added live must be among the listings built")
-
-        lock = _lock(directory, exclusive=True)
         try:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            rows = [Listing.from_mapping(row) for row in listings]
+            _check_vectors(vectors, len(rows))
+            if len({row.product_id for row in rows}) != len(rows):
+                raise ValueError("product ids must be unique: the index holds one row per product")
+            terms = terms if terms is not None else [None] * len(rows)
+            if len(terms) != len(rows):
+                raise ValueError(f"{len(terms)} term rows for {len(rows)} listings")
+            live = live or LiveChanges()
+            if not {listing.product_id for listing, _ in live.added} <= {row.product_id for row in rows}:
+                raise ValueError("every listing added live must be among the listings built")
+            lock = build_lock(directory) if lock is None else lock
             build_id = uuid.uuid4().hex[:12]
             db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
             db = sqlite3.connect(db_path, check_same_thread=False)
@@ -479,7 +480,8 @@ class ListingIndex:
             _remove_other_builds(directory, build_id)
             fcntl.flock(lock, fcntl.LOCK_SH)  # built: open, as any reader is
         except BaseException:
-            os.close(lock)
+            if lock is not None:
+                os.close(lock)
             raise
         return cls(directory, build_id, db, index, config, lock)
 
@@ -496,7 +498,11 @@ class ListingIndex:
         except BaseException:
             os.close(lock)
             raise
-        listing_index._reconcile()
+        try:
+            listing_index._reconcile()
+        except BaseException:
+            listing_index.close()
+            raise
         return listing_index
 
     @classmethod
@@ -512,13 +518,17 @@ class ListingIndex:
         except sqlite3.DatabaseError as error:
             raise IndexStateError(f"{db_path} is not a readable index database ({error}): rebuild the index with `fbm index`") from error
         try:
-            index = faiss.read_index(str(faiss_path))
-        except RuntimeError as error:
-            raise IndexStateError(f"{faiss_path} is not a readable FAISS index: rebuild the index with `fbm index`") from error
-        if info.get("format_version") != str(FORMAT_VERSION):
-            raise IndexStateError(f"{db_path} has format {info.get('format_version')}, this code reads {FORMAT_VERSION}: rebuild the index with `fbm index`")
-        if not isinstance(index, faiss.IndexIDMap2) or str(index.d) != info.get("dim"):
-            raise IndexStateError(f"{faiss_path} does not match {db_path} (dim {index.d} vs {info.get('dim')}): rebuild the index with `fbm index`")
+            try:
+                index = faiss.read_index(str(faiss_path))
+            except RuntimeError as error:
+                raise IndexStateError(f"{faiss_path} is not a readable FAISS index: rebuild the index with `fbm index`") from error
+            if info.get("format_version") != str(FORMAT_VERSION):
+                raise IndexStateError(f"{db_path} has format {info.get('format_version')}, this code reads {FORMAT_VERSION}: rebuild the index with `fbm index`")
+            if not isinstance(index, faiss.IndexIDMap2) or str(index.d) != info.get("dim"):
+                raise IndexStateError(f"{faiss_path} does not match {db_path} (dim {index.d} vs {info.get('dim')}): rebuild the index with `fbm index`")
+        except BaseException:
+            db.close()
+            raise
         return cls(directory, build_id, db, index, config, lock)
 
     def close(self) -> None:
@@ -783,9 +793,9 @@ class ListingIndex:
 
     def live_changes(self) -> LiveChanges:
         """The listings added (with their texts) and the product ids deleted by live writes since the build."""
-        added = self._query(f"SELECT {_METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id", ())
-        deleted = self._query("SELECT product_id FROM live_deleted ORDER BY product_id", ())
-        return LiveChanges([(_listing_from_row(tuple(row[:-1])), row[-1]) for row in added], [product_id for (product_id,) in deleted])
+        added = self._query(_LIVE_ADDED_SQL, ())
+        deleted = self._query(_LIVE_DELETED_SQL, ())
+        return _live_changes(added, deleted)
 
     def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
         self._exclusions.clear()
@@ -906,6 +916,46 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def build_lock(directory: str | Path) -> int:
+    """The exclusive lock a build holds (`ListingIndex.build` takes it, or is given it by a caller
+    that must read the index it replaces first, `read_live_changes`): an `IndexInUseError` while any
+    process has the index open."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return _lock(directory, exclusive=True)
+
+
+def read_live_changes(directory: str | Path) -> LiveChanges:
+    """The live changes recorded by the build `CURRENT` names, read from its database alone (a
+    damaged FAISS file, which a rebuild replaces, does not hide them); none without an index or
+    from a build older than these records. The caller holds `build_lock`."""
+    directory = Path(directory)
+    current = directory / CURRENT_FILE
+    if not current.exists():
+        return LiveChanges()
+    db_path = ListingIndex.db_path(directory, current.read_text().strip())
+    if not db_path.is_file():
+        raise IndexStateError(f"{db_path} is missing ({current} names it)")
+    try:
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            added = db.execute(_LIVE_ADDED_SQL).fetchall()
+            deleted = db.execute(_LIVE_DELETED_SQL).fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError as error:
+        if "no such table: live_" in str(error):
+            return LiveChanges()
+        raise IndexStateError(f"{db_path} is not a readable index database ({error})") from error
+    except sqlite3.DatabaseError as error:
+        raise IndexStateError(f"{db_path} is not a readable index database ({error})") from error
+    return _live_changes(added, deleted)
+
+
+def _live_changes(added: list[tuple], deleted: list[tuple]) -> LiveChanges:
+    return LiveChanges([(_listing_from_row(tuple(row[:-1])), row[-1]) for row in added], [product_id for (product_id,) in deleted])
 
 
 def _lock(directory: Path, exclusive: bool) -> int:

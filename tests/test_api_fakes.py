@@ -21,7 +21,8 @@ import uvicorn
 from PIL import Image, ImageDraw
 
 from api.app import create_app
-from api.services import PhotoStore, Services
+from api.services import Services
+from listings.photos import PhotoStore
 from listings.config import Config
 from listings.data import listing_text
 from listings.images import clean_image

@@ -11,7 +11,8 @@ from PIL import Image
 from pipeline import needs_nltk_data
 
 from api.app import create_app
-from api.services import PhotoStore, Services, warm_up
+from api.services import Services, warm_up
+from listings.photos import PhotoStore
 from combined_model.fusion import LATE, LateWeights, combine
 from listings.data import listing_text
 from retrieval.index import ListingIndex, fold_photos, listing_vectors

@@ -18,6 +18,14 @@ def test_a_port_outside_1_to_65535_is_refused_by_the_parser(port, capsys):
     assert exited.value.code == 2 and "a port is a number from 1 to 65535" in capsys.readouterr().err
 
 
+def test_an_ipv6_address_can_be_listened_on():
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    check_port_free("::1", 0)  # create_server's default family, IPv4, called it an unknown host
+
+
 def test_a_port_in_use_is_named_before_the_models_load():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

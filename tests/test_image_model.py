@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -192,6 +193,27 @@ def test_cache_hit_skips_the_trunk(tmp_path):
     assert not torch.equal(after[2], before[2]) and torch.equal(after[[0, 1, 3, 4]], before[[0, 1, 3, 4]])
 
 
+def test_a_cache_write_interrupted_before_its_commit_leaves_the_view_as_it_was(tmp_path, monkeypatch):
+    """Rows are replaced in place of others now, so an array renamed before its ids could pair
+    features with the wrong photos: the ids file, naming its array, is the one commit point."""
+    cache = FeatureCache(tmp_path)
+    rows = np.arange(12, dtype=np.float16).reshape(3, 4)
+    cache.add("view0", ["a", "b", "c"], rows, ["da", "db", "dc"])
+
+    def crash(self, target):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(Path, "replace", crash)
+    with pytest.raises(OSError):
+        cache.add("view0", ["b"], np.full((1, 4), 9, np.float16), ["db2"])
+    monkeypatch.undo()
+    assert torch.equal(cache.gather("view0", ["a", "b", "c"]), torch.from_numpy(rows))
+    assert cache.missing("view0", {"a": "da", "b": "db2", "c": "dc"}) == ["b"]
+    cache.add("view0", ["b"], np.full((1, 4), 9, np.float16), ["db2"])
+    assert cache.gather("view0", ["a", "b", "c"])[:, 0].tolist() == [0, 9, 8]
+    assert len(list(tmp_path.glob("view0-*.npy"))) == 1  # the superseded and the interrupted arrays are gone
+
+
 def test_prefetched_cache_fill_matches_a_serial_one_in_order_and_values(tmp_path):
     """Loader threads fetch batches ahead of the trunk: rows stay aligned with their ids, broken photos are skipped."""
     ids = [f"p{i}" for i in range(11)]
@@ -217,8 +239,9 @@ def test_training_device_is_the_cpu_without_a_gpu_and_cuda_is_refused_clearly(mo
         training_device("cuda")
     with pytest.raises(ValueError, match="image.device must be one of"):
         training_device("tpu")
-    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", "cpu") == cache_key("b", "0" * 64, 224, "c", "bfloat16")
-    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", "cuda").endswith("-cuda")
+    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", 256, "cpu") == cache_key("b", "0" * 64, 224, "c", "bfloat16", 256)
+    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", 256, "cuda").endswith("-cuda")
+    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", 320) != cache_key("b", "0" * 64, 224, "c", "bfloat16", 256)
 
 
 def test_augmented_views_change_pixels_and_are_reproducible():

@@ -47,6 +47,8 @@ def test_override_converts_to_the_field_type():
         ("text.kernel_sizes=3,0", "expected 1 or more"),
         ("serve.inference_workers=-1", "expected a finite number of 0 or more"),
         ("data.image_size=0", "expected 1 or more"),
+        ("index.hnsw_m=1", "expected 2 or more"),
+        ("serve.port=70000", "expected at most 65535"),
     ],
 )
 def test_bad_overrides_are_clear_errors(assignment, message):

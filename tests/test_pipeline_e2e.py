@@ -107,11 +107,15 @@ def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(tra
     trained = trained[trained["id"].isin(train_ids)].head(3)
     trained_images = pd.read_csv(Path(config.data.data_dir) / "Images.csv", lineterminator="\n", dtype=str, index_col=0)
     trained_images = trained_images[trained_images["product_id"].isin(trained["id"])]
-    pd.concat([products, trained], ignore_index=True).to_csv(data / "Products.csv", lineterminator="\n")
-    pd.concat([images, trained_images], ignore_index=True).to_csv(data / "Images.csv", lineterminator="\n")
+    # and one posted again: a new product id and photo id, the same photo file as a training listing's
+    reposted = trained.head(1).assign(id="reposted-1")
+    reposted_image = pd.DataFrame({"id": ["reposted-photo"], "product_id": ["reposted-1"]})
+    pd.concat([products, trained, reposted], ignore_index=True).to_csv(data / "Products.csv", lineterminator="\n")
+    pd.concat([images, trained_images, reposted_image], ignore_index=True).to_csv(data / "Images.csv", lineterminator="\n")
     for directory, ids in ((unseen / "images", images["id"]), (Path(config.data.data_dir) / "images", trained_images["id"])):
         for image_id in ids:
             (data / "images" / f"{image_id}.jpg").symlink_to(directory / f"{image_id}.jpg")
+    (data / "images" / "reposted-photo.jpg").symlink_to(data / "images" / f"{trained_images['id'].iloc[0]}.jpg")
     missing, corrupt = images["id"].iloc[0], images["id"].iloc[1]
     (data / "images" / f"{missing}.jpg").unlink()
     (data / "images" / f"{corrupt}.jpg").unlink()
@@ -121,9 +125,9 @@ def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(tra
     assert main(["evaluate", *_settings(config), "--data", str(data), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["skipped_images"] == {"missing": 1, "not_an_image": 1}
-    assert result["n_products"] == len(products) + 3 and result["seen_in_training"] == 3
-    assert "warning: 3 of these" in capsys.readouterr().out
-    assert "**Warning:** 3 of these" in (config.paths.reports / "data-mixed" / "report.md").read_text()
+    assert result["n_products"] == len(products) + 4 and result["seen_in_training"] == 4
+    assert "warning: 4 of these" in capsys.readouterr().out
+    assert "**Warning:** 4 of these" in (config.paths.reports / "data-mixed" / "report.md").read_text()
 
 
 def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):

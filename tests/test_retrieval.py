@@ -9,7 +9,19 @@ import pytest
 
 import retrieval.index as index_module
 from listings.config import IndexConfig
-from retrieval.index import FLAT, HNSW, IndexInUseError, IndexStateError, ListingIndex, LiveChanges, fold_photos, listing_vectors, score_from_inner_product
+from retrieval.index import (
+    FLAT,
+    HNSW,
+    IndexInUseError,
+    IndexStateError,
+    ListingIndex,
+    LiveChanges,
+    build_lock,
+    fold_photos,
+    listing_vectors,
+    read_live_changes,
+    score_from_inner_product,
+)
 from retrieval.query import search_like_listing
 from retrieval.terms import Terms, term_cosines
 
@@ -186,6 +198,43 @@ def test_a_build_is_refused_while_the_index_is_open_elsewhere(tmp_path):
     serving.close()
     with _build(tmp_path) as rebuilt:
         assert len(rebuilt) == 5
+
+
+def test_live_changes_are_read_from_the_database_even_when_the_faiss_file_is_damaged(tmp_path):
+    """The case a rebuild is for: the FAISS checkpoint is unreadable, the acknowledged listings are in SQLite."""
+    assert read_live_changes(tmp_path) == LiveChanges()  # no index yet
+    with _build(tmp_path) as index:
+        index.add(_row("new", "Appliances / Fridges"), E[3], E[3], text="a new fridge")
+        index.delete("unrelated")
+        build_id = index.build_id
+    ListingIndex.faiss_path(tmp_path, build_id).write_bytes(b"truncated")
+    with pytest.raises(IndexStateError):
+        ListingIndex.open(tmp_path, IndexConfig())
+    changes = read_live_changes(tmp_path)
+    assert [(listing.product_id, text) for listing, text in changes.added] == [("new", "a new fridge")] and changes.deleted == ["unrelated"]
+
+
+def test_a_build_lock_taken_first_keeps_readers_and_writers_out_until_the_build(tmp_path):
+    _build(tmp_path).close()
+    lock = build_lock(tmp_path)
+    with pytest.raises(IndexInUseError, match="being rebuilt"):
+        ListingIndex.open(tmp_path, IndexConfig())
+    rows = [_row("only", "Appliances")]
+    with ListingIndex.build(tmp_path, listing_vectors(E[:1], [True], E[:1], [True]), rows, IndexConfig(), lock=lock) as rebuilt:
+        assert len(rebuilt) == 1
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:  # the build released its lock on close
+        assert len(reopened) == 1
+
+
+def test_an_open_that_fails_while_reconciling_releases_the_index(tmp_path, monkeypatch):
+    with _build(tmp_path) as index:
+        index.add(_row("new", "Appliances"), E[3], E[3])
+        index._unsaved = 0  # as after a crash: the add is in SQLite only
+    monkeypatch.setattr(index_module, "write_faiss_file", _crash)
+    with pytest.raises(_Crash):
+        ListingIndex.open(tmp_path, IndexConfig())
+    monkeypatch.undo()
+    _build(tmp_path).close()  # no lock left behind
 
 
 def _clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:

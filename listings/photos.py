@@ -1,0 +1,52 @@
+"""Listing photos by id, as every stage after `fbm prepare` finds them: the catalogue's cleaned
+photos, then those added with listings through the API (`POST /listings`)."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from PIL import Image
+
+from listings.config import Config
+from listings.images import STORED_JPEG, stored_jpeg
+
+
+class PhotoStore:
+    """Listing photos by id: the catalogue's cleaned-image cache, then photos added through the API.
+
+    Ids are validated by the caller (`listings.data.ID_PATTERN`); a path is only ever built here, from an id.
+    """
+
+    def __init__(self, catalogue_dir: Path, added_dir: Path):
+        self.catalogue_dir = Path(catalogue_dir)
+        self.added_dir = Path(added_dir)
+
+    @classmethod
+    def for_config(cls, config: Config) -> "PhotoStore":
+        return cls(config.paths.clean_images(config.data.image_size), config.paths.added_photos(config.data.image_size))
+
+    def path(self, image_id: str) -> Path | None:
+        for directory in (self.catalogue_dir, self.added_dir):
+            candidate = directory / f"{image_id}.jpg"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def add(self, photo: Image.Image) -> str:
+        """Store a cleaned photo durably under a new id (written, flushed, then renamed into place)."""
+        self.added_dir.mkdir(parents=True, exist_ok=True)
+        image_id = str(uuid.uuid4())
+        target = self.added_dir / f"{image_id}.jpg"
+        temporary = target.with_suffix(".tmp")
+        with temporary.open("wb") as handle:
+            handle.write(photo.info.get(STORED_JPEG) or stored_jpeg(photo))  # as cleaned: no second encoding
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(target)
+        return image_id
+
+    def remove_added(self, image_ids: list[str]) -> None:
+        """Delete photos added through the API; catalogue photos are never touched."""
+        for image_id in image_ids:
+            (self.added_dir / f"{image_id}.jpg").unlink(missing_ok=True)
