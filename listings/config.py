@@ -187,15 +187,16 @@ class Config:
 
 # Ranges of the numeric settings, by field name (the same name means the same thing in every
 # section); every other number only has to be finite and not negative.
-_AT_LEAST_ONE = {
-    "epochs", "batch_size", "trunk_batch_size", "image_size", "input_size", "views", "embed_dim", "w2v_dim", "w2v_window",
-    "w2v_negative", "w2v_min_count", "w2v_epochs", "w2v_workers", "channels", "max_tokens", "workers", "decode_workers",
-    "batch_max_photos", "max_photos", "max_text_chars", "max_upload_bytes", "max_request_bytes", "max_image_pixels",
-    "max_k", "rerank_candidates", "checkpoint_every", "hnsw_m", "ef_construction", "ef_search", "port",
-}
-_AT_LEAST = {"hnsw_m": 2}  # an HNSW graph of one link per node crashes FAISS
-_AT_MOST = {"port": 65535}
-_UNIT_INTERVAL = {"train_frac", "val_frac", "test_frac", "label_smoothing", "term_weight"}  # 0 to 1
+_MINIMUM = {
+    name: 1
+    for name in (
+        "epochs", "batch_size", "trunk_batch_size", "image_size", "input_size", "views", "embed_dim", "w2v_dim", "w2v_window",
+        "w2v_negative", "w2v_min_count", "w2v_epochs", "w2v_workers", "channels", "max_tokens", "workers", "decode_workers",
+        "batch_max_photos", "max_photos", "max_text_chars", "max_upload_bytes", "max_request_bytes", "max_image_pixels",
+        "max_k", "rerank_candidates", "checkpoint_every", "ef_construction", "ef_search", "port", "kernel_sizes",
+    )
+} | {"hnsw_m": 2}  # an HNSW graph of one link per node crashes FAISS
+_MAXIMUM = {"port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "label_smoothing": 1, "term_weight": 1}
 _BELOW_ONE = {"dropout"}  # 0 to less than 1
 _ABOVE_ZERO = {"lr"}
 
@@ -209,14 +210,10 @@ def _check_range(name: str, value: object) -> None:
             continue
         if not math.isfinite(number) or number < 0:
             raise ValueError(f"expected a finite number of 0 or more, got {number}")
-        if (name in _AT_LEAST_ONE or isinstance(value, tuple)) and number < 1:
-            raise ValueError(f"expected 1 or more, got {number}")
-        if number < _AT_LEAST.get(name, 0):
-            raise ValueError(f"expected {_AT_LEAST[name]} or more, got {number}")
-        if number > _AT_MOST.get(name, math.inf):
-            raise ValueError(f"expected at most {_AT_MOST[name]}, got {number}")
-        if name in _UNIT_INTERVAL and number > 1:
-            raise ValueError(f"expected a number from 0 to 1, got {number}")
+        if number < _MINIMUM.get(name, 0):
+            raise ValueError(f"expected {_MINIMUM[name]} or more, got {number}")
+        if number > _MAXIMUM.get(name, math.inf):
+            raise ValueError(f"expected a number from 0 to 1, got {number}" if _MAXIMUM[name] == 1 else f"expected at most {_MAXIMUM[name]}, got {number}")
         if name in _BELOW_ONE and number >= 1:
             raise ValueError(f"expected a number from 0 to less than 1, got {number}")
         if name in _ABOVE_ZERO and number == 0:

@@ -52,10 +52,15 @@ def load_prepared(config: Config, for_training: bool = False) -> Prepared:
         encoder=CategoryEncoder.load(paths.categories),
         image_dir=paths.clean_images(config.data.image_size),
     )
-    sizes = {name: int((prepared.listings["split"] == name).sum()) for name in SPLITS}
-    if for_training and not (sizes["train"] and sizes["val"]):
-        raise DatasetError(f"{paths.listings}: {' '.join(split_warnings(sizes))}")
+    if for_training:
+        sizes = split_sizes(listings)
+        if not (sizes["train"] and sizes["val"]):
+            raise DatasetError(f"{paths.listings}: {' '.join(split_warnings(sizes))}")
     return prepared
+
+
+def split_sizes(listings: pd.DataFrame) -> dict[str, int]:
+    return {name: int((listings["split"] == name).sum()) for name in SPLITS}
 
 
 def split_warnings(sizes: dict[str, int]) -> list[str]:
@@ -97,7 +102,7 @@ def prepare(config: Config) -> dict:
     fractions = (config.data.train_frac, config.data.val_frac, config.data.test_frac)
     assignment = split_products(list(listings["product_id"]), list(listings["root"]), fractions, config.data.seed, groups)
     listings["split"] = listings["product_id"].map(assignment)
-    split_sizes = {s: int((listings["split"] == s).sum()) for s in SPLITS}
+    sizes = split_sizes(listings)
 
     write_jsonl(listings, paths.listings)
     encoder.save(paths.categories)
@@ -116,7 +121,7 @@ def prepare(config: Config) -> dict:
         "products_without_images": int((listings["image_ids"].map(len) == 0).sum()),
         "classes": len(encoder),
         "per_class": encoder.counts,
-        "split_sizes": split_sizes,
+        "split_sizes": sizes,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     paths.prepare_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False))

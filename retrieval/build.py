@@ -162,12 +162,12 @@ def embed_live_listings(
         photos, image_ids = [], []
         for image_id in listing.image_ids:
             path = store.path(image_id)
+            if path is None:
+                continue  # a photo gone from the store: the listing keeps the others
             try:
-                if path is None:
-                    raise ImageError("missing", image_id)
                 photos.append(clean_photo(path, config.data.image_size, config.data.max_image_pixels))
             except ImageError:
-                continue  # a photo gone from the store, or unreadable: the listing keeps the others
+                continue  # or unreadable
             image_ids.append(image_id)
         if not photos and not text:
             dropped.append((listing.product_id, "none of its photos is left and it has no text"))

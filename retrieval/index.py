@@ -791,12 +791,6 @@ class ListingIndex:
             self._wrote()
         return _listing_from_row(old[1:])
 
-    def live_changes(self) -> LiveChanges:
-        """The listings added (with their texts) and the product ids deleted by live writes since the build."""
-        added = self._query(_LIVE_ADDED_SQL, ())
-        deleted = self._query(_LIVE_DELETED_SQL, ())
-        return _live_changes(added, deleted)
-
     def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
         self._exclusions.clear()
         self._index.add_with_ids(vector[None], np.array([faiss_id], dtype=np.int64))
@@ -945,16 +939,10 @@ def read_live_changes(directory: str | Path) -> LiveChanges:
             deleted = db.execute(_LIVE_DELETED_SQL).fetchall()
         finally:
             db.close()
-    except sqlite3.OperationalError as error:
+    except sqlite3.DatabaseError as error:
         if "no such table: live_" in str(error):
             return LiveChanges()
         raise IndexStateError(f"{db_path} is not a readable index database ({error})") from error
-    except sqlite3.DatabaseError as error:
-        raise IndexStateError(f"{db_path} is not a readable index database ({error})") from error
-    return _live_changes(added, deleted)
-
-
-def _live_changes(added: list[tuple], deleted: list[tuple]) -> LiveChanges:
     return LiveChanges([(_listing_from_row(tuple(row[:-1])), row[-1]) for row in added], [product_id for (product_id,) in deleted])
 
 

@@ -204,9 +204,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def port_number(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {text!r}")
-    return int(text)
+    """`--port`, checked as the setting serve.port is."""
+    config = Config()
+    try:
+        config.override(f"serve.port={text}")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {text!r}") from None
+    return config.serve.port
 
 
 def writable_file(path: str, option: str) -> None:

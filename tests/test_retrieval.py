@@ -164,14 +164,14 @@ def test_add_then_search_finds_it_and_delete_removes_it(tmp_path):
 
 def test_live_changes_record_adds_with_their_text_and_deletes_and_survive_a_reopen(tmp_path):
     with _build(tmp_path) as index:
-        assert index.live_changes() == LiveChanges()
+        assert read_live_changes(tmp_path) == LiveChanges()
         index.add(_row("new", "Appliances / Fridges"), E[3], E[3], text="a new fridge")
         index.add(_row("photo-only", "Appliances"), E[2], None)
         index.add(_row("same", "Appliances / Fridges", price=99.0), None, E[0], text="the same fridge, cheaper")  # replaces a catalogue listing
         index.delete("unrelated")
         index.delete("photo-only")  # added, then deleted: it was never in the catalogue, and is no longer added
-    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
-        changes = reopened.live_changes()
+    with ListingIndex.open(tmp_path, IndexConfig()):
+        changes = read_live_changes(tmp_path)
     assert [(listing.product_id, text) for listing, text in changes.added] == [("new", "a new fridge"), ("same", "the same fridge, cheaper")]
     assert changes.added[1][0].price == 99.0 and changes.added[0][0].image_ids == ["new-1"]
     assert changes.deleted == ["photo-only", "unrelated"]
@@ -181,9 +181,9 @@ def test_a_build_records_the_live_changes_it_keeps(tmp_path):
     rows = [_row("kept", "Appliances"), _row("catalogue", "Appliances")]
     vectors = listing_vectors(np.stack([E[0], E[1]]), [True, True], np.stack([E[0], E[1]]), [True, True])
     live = LiveChanges([(index_module.Listing.from_mapping(rows[0]), "kept text")], ["gone"])
-    with ListingIndex.build(tmp_path, vectors, rows, IndexConfig(), live=live) as index:
-        assert [(listing.product_id, text) for listing, text in index.live_changes().added] == [("kept", "kept text")]
-        assert index.live_changes().deleted == ["gone"]
+    with ListingIndex.build(tmp_path, vectors, rows, IndexConfig(), live=live):
+        assert [(listing.product_id, text) for listing, text in read_live_changes(tmp_path).added] == [("kept", "kept text")]
+        assert read_live_changes(tmp_path).deleted == ["gone"]
     with pytest.raises(ValueError, match="among the listings built"):
         ListingIndex.build(tmp_path / "other", vectors, rows, IndexConfig(), live=LiveChanges([(index_module.Listing.from_mapping(_row("x", "A")), None)]))
 
