@@ -8,6 +8,7 @@ the training curves.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -217,9 +218,13 @@ def format_table(result: dict) -> str:
 
 
 def report_dir(config: Config, data_dir: str | None) -> Path:
-    """The reports directory for the test split; a subdirectory of it named for any other dataset,
-    so scoring another directory never overwrites the test split's report."""
-    return config.paths.reports / f"data-{Path(data_dir).resolve().name}" if data_dir else config.paths.reports
+    """The reports directory for the test split; a subdirectory of it for any other dataset, named
+    for the directory and a digest of its full path, so scoring another directory (even one of the
+    same name elsewhere) never overwrites an earlier report."""
+    if not data_dir:
+        return config.paths.reports
+    resolved = Path(data_dir).resolve()
+    return config.paths.reports / f"data-{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
 
 
 def write_outputs(config: Config, result: dict, out_dir: Path, json_path: str | None = None) -> Path:

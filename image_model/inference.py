@@ -32,7 +32,16 @@ class ImageBranch:
 
     @classmethod
     def load(cls, config: Config) -> "ImageBranch":
-        return cls.from_directory(config.paths.image_model)
+        """The branch in the artifacts, refused when `data.image_size` is not the size its photos were
+        cleaned to in training (serving would feed it photos of another scale)."""
+        branch = cls.from_directory(config.paths.image_model)
+        trained = branch.sidecar.get("preprocessing", {}).get("clean_size", config.data.image_size)
+        if trained != config.data.image_size:
+            raise ValueError(
+                f"the image model was trained on photos cleaned to {trained} px but data.image_size is "
+                f"{config.data.image_size}: set data.image_size={trained}, or rerun `fbm prepare` and `{TRAIN_COMMAND}` at the new size"
+            )
+        return branch
 
     @classmethod
     def from_directory(cls, directory: Path) -> "ImageBranch":

@@ -411,6 +411,7 @@ def _save(
         "classes": list(classes),
         "preprocessing": {
             "clean": f"listings.images.clean_photo(source, size={config.data.image_size})",
+            "clean_size": config.data.image_size,
             "eval_transform": "image_model.preprocess.eval_view: bilinear resize of the whole photo",
             "input_size": network.architecture.input_size,
             "normalisation": network.normalisation,

@@ -39,21 +39,30 @@ class CategoryEncoder:
         return len(self.classes)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._index
+        return isinstance(name, str) and self.encode_many([name])[0] >= 0
 
     @property
     def _index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.classes)}
 
+    @property
+    def _lookup(self) -> dict[str, int]:
+        """Names in any case → class index (prepare spells each category one way, `unify_spellings`)."""
+        lookup: dict[str, int] = {}
+        for i, name in enumerate(self.classes):
+            lookup.setdefault(name.casefold(), i)
+        return lookup | self._index
+
     def encode(self, name: str) -> int:
-        try:
-            return self._index[name]
-        except KeyError:
-            raise UnknownCategoryError(f"unknown category {name!r}; known: {self.classes}") from None
+        index = self.encode_many([name])[0]
+        if index < 0:
+            raise UnknownCategoryError(f"unknown category {name!r}; known: {self.classes}")
+        return index
 
     def encode_many(self, names: Iterable[str]) -> list[int]:
-        index = self._index
-        return [index.get(name, -1) for name in names]
+        """Class indices of names in any case; -1 for an unknown name."""
+        lookup = self._lookup
+        return [lookup.get(name, lookup.get(name.casefold(), -1)) for name in names]
 
     def decode(self, index: int) -> str:
         """Class index → name; -1 (what `encode_many` gives an unknown name) is an error, not the last class."""

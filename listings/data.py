@@ -69,7 +69,17 @@ def parse_price(raw: object) -> float | None:
 
 def split_category(path: object) -> list[str]:
     """`"Home & Garden / Dining / Mirrors"` → `["Home & Garden", "Dining", "Mirrors"]`."""
-    return [part.strip() for part in _as_text(path).split("/") if part.strip()]
+    return [_tidy(part) for part in _as_text(path).split("/") if part.strip()]
+
+
+def unify_spellings(paths: pd.Series) -> pd.Series:
+    """Category paths (lists of names) with each name spelt as most listings spell it, ignoring
+    case: `home & garden` beside `Home & Garden` is one category, not a new class."""
+    counts = Counter(name for parts in paths for name in parts)
+    spelling: dict[str, str] = {}
+    for name, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        spelling.setdefault(name.casefold(), name)
+    return paths.map(lambda parts: [spelling[name.casefold()] for name in parts])
 
 
 @dataclass
@@ -94,7 +104,7 @@ def read_dataset(data_dir: str | Path) -> Dataset:
     images = _keep(images, images["product_id"].isin(set(products["id"])), "photos: of no listed product", dropped)
     image_ids = images.groupby("product_id")["id"].apply(list).to_dict()
 
-    categories = products["category"].map(split_category)
+    categories = unify_spellings(products["category"].map(split_category))
     listings = pd.DataFrame(
         {
             "product_id": products["id"],

@@ -1,6 +1,7 @@
 """Image branch on a tiny synthetic dataset: training, artifacts, reload, feature cache, backbones."""
 from __future__ import annotations
 
+import copy
 import json
 import socket
 from pathlib import Path
@@ -127,6 +128,11 @@ def test_checkpoint_reloads_with_identical_outputs(trained):
     np.testing.assert_allclose(first[1], probs, atol=2e-3)
     saved = torch.load(out / MODEL_FILE, weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in branch.network.state_dict().items())
+
+    other_size = copy.deepcopy(config)
+    other_size.data.image_size = config.data.image_size * 2
+    with pytest.raises(ValueError, match=rf"trained on photos cleaned to {config.data.image_size} px but data.image_size is {other_size.data.image_size}"):
+        ImageBranch.load(other_size)
     # the compiled graph serving runs is the trained network's function, at any batch size
     with torch.inference_mode():
         for n in (1, 5, len(photos)):

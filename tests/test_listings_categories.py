@@ -38,6 +38,13 @@ def test_encode_decode(encoder):
     assert encoder.encode_many(["Video Games & Consoles", "Toys", "Appliances"]) == [2, -1, 0]
 
 
+def test_names_match_in_any_case(encoder):
+    """Evaluation data may spell a known category in another case; prepare spells each one way."""
+    assert encoder.encode("home & GARDEN") == encoder.encode("Home & Garden") == 1
+    assert encoder.encode_many(["appliances", "toys"]) == [0, -1]
+    assert "video games & consoles" in encoder and 3 not in encoder
+
+
 def test_json_round_trip(encoder, tmp_path):
     path = tmp_path / "sub" / "categories.json"
     encoder.save(path)

@@ -17,6 +17,7 @@ from listings.data import (
     parse_price,
     read_jsonl,
     split_category,
+    unify_spellings,
     write_jsonl,
 )
 
@@ -82,6 +83,20 @@ def test_categories(listings):
     assert row["root"] == "Home & Garden"
     assert listings.loc["p-dvd", "root"] == "Music, Films, Books & Games"
     assert split_category(" A /B / / C ") == ["A", "B", "C"]
+    assert split_category("Home  &\tGarden / Sofas") == ["Home & Garden", "Sofas"]
+
+
+def test_a_category_spelt_in_another_case_is_one_class(quirky_dataset):
+    products = quirky_dataset / "Products.csv"
+    products.write_text(products.read_text(encoding="utf-8").replace("Sports, Leisure & Travel / Cycling", "home  &  GARDEN / Cycling"), encoding="utf-8")
+    listings = load_listings(quirky_dataset).set_index("product_id")
+    assert listings.loc["p-bike", "root"] == listings.loc["p-mirror", "root"] == "Home & Garden"
+    assert listings.loc["p-bike", "category"] == "Home & Garden / Cycling / Bicycles"
+
+
+def test_spellings_are_unified_by_the_most_common():
+    paths = pd.Series([["Home & Garden", "Sofas"], ["home & garden", "sofas"], ["Home & Garden", "Sofas"], ["HOME & GARDEN", "Lamps"], ["Other Goods", "Home & Garden"]])
+    assert unify_spellings(paths).tolist() == [["Home & Garden", "Sofas"]] * 3 + [["Home & Garden", "Lamps"], ["Other Goods", "Home & Garden"]]
 
 
 def test_image_ids_per_product(listings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -64,8 +65,13 @@ def test_evaluating_another_directory_keeps_the_test_split_report(trained_pipeli
     test_split = (reports / "metrics.json").read_text()
     assert main(["evaluate", *_settings(config), "--data", str(unseen)]) == 0
     assert (reports / "metrics.json").read_text() == test_split
-    other = json.loads((reports / f"data-{unseen.name}" / "metrics.json").read_text())
-    assert other["source"] == str(unseen) and (reports / f"data-{unseen.name}" / "report.md").exists()
+    (other_dir,) = reports.glob(f"data-{unseen.name}-*")
+    other = json.loads((other_dir / "metrics.json").read_text())
+    assert other["source"] == str(unseen) and (other_dir / "report.md").exists()
+    namesake = shutil.copytree(unseen, tmp_path / "elsewhere" / unseen.name)  # same name, another folder
+    assert main(["evaluate", *_settings(config), "--data", str(namesake)]) == 0
+    assert json.loads((other_dir / "metrics.json").read_text())["source"] == str(unseen)
+    assert len(list(reports.glob(f"data-{unseen.name}-*"))) == 2
 
 
 def test_a_directory_without_images_csv_is_a_clear_error(trained_pipeline, tmp_path, capsys):
@@ -127,7 +133,7 @@ def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(tra
     assert result["skipped_images"] == {"missing": 1, "not_an_image": 1}
     assert result["n_products"] == len(products) + 4 and result["seen_in_training"] == 4
     assert "warning: 4 of these" in capsys.readouterr().out
-    assert "**Warning:** 4 of these" in (config.paths.reports / "data-mixed" / "report.md").read_text()
+    assert "**Warning:** 4 of these" in (next(config.paths.reports.glob("data-mixed-*")) / "report.md").read_text()
 
 
 def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
