@@ -28,6 +28,7 @@ from api.uploads import BodyLimitMiddleware
 from listings.config import Config
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MAX_FORM_FIELDS = 20
 DOCS_ASSETS = "/docs-assets"  # Swagger UI from its pip package: the docs work offline, no CDN
 DESCRIPTION = """Classify a marketplace listing from its photos and/or text into one of the root
 categories, and find similar listings. Form fields: `img` (one or more photo files), `txt` (text).
@@ -36,6 +37,8 @@ Example: `curl -F img=@chair.jpg -F txt="oak dining chair" localhost:8008/combin
 
 def create_app(config: Config, services: Services | None = None) -> FastAPI:
     """The app serving `config`; `services` (predictor, index, photos) are loaded at start-up when not given."""
+    # the bytes a text field may take: a character is up to 4 bytes in UTF-8, 12 url-encoded (%XX each)
+    max_text_part = 12 * config.serve.max_text_chars + 1024
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -60,10 +63,10 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served below from the local Swagger UI files
         redoc_url=None,
-        form_limits={"max_files": config.serve.max_photos, "max_fields": 20, "max_part_size": 4 * config.serve.max_text_chars + 1024},
+        form_limits={"max_files": config.serve.max_photos, "max_fields": MAX_FORM_FIELDS, "max_part_size": max_text_part},
     )
     app.state.config = config
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes, max_other_bytes=max_text_part + 64 * 1024)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

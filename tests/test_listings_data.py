@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pandas as pd
 import pytest
@@ -54,6 +55,20 @@ def test_prices(listings):
 def test_bare_carriage_returns_and_entities_in_descriptions(listings):
     assert listings.loc["p-dvd", "description"] == 'Five discs, all working. Collection only & cash, "no" offers'
     assert not listings["description"].str.contains("\r").any()
+
+
+def test_posted_by_cleaning_takes_linear_time_on_hostile_text():
+    """A text of "Posted by in in in ..." made the boilerplate regex try every split of its words:
+    43 s for 80,000 characters, on the API's event loop. A guard against that backtracking (now
+    0.2 s), not a speed target."""
+    hostile = (("Posted by " + "in " * 10) * 8000)[:80_000]
+    spaced = (("Posted by x" + " in" * 30 + " " * 30) * 1600)[:80_000]
+    started = time.perf_counter()
+    for text in (hostile, spaced):
+        clean_description(text)
+        clean_title(text)
+    assert time.perf_counter() - started < 8
+    assert clean_description("Sofa. Posted by Ann in Home & Garden, Sofas in Leeds. Collection only") == "Sofa. Collection only"
 
 
 def test_posted_by_boilerplate_is_stripped_in_every_date_form(listings):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from listings.images import STORED_JPEG, ImageError, build_clean_cache, clean_image, clean_photo, letterbox, stored_form
+from listings import images
+from listings.images import STORED_JPEG, ImageError, build_clean_cache, clean_image, clean_photo, letterbox, stored_form, to_rgb
 
 SIZE = 64
 # a file left open by cleaning (found when it is garbage-collected) fails the test
@@ -125,6 +126,44 @@ def test_16_bit_grayscale_is_not_stretched_to_its_maximum():
     dark = Image.fromarray(np.full((16, 16), 4112, dtype=np.uint16))  # 4112 / 257 = 16
     image = clean_image(encode(dark, "PNG"), SIZE)
     assert abs(pixel(image, 32, 32)[0] - 16) <= 1
+
+
+def _large(mode: str) -> Image.Image:
+    """A 1,000 × 600 photo in `mode` with smooth content: a horizontal ramp and a bright band."""
+    ramp = np.tile(np.linspace(0.0, 1.0, 1000), (600, 1))
+    ramp[200:400] = 0.8
+    if mode == "I;16":
+        return Image.fromarray((ramp * 65535).astype(np.uint16))
+    if mode == "F":
+        return Image.fromarray((ramp * 65535).astype(np.float32))
+    if mode == "1":
+        return Image.fromarray(ramp > 0.5)
+    grey = Image.fromarray((ramp * 255).astype(np.uint8))
+    if mode == "P":
+        return grey.convert("RGB").quantize(16)
+    return Image.merge("RGBA", (grey, grey.point(lambda v: 255 - v), grey, Image.new("L", grey.size, 160)))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F", "1", "P", "RGBA"])
+def test_a_large_photo_is_box_averaged_before_it_is_converted_to_the_same_pixels(mode, monkeypatch):
+    """Converted whole, a 40-megapixel 16-bit PNG took 0.98 GB to clean; a photo over four times the
+    square's side is now reduced first, to the pixels converting it whole gives."""
+    converted_sizes = []
+
+    def recording_to_rgb(image: Image.Image) -> Image.Image:
+        converted_sizes.append(image.size)
+        return to_rgb(image)
+
+    monkeypatch.setattr(images, "to_rgb", recording_to_rgb)
+    source = _large(mode)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # "rotate 90° anticlockwise to display": the orientation survives the reduction
+    data = encode(source, "TIFF" if mode == "F" else "PNG", exif=exif)
+    cleaned = np.asarray(clean_image(data, SIZE), dtype=float)
+    whole = np.asarray(letterbox(to_rgb(source.transpose(Image.Transpose.ROTATE_90)), SIZE), dtype=float)
+    assert cleaned.shape == whole.shape == (SIZE, SIZE, 3)
+    assert np.abs(cleaned - whole).mean() < 2.0
+    assert converted_sizes == [(86, 143)]  # a seventh of each side, upright: at least twice the square's
 
 
 def test_exif_orientation_is_applied():
