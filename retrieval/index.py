@@ -886,7 +886,7 @@ def _listing_from_row(row: tuple) -> Listing:
 
 def write_faiss_file(index: faiss.Index, path: Path) -> None:
     """Write to a temporary file, flush it to disk, then rename it over `path`."""
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = _temporary(path)
     faiss.write_index(index, str(temporary))
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
@@ -895,7 +895,7 @@ def write_faiss_file(index: faiss.Index, path: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = _temporary(path)
     with open(temporary, "w") as handle:
         handle.write(text)
         handle.flush()
@@ -958,6 +958,14 @@ def _lock(directory: Path, exclusive: bool) -> int:
             raise IndexInUseError(f"the index in {directory} is open in another process (a running `fbm serve`?): stop it, then rebuild") from None
         raise IndexInUseError(f"the index in {directory} is being rebuilt by another process: try again when `fbm index` has finished") from None
     return descriptor
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name for a new version of `path`, this process's own: two processes with the
+    index open (the server checkpointing, `fbm similar` saving what it reconciled) never write
+    into one file. The last rename wins, and a FAISS file that lags its database is reconciled
+    when it is next opened."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def _remove_other_builds(directory: Path, build_id: str) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from api.app import create_app
 from listings.images import clean_image, stored_jpeg
+from retrieval.index import ListingIndex
 from test_api_fakes import CLASSES, FakePredictor, fake_services, jpeg_bytes, live_server, synthetic_photo, tiny_config
 
 KEY = "test-key-123"
@@ -561,6 +562,27 @@ def test_serve_refuses_to_start_without_trained_models(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="combined_model"):
         serve(tiny_config(tmp_path))
+
+
+def test_serve_saves_the_live_writes_when_it_stops(tmp_path, monkeypatch):
+    """`fbm serve` loads the services before the app; stopping must still checkpoint FAISS, or every
+    start after a clean stop reconciles as if after a crash."""
+    from api import server
+
+    config = tiny_config(tmp_path, api_key=KEY)
+    services = fake_services(config)
+
+    def serve_one_write(app, **_):
+        with TestClient(app) as client:
+            form = {"title": "Oak dining chair", "product_id": "live-1"}
+            assert client.post("/listings", data=form, headers={"X-API-Key": KEY}).status_code == 201
+
+    monkeypatch.setattr(server, "load_services", lambda _: services)
+    monkeypatch.setattr(server.uvicorn, "run", serve_one_write)
+    server.serve(config)
+    with ListingIndex.open(config.paths.index, config.index) as reopened:
+        assert reopened.reconciled == {"re_added": 0, "removed": 0}
+        assert reopened.stored("live-1") is not None
 
 
 def test_an_index_of_another_dimension_is_refused_naming_its_file(artifacts):

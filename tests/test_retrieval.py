@@ -342,7 +342,7 @@ def test_writes_between_checkpoints_survive_a_crash_and_close_writes_them(tmp_pa
 def test_interrupted_faiss_write_and_interrupted_build_leave_the_index_usable(tmp_path, monkeypatch):
     _build(tmp_path).close()
     faiss_file = next(tmp_path.glob("vectors-*.faiss"))
-    faiss_file.with_name(faiss_file.name + ".tmp").write_bytes(b"half a file")
+    faiss_file.with_name(faiss_file.name + ".4242.1.tmp").write_bytes(b"half a file")  # a write killed mid-way
     monkeypatch.setattr(index_module, "_write_atomic", _crash)  # a rebuild that dies before its commit
     with pytest.raises(_Crash):
         _build(tmp_path, {"other": (1, 1, "Other Goods", 1.0)})
