@@ -36,6 +36,7 @@ _POSTED_BY = re.compile(
     re.DOTALL,
 )
 _WHITESPACE = re.compile(r"\s+")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # "£1,234.00", "£75", "1234.5": pounds, with thousands commas or none; anything else is no price
 _PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
 # Listing and photo ids are UUID-like tokens: letters, digits, '-' and '_' only, so an id can never
@@ -50,12 +51,12 @@ class DatasetError(ValueError):
 
 def clean_title(raw: object) -> str:
     """Strip the ` | in <Town>, <County> | Gumtree` suffix and tidy whitespace."""
-    return _tidy(_TITLE_SUFFIX.sub("", _tidy_text(raw)))
+    return _tidy(_TITLE_SUFFIX.sub("", clean_text(raw)))
 
 
 def clean_description(raw: object) -> str:
     """Remove the "Posted by X in <categories> in <Town>." boilerplate, which leaks the label."""
-    return _tidy(_POSTED_BY.sub(". ", _tidy_text(raw))).lstrip(". ").strip()
+    return _tidy(_POSTED_BY.sub(". ", clean_text(raw))).lstrip(". ").strip()
 
 
 def listing_text(title: str, description: str) -> str:
@@ -114,7 +115,7 @@ def read_dataset(data_dir: str | Path) -> Dataset:
             "title": products["product_name"].map(clean_title),
             "description": products["product_description"].map(clean_description),
             "price": products["price"].map(parse_price),
-            "location": products["location"].map(_tidy_text),
+            "location": products["location"].map(clean_text),
             "category": categories.map(" / ".join),
             "root": categories.map(lambda parts: parts[0] if parts else ""),
         }
@@ -192,14 +193,21 @@ def _is_id(value: str) -> bool:
 def _as_text(raw: object) -> str:
     if raw is None or (isinstance(raw, float) and raw != raw):
         return ""
-    return html.unescape(str(raw))
+    return without_controls(html.unescape(str(raw)))
+
+
+def without_controls(text: str) -> str:
+    """`text` with control characters (NUL, line breaks, escape sequences, and the bidirectional overrides that
+    reorder what follows them) turned into spaces: a listing's text is shown in terminals and pages."""
+    return _CONTROL.sub(" ", text)
 
 
 def _tidy(text: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def _tidy_text(raw: object) -> str:
+def clean_text(raw: object) -> str:
+    """Any other field (a location): HTML entities decoded, controls and runs of whitespace made one space."""
     return _tidy(_as_text(raw))
 
 

@@ -24,6 +24,10 @@ JPEG_QUALITY = 95
 # what Pillow reports of a JPEG that holds pixels only (its JFIF header and progressive scans)
 PLAIN_JPEG_INFO = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "progressive", "progression"}
 STORED_JPEG = "fbm.stored_jpeg"  # `clean_photo`'s info key for the encoding its pixels were decoded from
+# The formats photos come in. Pillow reads forty more, some of which decode everything on opening
+# (an ICO holding a 9000×9000 PNG: 320 MB before the pixel limit is checked) or run an outside
+# program (EPS: Ghostscript); none is a photo a marketplace seller uploads.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")  # grey modes of more than 8 bits a sample
 _ORIENTATION_FIX = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -231,11 +235,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError("too_large", str(exc)) from exc
+            image = Image.open(stream, formats=PHOTO_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # its limit is Pillow's, not ours
+        raise ImageError("too_large", f"its header declares more than {max_pixels} pixels") from exc
     except UnidentifiedImageError as exc:  # its message names the stream object, not the file
-        raise ImageError("not_an_image", "not a picture format Pillow reads (JPEG, PNG, WebP, GIF, ...)") from exc
+        raise ImageError("not_an_image", f"not a photo in an accepted format ({', '.join(PHOTO_FORMATS)})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not_an_image", str(exc)) from exc
     width, height = image.size

@@ -79,7 +79,7 @@ import faiss
 import numpy as np
 
 from listings.config import IndexConfig
-from listings.data import split_category
+from listings.data import split_category, without_controls
 from retrieval.terms import Terms, term_cosines
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ def format_results(result: SearchResult, title_width: int = 48) -> str:
 def _fit(text: str, width: int) -> str:
     """`text` clipped (with …) and padded to `width` terminal columns: an emoji or a CJK character
     takes two (a symbol followed by the emoji selector too), a combining mark none, so the table's columns line up whatever the titles hold."""
-    out, used = [], 0
+    text, out, used = without_controls(text), [], 0  # no escape sequence reaches the terminal
     columns = [0 if previous == "\u200d" else _columns(char) for previous, char in zip(" " + text, text)]  # a joined emoji: one glyph
     if sum(columns) <= width:
         return text + " " * (width - sum(columns))
@@ -670,6 +670,15 @@ class ListingIndex:
         parent = _PATH_SEPARATOR.join(parts[:depth])
         known = sorted({path[depth] for path in self._category_paths(parts[:depth]) if len(path) > depth}, key=str.lower)
         raise ValueError(f"no listing in category {category[:200]!r}; {parent!r} has: {'; '.join(known) or 'no sub-categories'}")
+
+    def spelled_category(self, category: str) -> str:
+        """A category path with each level spelt as the indexed listings spell it when one of them
+        has it in any case (a new listing's `dining` joins `Dining`, not a second category beside it)."""
+        parts = split_category(category)
+        for depth in range(1, len(parts)):
+            known = {path[depth].lower(): path[depth] for path in self._category_paths(parts[: depth + 1]) if len(path) > depth}
+            parts[depth] = known.get(parts[depth].lower(), parts[depth])
+        return _PATH_SEPARATOR.join(parts)
 
     def _category_paths(self, parts: list[str], limit: int = -1) -> list[list[str]]:
         """The distinct category paths (as levels) of the listings under the path `parts`."""

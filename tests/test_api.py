@@ -218,7 +218,7 @@ BAD_REQUESTS = [
     ("/text", {"txt": "   "}, None, 422, "txt is empty"),
     ("/text", {"txt": "word " * 5000}, None, 422, "at most 20,000"),
     ("/combined", {}, None, 422, "a photo (img), a text (txt) or both"),
-    ("/image", {}, {"img": ("notes.txt", b"hello, I am not a picture")}, 422, "not_an_image: not a picture format"),
+    ("/image", {}, {"img": ("notes.txt", b"hello, I am not a picture")}, 422, "not_an_image: not a photo in an accepted format (JPEG, PNG"),
     ("/image", {}, {"img": ("half.jpg", _truncated_jpeg())}, 422, "truncated"),
     ("/image", {}, {"img": ("empty.jpg", b"")}, 422, "empty"),
     ("/similar", {"txt": "chair"}, {"img": ("x.gif", b"GIF89a\x01\x00")}, 422, "photo 1"),
@@ -365,6 +365,23 @@ def test_writes_need_the_right_key(writable, headers):
     assert writable.post("/listings", data={"title": "chair"}, headers=headers).status_code == 401
     assert writable.delete("/listings/prod-01", headers=headers).status_code == 401
     assert writable.get("/health").json()["listings"] == 12
+
+
+def test_an_added_listing_joins_the_categories_as_spelt_and_its_text_loses_control_characters(writable):
+    auth = {"X-API-Key": KEY}
+    form = {
+        "title": "Corded\x00 phone\x1b[31m\u202e",
+        "location": "Le\x00eds\r\nX-Injected: 1",
+        "category": "phones, mobile phones & telecoms / home PHONES / Corded",
+        "product_id": "live-phone",
+    }
+    created = writable.post("/listings", data=form, headers=auth)
+    assert created.status_code == 201, created.text
+    assert created.json()["category"] == "Phones, Mobile Phones & Telecoms / Home Phones / Corded"  # not a second 'home PHONES'
+    listing = writable.get("/listings/live-phone/similar").json()["listing"]
+    assert listing["title"] == "Corded phone [31m" and listing["location"] == "Le eds X-Injected: 1"
+    too_long = writable.post("/listings", data={**form, "category": "Other Goods / " + "z" * 300}, headers=auth)
+    assert too_long.status_code == 422 and "category" in too_long.json()["detail"]
 
 
 def test_an_added_listing_is_searchable_with_its_photos_then_deleted(writable):

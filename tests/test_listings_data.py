@@ -11,6 +11,7 @@ from listings.data import (
     LISTING_COLUMNS,
     DatasetError,
     clean_description,
+    clean_text,
     clean_title,
     listing_text,
     load_listings,
@@ -55,6 +56,14 @@ def test_prices(listings):
 def test_bare_carriage_returns_and_entities_in_descriptions(listings):
     assert listings.loc["p-dvd", "description"] == 'Five discs, all working. Collection only & cash, "no" offers'
     assert not listings["description"].str.contains("\r").any()
+
+
+def test_control_characters_become_spaces():
+    """NUL, terminal escapes and bidirectional overrides would reach terminals and pages as sent."""
+    assert clean_title("oak\x00chair\x1b[31m red\u202e | in Leeds, West Yorkshire | Gumtree") == "oak chair [31m red"
+    assert clean_text("Le\x00eds\r\nX-Injected:\x7f 1") == "Le eds X-Injected: 1"
+    assert clean_description("Problem\u202a+44 7448\u202cIf") == "Problem +44 7448 If"
+    assert split_category("Home & Garden / \x01\x1b[31mred") == ["Home & Garden", "[31mred"]
 
 
 def test_posted_by_cleaning_takes_linear_time_on_hostile_text():

@@ -218,6 +218,20 @@ def test_broken_files_raise_image_error(tmp_path: Path, name: str, content: byte
     assert time.perf_counter() - start < 2.0  # a bomb is refused from its header, never decoded
 
 
+@pytest.mark.parametrize("fmt", ["ICO", "TGA", "PPM", "PCX", "EPS"])
+def test_formats_that_are_not_photos_are_refused_before_decoding(fmt: str):
+    """Pillow reads some formats whole on opening (an ICO around a large PNG) or through an outside
+    program (EPS: Ghostscript); only the formats photos come in are opened."""
+    data = encode(Image.new("RGB", (32, 32), (0, 128, 0)), fmt) if fmt != "EPS" else b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n"
+    with pytest.raises(ImageError, match=r"not_an_image: not a photo in an accepted format \(JPEG, PNG"):
+        clean_image(data, SIZE)
+
+
+def test_a_bomb_is_refused_in_terms_of_our_limit():
+    with pytest.raises(ImageError, match="too_large: its header declares more than 40000000 pixels"):
+        clean_image(png_claiming(30000, 30000), SIZE, max_pixels=40_000_000)
+
+
 def test_missing_file(tmp_path: Path):
     with pytest.raises(ImageError) as error:
         clean_image(tmp_path / "nope.jpg", SIZE)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 
 import numpy as np
@@ -505,3 +506,8 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
 
     assert len({columns(row.rsplit("  ", 1)[0]) for row in rows}) == 1  # every row as wide up to the product id
     assert "…" in rows[-1] and "Plain oak chair" in rows[0]
+
+    hostile = Hit("p9", "oak\x1b[31mchair\x00\u202e", "Other Goods", "Other Goods", None, "Le\r\neds", [], score=0.5)
+    table = format_results(SearchResult([hostile], ("text",)))
+    assert not re.search("[\x00-\x09\x0b-\x1f\u202e]", table)  # no escape sequence reaches the terminal
+    assert "oak [31mchair" in table

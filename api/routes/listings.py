@@ -13,7 +13,7 @@ from api.routes.predict import OptionalPhotos
 from api.routes.similar import Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted
 from api.uploads import checked_text, cleaned_photos
-from listings.data import ID_PATTERN, clean_description, clean_title, listing_text
+from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
 from retrieval.query import index_listing
 
 router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)
@@ -29,7 +29,7 @@ async def add_listing(
     description: Annotated[str, Form()] = "",
     price: Price = None,
     location: Annotated[str, Form(max_length=200)] = "",
-    category: Annotated[str | None, Form(description="root category or path; predicted when left out")] = None,
+    category: Annotated[str | None, Form(max_length=300, description="root category or path; predicted when left out")] = None,
     product_id: Annotated[str | None, Form(pattern=ID_PATTERN, description="a new id is made when left out")] = None,
     img: OptionalPhotos = None,
 ) -> ListingCreated:
@@ -43,6 +43,8 @@ async def add_listing(
     title = checked_text(clean_title(title), config, field="title", required=True)
     text = checked_text(listing_text(title, clean_description(description)), config, field="title + description")
     category = known_category(category, services.predictor.classes)
+    if category is not None:
+        category = await run_in_threadpool(services.index.spelled_category, category)
     photos = await cleaned_photos(img, config, pool)
     prediction = await predict(batcher, photos, text, "combined")
     image_ids = [await run_in_threadpool(services.photos.add, photo) for photo in photos]
@@ -51,7 +53,7 @@ async def add_listing(
         "title": title,
         "category": category or prediction.pred,
         "price": price,
-        "location": location.strip(),
+        "location": clean_text(location),
         "image_ids": image_ids,
     }
     try:
