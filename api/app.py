@@ -68,6 +68,7 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
     app.state.config = config
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes, max_other_bytes=max_text_part + 64 * 1024)
     app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(BlankQueryMiddleware)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for module in (predict, similar, listings, meta):
@@ -97,6 +98,20 @@ class HeadAsGetMiddleware:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class BlankQueryMiddleware:
+    """Leave out query parameters sent blank (`?min_price=&k=5`), as FastAPI leaves out a blank form
+    field: a filter left empty is one not given, on `GET /listings/{id}/similar` as on `POST /similar`."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            given = [pair for pair in scope["query_string"].split(b"&") if pair.partition(b"=")[2]]
+            scope = {**scope, "query_string": b"&".join(given)}
+        await self.app(scope, receive, send)
 
 
 def _serve_docs(app: FastAPI) -> None:
@@ -152,7 +167,7 @@ def _form_limit_error(detail: str, config: Config) -> tuple[int, str]:
     if detail.startswith(("Part exceeded maximum size", "Field exceeded maximum size")):
         return 422, f"a form field is too long: a text field (txt, title, description) holds at most {config.serve.max_text_chars:,} characters"
     if detail.startswith("Too many files"):
-        return 422, f"img: at most {config.serve.max_photos} photos are accepted in one request"
+        return 422, f"at most {config.serve.max_photos} files are accepted in one request (photos, in img)"
     if detail.startswith("Too many fields"):
         return 422, "too many form fields: send img, txt and the documented fields only"
     return 400, detail
@@ -175,6 +190,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 def _plain_message(error: dict) -> str:
     """Pydantic's message, except where it speaks of Python types rather than of the form."""
     message = error.get("msg", "invalid")
+    if error.get("type") == "missing":
+        return "required: it was not sent, or sent empty"
     if "Expected UploadFile" in message:
         return "send a file here (curl -F img=@photo.jpg), not a text value"
     if error.get("type") == "string_type" and hasattr(error.get("input"), "filename"):

@@ -146,6 +146,10 @@ def test_more_like_an_indexed_listing_by_its_own_modalities(client):
         refused = client.get("/listings/prod-00/similar", params=params)
         assert refused.status_code == 422 and words in refused.json()["detail"], refused.text
     assert client.get("/listings/..%2Fetc/similar").status_code in (404, 422)
+    blank = client.get("/listings/prod-00/similar?k=&min_price=&category=&max_price=70")  # blank filters are not given, as in a form
+    assert blank.status_code == 200 and blank.json()["results"] and all(r["price"] <= 70 for r in blank.json()["results"] if r["price"] is not None)
+    empty_title = client.post("/listings", data={"title": ""}, headers={"X-API-Key": KEY})
+    assert empty_title.status_code == 422 and empty_title.json()["detail"] == "title: required: it was not sent, or sent empty"
 
 
 def test_health_categories_photos_and_page(client, artifacts):
@@ -280,7 +284,9 @@ def test_photo_and_pixel_limits(artifacts):
 
         small = jpeg_bytes(synthetic_photo("red", "circle"))
         response = client.post("/image", files=[("img", ("a.jpg", small))] * 3)
-        assert response.status_code == 422 and "img: at most 2 photos" in response.json()["detail"]
+        assert response.status_code == 422 and "at most 2 files are accepted in one request (photos, in img)" in response.json()["detail"]
+        elsewhere = client.post("/text", data={"txt": "chair"}, files=[("other", ("a.jpg", small))] * 3)  # files count in any field
+        assert elsewhere.status_code == 422 and "at most 2 files" in elsewhere.json()["detail"]
         assert client.post("/image", files=[("img", ("a.jpg", small))] * 2).status_code == 200
 
 

@@ -125,3 +125,4 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         wait.until(lambda d: "Refused: min_price 500 is above max_price 100" in d.find_element(By.ID, "status").text)
         in_view = "const r = document.getElementById('status').getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
         wait.until(lambda d: d.execute_script(in_view))
+        assert not browser.find_element(By.ID, "results-section").is_displayed()  # the earlier answer is gone

@@ -106,6 +106,7 @@ async function ask(url, options, onAnswer) {
     const response = await fetch(url, options);
     const answer = await response.json();
     if (!response.ok) {
+      clearAnswer();  // the results of an earlier search are not the answer to this one
       status.textContent = `Refused: ${answer.detail}`;
       return false;
     }
@@ -114,6 +115,7 @@ async function ask(url, options, onAnswer) {
     status.textContent = `${answer.results.length} listings, ranked by ${answer.modalities.join(" + ")}`;
     return true;
   } catch (error) {
+    clearAnswer();
     status.textContent = `The search failed: ${error}`;
     return false;
   } finally {
@@ -148,11 +150,15 @@ async function search(event) {
   });
 }
 
+function clearAnswer() {
+  $("prediction").hidden = true;
+  $("results-section").hidden = true;
+}
+
 function clearAll() {
   form.reset();
   showPreview();
-  $("prediction").hidden = true;
-  $("results-section").hidden = true;
+  clearAnswer();
   status.textContent = "";
 }
 
@@ -168,6 +174,7 @@ drop.addEventListener("drop", (event) => {
   }
 });
 photo.addEventListener("change", showPreview);
+$("preview").addEventListener("error", () => { $("preview").hidden = true; });  // not a picture the browser draws
 form.addEventListener("submit", search);
 $("clear").addEventListener("click", clearAll);
 loadCategories();
