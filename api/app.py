@@ -35,8 +35,11 @@ categories, and find similar listings. Form fields: `img` (one or more photo fil
 Example: `curl -F img=@chair.jpg -F txt="oak dining chair" localhost:8008/combined`."""
 
 
-def create_app(config: Config, services: Services | None = None) -> FastAPI:
-    """The app serving `config`; `services` (predictor, index, photos) are loaded at start-up when not given."""
+def create_app(config: Config, services: Services | None = None, close_services: bool = False) -> FastAPI:
+    """The app serving `config`; `services` (predictor, index, photos) are loaded at start-up when
+    not given. It closes at shutdown the services it loaded, and those given with `close_services`
+    (the index checkpoints its live writes): uvicorn ends a process stopped by SIGTERM by raising
+    the signal again once the app has shut down, so no code after `uvicorn.run` would run."""
     # the bytes a text field may take: a character is up to 4 bytes in UTF-8, 12 url-encoded (%XX each)
     max_text_part = 12 * config.serve.max_text_chars + 1024
 
@@ -53,7 +56,7 @@ def create_app(config: Config, services: Services | None = None) -> FastAPI:
         finally:
             app.state.batcher.stop()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
-            if services is None:  # loaded here, so closed here: pending index writes are checkpointed
+            if services is None or close_services:  # pending index writes are checkpointed
                 await run_in_threadpool(app.state.services.index.close)
 
     app = FastAPI(

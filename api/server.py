@@ -35,13 +35,10 @@ def serve(config: Config) -> None:
     services = load_services(config)
     if not config.serve.api_key:
         log.warning("FBM_API_KEY is not set: POST /listings and DELETE /listings are refused")
-    try:
-        uvicorn.run(
-            create_app(config, services),
-            host=config.serve.host,
-            port=config.serve.port,
-            log_level="info",
-            timeout_graceful_shutdown=10,
-        )
-    finally:  # the app closes only what it loaded itself: live writes since the last checkpoint are saved here
-        services.index.close()
+    uvicorn.run(
+        create_app(config, services, close_services=True),  # live writes since the last checkpoint saved at shutdown
+        host=config.serve.host,
+        port=config.serve.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -224,7 +225,7 @@ def report_dir(config: Config, data_dir: str | None) -> Path:
     if not data_dir:
         return config.paths.reports
     resolved = Path(data_dir).resolve()
-    return config.paths.reports / f"data-{resolved.name}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
+    return config.paths.reports / f"data-{resolved.name}-{hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]}"
 
 
 def write_outputs(config: Config, result: dict, out_dir: Path, json_path: str | None = None) -> Path:

@@ -94,7 +94,7 @@ def canonical_category(category: str | None, classes: Sequence[str]) -> str | No
     if category is None or not category.strip():
         return None
     parts = split_category(category)
-    roots = {name.lower(): name for name in classes}
-    if not parts or parts[0].lower() not in roots:
+    roots = {name.casefold(): name for name in classes}
+    if not parts or parts[0].casefold() not in roots:
         raise UnknownCategoryError(f"unknown category {category[:100]!r}; known: {'; '.join(classes)}")
-    return " / ".join([roots[parts[0].lower()], *parts[1:]])
+    return " / ".join([roots[parts[0].casefold()], *parts[1:]])

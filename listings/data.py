@@ -27,11 +27,12 @@ _DATE = rf"(?:\d{{1,2}}\.?\s+{_MONTH}\s+\d{{4}}|{_MONTH}\s+\d{{1,2}},?\s+\d{{4}}
 # "Posted by Nisha in Dining, Living Room Furniture, Mirrors in Wokingham. 25 February 2022": the
 # categories leak the label. The town ends at a period, at the date (sometimes there is no period)
 # or at the end of the text; a post without categories ("Posted by Vicky, in Greenford.") goes too.
-# The name ends at its first " in " and the categories at their last, each an atomic group (?>...),
+# The name ends at its first " in " and the categories at their last before a period or a digit
+# (a date: "in Christow 9 October 2021 Ridden twice" keeps the seller's text), each an atomic group,
 # and whitespace is collapsed before matching: a text of "Posted by in in in ..." made the regex
 # backtrack through every split of its words (a minute for 20,000 characters); now it is linear.
 _POSTED_BY = re.compile(
-    r"\.?\s*Posted by\b(?>.{0,60}?\sin\s)(?>[^.]{0,200}\sin\s)?[^.]{1,60}?"
+    r"\.?\s*Posted by\b(?>.{0,60}?\sin\s)(?>[^.\d]{0,200}\sin\s)?[^.]{1,60}?"
     rf"(?:\.?\s*{_DATE}|\.|$)",
     re.DOTALL,
 )

@@ -81,7 +81,7 @@ def _reduced(image: Image.Image, size: int) -> Image.Image:
     if image.mode in _HIGH_DEPTH:  # box-averaged after they become 8-bit: `reduce` takes no 16-bit mode
         converted = _eight_bit(image)
     elif image.mode == "P":
-        converted = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        converted = _from_palette(image)
     elif image.mode == "1":
         converted = image.convert("L")
     else:
@@ -91,12 +91,17 @@ def _reduced(image: Image.Image, size: int) -> Image.Image:
     return reduced
 
 
+def _from_palette(image: Image.Image) -> Image.Image:
+    return image.convert("RGBA" if "transparency" in image.info else "RGB")
+
+
 def _eight_bit(image: Image.Image) -> Image.Image:
     """High-depth grey (16-bit, 32-bit integer or float samples) as 8-bit grey, a block of rows at
     a time (a float copy of a whole 40-megapixel photo is 320 MB). 16-bit samples span 0..65535;
     kept in I or F they may also be plain 8-bit values."""
     array = np.asarray(image)
-    peak = 65535.0 if image.mode.startswith("I;16") or (array.size and np.nanmax(array) > 255) else 255.0
+    finite = array[np.isfinite(array)] if image.mode == "F" else array  # one inf must not darken the photo
+    peak = 65535.0 if image.mode.startswith("I;16") or (finite.size and finite.max() > 255) else 255.0
     grey = np.empty(array.shape, np.uint8)
     rows = max(1, 1_000_000 // max(1, array.shape[1]))
     for start in range(0, array.shape[0], rows):
@@ -178,7 +183,7 @@ def upright(image: Image.Image) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode → RGB; transparency is composited on white."""
     if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = _from_palette(image)
     if image.mode in _HIGH_DEPTH:
         image = _eight_bit(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -237,7 +242,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream, formats=PHOTO_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # its limit is Pillow's, not ours
-        raise ImageError("too_large", f"its header declares more than {max_pixels} pixels") from exc
+        raise ImageError("too_large", f"its header declares more than {min(max_pixels, Image.MAX_IMAGE_PIXELS)} pixels") from exc
     except UnidentifiedImageError as exc:  # its message names the stream object, not the file
         raise ImageError("not_an_image", f"not a photo in an accepted format ({', '.join(PHOTO_FORMATS)})") from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -66,6 +66,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import unicodedata
@@ -333,6 +334,13 @@ _LIVE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS live_added (product_id TEXT PRIMARY KEY, text TEXT);
 CREATE TABLE IF NOT EXISTS live_deleted (product_id TEXT PRIMARY KEY);
 """
+# The photos of the indexed listings: what `GET /images/{id}` may serve (a deleted listing's photos
+# are not). A build of before this table gets it filled from its listings when first opened.
+_PHOTOS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS photos (image_id TEXT NOT NULL, faiss_id INTEGER NOT NULL, PRIMARY KEY (image_id, faiss_id));
+CREATE INDEX IF NOT EXISTS photos_listing ON photos (faiss_id);
+"""
+_FILL_PHOTOS_SQL = "INSERT OR IGNORE INTO photos SELECT json_each.value, faiss_id FROM listings, json_each(listings.image_ids)"
 _METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
 _LIVE_ADDED_SQL = f"SELECT {_METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id"
 _LIVE_DELETED_SQL = "SELECT product_id FROM live_deleted ORDER BY product_id"
@@ -464,7 +472,7 @@ class ListingIndex:
             db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
             db = sqlite3.connect(db_path, check_same_thread=False)
             with db:
-                db.executescript(_SCHEMA + _LIVE_SCHEMA)
+                db.executescript(_SCHEMA + _LIVE_SCHEMA + _PHOTOS_SCHEMA)
                 db.executemany(
                     "INSERT INTO info (key, value) VALUES (?, ?)",
                     [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id)],
@@ -494,6 +502,7 @@ class ListingIndex:
             raise FileNotFoundError(f"no index in {directory} ({current} is missing): build one with `fbm index`")
         lock = _lock(directory, exclusive=False)
         try:
+            _remove_orphaned_temporaries(directory)
             listing_index = cls._open_build(directory, current.read_text().strip(), config, lock)
         except BaseException:
             os.close(lock)
@@ -514,7 +523,10 @@ class ListingIndex:
         try:
             db = sqlite3.connect(db_path, check_same_thread=False)
             info = dict(db.execute("SELECT key, value FROM info").fetchall())
-            db.executescript(_LIVE_SCHEMA)  # a build of before live changes were recorded
+            db.executescript(_LIVE_SCHEMA + _PHOTOS_SCHEMA)  # for a build of before live changes or photos were recorded
+            with db:
+                if not db.execute("SELECT 1 FROM photos LIMIT 1").fetchone():
+                    db.execute(_FILL_PHOTOS_SQL)
         except sqlite3.DatabaseError as error:
             raise IndexStateError(f"{db_path} is not a readable index database ({error}): rebuild the index with `fbm index`") from error
         try:
@@ -671,13 +683,18 @@ class ListingIndex:
         known = sorted({path[depth] for path in self._category_paths(parts[:depth]) if len(path) > depth}, key=str.lower)
         raise ValueError(f"no listing in category {category[:200]!r}; {parent!r} has: {'; '.join(known) or 'no sub-categories'}")
 
+    def has_photo(self, image_id: str) -> bool:
+        """Whether an indexed listing shows this photo (a deleted listing's photos are no longer served)."""
+        return bool(self._query("SELECT 1 FROM photos WHERE image_id = ? LIMIT 1", [image_id]))
+
     def spelled_category(self, category: str) -> str:
         """A category path with each level spelt as the indexed listings spell it when one of them
         has it in any case (a new listing's `dining` joins `Dining`, not a second category beside it)."""
         parts = split_category(category)
         for depth in range(1, len(parts)):
-            known = {path[depth].lower(): path[depth] for path in self._category_paths(parts[: depth + 1]) if len(path) > depth}
-            parts[depth] = known.get(parts[depth].lower(), parts[depth])
+            spellings = sorted({path[depth] for path in self._category_paths(parts[: depth + 1]) if len(path) > depth}, reverse=True)
+            known = {name.casefold(): name for name in spellings}  # of two spellings in the index, the first in order
+            parts[depth] = known.get(parts[depth].casefold(), parts[depth])
         return _PATH_SEPARATOR.join(parts)
 
     def _category_paths(self, parts: list[str], limit: int = -1) -> list[list[str]]:
@@ -877,6 +894,7 @@ def _insert(db: sqlite3.Connection, row: Listing, vector: np.ndarray, terms: Ter
         ),
     )
     db.execute("INSERT INTO vectors (faiss_id, vector) VALUES (?, ?)", (cursor.lastrowid, np.asarray(vector, np.float32).tobytes()))
+    db.executemany("INSERT OR IGNORE INTO photos (image_id, faiss_id) VALUES (?, ?)", [(image_id, cursor.lastrowid) for image_id in row.image_ids])
     if terms is not None:
         db.execute("INSERT INTO terms (faiss_id, columns, weights) VALUES (?, ?, ?)", (cursor.lastrowid, *terms.to_blobs()))
     return int(cursor.lastrowid)
@@ -886,6 +904,7 @@ def _delete(db: sqlite3.Connection, faiss_id: int) -> None:
     db.execute("DELETE FROM listings WHERE faiss_id = ?", (faiss_id,))
     db.execute("DELETE FROM vectors WHERE faiss_id = ?", (faiss_id,))
     db.execute("DELETE FROM terms WHERE faiss_id = ?", (faiss_id,))
+    db.execute("DELETE FROM photos WHERE faiss_id = ?", (faiss_id,))
 
 
 def _listing_from_row(row: tuple) -> Listing:
@@ -975,6 +994,25 @@ def _temporary(path: Path) -> Path:
     into one file. The last rename wins, and a FAISS file that lags its database is reconciled
     when it is next opened."""
     return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def _remove_orphaned_temporaries(directory: Path) -> None:
+    """Delete the temporary files (`_temporary`) of writes whose process has gone: a checkpoint
+    killed mid-way leaves a file as large as the index that nothing would overwrite."""
+    for path in directory.glob("*.tmp"):
+        match = re.search(r"\.(\d+)\.\d+\.tmp$", path.name)
+        if match and not _process_alive(int(match[1])):
+            path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _remove_other_builds(directory: Path, build_id: str) -> None:

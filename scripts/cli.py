@@ -118,6 +118,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from listings.categories import CategoryEncoder, canonical_category
+    from listings.data import without_controls
     from retrieval.index import ListingIndex, check_search, format_results
     from retrieval.query import search_like_listing, search_similar
 
@@ -141,7 +142,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
                 listing, result = search_like_listing(index, args.like, **filters)
             except KeyError as exc:
                 raise ValueError(f"{exc.args[0]}: --like takes a product id from the index (the last column of a results table)") from exc
-            print(f"listings like: {listing.title} ({listing.category}, {listing.product_id})")
+            print(without_controls(f"listings like: {listing.title} ({listing.category}, {listing.product_id})"))
         else:
             from combined_model.inference import Predictor  # the models: not needed for --like
             from retrieval.terms import TermWeights

@@ -4,9 +4,14 @@ from __future__ import annotations
 import contextlib
 import io
 import select
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -461,8 +466,20 @@ def test_replacing_a_listing_removes_the_photos_added_with_the_old_one(writable)
     hits = writable.post("/similar", data={"txt": "x", "k": "100"}).json()["results"]
     (catalogue_photo,) = [h["image_ids"][0] for h in hits if h["product_id"] == "prod-01"]
     replaced = writable.post("/listings", data={"title": "Green chair", "product_id": "prod-01"}, headers=auth)
-    assert replaced.status_code == 201 and writable.get(f"/images/{catalogue_photo}").status_code == 200  # catalogue photos stay
+    assert replaced.status_code == 201 and writable.get(f"/images/{catalogue_photo}").status_code == 404  # no listing shows it now
     assert writable.delete("/listings/lamp-1", headers=auth).status_code == 200
+
+
+def test_a_deleted_catalogue_listings_photos_are_no_longer_served(writable, tmp_path):
+    """A seller who deletes a listing expects its photos gone; the catalogue's files stay on disk
+    (they are `fbm prepare`'s), served again if a rebuild brings the listing back."""
+    auth = {"X-API-Key": KEY}
+    photo = writable.get("/listings/prod-00/similar").json()["listing"]["image_ids"][0]
+    assert writable.get(f"/images/{photo}").status_code == 200
+    assert writable.delete("/listings/prod-00", headers=auth).status_code == 200
+    gone = writable.get(f"/images/{photo}")
+    assert gone.status_code == 404 and gone.json()["detail"] == f"no photo {photo!r}"
+    assert (tiny_config(tmp_path).paths.clean_images(256) / f"{photo}.jpg").is_file()
 
 
 @pytest.mark.parametrize(
@@ -587,22 +604,43 @@ def test_serve_refuses_to_start_without_trained_models(tmp_path):
         serve(tiny_config(tmp_path))
 
 
-def test_serve_saves_the_live_writes_when_it_stops(tmp_path, monkeypatch):
-    """`fbm serve` loads the services before the app; stopping must still checkpoint FAISS, or every
-    start after a clean stop reconciles as if after a crash."""
-    from api import server
+_SERVE_FAKE = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from test_api_fakes import fake_services, tiny_config
+from api import server
+config = tiny_config(Path(sys.argv[1]), api_key="k")
+config.serve.host, config.serve.port = "127.0.0.1", int(sys.argv[2])
+services = fake_services(config)
+server.load_services = lambda _: services
+server.serve(config)
+"""
 
-    config = tiny_config(tmp_path, api_key=KEY)
-    services = fake_services(config)
 
-    def serve_one_write(app, **_):
-        with TestClient(app) as client:
-            form = {"title": "Oak dining chair", "product_id": "live-1"}
-            assert client.post("/listings", data=form, headers={"X-API-Key": KEY}).status_code == 201
-
-    monkeypatch.setattr(server, "load_services", lambda _: services)
-    monkeypatch.setattr(server.uvicorn, "run", serve_one_write)
-    server.serve(config)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_serve_saves_the_live_writes_when_it_stops(tmp_path, stop):
+    """`fbm serve` stopped by SIGTERM (docker stop, systemd, kill) or Ctrl-C checkpoints the index:
+    a clean stop must not leave the next start to reconcile as after a crash."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", _SERVE_FAKE, str(tmp_path), str(port), str(Path(__file__).parent)], cwd=Path(__file__).parent.parent)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                    break
+            time.sleep(0.2)
+        form = urllib.parse.urlencode({"title": "Oak dining chair", "product_id": "live-1"}).encode()
+        added = urllib.request.urlopen(urllib.request.Request(f"{url}/listings", data=form, headers={"X-API-Key": "k"}), timeout=30)
+        assert added.status == 201
+    finally:
+        process.send_signal(stop)
+        process.wait(timeout=30)
+    config = tiny_config(tmp_path)
     with ListingIndex.open(config.paths.index, config.index) as reopened:
         assert reopened.reconciled == {"re_added": 0, "removed": 0}
         assert reopened.stored("live-1") is not None

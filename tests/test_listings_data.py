@@ -78,6 +78,8 @@ def test_posted_by_cleaning_takes_linear_time_on_hostile_text():
         clean_title(text)
     assert time.perf_counter() - started < 8
     assert clean_description("Sofa. Posted by Ann in Home & Garden, Sofas in Leeds. Collection only") == "Sofa. Collection only"
+    dated = "Road bike. Posted by Julie in Sports, Leisure & Travel, Bicycles in Christow 9 October 2021 Ridden twice, kept in a garage."
+    assert clean_description(dated) == "Road bike. Ridden twice, kept in a garage."  # the seller's words after the date stay
 
 
 def test_posted_by_boilerplate_is_stripped_in_every_date_form(listings):

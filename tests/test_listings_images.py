@@ -166,6 +166,13 @@ def test_a_large_photo_is_box_averaged_before_it_is_converted_to_the_same_pixels
     assert converted_sizes == [(86, 143)]  # a seventh of each side, upright: at least twice the square's
 
 
+def test_a_float_photo_with_infinite_or_missing_samples_keeps_its_brightness():
+    grey = np.full((16, 16), 128.0, dtype=np.float32)
+    grey[0, 0], grey[0, 1] = np.inf, np.nan  # one bad sample must not set the scale of the whole photo
+    image = clean_image(encode(Image.fromarray(grey), "TIFF"), SIZE)
+    assert abs(pixel(image, 32, 32)[0] - 128) <= 1
+
+
 def test_exif_orientation_is_applied():
     stored = Image.new("RGB", (80, 40), (255, 0, 0))
     stored.paste((0, 0, 255), (40, 0, 80, 40))  # left red, right blue, stored landscape

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import sqlite3
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -126,6 +130,26 @@ def test_a_category_path_no_listing_has_is_refused_naming_the_ones_there_are(ind
         index.check_category("Appliances / Ovens")
     with pytest.raises(ValueError, match=r"'Home & Garden / Dining' has: no sub-categories$"):
         index.check_category("Home & Garden / Dining / Chairs")
+
+
+def test_a_category_is_spelt_as_the_indexed_listings_spell_it(index):
+    assert index.spelled_category("Appliances / FRIDGES / Tall") == "Appliances / Fridges / Tall"
+    assert index.spelled_category("Appliances / ovens") == "Appliances / ovens"  # a new level keeps its spelling
+    assert index.spelled_category("Home & Garden / dining") == "Home & Garden / Dining"
+
+
+def test_only_the_indexed_listings_photos_are_served(tmp_path):
+    with _build(tmp_path) as built:
+        assert built.has_photo("same-1") and not built.has_photo("nobody-1")
+        built.delete("same")
+        assert not built.has_photo("same-1")
+        built.add(_row("again", "Appliances"), E[1], None)
+        assert built.has_photo("again-1")
+    database = next(tmp_path.glob("listings-*.sqlite"))
+    with sqlite3.connect(database) as db:
+        db.execute("DROP TABLE photos")  # a build of before photos were recorded
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
+        assert reopened.has_photo("again-1") and reopened.has_photo("unrelated-1") and not reopened.has_photo("same-1")
 
 
 def test_k_is_bounded(index):
@@ -344,6 +368,14 @@ def test_interrupted_faiss_write_and_interrupted_build_leave_the_index_usable(tm
     _build(tmp_path).close()
     faiss_file = next(tmp_path.glob("vectors-*.faiss"))
     faiss_file.with_name(faiss_file.name + ".4242.1.tmp").write_bytes(b"half a file")  # a write killed mid-way
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    orphan = faiss_file.with_name(f"{faiss_file.name}.{dead}.1.tmp")
+    orphan.write_bytes(b"a checkpoint killed mid-way")
+    ours = faiss_file.with_name(f"{faiss_file.name}.{os.getpid()}.7.tmp")  # a live process's write in progress
+    ours.write_bytes(b"being written")
+    ListingIndex.open(tmp_path, IndexConfig()).close()
+    assert not orphan.exists() and ours.exists()
+    ours.unlink()
     monkeypatch.setattr(index_module, "_write_atomic", _crash)  # a rebuild that dies before its commit
     with pytest.raises(_Crash):
         _build(tmp_path, {"other": (1, 1, "Other Goods", 1.0)})

@@ -39,7 +39,7 @@ async def add_listing(
     Title and description are cleaned as `fbm prepare` cleans them (marketplace suffix and "Posted
     by" boilerplate stripped), the photos as training cleaned them and stored, so `GET /images/{id}`
     serves them."""
-    checked_text(description, config, field="description")  # its length, before any work on it
+    description = checked_text(clean_text(description), config, field="description") or ""  # line breaks (CRLF from a browser) count as one space
     title = checked_text(clean_title(title), config, field="title", required=True)
     text = checked_text(listing_text(title, clean_description(description)), config, field="title + description")
     category = known_category(category, services.predictor.classes)

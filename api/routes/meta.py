@@ -44,8 +44,8 @@ def categories(services: ServicesDep) -> CategoriesOut:
 )
 def image(image_id: Annotated[str, Path(pattern=PHOTO_NAME_PATTERN, description="a photo id, optionally with .jpg")], services: ServicesDep) -> FileResponse:
     image_id = image_id.removesuffix(".jpg")
-    path = services.photos.path(image_id)
-    if path is None:
+    path = services.photos.path(image_id) if services.index.has_photo(image_id) else None
+    if path is None:  # unknown, or the photo of a listing deleted since
         raise HTTPException(404, f"no photo {image_id!r}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
