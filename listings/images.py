@@ -78,21 +78,21 @@ def _reduced(image: Image.Image, size: int) -> Image.Image:
     factor = max(image.size) // (2 * size)
     if factor < 2:
         return image
-    if image.mode in _HIGH_DEPTH:  # box-averaged after they become 8-bit: `reduce` takes no 16-bit mode
-        converted = _eight_bit(image)
-    elif image.mode == "P":
-        converted = _from_palette(image)
-    elif image.mode == "1":
-        converted = image.convert("L")
-    else:
-        converted = image
-    reduced = converted.reduce(factor)
+    reduced = _eight_bit_samples(image).reduce(factor)
     reduced.info = dict(image.info)
     return reduced
 
 
-def _from_palette(image: Image.Image) -> Image.Image:
-    return image.convert("RGBA" if "transparency" in image.info else "RGB")
+def _eight_bit_samples(image: Image.Image) -> Image.Image:
+    """A palette, 1-bit or high-depth photo in a mode of 8-bit samples (RGB(A) or L), as `reduce`
+    and the conversion to RGB take it; any other as it is."""
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode in _HIGH_DEPTH:
+        return _eight_bit(image)
+    return image
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
@@ -107,9 +107,7 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     for start in range(0, array.shape[0], rows):
         block = np.nan_to_num(array[start : start + rows] * (255.0 / peak))
         grey[start : start + rows] = block.round().clip(0, 255)
-    converted = Image.fromarray(grey)
-    converted.info = dict(image.info)
-    return converted
+    return Image.fromarray(grey)
 
 
 def _decode_reduced(image: Image.Image, size: int) -> None:
@@ -182,10 +180,7 @@ def upright(image: Image.Image) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode → RGB; transparency is composited on white."""
-    if image.mode == "P":
-        image = _from_palette(image)
-    if image.mode in _HIGH_DEPTH:
-        image = _eight_bit(image)
+    image = _eight_bit_samples(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

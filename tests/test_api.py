@@ -379,13 +379,9 @@ def test_writes_need_the_right_key(writable, headers):
 
 
 def test_an_added_listing_joins_the_categories_as_spelt_and_its_text_loses_control_characters(writable):
+    form = {"title": "Corded\x00 phone\x1b[31m\u202e", "location": "Le\x00eds\r\nX-Injected: 1", "product_id": "live-phone"}
+    form["category"] = "phones, mobile phones & telecoms / home PHONES / Corded"
     auth = {"X-API-Key": KEY}
-    form = {
-        "title": "Corded\x00 phone\x1b[31m\u202e",
-        "location": "Le\x00eds\r\nX-Injected: 1",
-        "category": "phones, mobile phones & telecoms / home PHONES / Corded",
-        "product_id": "live-phone",
-    }
     created = writable.post("/listings", data=form, headers=auth)
     assert created.status_code == 201, created.text
     assert created.json()["category"] == "Phones, Mobile Phones & Telecoms / Home Phones / Corded"  # not a second 'home PHONES'
