@@ -24,10 +24,9 @@ from api.batching import MicroBatcher
 from api.routes import listings, meta, predict, similar
 from api.routes.meta import STATIC_DIR
 from api.services import Services, inference_layout, load_services
-from api.uploads import BodyLimitMiddleware
+from api.uploads import FORM_TYPES, BodyLimitMiddleware, Utf8FormMiddleware, content_type
 from listings.config import Config
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FIELDS = 20
 DOCS_ASSETS = "/docs-assets"  # Swagger UI from its pip package: the docs work offline, no CDN
 DESCRIPTION = """Classify a marketplace listing from its photos and/or text into one of the root
@@ -69,6 +68,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
         form_limits={"max_files": config.serve.max_photos, "max_fields": MAX_FORM_FIELDS, "max_part_size": max_text_part},
     )
     app.state.config = config
+    app.add_middleware(Utf8FormMiddleware)  # added first, so it runs inside the body limit (the last added runs first)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes, max_other_bytes=max_text_part + 64 * 1024)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BlankQueryMiddleware)
@@ -179,9 +179,9 @@ def _form_limit_error(detail: str, config: Config) -> tuple[int, str]:
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """Pydantic's errors as one sentence naming each field, e.g. `k: Input should be a valid integer`;
     a body that is not a form at all is a 415 that says what to send."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if request.method == "POST" and content_type and content_type not in FORM_TYPES:
-        message = f"the body is {content_type}: send a form, multipart/form-data (curl -F img=@photo.jpg -F txt=...) or application/x-www-form-urlencoded"
+    sent_type = content_type(request.headers)
+    if request.method == "POST" and sent_type and sent_type not in FORM_TYPES:
+        message = f"the body is {sent_type}: send a form, multipart/form-data (curl -F img=@photo.jpg -F txt=...) or application/x-www-form-urlencoded"
         return JSONResponse({"detail": message}, status_code=415)
     problems = []
     for error in exc.errors():

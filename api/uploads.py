@@ -6,9 +6,10 @@ what was wrong, so nothing a client sends reaches the models unchecked or ends i
 from __future__ import annotations
 
 import asyncio
+import re
 from concurrent.futures import Executor
 
-from fastapi import HTTPException, UploadFile
+from fastapi import HTTPException, Request, UploadFile
 from PIL import Image
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -17,6 +18,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from listings.config import Config
 from listings.images import ImageError, clean_photo
 
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+REPEATABLE_FIELDS = {"img"}  # a listing's photos; every other field takes one value
+_RAW_RUN = re.compile(rb"[\x80-\xff]+")
+_RAW_BYTES = bytes(range(0x80, 0x100))
+
+
+def content_type(headers: Headers) -> str:
+    return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 class BodyTooLarge(HTTPException):
@@ -41,7 +50,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        multipart = headers.get("content-type", "").split(";")[0].strip().lower() == "multipart/form-data"
+        multipart = content_type(headers) == "multipart/form-data"
         limit = self.max_bytes if multipart else min(self.max_bytes, self.max_other_bytes)
         error = BodyTooLarge(limit, multipart)
         declared = headers.get("content-length", "")
@@ -60,6 +69,59 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class Utf8FormMiddleware:
+    """Read the raw non-ASCII bytes of a url-encoded form as UTF-8, as its %XX escapes are read.
+
+    A browser escapes every such byte, but `curl -d 'txt=chaise en chêne'` sends 'ê' as two raw
+    bytes, which Starlette's form parser decodes as Latin-1: the text arrived as 'chaise en chÃªne'.
+    Each run of raw bytes that is valid UTF-8 is escaped as it streams in (a run at the end of a
+    chunk waits for the next, so a character split between chunks is read whole); a run that is not
+    UTF-8 is left to be read as Latin-1, as before. The body limit has counted the bytes as sent."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or content_type(Headers(scope=scope)) != "application/x-www-form-urlencoded":
+            await self.app(scope, receive, send)
+            return
+        held = b""
+
+        async def escaped_receive():
+            nonlocal held
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            body, held = held + message.get("body", b""), b""
+            if message.get("more_body"):
+                finished = len(body.rstrip(_RAW_BYTES))
+                body, held = body[:finished], body[finished:]
+            return {**message, "body": _RAW_RUN.sub(_utf8_escaped, body)}
+
+        await self.app(scope, escaped_receive, send)
+
+
+def _utf8_escaped(run: re.Match) -> bytes:
+    try:
+        run[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return run[0]
+    return b"".join(b"%%%02X" % byte for byte in run[0])
+
+
+async def one_value_per_field(request: Request) -> None:
+    """Refuse a form field or query parameter sent more than once, other than the photos (`img`):
+    the route would take the last copy and drop the others unsaid (`-F txt=oak -F txt=chair` was
+    classified by 'chair' alone). The form is the one FastAPI has already parsed for the route."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    if content_type(request.headers) in FORM_TYPES:
+        names += [name for name, _ in (await request.form()).multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1} - REPEATABLE_FIELDS)
+    if repeated:
+        sent = "; ".join(f"{name!r} {names.count(name)} times" for name in repeated)
+        raise HTTPException(422, f"a field sent more than once ({sent[:300]}): send each once, only img may repeat (one per photo)")
 
 
 def checked_text(text: str | None, config: Config, field: str = "txt", required: bool = False) -> str | None:

@@ -1,6 +1,7 @@
 """The HTTP API on a stand-in predictor and the real listing index: every endpoint, every bad input."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import select
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
+from api.uploads import Utf8FormMiddleware
 from listings.images import clean_image, stored_jpeg
 from retrieval.index import ListingIndex
 from test_api_fakes import CLASSES, FakePredictor, fake_services, jpeg_bytes, live_server, synthetic_photo, tiny_config
@@ -264,6 +266,51 @@ def test_malformed_bodies_are_400_or_422(client):
     assert client.get("/image").status_code == 405
 
 
+def test_a_field_sent_twice_is_refused_rather_than_half_read(writable):
+    """Only img repeats (one per photo); a second txt, k or title would silently replace the first."""
+    twice = writable.post("/text", data={"txt": ["oak dining chair", "kettle"]})
+    assert twice.status_code == 422 and "'txt' 2 times" in twice.json()["detail"]
+    query = writable.get("/listings/prod-01/similar?k=3&k=5&category=")
+    assert query.status_code == 422 and "'k' 2 times" in query.json()["detail"]
+    listing = writable.post("/listings", data={"title": ["chair", "table"]}, headers={"X-API-Key": KEY})
+    assert listing.status_code == 422 and "'title' 2 times" in listing.json()["detail"]
+    assert writable.get("/health").json()["listings"] == 12
+    photos = [("img", ("a.jpg", jpeg_bytes(synthetic_photo("red", "circle")))), ("img", ("b.jpg", jpeg_bytes(synthetic_photo("blue", "square"))))]
+    assert writable.post("/similar", data={"txt": "chair", "k": "3"}, files=photos).status_code == 200
+
+
+def test_raw_utf8_in_a_url_encoded_form_reads_as_its_escapes(writable):
+    """`curl -d 'title=chaise en chêne'` sends raw UTF-8 bytes; a browser sends %C3%AA. Both are
+    'ê' (Starlette read the raw bytes as Latin-1: 'chÃªne'); raw bytes that are not UTF-8 are still
+    read as Latin-1."""
+    auth = {"X-API-Key": KEY, "content-type": "application/x-www-form-urlencoded"}
+    forms = {
+        "raw": "title=chaise en chêne £40&location=Zürich&product_id=raw".encode("utf-8"),
+        "escaped": b"title=chaise+en+ch%C3%AAne+%C2%A340&location=Z%C3%BCrich&product_id=escaped",
+        "latin-1": "title=chaise en chêne £40&location=Zürich&product_id=latin-1".encode("latin-1"),
+    }
+    for product_id, body in forms.items():
+        assert writable.post("/listings", content=body, headers=auth).status_code == 201
+        listing = writable.get(f"/listings/{product_id}/similar").json()["listing"]
+        assert (listing["title"], listing["location"]) == ("chaise en chêne £40", "Zürich"), product_id
+
+
+def test_a_character_split_between_two_chunks_of_a_form_is_read_whole():
+    async def form_app(scope, receive, send):
+        chunks.append((await receive())["body"])
+        chunks.append((await receive())["body"])
+
+    chunks = []
+    messages = iter([{"type": "http.request", "body": b"txt=ch\xc3", "more_body": True}, {"type": "http.request", "body": b"\xaane"}])
+    scope = {"type": "http", "headers": [(b"content-type", b"application/x-www-form-urlencoded")]}
+    asyncio.run(Utf8FormMiddleware(form_app)(scope, lambda: _next(messages), None))
+    assert b"".join(chunks) == b"txt=ch%C3%AAne"
+
+
+async def _next(messages):
+    return next(messages)
+
+
 def test_a_body_that_is_not_multipart_is_held_to_the_longest_text(client):
     """Bare '&' separators escape the form parser's field count: 30 MB of them took 14 s of CPU.
     A url-encoded body may be as long as the longest text spelt in %XX escapes, no longer."""
@@ -359,6 +406,21 @@ def test_photo_ids_cannot_name_paths(client):
         assert client.get(traversal).status_code in (404, 422)
     assert client.get("/images/no-such-photo").status_code == 404
 
+
+
+@pytest.mark.parametrize(
+    "byte_range, status, length",
+    [("bytes=0-9", 206, 10), ("bytes=-4", 206, 4), ("bytes=5-5", 206, 1), ("bytes=abc", 200, None), ("bytes=5-2", 200, None),
+     ("items=0-1", 200, None), ("bytes=", 200, None), ("bytes=0-1,x", 200, None), ("bytes=999999-", 416, 0),
+     ("bytes=0-" + "9" * 5000, 200, None)],
+    ids=lambda value: value[:20] if isinstance(value, str) else None,
+)
+def test_a_photo_range_that_is_not_a_byte_range_is_ignored(client, artifacts, byte_range, status, length):
+    """RFC 9110 lets a server ignore an invalid Range: the whole photo, not Starlette's plain-text 400."""
+    photo = catalogue_photo(artifacts, "img-01")
+    response = client.get("/images/img-01", headers={"Range": byte_range})
+    assert response.status_code == status, response.text
+    assert len(response.content) == (len(photo) if length is None else length)
 
 # --- writes: API key, add, search, delete -------------------------------------------------------
 

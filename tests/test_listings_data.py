@@ -194,7 +194,17 @@ def test_a_row_with_a_field_more_than_the_header_is_a_clear_error(quirky_dataset
     lines = products.read_text(encoding="utf-8").split("\n")
     lines[1] += ",stray"
     products.write_text("\n".join(lines), encoding="utf-8")
-    with pytest.raises(DatasetError, match="more fields than the header"):
+    with pytest.raises(DatasetError, match="record 1 .after the header. has more fields than the header"):
+        load_listings(quirky_dataset)
+
+
+def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirky_dataset):
+    """Every line ends in a delimiter but one, whose unquoted comma makes up the missing field."""
+    products = quirky_dataset / "Products.csv"
+    lines = products.read_text(encoding="utf-8").rstrip("\n").split("\n")  # a comma more inside a quoted field is text
+    lines = [line + (",stray" if line.startswith("6,p-fridge,") else ",") for line in lines]
+    products.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="record 3 .after the header. has more fields"):
         load_listings(quirky_dataset)
 
 

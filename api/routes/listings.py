@@ -12,14 +12,21 @@ from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
 from api.routes.similar import Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted
-from api.uploads import checked_text, cleaned_photos
+from api.uploads import checked_text, cleaned_photos, one_value_per_field
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
 from retrieval.query import index_listing
 
 router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)
 
 
-@router.post("/listings", response_model=ListingCreated, status_code=status.HTTP_201_CREATED, responses=BAD_INPUT, summary="Add a listing")
+@router.post(
+    "/listings",
+    response_model=ListingCreated,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(one_value_per_field)],
+    responses=BAD_INPUT,
+    summary="Add a listing",
+)
 async def add_listing(
     config: ConfigDep,
     services: ServicesDep,

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, predict, prediction_out
 from api.routes.errors import BAD_INPUT
 from api.schemas import PredictionOut
-from api.uploads import checked_text, cleaned_photos
+from api.uploads import checked_text, cleaned_photos, one_value_per_field
 
-router = APIRouter(tags=["predict"], responses=BAD_INPUT)
+router = APIRouter(tags=["predict"], dependencies=[Depends(one_value_per_field)], responses=BAD_INPUT)
 
 Photos = Annotated[list[UploadFile], File(description="one or more photos of the listing")]
 OptionalPhotos = Annotated[list[UploadFile] | None, File(description="one or more photos of the listing")]

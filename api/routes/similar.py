@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out
@@ -12,14 +12,14 @@ from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingMeta, ListingOut, SimilarOut, SimilarToListingOut
 from api.services import Services
-from api.uploads import checked_text, cleaned_photos
+from api.uploads import checked_text, cleaned_photos, one_value_per_field
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
 from listings.data import ID_PATTERN
 from retrieval.index import SearchResult, check_search
 from retrieval.query import search_like_listing, search_similar
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], dependencies=[Depends(one_value_per_field)])
 
 _PRICE = {"ge": 0, "le": 1e12, "allow_inf_nan": False, "description": "in the listings' currency"}
 Price = Annotated[float | None, Form(**_PRICE)]
