@@ -8,6 +8,7 @@ small pool decodes uploaded photos and prepares the models' inputs, and every er
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import urllib.parse
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -65,6 +66,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
         lifespan=lifespan,
         docs_url=None,  # served below from the local Swagger UI files
         redoc_url=None,
+        redirect_slashes=False,  # TrailingSlashMiddleware routes /text/ as /text
         form_limits={"max_files": config.serve.max_photos, "max_fields": MAX_FORM_FIELDS, "max_part_size": max_text_part},
     )
     app.state.config = config
@@ -72,6 +74,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes, max_other_bytes=max_text_part + 64 * 1024)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BlankQueryMiddleware)
+    app.add_middleware(TrailingSlashMiddleware)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for module in (predict, similar, listings, meta):
@@ -104,16 +107,36 @@ class HeadAsGetMiddleware:
 
 
 class BlankQueryMiddleware:
-    """Leave out query parameters sent blank (`?min_price=&k=5`), as FastAPI leaves out a blank form
-    field: a filter left empty is one not given, on `GET /listings/{id}/similar` as on `POST /similar`."""
+    """Leave out query parameters sent blank (`?min_price=&k=5`, or spaces alone), as FastAPI leaves
+    out a blank form field: a filter left empty is one not given, on `GET /listings/{id}/similar` as
+    on `POST /similar`."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("query_string"):
-            given = [pair for pair in scope["query_string"].split(b"&") if pair.partition(b"=")[2]]
+            given = [pair for pair in scope["query_string"].split(b"&") if _unquoted(pair.partition(b"=")[2]).strip()]
             scope = {**scope, "query_string": b"&".join(given)}
+        await self.app(scope, receive, send)
+
+
+def _unquoted(value: bytes) -> bytes:
+    return urllib.parse.unquote_to_bytes(value.replace(b"+", b" "))
+
+
+class TrailingSlashMiddleware:
+    """Route a path with a trailing slash (`/text/`) as the path without it. FastAPI answered it with
+    an empty 307 redirect to a URL built from the client's Host header, and a client that does not
+    follow redirects (curl without -L) got nothing."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and len(scope["path"]) > 1 and scope["path"].endswith("/"):
+            path = scope["path"].rstrip("/") or "/"
+            scope = {**scope, "path": path, "raw_path": (scope.get("raw_path") or path.encode()).rstrip(b"/") or b"/"}
         await self.app(scope, receive, send)
 
 
@@ -180,8 +203,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     """Pydantic's errors as one sentence naming each field, e.g. `k: Input should be a valid integer`;
     a body that is not a form at all is a 415 that says what to send."""
     sent_type = content_type(request.headers)
-    if request.method == "POST" and sent_type and sent_type not in FORM_TYPES:
-        message = f"the body is {sent_type}: send a form, multipart/form-data (curl -F img=@photo.jpg -F txt=...) or application/x-www-form-urlencoded"
+    has_body = bool(sent_type) or request.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in request.headers
+    if request.method == "POST" and has_body and sent_type not in FORM_TYPES:
+        what = f"the body is {sent_type}" if sent_type else "the body has no Content-Type"
+        message = f"{what}: send a form, multipart/form-data (curl -F img=@photo.jpg -F txt=...) or application/x-www-form-urlencoded"
         return JSONResponse({"detail": message}, status_code=415)
     problems = []
     for error in exc.errors():

@@ -111,13 +111,18 @@ def _utf8_escaped(run: re.Match) -> bytes:
     return b"".join(b"%%%02X" % byte for byte in run[0])
 
 
-async def one_value_per_field(request: Request) -> None:
-    """Refuse a form field or query parameter sent more than once, other than the photos (`img`):
-    the route would take the last copy and drop the others unsaid (`-F txt=oak -F txt=chair` was
-    classified by 'chair' alone). The form is the one FastAPI has already parsed for the route."""
+async def fields_in_place_and_once(request: Request) -> None:
+    """Refuse a field the route would drop unsaid: a query parameter on a route that reads a form
+    (`POST /similar?category=…` searched every category), or a field sent more than once, other
+    than the photos (`img`), of which the route would take the last copy (`-F txt=oak -F txt=chair`
+    was classified by 'chair' alone). The form is the one FastAPI has already parsed for the route."""
     names = [name for name, _ in request.query_params.multi_items()]
-    if content_type(request.headers) in FORM_TYPES:
-        names += [name for name, _ in (await request.form()).multi_items()]
+    if request.method == "POST":
+        if names:
+            listed = ", ".join(sorted(set(names)))[:200]
+            raise HTTPException(422, f"{request.url.path} reads form fields, not the URL's query: send {listed} in the form (curl -F name=value)")
+        if content_type(request.headers) in FORM_TYPES:
+            names = [name for name, _ in (await request.form()).multi_items()]
     repeated = sorted({name for name in names if names.count(name) > 1} - REPEATABLE_FIELDS)
     if repeated:
         sent = "; ".join(f"{name!r} {names.count(name)} times" for name in repeated)

@@ -37,6 +37,7 @@ _POSTED_BY = re.compile(
     re.DOTALL,
 )
 _WHITESPACE = re.compile(r"\s+")
+_NUMERIC_REFERENCE = re.compile(r"&#(?:([xX])([0-9a-fA-F]+)|([0-9]+))(;?)")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # "£1,234.00", "£75", "1234.5": pounds, with thousands commas or none; anything else is no price
 _PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
@@ -208,7 +209,19 @@ def _is_id(value: str) -> bool:
 def _as_text(raw: object) -> str:
     if raw is None or (isinstance(raw, float) and raw != raw):
         return ""
-    return without_controls(html.unescape(str(raw)))
+    return without_controls(unescape_html(str(raw)))
+
+
+def unescape_html(text: str) -> str:
+    """`html.unescape`, safe from a numeric character reference of thousands of digits (`&#999…;`), which
+    Python refuses to convert to an int (a ValueError): one past the largest code point, at most
+    8 digits after leading zeros, is read as html.unescape reads any out-of-range one, U+FFFD."""
+
+    def bounded(reference: re.Match) -> str:
+        hex_mark, digits = reference[1] or "", (reference[2] or reference[3]).lstrip("0") or "0"
+        return "\ufffd" if len(digits) > 8 else f"&#{hex_mark}{digits}{reference[4]}"
+
+    return html.unescape(_NUMERIC_REFERENCE.sub(bounded, text))
 
 
 def without_controls(text: str) -> str:

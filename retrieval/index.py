@@ -676,9 +676,11 @@ class ListingIndex:
         mistyped level would otherwise filter every listing out in silence), naming the
         sub-categories its root has. A root, or a path that some listing has, passes."""
         parts = split_category(category or "")
-        if len(parts) < 2 or self._category_paths(parts, limit=1):
+        depth = 1  # the deepest level that exists, found from the root down: a few queries for any path
+        while depth < len(parts) and self._category_paths(parts[: depth + 1], limit=1):
+            depth += 1
+        if depth >= len(parts):  # a root (or no category), or a path some listing has
             return
-        depth = next(d for d in range(len(parts) - 1, 0, -1) if d == 1 or self._category_paths(parts[:d], limit=1))  # the deepest level that exists
         parent = _PATH_SEPARATOR.join(parts[:depth])
         known = sorted({path[depth] for path in self._category_paths(parts[:depth]) if len(path) > depth}, key=str.lower)
         raise ValueError(f"no listing in category {category[:200]!r}; {parent!r} has: {'; '.join(known) or 'no sub-categories'}")

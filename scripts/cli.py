@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     similar.add_argument("--like", metavar="PRODUCT_ID", help="instead of a text or photos: listings like this indexed listing (no model runs)")
     similar.add_argument("-k", type=int, default=10, help="how many listings (default 10)")
-    similar.add_argument("--category", help="only listings in this root category (any case) or under a category path of whole levels, e.g. 'Home & Garden / Garden'")
+    similar.add_argument("--category", help="only listings in this root category (any case) or under a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'")
     similar.add_argument("--min-price", type=float, help="only listings at or above this price (GBP)")
     similar.add_argument("--max-price", type=float, help="only listings at or below this price (GBP)")
     similar.set_defaults(handler=cmd_similar)

@@ -19,6 +19,7 @@ from listings.data import (
     parse_price,
     read_jsonl,
     split_category,
+    unescape_html,
     unify_spellings,
     write_jsonl,
 )
@@ -292,3 +293,15 @@ def test_listing_text():
     assert listing_text("Sofa", "Grey, two seats") == "Sofa. Grey, two seats"
     assert listing_text("Sofa", "") == "Sofa"
     assert listing_text("", "Grey  sofa") == "Grey sofa"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("&#65;&#x42;&#0000000067;", "ABC"), ("&#38;#65; &amp;", "&#65; &"), ("&#1114112;x", "\ufffdx"),
+     ("&#" + "9" * 5000 + ";x", "\ufffdx"), ("&#" + "0" * 5000 + "65;", "A"), ("&#x" + "f" * 5000, "\ufffd"), ("&#;", "&#;")],
+    ids=["plain", "once", "past-unicode", "5000-digits", "leading-zeros", "hex", "empty"],
+)
+def test_html_references_unescape_as_html_unescape_does_at_any_length(text, expected):
+    """Python will not convert 5,000 digits to an int: html.unescape raised a ValueError."""
+    assert unescape_html(text) == expected
+

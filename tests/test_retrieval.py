@@ -132,6 +132,16 @@ def test_a_category_path_no_listing_has_is_refused_naming_the_ones_there_are(ind
         index.check_category("Home & Garden / Dining / Chairs")
 
 
+def test_checking_a_category_path_reads_no_more_levels_than_exist(index, monkeypatch):
+    """A path of 5,000 levels was a database query per level over the path so far: 14 s."""
+    queries = []
+    read = index._category_paths
+    monkeypatch.setattr(index, "_category_paths", lambda parts, limit=-1: queries.append(parts) or read(parts, limit))
+    with pytest.raises(ValueError, match=r"'Home & Garden / Dining' has: no sub-categories$"):
+        index.check_category(" / ".join(["Home & Garden", "Dining"] + ["z"] * 5000))
+    assert len(queries) <= 3
+
+
 def test_a_category_is_spelt_as_the_indexed_listings_spell_it(index):
     assert index.spelled_category("Appliances / FRIDGES / Tall") == "Appliances / Fridges / Tall"
     assert index.spelled_category("Appliances / ovens") == "Appliances / ovens"  # a new level keeps its spelling

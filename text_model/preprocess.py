@@ -16,9 +16,10 @@ The NLTK resources (stopwords, wordnet) are loaded once per process, on first us
 from __future__ import annotations
 
 import functools
-import html
 import re
 import unicodedata
+
+from listings.data import unescape_html
 
 REQUIRED_NLTK_DATA = ("corpora/stopwords", "corpora/wordnet")
 
@@ -91,7 +92,7 @@ def tokenize(text: str, stem: bool = False) -> list[str]:
 
 
 def _normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKC", html.unescape(_HTML_TAG.sub(" ", html.unescape(text or ""))))
+    text = unicodedata.normalize("NFKC", unescape_html(_HTML_TAG.sub(" ", unescape_html(text or ""))))
     text = _GLUED.sub(" ", _SEPARATORS.sub(" ", _NOT_TOKEN_CHAR.sub(" ", text.lower())))
     text = _MONEY.sub(lambda m: _CURRENCY[m.group(1)] + m.group(2).replace(",", "") + " ", text)
     return _SENTENCE_END.sub(" . ", text)

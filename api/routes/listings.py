@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out, require_api_key
 from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
-from api.routes.similar import Price, ProductId, known_category
+from api.routes.similar import MAX_CATEGORY_CHARS, Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted
-from api.uploads import checked_text, cleaned_photos, one_value_per_field
+from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
 from retrieval.query import index_listing
 
@@ -23,7 +23,7 @@ router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], r
     "/listings",
     response_model=ListingCreated,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(one_value_per_field)],
+    dependencies=[Depends(fields_in_place_and_once)],
     responses=BAD_INPUT,
     summary="Add a listing",
 )
@@ -36,7 +36,7 @@ async def add_listing(
     description: Annotated[str, Form()] = "",
     price: Price = None,
     location: Annotated[str, Form(max_length=200)] = "",
-    category: Annotated[str | None, Form(max_length=300, description="root category or path; predicted when left out")] = None,
+    category: Annotated[str | None, Form(max_length=MAX_CATEGORY_CHARS, description="root category or path; predicted when left out")] = None,
     product_id: Annotated[str | None, Form(pattern=ID_PATTERN, description="a new id is made when left out")] = None,
     img: OptionalPhotos = None,
 ) -> ListingCreated:

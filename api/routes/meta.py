@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
-from fastapi.responses import FileResponse
-from starlette.datastructures import Headers
-from starlette.types import Receive, Scope, Send
+from fastapi.responses import FileResponse, Response
 
 from api.deps import ServicesDep
 from api.routes.errors import INVALID, NOT_FOUND
@@ -19,32 +16,7 @@ from listings.data import ID_PATTERN
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
 PHOTO_NAME_PATTERN = ID_PATTERN.removesuffix("$") + r"(\.jpg)?$"  # /images/<id> or /images/<id>.jpg
 
-_BYTE_RANGE = re.compile(r"\s*(\d{0,19})\s*-\s*(\d{0,19})\s*")  # no file has a 20-digit offset
-
 router = APIRouter(tags=["meta"])
-
-
-class PhotoResponse(FileResponse):
-    """A photo file, whose `Range` header is ignored when it is not a valid byte range (RFC 9110
-    §14.2 lets a server ignore one): the whole photo is sent, where Starlette answered a plain-text
-    400. A valid range past the end of the file is still a 416."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _valid_byte_ranges(Headers(scope=scope).get("range")):
-            scope = {**scope, "headers": [(name, value) for name, value in scope["headers"] if name.lower() != b"range"]}
-        await super().__call__(scope, receive, send)
-
-
-def _valid_byte_ranges(header: str | None) -> bool:
-    """`bytes=` then comma-separated `first-last`, `first-` or `-suffix`, with first <= last."""
-    unit, _, ranges = (header or "").partition("=")
-    if unit.strip().lower() != "bytes":
-        return False
-    for spec in ranges.split(","):
-        match = _BYTE_RANGE.fullmatch(spec)
-        if not match or not any(match.groups()) or (all(match.groups()) and int(match[1]) > int(match[2])):
-            return False
-    return True
 
 
 @router.get("/health", response_model=HealthOut, summary="Ready: models and index loaded")
@@ -66,16 +38,23 @@ def categories(services: ServicesDep) -> CategoriesOut:
 
 @router.get(
     "/images/{image_id}",
-    response_class=PhotoResponse,
+    response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **INVALID, **NOT_FOUND},
     summary="A listing photo (cleaned JPEG)",
 )
-def image(image_id: Annotated[str, Path(pattern=PHOTO_NAME_PATTERN, description="a photo id, optionally with .jpg")], services: ServicesDep) -> PhotoResponse:
+def image(image_id: Annotated[str, Path(pattern=PHOTO_NAME_PATTERN, description="a photo id, optionally with .jpg")], services: ServicesDep) -> Response:
+    """The photo's bytes are read here, not streamed after the answer has begun: a listing deleted
+    or replaced meanwhile takes its photo files away, which is then a 404, not a broken answer. A
+    photo is a small JPEG, sent whole (a `Range` header is ignored)."""
     image_id = image_id.removesuffix(".jpg")
     path = services.photos.path(image_id) if services.index.has_photo(image_id) else None
-    if path is None:  # unknown, or the photo of a listing deleted since
+    try:
+        photo = path.read_bytes() if path is not None else None
+    except FileNotFoundError:
+        photo = None
+    if photo is None:  # unknown, or the photo of a listing deleted since
         raise HTTPException(404, f"no photo {image_id!r}")
-    return PhotoResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+    return Response(photo, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/", include_in_schema=False)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, predict, prediction_out
 from api.routes.errors import BAD_INPUT
 from api.schemas import PredictionOut
-from api.uploads import checked_text, cleaned_photos, one_value_per_field
+from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 
-router = APIRouter(tags=["predict"], dependencies=[Depends(one_value_per_field)], responses=BAD_INPUT)
+router = APIRouter(tags=["predict"], dependencies=[Depends(fields_in_place_and_once)], responses=BAD_INPUT)
 
 Photos = Annotated[list[UploadFile], File(description="one or more photos of the listing")]
 OptionalPhotos = Annotated[list[UploadFile] | None, File(description="one or more photos of the listing")]

@@ -12,21 +12,22 @@ from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingMeta, ListingOut, SimilarOut, SimilarToListingOut
 from api.services import Services
-from api.uploads import checked_text, cleaned_photos, one_value_per_field
+from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
 from listings.data import ID_PATTERN
 from retrieval.index import SearchResult, check_search
 from retrieval.query import search_like_listing, search_similar
 
-router = APIRouter(tags=["search"], dependencies=[Depends(one_value_per_field)])
+router = APIRouter(tags=["search"], dependencies=[Depends(fields_in_place_and_once)])
 
 _PRICE = {"ge": 0, "le": 1e12, "allow_inf_nan": False, "description": "in the listings' currency"}
 Price = Annotated[float | None, Form(**_PRICE)]
 PriceQuery = Annotated[float | None, Query(**_PRICE)]
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
+MAX_CATEGORY_CHARS = 300
 K_DESCRIPTION = "how many listings, 1 to index.max_k (100)"
-CATEGORY_DESCRIPTION = "a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden'"
+CATEGORY_DESCRIPTION = "a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'"
 
 
 @router.post("/similar", response_model=SimilarOut, responses=BAD_INPUT, summary="Similar listings")
@@ -38,7 +39,7 @@ async def similar(
     img: OptionalPhotos = None,
     txt: OptionalText = None,
     k: Annotated[int, Form(description=K_DESCRIPTION)] = 10,
-    category: Annotated[str | None, Form(description=CATEGORY_DESCRIPTION)] = None,
+    category: Annotated[str | None, Form(max_length=MAX_CATEGORY_CHARS, description=CATEGORY_DESCRIPTION)] = None,
     min_price: Price = None,
     max_price: Price = None,
 ) -> SimilarOut:
@@ -77,7 +78,7 @@ async def similar_to_listing(
     config: ConfigDep,
     services: ServicesDep,
     k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
-    category: Annotated[str | None, Query(description=CATEGORY_DESCRIPTION)] = None,
+    category: Annotated[str | None, Query(max_length=MAX_CATEGORY_CHARS, description=CATEGORY_DESCRIPTION)] = None,
     min_price: PriceQuery = None,
     max_price: PriceQuery = None,
 ) -> SimilarToListingOut:
