@@ -197,6 +197,7 @@ def _parse_csv(path: Path, **options) -> pd.DataFrame:
 
 def _keep(frame: pd.DataFrame, mask: pd.Series, reason: str, dropped: Counter) -> pd.DataFrame:
     """The rows of `frame` where `mask` holds; the others are counted under `reason`."""
+    mask = mask.astype(bool)  # a mask mapped over no rows has dtype object: `frame[mask]` took it for columns
     if not mask.all():
         dropped[reason] += int((~mask).sum())
     return frame[mask]

@@ -83,8 +83,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from combined_model.evaluate import evaluate, format_table, report_dir, write_outputs
 
+    if args.data is not None and not args.data.strip():  # not the test split scored in its place
+        raise ValueError("--data is empty: give the dataset directory to score, or leave --data out for the test split")
     config = build_config(args)
-    if args.json:
+    if args.json is not None:
         writable_file(args.json, "--json")  # before the evaluation, not after it
     result = evaluate(config, args.data)  # an explicit --data is the directory to score
     report = write_outputs(config, result, report_dir(config, args.data), args.json)
@@ -216,6 +218,8 @@ def port_number(text: str) -> int:
 
 def writable_file(path: str, option: str) -> None:
     """A ValueError naming `option` unless a file can be written at `path`."""
+    if not path.strip():
+        raise ValueError(f"{option} is empty: give a file name")
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"{option} {path} is a folder: give a file name")

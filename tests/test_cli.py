@@ -53,6 +53,14 @@ def test_evaluate_checks_its_json_path_before_evaluating(tmp_path: Path, capsys)
     assert "is a folder: give a file name" in capsys.readouterr().err  # not "run fbm prepare first": nothing ran
 
 
+
+@pytest.mark.parametrize("option, message", [("--json", "--json is empty: give a file name"), ("--data", "--data is empty: give the dataset directory")])
+def test_evaluate_refuses_an_empty_path_instead_of_leaving_the_option_out(tmp_path: Path, option, message, capsys):
+    """`--data ""` scored the test split in its place, and `--json ""` wrote nothing, both with exit 0."""
+    assert main(["evaluate", "--artifacts", str(tmp_path / "empty"), option, ""]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_an_interrupt_ends_the_command_in_one_line(tmp_path: Path, monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt

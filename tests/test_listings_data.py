@@ -305,3 +305,11 @@ def test_html_references_unescape_as_html_unescape_does_at_any_length(text, expe
     """Python will not convert 5,000 digits to an int: html.unescape raised a ValueError."""
     assert unescape_html(text) == expected
 
+
+def test_csv_files_with_a_header_and_no_rows_read_as_no_listings(tmp_path):
+    """A mask over no rows had dtype object, which pandas took for a list of columns: a KeyError."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "Products.csv").write_text("id,product_name,category,product_description,price,location\n\n", encoding="utf-8")
+    (tmp_path / "Images.csv").write_text("id,product_id\n", encoding="utf-8")
+    assert len(load_listings(tmp_path)) == 0
+
