@@ -217,14 +217,24 @@ def port_number(text: str) -> int:
 
 
 def writable_file(path: str, option: str) -> None:
-    """A ValueError naming `option` unless a file can be written at `path`."""
+    """A ValueError naming `option` unless a file can be written at `path`: it is opened as the
+    write will open it, so a read-only folder or a name too long shows now, not after the work."""
     if not path.strip():
         raise ValueError(f"{option} is empty: give a file name")
     target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"{option} {path} is a folder: give a file name")
-    if target.parent.exists() and not target.parent.is_dir():
-        raise ValueError(f"{option} {path}: {target.parent} is a file, not a folder")
+    try:
+        if target.is_dir():
+            raise ValueError(f"{option} {path} is a folder: give a file name")
+        if target.parent.exists() and not target.parent.is_dir():
+            raise ValueError(f"{option} {path}: {target.parent} is a file, not a folder")
+        existed = target.exists()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option} {path[:200]} cannot be written: {exc.strerror}") from None
+    if not existed:
+        target.unlink()
 
 
 def build_parser() -> argparse.ArgumentParser:

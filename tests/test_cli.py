@@ -54,6 +54,12 @@ def test_evaluate_checks_its_json_path_before_evaluating(tmp_path: Path, capsys)
 
 
 
+def test_evaluate_checks_that_its_json_file_can_be_written_before_evaluating(tmp_path: Path, capsys):
+    assert main(["evaluate", "--artifacts", str(tmp_path / "empty"), "--json", str(tmp_path / ("m" * 300 + ".json"))]) == 2
+    assert "cannot be written: File name too long" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing left behind, nothing ran
+
+
 @pytest.mark.parametrize("option, message", [("--json", "--json is empty: give a file name"), ("--data", "--data is empty: give the dataset directory")])
 def test_evaluate_refuses_an_empty_path_instead_of_leaving_the_option_out(tmp_path: Path, option, message, capsys):
     """`--data ""` scored the test split in its place, and `--json ""` wrote nothing, both with exit 0."""
