@@ -7,8 +7,8 @@ small pool decodes uploaded photos and prepares the models' inputs, and every er
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from concurrent.futures import Executor
 
 from fastapi import HTTPException, Request, UploadFile
@@ -123,9 +124,10 @@ async def fields_in_place_and_once(request: Request) -> None:
             raise HTTPException(422, f"{request.url.path} reads form fields, not the URL's query: send {listed} in the form (curl -F name=value)")
         if content_type(request.headers) in FORM_TYPES:
             names = [name for name, _ in (await request.form()).multi_items()]
-    repeated = sorted({name for name in names if names.count(name) > 1} - REPEATABLE_FIELDS)
+    counts = Counter(names)  # a URL may carry thousands of parameters: counted once each
+    repeated = sorted(name for name, count in counts.items() if count > 1 and name not in REPEATABLE_FIELDS)
     if repeated:
-        sent = "; ".join(f"{name!r} {names.count(name)} times" for name in repeated)
+        sent = "; ".join(f"{name!r} {counts[name]} times" for name in repeated)
         raise HTTPException(422, f"a field sent more than once ({sent[:300]}): send each once, only img may repeat (one per photo)")
 
 

@@ -153,11 +153,11 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     if not isinstance(frame.index, pd.RangeIndex):
         # A row with more fields than the header: pandas took its first field as an index and
         # shifted every column. Delimiters at the ends of lines (a spreadsheet's export) are harmless.
-        _refuse_extra_fields(path, frame, frame.columns[-1], len(frame.columns))
+        _refuse_extra_fields(path, frame, len(frame.columns))
         frame = _parse_csv(path, index_col=False)
     frame = frame.rename(columns=lambda c: c.strip())
     if _unnamed(frame.columns[-1]):  # the header ends in a delimiter too: its rows' last fields are empty
-        _refuse_extra_fields(path, frame, frame.columns[-1], len(frame.columns) - 1)
+        _refuse_extra_fields(path, frame, len(frame.columns) - 1)
     frame = frame.drop(columns=[c for c in frame.columns if _unnamed(c)])
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -171,10 +171,10 @@ def _unnamed(column: str) -> bool:
     return column == "" or column.startswith("Unnamed")
 
 
-def _refuse_extra_fields(path: Path, frame: pd.DataFrame, last: str, named: int) -> None:
-    """A value in the column past the header's names is a field too many (an unquoted comma), which
-    shifted the fields after it in its row."""
-    extra = frame[last].str.strip().ne("").to_numpy()
+def _refuse_extra_fields(path: Path, frame: pd.DataFrame, named: int) -> None:
+    """A value in the last column, past the header's `named` names, is a field too many (an unquoted
+    comma), which shifted the fields after it in its row."""
+    extra = frame[frame.columns[-1]].str.strip().ne("").to_numpy()
     if extra.any():
         record = int(extra.argmax()) + 1
         raise DatasetError(f"{path}: record {record} (after the header) has more fields than the header names ({named}); check its quoting")
