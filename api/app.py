@@ -25,7 +25,7 @@ from api.batching import MicroBatcher
 from api.routes import listings, meta, predict, similar
 from api.routes.meta import STATIC_DIR
 from api.services import Services, inference_layout, load_services
-from api.uploads import FORM_TYPES, BodyLimitMiddleware, Utf8FormMiddleware, content_type
+from api.uploads import FORM_TYPES, BodyLimitMiddleware, MultipartEndMiddleware, Utf8FormMiddleware, content_type
 from listings.config import Config
 
 MAX_FORM_FIELDS = 20
@@ -71,6 +71,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
     )
     app.state.config = config
     app.add_middleware(Utf8FormMiddleware)  # added first, so it runs inside the body limit (the last added runs first)
+    app.add_middleware(MultipartEndMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes, max_other_bytes=max_text_part + 64 * 1024)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BlankQueryMiddleware)

@@ -72,6 +72,46 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class MultipartEndMiddleware:
+    """Refuse a multipart body that ends before its closing boundary (`--<boundary>--`): an upload
+    cut short. The form parser drops a part whose end it never saw, so the route answered that a
+    field sent whole was not sent ("txt: required")."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
+        multipart = content_type(headers) == "multipart/form-data"
+        boundary = multipart_boundary(headers.get("content-type", "")) if multipart else ""
+        if not boundary:  # not multipart, or no boundary: the form parser says so
+            await self.app(scope, receive, send)
+            return
+        closing = b"--" + boundary.encode("latin-1") + b"--"
+        tail, closed = b"", False
+
+        async def checked_receive():
+            nonlocal tail, closed
+            message = await receive()
+            if message["type"] == "http.request" and not closed:
+                seen = tail + message.get("body", b"")
+                closed, tail = closing in seen, seen[-len(closing) + 1 :]
+                if not closed and not message.get("more_body"):
+                    raise HTTPException(400, f"malformed multipart form: the body ends before its closing boundary {closing.decode('latin-1')[:80]!r} (an upload cut short?)")
+            return message
+
+        await self.app(scope, checked_receive, send)
+
+
+def multipart_boundary(header: str) -> str:
+    """The `boundary` parameter of a Content-Type header, unquoted; empty when there is none."""
+    for parameter in header.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "boundary":
+            return value.strip().strip('"')
+    return ""
+
+
 class Utf8FormMiddleware:
     """Read the raw non-ASCII bytes of a url-encoded form as UTF-8, as its %XX escapes are read.
 

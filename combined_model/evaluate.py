@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from combined_model.fusion import EARLY, LATE, combine, single_branch
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
-from listings.data import listing_text, load_listings
+from listings.data import listing_text, read_dataset
 from listings.images import ImageError, clean_photo, file_digest
 from listings.metrics import per_class, per_product, summarise
 from listings.prepare import Prepared, load_prepared
@@ -44,6 +44,15 @@ class EvalSet:
     unknown_categories: dict[str, int]
     source: str
     seen_in_training: int = 0  # listings of the training or validation split among them (`seen_in_training`)
+    rows_dropped: dict[str, int] = field(default_factory=dict)  # CSV rows left out, by reason (`read_dataset`)
+
+    def check_not_empty(self) -> None:
+        """A ValueError saying why no listing is left to score."""
+        if len(self.listings):
+            return
+        reasons = [f"categories the model does not know: {self.unknown_categories}"] if self.unknown_categories else []
+        reasons += [f"CSV rows left out: {self.rows_dropped}"] if self.rows_dropped else []
+        raise ValueError(f"{self.source}: no listing to evaluate" + (f" ({'; '.join(reasons)})" if reasons else ""))
 
 
 def held_out_split(config: Config) -> EvalSet:
@@ -57,11 +66,13 @@ def directory_set(config: Config, data_dir: str) -> EvalSet:
     for required in ("Products.csv", "Images.csv", "images"):
         if not (Path(data_dir) / required).exists():
             raise ValueError(f"{Path(data_dir) / required} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
-    listings = load_listings(data_dir)
+    dataset = read_dataset(data_dir)
+    listings = dataset.listings
     listings["label"] = prepared.encoder.encode_many(listings["root"])
     unknown = {root: int(count) for root, count in listings.loc[listings["label"] < 0, "root"].value_counts().items()}
     known = listings[listings["label"] >= 0].reset_index(drop=True)
-    return EvalSet(known, Path(data_dir) / "images", unknown, data_dir, seen_in_training(known, prepared, Path(data_dir) / "images"))
+    image_dir = Path(data_dir) / "images"
+    return EvalSet(known, image_dir, unknown, data_dir, seen_in_training(known, prepared, image_dir), dict(dataset.dropped))
 
 
 def seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: Path) -> int:
@@ -141,9 +152,8 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
     start = time.perf_counter()
     eval_set = directory_set(config, data_dir) if data_dir else held_out_split(config)
     classes = load_prepared(config).encoder.classes
+    eval_set.check_not_empty()
     labels = eval_set.listings["label"].to_numpy()
-    if len(labels) == 0:
-        raise ValueError(f"{eval_set.source}: no listing with a known category to evaluate")
     predictor = Predictor.load(config)
     rows, owner, has_image, skipped = row_probabilities(config, eval_set, predictor)
     n = len(labels)
@@ -169,6 +179,7 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         "confusion": confusions,
         "classes": classes,
         "unknown_categories": eval_set.unknown_categories,
+        "rows_dropped": eval_set.rows_dropped,
         "seen_in_training": eval_set.seen_in_training,
         "warnings": fairness_warnings(eval_set, n),
         "skipped_images": dict(Counter(skipped.values())),
@@ -211,6 +222,8 @@ def format_table(result: dict) -> str:
     lines += [f"warning: {warning}" for warning in result["warnings"]]
     if result["unknown_categories"]:
         lines.append(f"skipped listings with categories the model does not know: {result['unknown_categories']}")
+    if result.get("rows_dropped"):
+        lines.append(f"CSV rows left out: {result['rows_dropped']}")
     if result["skipped_images"]:
         lines.append(f"skipped photos: {result['skipped_images']}")
     if result["n_images"] == 0:

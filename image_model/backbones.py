@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-BACKBONES = ("resnet50", "efficientnet_lite0")
-TRAINABLE = ("none", "last_block", "last_stage")
+from listings.config import CHOICES
+
+BACKBONES = tuple(name for name in CHOICES["image.backbone"] if name != "auto")
+TRAINABLE = CHOICES["image.trainable"]
 RANDOM_INIT = "random-init"
 
 

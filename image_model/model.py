@@ -21,9 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from image_model.backbones import Split, build_split, fold_batch_norms
+from listings.config import CHOICES
 
-PRECISIONS = ("bfloat16", "float32")
-DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = CHOICES["image.precision"]
+DEVICES = CHOICES["image.device"]
 
 
 def training_device(name: str) -> torch.device:

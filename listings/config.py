@@ -31,6 +31,16 @@ def _default_nltk_data() -> str:
     return str(shared) if shared.exists() else ""
 
 
+# The settings that take one of a few words, by section and field; the image stage reads its
+# choices from here, so `--set` refuses a misspelt word before any work starts.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "image.backbone": ("auto", "resnet50", "efficientnet_lite0"),
+    "image.trainable": ("none", "last_block", "last_stage"),
+    "image.precision": ("bfloat16", "float32"),
+    "image.device": ("auto", "cpu", "cuda"),
+}
+
+
 @dataclass
 class DataConfig:
     data_dir: str = field(default_factory=_default_data_dir)
@@ -168,6 +178,7 @@ class Config:
         try:
             value = _convert(raw.strip(), getattr(section, field_name))
             _check_range(field_name, value)
+            _check_choice(f"{section_name}.{field_name}", value)
         except ValueError as exc:
             raise ValueError(f"bad value for {key.strip()}: {exc}") from None
         setattr(section, field_name, value)
@@ -220,6 +231,12 @@ def _check_range(name: str, value: object) -> None:
             raise ValueError(f"expected a number above 0, got {number}")
 
 
+def _check_choice(key: str, value: object) -> None:
+    choices = CHOICES.get(key)
+    if choices is not None and value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+
+
 def _convert(raw: str, current: object) -> object:
     if isinstance(current, bool):
         if raw.lower() in {"1", "true", "yes", "on"}:
@@ -227,12 +244,16 @@ def _convert(raw: str, current: object) -> object:
         if raw.lower() in {"0", "false", "no", "off"}:
             return False
         raise ValueError(f"expected a boolean, got {raw!r}")
-    if isinstance(current, int):
-        return int(raw)
-    if isinstance(current, float):
-        return float(raw)
-    if isinstance(current, tuple):
-        return tuple(int(x) for x in raw.split(",") if x)
+    try:
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, tuple):
+            return tuple(int(x) for x in raw.split(",") if x)
+    except ValueError:
+        wanted = {int: "a whole number", float: "a number", tuple: "whole numbers separated by commas"}[type(current)]
+        raise ValueError(f"expected {wanted}, got {raw!r}") from None
     return raw
 
 

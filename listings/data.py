@@ -163,6 +163,9 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     if missing:
         with path.open(encoding="utf-8-sig", errors="replace") as f:
             header = f.readline().strip()[:200]
+        other = [name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if mark in header]
+        if "," not in header and other:
+            raise DatasetError(f"{path} is separated by {other[0]}, not commas: save it as comma-separated (CSV) with the columns {required}")
         raise DatasetError(f"{path} lacks column(s) {missing}; its header is {header!r} (comma-separated, with the columns {required})")
     return frame.apply(lambda column: column.str.replace("\r", " ", regex=False).str.strip())
 

@@ -41,10 +41,21 @@ _ORIENTATION_FIX = {
 
 
 class ImageError(ValueError):
-    """An image that cannot be cleaned; `reason` is a short machine-readable word."""
+    """An image that cannot be cleaned; `reason` is a short machine-readable word (the key of
+    summaries), the message says it in words."""
+
+    WORDS = {
+        "missing": "no such file",
+        "not_a_file": "not a file",
+        "empty": "empty file",
+        "not_an_image": "not an image",
+        "too_large": "too large",
+        "truncated": "truncated or corrupt",
+    }
 
     def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
+        words = self.WORDS[reason]
+        super().__init__(f"{words}: {detail}" if detail else words)
         self.reason = reason
 
 
@@ -239,7 +250,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # its limit is Pillow's, not ours
         raise ImageError("too_large", f"its header declares more than {min(max_pixels, Image.MAX_IMAGE_PIXELS)} pixels") from exc
     except UnidentifiedImageError as exc:  # its message names the stream object, not the file
-        raise ImageError("not_an_image", f"not a photo in an accepted format ({', '.join(PHOTO_FORMATS)})") from exc
+        raise ImageError("not_an_image", f"the accepted formats are {', '.join(PHOTO_FORMATS)}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not_an_image", str(exc)) from exc
     width, height = image.size

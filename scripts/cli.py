@@ -149,8 +149,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
             from combined_model.inference import Predictor  # the models: not needed for --like
             from retrieval.terms import TermWeights
 
+            predictor = Predictor.load(config)  # first: it refuses a data.image_size its model was not trained at
             photos = [photo_for_query(Path(path), config) for path in args.image]
-            predictor = Predictor.load(config)
             prediction = predictor.predict(photos, args.text, "combined")
             result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), **filters)
             print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
@@ -165,7 +165,7 @@ def photo_for_query(path: Path, config: Config):
     try:
         return clean_photo(path, config.data.image_size, config.data.max_image_pixels)
     except ImageError as exc:
-        raise ValueError(f"--image {path}: {exc}") from None
+        raise ValueError(f"--image {path}: {str(exc).removesuffix(f': {path}')}") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -34,7 +34,14 @@ def test_override_converts_to_the_field_type():
         ("nope.epochs=5", "unknown config section 'nope'"),
         ("paths.root=/tmp", "unknown config section 'paths'"),
         ("image.epoch=5", "unknown setting 'image.epoch'"),
-        ("image.epochs=five", "bad value for image.epochs"),
+        ("image.epochs=five", "bad value for image.epochs: expected a whole number, got 'five'"),
+        ("image.epochs=1.5", "expected a whole number, got '1.5'"),
+        ("image.lr=fast", "expected a number, got 'fast'"),
+        ("text.kernel_sizes=3;4", "expected whole numbers separated by commas, got '3;4'"),
+        ("image.backbone=resnet", "bad value for image.backbone: expected one of auto, resnet50, efficientnet_lite0, got 'resnet'"),
+        ("image.trainable=all", "expected one of none, last_block, last_stage"),
+        ("image.precision=fp16", "expected one of bfloat16, float32"),
+        ("image.device=gpu", "expected one of auto, cpu, cuda"),
         ("text.stem=maybe", "bad value for text.stem"),
         ("image.epochs=-1", "expected a finite number of 0 or more"),
         ("image.epochs=0", "expected 1 or more"),
@@ -77,9 +84,10 @@ def test_cli_reports_a_bad_setting_without_a_traceback(tmp_path: Path, capsys):
 
 def test_settings_of_their_allowed_range_are_kept():
     config = Config()
-    for assignment in ("serve.inference_workers=0", "fusion.hidden=0", "image.dropout=0", "index.term_weight=1", "image.patience=0"):
+    for assignment in ("serve.inference_workers=0", "fusion.hidden=0", "image.dropout=0", "index.term_weight=1", "image.patience=0", "image.device=cpu", "image.trainable=none"):
         config.override(assignment)
     assert config.serve.inference_workers == 0 and config.index.term_weight == 1.0
+    assert (config.image.device, config.image.trainable) == ("cpu", "none")
 
 
 def test_split_fractions_that_do_not_sum_to_one_are_refused_before_any_work(tmp_path: Path, capsys):

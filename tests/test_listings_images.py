@@ -230,12 +230,12 @@ def test_formats_that_are_not_photos_are_refused_before_decoding(fmt: str):
     """Pillow reads some formats whole on opening (an ICO around a large PNG) or through an outside
     program (EPS: Ghostscript); only the formats photos come in are opened."""
     data = encode(Image.new("RGB", (32, 32), (0, 128, 0)), fmt) if fmt != "EPS" else b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n"
-    with pytest.raises(ImageError, match=r"not_an_image: not a photo in an accepted format \(JPEG, PNG"):
+    with pytest.raises(ImageError, match="not an image: the accepted formats are JPEG, PNG"):
         clean_image(data, SIZE)
 
 
 def test_a_bomb_is_refused_in_terms_of_our_limit():
-    with pytest.raises(ImageError, match="too_large: its header declares more than 40000000 pixels"):
+    with pytest.raises(ImageError, match="too large: its header declares more than 40000000 pixels"):
         clean_image(png_claiming(30000, 30000), SIZE, max_pixels=40_000_000)
 
 
@@ -247,7 +247,7 @@ def test_missing_file(tmp_path: Path):
 
 def test_max_pixels_is_configurable():
     data = encode(Image.new("RGB", (100, 100)), "PNG")
-    with pytest.raises(ImageError, match="too_large"):
+    with pytest.raises(ImageError, match="too large"):
         clean_image(data, SIZE, max_pixels=5000)
 
 

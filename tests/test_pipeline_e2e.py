@@ -84,13 +84,17 @@ def test_a_directory_without_images_csv_is_a_clear_error(trained_pipeline, tmp_p
     assert "Images.csv not found" in capsys.readouterr().err
 
 
-def test_an_unknown_category_in_evaluation_data_is_reported_not_fatal(trained_pipeline, tmp_path):
-    config, unseen = trained_pipeline
-    data = tmp_path / "with_unknown"
+def _copy_with_own_products(unseen: Path, data: Path) -> tuple[Path, pd.DataFrame]:
+    """A dataset directory sharing `unseen`'s photos, and `unseen`'s products for the test to change and write."""
     data.mkdir()
     (data / "images").symlink_to(unseen / "images")
     (data / "Images.csv").write_bytes((unseen / "Images.csv").read_bytes())
-    products = pd.read_csv(unseen / "Products.csv", lineterminator="\n", dtype=str, index_col=0)
+    return data, pd.read_csv(unseen / "Products.csv", lineterminator="\n", dtype=str, index_col=0)
+
+
+def test_an_unknown_category_in_evaluation_data_is_reported_not_fatal(trained_pipeline, tmp_path):
+    config, unseen = trained_pipeline
+    data, products = _copy_with_own_products(unseen, tmp_path / "with_unknown")
     products.loc[products.index[0], "category"] = "Pets / Dogs"
     products.to_csv(data / "Products.csv", lineterminator="\n")
     out = tmp_path / "metrics.json"
@@ -98,6 +102,24 @@ def test_an_unknown_category_in_evaluation_data_is_reported_not_fatal(trained_pi
     result = json.loads(out.read_text())
     assert result["n_products"] == len(products) - 1
     assert result["unknown_categories"] == {"Pets": 1}
+
+
+def test_rows_left_out_of_evaluation_data_are_reported(trained_pipeline, tmp_path, capsys):
+    """As `fbm prepare` does: rows with a repeated or unusable id are counted in the table and the
+    JSON; when no row is left, the error says why, not that the categories are unknown."""
+    config, unseen = trained_pipeline
+    data, products = _copy_with_own_products(unseen, tmp_path / "with_repeats")
+    pd.concat([products, products.head(2)], ignore_index=True).to_csv(data / "Products.csv", lineterminator="\n")
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", *_settings(config), "--data", str(data), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_products"] == len(products) and result["rows_dropped"] == {"products: id repeated (the first row kept)": 2}
+    assert "CSV rows left out: {'products: id repeated (the first row kept)': 2}" in capsys.readouterr().out
+
+    products.assign(id="../" + products["id"]).to_csv(data / "Products.csv", lineterminator="\n")
+    assert main(["evaluate", *_settings(config), "--data", str(data)]) == 2
+    error = capsys.readouterr().err
+    assert "no listing to evaluate (CSV rows left out: {'products: id not a token" in error and "categor" not in error
 
 
 def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(trained_pipeline, tmp_path, capsys):
@@ -168,8 +190,9 @@ def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
         (["--min-price", "20", "--max-price", "10"], "--min-price 20 is above --max-price 10"),
         (["--max-price", "nan"], "--max-price must be a price of 0 or more, got nan"),
         (["--min-price=-5"], "--min-price must be a price of 0 or more, got -5"),
-        (["--image", str(config.paths.reports.parent)], f"--image {config.paths.reports.parent}: not_a_file"),
+        (["--image", str(config.paths.reports.parent)], f"--image {config.paths.reports.parent}: not a file\n"),
         (["--category", " "], "--category is empty"),
+        (["--set", "data.image_size=200000", "--image", str(config.paths.reports.parent)], "data.image_size is 200000: set data.image_size="),
     ]:
         assert main(["similar", *_settings(config), "--text", "oak dining table", *argv]) == 2
         assert message in capsys.readouterr().err, argv

@@ -1,11 +1,12 @@
 """`GET /health`, `/categories`, `/images/{image_id}` and the search page at `/`."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Header, HTTPException, Path
 from fastapi.responses import FileResponse, Response
 
 from api.deps import ServicesDep
@@ -42,10 +43,16 @@ def categories(services: ServicesDep) -> CategoriesOut:
     responses={200: {"content": {"image/jpeg": {}}}, **INVALID, **NOT_FOUND},
     summary="A listing photo (cleaned JPEG)",
 )
-def image(image_id: Annotated[str, Path(pattern=PHOTO_NAME_PATTERN, description="a photo id, optionally with .jpg")], services: ServicesDep) -> Response:
+def image(
+    image_id: Annotated[str, Path(pattern=PHOTO_NAME_PATTERN, description="a photo id, optionally with .jpg")],
+    services: ServicesDep,
+    if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
     """The photo's bytes are read here, not streamed after the answer has begun: a listing deleted
     or replaced meanwhile takes its photo files away, which is then a 404, not a broken answer. A
-    photo is a small JPEG, sent whole (a `Range` header is ignored)."""
+    photo is a small JPEG, sent whole (a `Range` header is ignored). Caches must ask again before
+    reusing a copy (`no-cache`, answered by a 304 while the photo is unchanged): a deleted listing's
+    photo is gone at once, not a day later."""
     image_id = image_id.removesuffix(".jpg")
     path = services.photos.path(image_id) if services.index.has_photo(image_id) else None
     try:
@@ -54,7 +61,10 @@ def image(image_id: Annotated[str, Path(pattern=PHOTO_NAME_PATTERN, description=
         photo = None
     if photo is None:  # unknown, or the photo of a listing deleted since
         raise HTTPException(404, f"no photo {image_id!r}")
-    return Response(photo, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+    headers = {"Cache-Control": "no-cache", "ETag": f'"{hashlib.sha256(photo).hexdigest()[:32]}"'}
+    if if_none_match is not None and {"*", headers["ETag"]} & {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(photo, media_type="image/jpeg", headers=headers)
 
 
 @router.get("/", include_in_schema=False)
