@@ -96,5 +96,6 @@ def canonical_category(category: str | None, classes: Sequence[str]) -> str | No
     parts = split_category(category)
     roots = {name.casefold(): name for name in classes}
     if not parts or parts[0].casefold() not in roots:
-        raise UnknownCategoryError(f"unknown category {category[:100]!r}; known: {'; '.join(classes)}")
+        spaced = " (levels are separated by ' / ', with spaces)" if "/" in parts[0] and parts[0].split("/")[0].strip().casefold() in roots else ""
+        raise UnknownCategoryError(f"unknown category {category[:100]!r}{spaced}; known: {'; '.join(classes)}")
     return " / ".join([roots[parts[0].casefold()], *parts[1:]])

@@ -36,6 +36,7 @@ _POSTED_BY = re.compile(
     rf"(?:\.?\s*{_DATE}|\.|$)",
     re.DOTALL,
 )
+_LEVEL_SEPARATOR = re.compile(r" /|/ ")  # in text whose whitespace `_tidy` made single spaces
 _WHITESPACE = re.compile(r"\s+")
 _NUMERIC_REFERENCE = re.compile(r"&#(?:([xX])([0-9a-fA-F]+)|([0-9]+))(;?)")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -74,8 +75,11 @@ def parse_price(raw: object) -> float | None:
 
 
 def split_category(path: object) -> list[str]:
-    """`"Home & Garden / Dining / Mirrors"` → `["Home & Garden", "Dining", "Mirrors"]`."""
-    return [_tidy(part) for part in _as_text(path).split("/") if part.strip()]
+    """`"Home & Garden / Dining / Mirrors"` → `["Home & Garden", "Dining", "Mirrors"]`. Levels are
+    separated by a slash with a space beside it: a slash inside a word is part of a level's name,
+    as in the dataset's `… / Radio Communication Equipment / Ham/Amateur Radios`."""
+    parts = (part.strip(" /") for part in _LEVEL_SEPARATOR.split(_tidy(_as_text(path))))
+    return [part for part in parts if part]
 
 
 def unify_spellings(paths: pd.Series) -> pd.Series:

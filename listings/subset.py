@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from listings.data import split_category
+
 
 def subset_dataset(source: Path, target: Path, per_class: int, skip_per_class: int = 0) -> Path:
     """Write `per_class` listings with photos of each root category, after the first `skip_per_class`."""
     source, target = Path(source), Path(target)
     products = pd.read_csv(source / "Products.csv", lineterminator="\n", dtype=str, keep_default_na=False)
     images = pd.read_csv(source / "Images.csv", lineterminator="\n", dtype=str, keep_default_na=False)
-    root = products["category"].str.split("/").str[0].str.strip()
+    root = products["category"].map(lambda path: next(iter(split_category(path)), ""))
     with_photo = products["id"].isin(set(images["product_id"]))
     chosen = products[with_photo].groupby(root[with_photo], sort=True).nth(range(skip_per_class, skip_per_class + per_class))
     chosen_images = images[images["product_id"].isin(set(chosen["id"]))]

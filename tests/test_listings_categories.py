@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from listings.categories import CategoryEncoder, UnknownCategoryError
+from listings.categories import CategoryEncoder, UnknownCategoryError, canonical_category
 
 ROOTS = ["Home & Garden", "Appliances", "Home & Garden", "Video Games & Consoles", "Appliances", "Home & Garden"]
 PATHS = [
@@ -81,3 +81,12 @@ def test_out_of_range_index_is_an_error_not_another_class(encoder, index):
 def test_empty_category_refused():
     with pytest.raises(ValueError, match="empty category"):
         CategoryEncoder.fit(["Appliances", ""])
+
+
+def test_a_category_filter_names_its_root_in_any_case_and_hints_at_unspaced_levels():
+    assert canonical_category("home & garden / Dining", ROOTS) == "Home & Garden / Dining"
+    assert canonical_category("  ", ROOTS) is None
+    with pytest.raises(UnknownCategoryError, match=r"unknown category 'Home & Garden/Dining' \(levels are separated by ' / ', with spaces\)"):
+        canonical_category("Home & Garden/Dining", ROOTS)
+    with pytest.raises(UnknownCategoryError, match=r"unknown category 'Toys/Lego'; known: "):
+        canonical_category("Toys/Lego", ROOTS)

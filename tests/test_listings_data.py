@@ -110,6 +110,9 @@ def test_categories(listings):
     assert row["root"] == "Home & Garden"
     assert listings.loc["p-dvd", "root"] == "Music, Films, Books & Games"
     assert split_category(" A /B / / C ") == ["A", "B", "C"]
+    # a slash inside a word is part of the level's name (the dataset has one such level)
+    assert split_category("Phones / Radio Communication Equipment / Ham/Amateur Radios") == ["Phones", "Radio Communication Equipment", "Ham/Amateur Radios"]
+    assert split_category("A //B/C/ D") == ["A", "B/C", "D"]
     assert split_category("Home  &\tGarden / Sofas") == ["Home & Garden", "Sofas"]
 
 
