@@ -176,7 +176,8 @@ def checked_text(text: str | None, config: Config, field: str = "txt", required:
     text = (text or "").strip()
     if not text:
         if required:
-            raise HTTPException(422, f"{field} is empty: send a description of the listing")
+            wanted = "the listing's title" if field == "title" else "a description of the listing"
+            raise HTTPException(422, f"{field} is empty: send {wanted}")
         return None
     if len(text) > config.serve.max_text_chars:
         raise HTTPException(422, f"{field} has {len(text):,} characters; at most {config.serve.max_text_chars:,} are accepted")

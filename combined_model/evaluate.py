@@ -56,8 +56,10 @@ class EvalSet:
 
 
 def held_out_split(config: Config) -> EvalSet:
+    """The test split, its photos read from the cleaned-image cache `fbm prepare` wrote (not from
+    `data.data_dir`, which may name another dataset than the one prepared)."""
     prepared = load_prepared(config)
-    return EvalSet(prepared.split("test"), Path(config.data.data_dir) / "images", {}, "test split")
+    return EvalSet(prepared.split("test"), prepared.image_dir, {}, "test split")
 
 
 def directory_set(config: Config, data_dir: str) -> EvalSet:

@@ -96,6 +96,7 @@ def canonical_category(category: str | None, classes: Sequence[str]) -> str | No
     parts = split_category(category)
     roots = {name.casefold(): name for name in classes}
     if not parts or parts[0].casefold() not in roots:
-        spaced = " (levels are separated by ' / ', with spaces)" if "/" in parts[0] and parts[0].split("/")[0].strip().casefold() in roots else ""
+        unspaced = parts and "/" in parts[0] and parts[0].split("/")[0].strip().casefold() in roots
+        spaced = " (levels are separated by ' / ', with spaces)" if unspaced else ""
         raise UnknownCategoryError(f"unknown category {category[:100]!r}{spaced}; known: {'; '.join(classes)}")
     return " / ".join([roots[parts[0].casefold()], *parts[1:]])

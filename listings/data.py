@@ -101,7 +101,7 @@ class Dataset:
 def read_dataset(data_dir: str | Path) -> Dataset:
     """Read a marketplace-format directory into one clean row per product, counting the rows left
     out: a product id seen before, an id that is empty or not a plain token (an id names a file:
-    `../x` must not), photo rows repeated or of no listed product."""
+    `../x` must not), a product with no category, photo rows repeated or of no listed product."""
     data_dir = Path(data_dir)
     dropped: Counter = Counter()
     products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
@@ -109,6 +109,7 @@ def read_dataset(data_dir: str | Path) -> Dataset:
 
     products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dropped)
     products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)
+    products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dropped)
     images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dropped)
     images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dropped)
     images = _keep(images, images["product_id"].isin(set(products["id"])), "photos: of no listed product", dropped)

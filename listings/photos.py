@@ -33,10 +33,23 @@ class PhotoStore:
                 return candidate
         return None
 
-    def add(self, photo: Image.Image) -> str:
-        """Store a cleaned photo durably under a new id (written, flushed, then renamed into place)."""
+    def added_at_another_size(self, image_id: str) -> Path | None:
+        """A photo added through the API while `data.image_size` was another size: it is in that
+        size's folder beside this one's (`fbm index` cleans it again at this size)."""
+        for directory in sorted(self._added_dirs()):
+            candidate = directory / f"{image_id}.jpg"
+            if directory != self.added_dir and candidate.is_file():
+                return candidate
+        return None
+
+    def _added_dirs(self) -> list[Path]:
+        return [path for path in self.added_dir.parent.glob("photos_*") if path.is_dir()]
+
+    def add(self, photo: Image.Image, image_id: str | None = None) -> str:
+        """Store a cleaned photo durably (written, flushed, then renamed into place), under a new id
+        unless it is given one."""
         self.added_dir.mkdir(parents=True, exist_ok=True)
-        image_id = str(uuid.uuid4())
+        image_id = image_id or str(uuid.uuid4())
         target = self.added_dir / f"{image_id}.jpg"
         temporary = target.with_suffix(".tmp")
         with temporary.open("wb") as handle:
@@ -47,6 +60,8 @@ class PhotoStore:
         return image_id
 
     def remove_added(self, image_ids: list[str]) -> None:
-        """Delete photos added through the API; catalogue photos are never touched."""
-        for image_id in image_ids:
-            (self.added_dir / f"{image_id}.jpg").unlink(missing_ok=True)
+        """Delete photos added through the API, at every size they were stored at; catalogue photos
+        are never touched."""
+        for directory in self._added_dirs():
+            for image_id in image_ids:
+                (directory / f"{image_id}.jpg").unlink(missing_ok=True)

@@ -33,6 +33,9 @@ def settings_parser() -> argparse.ArgumentParser:
 
 
 def build_config(args: argparse.Namespace) -> Config:
+    for option, value in (("--data", args.data), ("--artifacts", args.artifacts)):
+        if value is not None and not value.strip():  # an unset shell variable: not the default directory in its place
+            raise ValueError(f"{option} is empty: give a directory, or leave {option} out for the default")
     config = Config()
     if args.data:
         config.data.data_dir = args.data
@@ -172,6 +175,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from scripts.bench import PARTS, BenchPlan, markdown, run_bench
 
     config = build_config(args)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be 1 or more, got {args.repeats}")
     plan = BenchPlan.make(args.quick, args.repeats)
     parts = tuple(part.strip() for part in args.parts.split(",")) if args.parts else tuple(p for p in PARTS if not (args.reuse and p == "pipeline"))
     unknown = sorted(set(parts) - set(PARTS))
@@ -183,10 +188,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError("without the pipeline part there is nothing trained afresh to measure: add --reuse to measure the artifacts in --artifacts")
     command = "fbm " + shlex.join(args.argv)
     reports = config.paths.reports  # before run_bench moves a fresh run's artifacts under <artifacts>/bench
-    result = run_bench(config, plan, parts, fresh=not args.reuse, command=command)
-    reports.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else (reports / "BENCHMARKS.quick.md" if plan.quick else REPO_ROOT / "BENCHMARKS.md")
     json_out = Path(args.json) if args.json else out.with_suffix(".json")
+    writable_file(str(out), "--out")  # before the run, not after it: its figures would be lost
+    writable_file(str(json_out), "--json")
+    result = run_bench(config, plan, parts, fresh=not args.reuse, command=command)
     out.write_text(markdown(result))
     json_out.write_text(json.dumps(result, indent=2))
     print(markdown(result))
@@ -279,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", parents=[settings], help="measure pipeline, accuracy, serving and retrieval; write BENCHMARKS.md")
     bench.add_argument("--quick", action="store_true", help="a smoke run: dataset subset, tiny settings, short loads")
-    bench.add_argument("--repeats", type=int, default=3, help="serving runs per setting; medians are reported (default 3)")
+    bench.add_argument("--repeats", type=int, default=3, help="serving runs per setting; medians are reported (default 3; one with --quick)")
     bench.add_argument("--parts", help="comma-separated, of pipeline (cold-cache training), accuracy, retrieval, serving, scale (default: all five; all but pipeline with --reuse)")
     bench.add_argument("--reuse", action="store_true", help="measure the trained artifacts in --artifacts instead of training afresh (leaves out the pipeline part)")
     bench.add_argument("--out", help="Markdown report (default BENCHMARKS.md; BENCHMARKS.quick.md in the reports with --quick)")

@@ -148,6 +148,7 @@ def test_more_like_an_indexed_listing_by_its_own_modalities(client):
     assert client.get("/listings/prod-99/similar").status_code == 404
     assert "no listing 'prod-99'" in client.get("/listings/prod-99/similar").json()["detail"]
     for params, words in [({"k": 0}, "k must be between 1 and 100"), ({"category": "Spaceships"}, "unknown category"), ({"min_price": "x"}, "min_price"),
+                          ({"category": "//"}, "unknown category '//'"),
                           ({"category": "Appliances / Attic"}, "no listing in category 'Appliances / Attic'; 'Appliances' has: Kitchen; Laundry"),
                           ({"min_price": 50, "max_price": 10}, "min_price 50 is above max_price 10")]:
         refused = client.get("/listings/prod-00/similar", params=params)
@@ -237,6 +238,7 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "k": "101"}, None, 422, "k must be between 1 and 100"),
     ("/similar", {"txt": "chair", "k": "ten"}, None, 422, "k"),
     ("/similar", {"txt": "chair", "category": "Spaceships"}, None, 422, "unknown category 'Spaceships'"),
+    ("/similar", {"txt": "chair", "category": "/"}, None, 422, "unknown category '/'"),
     ("/similar", {"txt": "chair", "category": "Home & Garden / Attic"}, None, 422, "no listing in category 'Home & Garden / Attic'; 'Home & Garden' has: Bedroom; Dining"),
     ("/similar", {"txt": "chair", "min_price": "50", "max_price": "10"}, None, 422, "min_price 50 is above max_price 10"),
     ("/similar", {"txt": "chair", "min_price": "-1"}, None, 422, "min_price"),
@@ -602,8 +604,9 @@ def test_a_deleted_catalogue_listings_photos_are_no_longer_served(writable, tmp_
     "form, words",
     [
         ({}, "title"),
-        ({"title": "   "}, "title is empty"),
+        ({"title": "   "}, "title is empty: send the listing's title"),
         ({"title": "chair", "category": "Spaceships"}, "unknown category"),
+        ({"title": "chair", "category": " / "}, "unknown category ' / '"),
         ({"title": "chair", "product_id": "../../etc"}, "product_id"),
         ({"title": "chair", "price": "-5"}, "price"),
         ({"title": "chair", "description": "x" * 30_000}, "at most 20,000"),

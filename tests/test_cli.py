@@ -39,6 +39,9 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["index", "-k", "5"], "-k sets the neighbours per query of --evaluate"),
         (["index", "--evaluate", "-k", "0"], "-k must be between 1 and 100"),  # before the index is rebuilt
         (["bench", "--parts", "accuracy"], "add --reuse"),  # a fresh run would first clear <artifacts>/bench
+        (["bench", "--repeats", "0"], "--repeats must be 1 or more, got 0"),  # an IndexError after the whole run
+        (["bench", "--out", "/dev/null/b.md"], "--out /dev/null/b.md: /dev/null is a file, not a folder"),  # the figures lost after the run
+        (["bench", "--reuse", "--json", "/"], "--json / is a folder"),
         (["bench", "--reuse", "--parts", "pipeline,accuracy"], "drop --reuse or leave out pipeline"),
     ],
 )
@@ -60,11 +63,22 @@ def test_evaluate_checks_that_its_json_file_can_be_written_before_evaluating(tmp
     assert list(tmp_path.iterdir()) == []  # nothing left behind, nothing ran
 
 
-@pytest.mark.parametrize("option, message", [("--json", "--json is empty: give a file name"), ("--data", "--data is empty: give the dataset directory")])
+@pytest.mark.parametrize("option, message", [("--json", "--json is empty: give a file name"), ("--data", "--data is empty: give the dataset directory to score")])
 def test_evaluate_refuses_an_empty_path_instead_of_leaving_the_option_out(tmp_path: Path, option, message, capsys):
     """`--data ""` scored the test split in its place, and `--json ""` wrote nothing, both with exit 0."""
     assert main(["evaluate", "--artifacts", str(tmp_path / "empty"), option, ""]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["prepare"], ["train", "all"], ["index"], ["serve"]])
+def test_an_empty_directory_option_is_refused_not_read_as_the_default(tmp_path: Path, monkeypatch, command, capsys):
+    """`--artifacts "$UNSET"` wrote into the repository's ./artifacts, `--data ""` read the default dataset."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--artifacts", " "]) == 2
+    assert "--artifacts is empty: give a directory, or leave --artifacts out for the default" in capsys.readouterr().err
+    assert main([*command, "--data", "", "--artifacts", str(tmp_path / "a")]) == 2
+    assert "--data is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_interrupt_ends_the_command_in_one_line(tmp_path: Path, monkeypatch, capsys):

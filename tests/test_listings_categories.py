@@ -88,5 +88,6 @@ def test_a_category_filter_names_its_root_in_any_case_and_hints_at_unspaced_leve
     assert canonical_category("  ", ROOTS) is None
     with pytest.raises(UnknownCategoryError, match=r"unknown category 'Home & Garden/Dining' \(levels are separated by ' / ', with spaces\)"):
         canonical_category("Home & Garden/Dining", ROOTS)
-    with pytest.raises(UnknownCategoryError, match=r"unknown category 'Toys/Lego'; known: "):
-        canonical_category("Toys/Lego", ROOTS)
+    for no_root in ("Toys/Lego", "/", " // "):
+        with pytest.raises(UnknownCategoryError, match=f"unknown category '{no_root}'; known: "):
+            canonical_category(no_root, ROOTS)

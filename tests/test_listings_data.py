@@ -227,7 +227,8 @@ def test_unreadable_csv_files_are_clear_errors(quirky_dataset, content, message)
 def test_rows_left_out_are_counted_and_ids_never_name_a_path(quirky_dataset):
     products = quirky_dataset / "Products.csv"
     rows = products.read_text(encoding="utf-8")
-    extra = ['99,"",Unnamed,Appliances,,£1,Leeds', '98,../escape,Rug,Home & Garden,,£2,Leeds', '97,p-dvd,Another DVD,Music,,£3,Leeds']
+    extra = ['99,"",Unnamed,Appliances,,£1,Leeds', '98,../escape,Rug,Home & Garden,,£2,Leeds', '97,p-dvd,Another DVD,Music,,£3,Leeds',
+             '96,p-blank,Lamp, / ,,£4,Leeds', '95,p-short,Vase']  # no category: blank, or a row cut short
     products.write_text(rows + "\n".join(extra) + "\n", encoding="utf-8")
     images = quirky_dataset / "Images.csv"
     images.write_text(images.read_text(encoding="utf-8") + "90,../../outside,p-chair\n91,img-x,p-unknown\n", encoding="utf-8")
@@ -238,6 +239,7 @@ def test_rows_left_out_are_counted_and_ids_never_name_a_path(quirky_dataset):
     assert dataset.dropped == {
         "products: id not a token of letters, digits, - and _": 2,
         "products: id repeated (the first row kept)": 1,
+        "products: no category": 2,
         "photos: id not a token of letters, digits, - and _": 1,
         "photos: of no listed product": 1,
     }

@@ -84,6 +84,18 @@ def test_a_directory_without_images_csv_is_a_clear_error(trained_pipeline, tmp_p
     assert "Images.csv not found" in capsys.readouterr().err
 
 
+def test_the_test_split_is_scored_on_the_photos_prepare_cleaned(trained_pipeline, tmp_path, capsys):
+    """Not on `data.data_dir`'s photos: after `prepare --data DIR`, a plain `fbm evaluate` has the
+    default dataset there (or none), and its photos were skipped as missing."""
+    config, _ = trained_pipeline
+    out = tmp_path / "metrics.json"
+    elsewhere = ["--set", f"data.data_dir={tmp_path / 'no-dataset-here'}"]
+    assert main(["evaluate", *_settings(config), *elsewhere, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    test_photos = sum(len(ids) for ids in pd.read_json(config.paths.listings, lines=True).query("split == 'test'")["image_ids"])
+    assert result["skipped_images"] == {} and result["n_images"] == test_photos > 0
+
+
 def _copy_with_own_products(unseen: Path, data: Path) -> tuple[Path, pd.DataFrame]:
     """A dataset directory sharing `unseen`'s photos, and `unseen`'s products for the test to change and write."""
     data.mkdir()
