@@ -154,7 +154,8 @@ def _utf8_escaped(run: re.Match) -> bytes:
 
 async def fields_in_place_and_once(request: Request) -> None:
     """Refuse a field the route would drop unsaid: a query parameter on a route that reads a form
-    (`POST /similar?category=…` searched every category), or a field sent more than once, other
+    (`POST /similar?category=…` searched every category), a field the route does not read
+    (`-F image=@chair.jpg` added a listing without its photo), or a field sent more than once, other
     than the photos (`img`), of which the route would take the last copy (`-F txt=oak -F txt=chair`
     was classified by 'chair' alone). The form is the one FastAPI has already parsed for the route."""
     names = [name for name, _ in request.query_params.multi_items()]
@@ -165,10 +166,29 @@ async def fields_in_place_and_once(request: Request) -> None:
         if content_type(request.headers) in FORM_TYPES:
             names = [name for name, _ in (await request.form()).multi_items()]
     counts = Counter(names)  # a URL may carry thousands of parameters: counted once each
+    accepted = route_fields(request.scope.get("route"))
+    unknown = sorted(set(counts) - accepted) if accepted is not None else []
+    if unknown:  # `image` for img, `max-price` for max_price: the photo or the filter was dropped unsaid
+        listed = ", ".join(repr(name[:40]) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise HTTPException(422, f"unknown field(s) {listed}: {request.url.path} takes {', '.join(sorted(accepted)) or 'no fields'}")
     repeated = sorted(name for name, count in counts.items() if count > 1 and name not in REPEATABLE_FIELDS)
     if repeated:
         sent = "; ".join(f"{name!r} {counts[name]} times" for name in repeated)
         raise HTTPException(422, f"a field sent more than once ({sent[:300]}): send each once, only img may repeat (one per photo)")
+
+
+def route_fields(route: object) -> set[str] | None:
+    """The names of the query and form fields a FastAPI route reads, its dependencies' included;
+    None for what is not a FastAPI route."""
+    root = getattr(route, "dependant", None)
+    if root is None:
+        return None
+    pending, names = [root], set()
+    while pending:
+        dependant = pending.pop()
+        names.update(field.alias for field in (*dependant.query_params, *dependant.body_params))
+        pending.extend(dependant.dependencies)
+    return names
 
 
 def checked_text(text: str | None, config: Config, field: str = "txt", required: bool = False) -> str | None:

@@ -26,9 +26,9 @@ from combined_model.fusion import EARLY, LATE, combine, single_branch
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
-from listings.data import listing_text, read_dataset
+from listings.data import listing_text, read_dataset, refuse_a_file
 from listings.images import ImageError, clean_photo, file_digest
-from listings.metrics import per_class, per_product, summarise
+from listings.metrics import figure, per_class, per_product, summarise
 from listings.prepare import Prepared, load_prepared
 from text_model.baseline import TfidfSvmBaseline
 
@@ -65,6 +65,7 @@ def held_out_split(config: Config) -> EvalSet:
 def directory_set(config: Config, data_dir: str) -> EvalSet:
     """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
     prepared = load_prepared(config)
+    refuse_a_file(Path(data_dir))
     for required in ("Products.csv", "Images.csv", "images"):
         if not (Path(data_dir) / required).exists():
             raise ValueError(f"{Path(data_dir) / required} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
@@ -164,7 +165,8 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         product_probs = per_product(probs, owner, n)
         product_pred[name] = product_probs.argmax(axis=1)
         models[name] = summarise(labels, product_probs)
-        per_image[name] = summarise(labels[owner][has_image], probs[has_image])
+        # no photo to score: null figures (a NaN would make the metrics files invalid JSON)
+        per_image[name] = summarise(labels[owner][has_image], probs[has_image]) if has_image.any() else dict.fromkeys(models[name])
         per_class_f1[name] = per_class(labels, product_probs, classes)
         confusions[name] = confusion(labels, product_probs.argmax(axis=1), len(classes)).tolist()
     return {
@@ -218,7 +220,7 @@ def format_table(result: dict) -> str:
     for name in MODELS:
         m, img = result["models"][name], result["per_image"][name]
         served = "   (served)" if name == result["served"] else ""
-        lines.append(f"{name:<19} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {img['accuracy']:>9.3f}{served}")
+        lines.append(f"{name:<19} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m['top3']:>7.3f}   {figure(img['accuracy'], 9)}{served}")
     lines.append(f"{'either branch right':<19} {result['either_branch_right']:>9.3f}   (the ceiling of any choice between image and text)")
     lines.append(f"{'any late input':<19} {result['any_late_input_right']:>9.3f}   (the same for image, text and the TF-IDF model)")
     lines += [f"warning: {warning}" for warning in result["warnings"]]

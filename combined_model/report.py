@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from listings.config import Config  # noqa: E402
+from listings.metrics import figure  # noqa: E402
 
 
 def write_report(config: Config, result: dict, out_dir: Path) -> Path:
@@ -32,7 +33,7 @@ def write_report(config: Config, result: dict, out_dir: Path) -> Path:
     for name in models:
         m, img = result["models"][name], result["per_image"][name]
         label = f"**{name}** (served)" if name == result["served"] else name
-        lines.append(f"| {label} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['top3']:.3f} | {img['accuracy']:.3f} |")
+        lines.append(f"| {label} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['top3']:.3f} | {figure(img['accuracy'])} |")
     lines += [
         "",
         f"Either the image or the text branch is right on {result['either_branch_right']:.3f} of the listings: "

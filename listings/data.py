@@ -36,6 +36,7 @@ _POSTED_BY = re.compile(
     rf"(?:\.?\s*{_DATE}|\.|$)",
     re.DOTALL,
 )
+MAX_PRICE = 1e12  # the largest price a listing or a price filter may carry
 _LEVEL_SEPARATOR = re.compile(r" /|/ ")  # in text whose whitespace `_tidy` made single spaces
 _WHITESPACE = re.compile(r"\s+")
 _NUMERIC_REFERENCE = re.compile(r"&#(?:([xX])([0-9a-fA-F]+)|([0-9]+))(;?)")
@@ -68,10 +69,11 @@ def listing_text(title: str, description: str) -> str:
 
 
 def parse_price(raw: object) -> float | None:
-    """`£1,234.00` → 1234.0; anything else (`Free`, `£5 - £10`, `€20`, `1.234,00`) → None, rather
-    than a number the price filters would trust."""
+    """`£1,234.00` → 1234.0; anything else (`Free`, `£5 - £10`, `€20`, `1.234,00`, a price above
+    `MAX_PRICE`) → None, rather than a number the price filters would trust."""
     match = _PRICE.fullmatch(_as_text(raw).strip())
-    return float(match[1].replace(",", "") + (match[2] or "")) if match else None
+    price = float(match[1].replace(",", "") + (match[2] or "")) if match else None
+    return price if price is not None and price <= MAX_PRICE else None  # 400 digits are `inf`, no price
 
 
 def split_category(path: object) -> list[str]:
@@ -103,6 +105,7 @@ def read_dataset(data_dir: str | Path) -> Dataset:
     out: a product id seen before, an id that is empty or not a plain token (an id names a file:
     `../x` must not), a product with no category, photo rows repeated or of no listed product."""
     data_dir = Path(data_dir)
+    refuse_a_file(data_dir)
     dropped: Counter = Counter()
     products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
     images = _read_csv(data_dir / "Images.csv", ["id", "product_id"])
@@ -129,6 +132,12 @@ def read_dataset(data_dir: str | Path) -> Dataset:
     )
     listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
     return Dataset(listings.reset_index(drop=True), dropped)
+
+
+def refuse_a_file(data_dir: Path) -> None:
+    """A DatasetError when a dataset directory was given as a file (`--data …/Products.csv`)."""
+    if data_dir.is_file():
+        raise DatasetError(f"{data_dir} is a file: give the dataset's directory, which holds Products.csv, Images.csv and images/")
 
 
 def load_listings(data_dir: str | Path) -> pd.DataFrame:

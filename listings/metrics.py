@@ -50,3 +50,8 @@ def softmax_rows(scores: np.ndarray) -> np.ndarray:
 def latency_percentiles(latency_ms: list[float] | np.ndarray) -> dict[str, float]:
     """p50 and p99 of per-query latencies in milliseconds, rounded to microseconds."""
     return {f"p{q}": round(float(np.percentile(latency_ms, q)), 3) for q in (50, 99)}
+
+
+def figure(value: float | None, width: int = 0) -> str:
+    """A metric for a table: three decimals, or a dash where there was nothing to measure."""
+    return f"{value:>{width}.3f}" if value is not None else f"{'—':>{width}}"

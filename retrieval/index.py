@@ -347,9 +347,13 @@ _LIVE_DELETED_SQL = "SELECT product_id FROM live_deleted ORDER BY product_id"
 _PATH_SEPARATOR = " / "
 
 
+CATEGORY_KEYS = "casefold"  # how `category_key` folds case; a build whose keys were lowered is re-keyed on open
+
+
 def _category_key(category: str) -> str:
-    """`"Home & Garden / Dining"` → `"home & garden / dining / "`: every path prefix of it is a string prefix."""
-    return _PATH_SEPARATOR.join(split_category(category)).lower() + _PATH_SEPARATOR
+    """`"Home & Garden / Dining"` → `"home & garden / dining / "`: every path prefix of it is a string
+    prefix. Case-folded, as every level is compared in any case (`STRASSE` matches `Straße`)."""
+    return _PATH_SEPARATOR.join(split_category(category)).casefold() + _PATH_SEPARATOR
 
 
 _CATEGORY_RANGE = "category_key >= ? AND category_key < ?"
@@ -475,7 +479,7 @@ class ListingIndex:
                 db.executescript(_SCHEMA + _LIVE_SCHEMA + _PHOTOS_SCHEMA)
                 db.executemany(
                     "INSERT INTO info (key, value) VALUES (?, ?)",
-                    [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id)],
+                    [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id), ("category_keys", CATEGORY_KEYS)],
                 )
                 for faiss_id, (row, vector, words) in enumerate(zip(rows, vectors, terms)):
                     _insert(db, row, vector, words, faiss_id)
@@ -527,6 +531,10 @@ class ListingIndex:
             with db:
                 if not db.execute("SELECT 1 FROM photos LIMIT 1").fetchone():
                     db.execute(_FILL_PHOTOS_SQL)
+                if info.get("category_keys") != CATEGORY_KEYS:  # a build whose keys were lower-cased
+                    db.create_function("category_key", 1, _category_key, deterministic=True)
+                    db.execute("UPDATE listings SET category_key = category_key(category)")
+                    db.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('category_keys', ?)", [CATEGORY_KEYS])
         except sqlite3.DatabaseError as error:
             raise IndexStateError(f"{db_path} is not a readable index database ({error}): rebuild the index with `fbm index`") from error
         try:

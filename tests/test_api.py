@@ -148,7 +148,7 @@ def test_more_like_an_indexed_listing_by_its_own_modalities(client):
     assert client.get("/listings/prod-99/similar").status_code == 404
     assert "no listing 'prod-99'" in client.get("/listings/prod-99/similar").json()["detail"]
     for params, words in [({"k": 0}, "k must be between 1 and 100"), ({"category": "Spaceships"}, "unknown category"), ({"min_price": "x"}, "min_price"),
-                          ({"category": "//"}, "unknown category '//'"),
+                          ({"category": "//"}, "unknown category '//'"), ({"maxprice": 1}, "unknown field(s) 'maxprice': /listings/prod-00/similar takes category, k, max_price, min_price"),
                           ({"category": "Appliances / Attic"}, "no listing in category 'Appliances / Attic'; 'Appliances' has: Kitchen; Laundry"),
                           ({"min_price": 50, "max_price": 10}, "min_price 50 is above max_price 10")]:
         refused = client.get("/listings/prod-00/similar", params=params)
@@ -239,6 +239,10 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "k": "ten"}, None, 422, "k"),
     ("/similar", {"txt": "chair", "category": "Spaceships"}, None, 422, "unknown category 'Spaceships'"),
     ("/similar", {"txt": "chair", "category": "/"}, None, 422, "unknown category '/'"),
+    # a misspelt field was dropped unsaid: the filter not applied, the photo not read
+    ("/similar", {"txt": "chair", "max-price": "1"}, None, 422, "unknown field(s) 'max-price': /similar takes category, img, k, max_price, min_price, txt"),
+    ("/text", {"txt": "chair", "text": "oak"}, None, 422, "unknown field(s) 'text': /text takes txt"),
+    ("/combined", {"txt": "chair"}, {"image": ("a.jpg", b"\xff\xd8")}, 422, "unknown field(s) 'image': /combined takes img, txt"),
     ("/similar", {"txt": "chair", "category": "Home & Garden / Attic"}, None, 422, "no listing in category 'Home & Garden / Attic'; 'Home & Garden' has: Bedroom; Dining"),
     ("/similar", {"txt": "chair", "min_price": "50", "max_price": "10"}, None, 422, "min_price 50 is above max_price 10"),
     ("/similar", {"txt": "chair", "min_price": "-1"}, None, 422, "min_price"),
@@ -607,6 +611,7 @@ def test_a_deleted_catalogue_listings_photos_are_no_longer_served(writable, tmp_
         ({"title": "   "}, "title is empty: send the listing's title"),
         ({"title": "chair", "category": "Spaceships"}, "unknown category"),
         ({"title": "chair", "category": " / "}, "unknown category ' / '"),
+        ({"title": "chair", "image": "x"}, "unknown field(s) 'image': /listings takes category, description, img, location, price, product_id, title"),
         ({"title": "chair", "product_id": "../../etc"}, "product_id"),
         ({"title": "chair", "price": "-5"}, "price"),
         ({"title": "chair", "description": "x" * 30_000}, "at most 20,000"),

@@ -171,6 +171,11 @@ def test_missing_products_csv_is_a_clear_error(tmp_path):
         load_listings(tmp_path)
 
 
+def test_a_file_given_as_the_dataset_directory_is_a_clear_error(quirky_dataset):
+    with pytest.raises(DatasetError, match="Products.csv is a file: give the dataset's directory"):
+        load_listings(quirky_dataset / "Products.csv")
+
+
 def test_missing_images_csv_is_a_clear_error(quirky_dataset):
     (quirky_dataset / "Images.csv").unlink()
     with pytest.raises(DatasetError, match="Images.csv not found"):
@@ -263,6 +268,9 @@ def test_rows_left_out_are_counted_and_ids_never_name_a_path(quirky_dataset):
         ("$1e5", None),
         ("€20", None),
         ("£12,34", None),
+        ("£1,000,000,000,000", 1e12),
+        ("£1,000,000,000,000.01", None),  # above what a price filter may ask for
+        ("£" + "9" * 400, None),  # float() of 400 digits is inf: "no price" that passed every price filter
     ],
 )
 def test_parse_price(raw, expected):

@@ -82,6 +82,8 @@ def test_a_directory_without_images_csv_is_a_clear_error(trained_pipeline, tmp_p
     (data / "images").mkdir()
     assert main(["evaluate", *_settings(config), "--data", str(data)]) == 2
     assert "Images.csv not found" in capsys.readouterr().err
+    assert main(["evaluate", *_settings(config), "--data", str(unseen / "Products.csv")]) == 2
+    assert "Products.csv is a file: give the dataset's directory" in capsys.readouterr().err
 
 
 def test_the_test_split_is_scored_on_the_photos_prepare_cleaned(trained_pipeline, tmp_path, capsys):
@@ -94,6 +96,20 @@ def test_the_test_split_is_scored_on_the_photos_prepare_cleaned(trained_pipeline
     result = json.loads(out.read_text())
     test_photos = sum(len(ids) for ids in pd.read_json(config.paths.listings, lines=True).query("split == 'test'")["image_ids"])
     assert result["skipped_images"] == {} and result["n_images"] == test_photos > 0
+
+
+def test_evaluation_data_without_photos_writes_strict_json(trained_pipeline, tmp_path, capsys):
+    """Photo-level figures over no photo are null, not NaN (which JSON.parse and jq refuse)."""
+    config, unseen = trained_pipeline
+    data, products = _copy_with_own_products(unseen, tmp_path / "no_photos")
+    products.to_csv(data / "Products.csv", lineterminator="\n")
+    (data / "Images.csv").write_text("id,product_id\n")
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", *_settings(config), "--data", str(data), "--json", str(out)]) == 0
+    result = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert result["n_images"] == 0 and result["per_image"]["image"] == {"accuracy": None, "macro_f1": None, "top3": None}
+    printed = capsys.readouterr().out
+    assert "no usable photo" in printed and "nan" not in printed
 
 
 def _copy_with_own_products(unseen: Path, data: Path) -> tuple[Path, pd.DataFrame]:

@@ -148,6 +148,23 @@ def test_a_category_is_spelt_as_the_indexed_listings_spell_it(index):
     assert index.spelled_category("Home & Garden / dining") == "Home & Garden / Dining"
 
 
+def test_every_category_level_matches_in_any_case_as_casefold_compares(tmp_path):
+    """`STRASSE` is `Straße` in any case (lower() keeps 'ß'): a filter found no listing, and a new
+    listing's level became a second spelling beside the first. A build keyed by lower() is re-keyed on open."""
+    catalogue = {"bench": (0, 0, "Home & Garden / Straße", 50.0), "fridge": (1, 1, "Appliances / Fridges", 80.0)}
+    with _build(tmp_path, catalogue) as built:
+        built.check_category("home & garden / STRASSE")
+        assert built.spelled_category("Home & Garden / STRASSE") == "Home & Garden / Straße"
+        assert _ids(built.search(E[0], None, k=5, category="Home & Garden / STRASSE")) == ["bench"]
+    database = next(tmp_path.glob("listings-*.sqlite"))
+    with sqlite3.connect(database) as db:  # as a build of before keys were case-folded
+        db.execute("UPDATE listings SET category_key = lower(category) || ' / '")
+        db.execute("DELETE FROM info WHERE key = 'category_keys'")
+    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
+        assert _ids(reopened.search(E[0], None, k=5, category="home & garden / strasse")) == ["bench"]
+        assert _ids(reopened.search(E[1], None, k=5, category="APPLIANCES")) == ["fridge"]
+
+
 def test_only_the_indexed_listings_photos_are_served(tmp_path):
     with _build(tmp_path) as built:
         assert built.has_photo("same-1") and not built.has_photo("nobody-1")

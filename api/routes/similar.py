@@ -15,13 +15,13 @@ from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
-from listings.data import ID_PATTERN
+from listings.data import ID_PATTERN, MAX_PRICE
 from retrieval.index import SearchResult, check_search
 from retrieval.query import search_like_listing, search_similar
 
 router = APIRouter(tags=["search"], dependencies=[Depends(fields_in_place_and_once)])
 
-_PRICE = {"ge": 0, "le": 1e12, "allow_inf_nan": False, "description": "in the listings' currency"}
+_PRICE = {"ge": 0, "le": MAX_PRICE, "allow_inf_nan": False, "description": "in the listings' currency"}
 Price = Annotated[float | None, Form(**_PRICE)]
 PriceQuery = Annotated[float | None, Query(**_PRICE)]
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
