@@ -78,6 +78,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
     app.add_middleware(TrailingSlashMiddleware)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _server_error)
     for module in (predict, similar, listings, meta):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -198,6 +199,12 @@ def _form_limit_error(detail: str, config: Config) -> tuple[int, str]:
     if detail.startswith("Too many fields"):
         return 422, "too many form fields: send img, txt and the documented fields only"
     return 400, detail
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """A fault of the server's (a bug, a disk that refuses a write) in the one JSON shape every other
+    answer has, not Starlette's plain-text page; uvicorn still logs its traceback."""
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}): the server could not answer this request"}, status_code=500)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -66,13 +66,15 @@ def load_services(config: Config) -> Services:
     config.apply_nltk_data()
     predictor = Predictor.load(config)
     try:
-        index = ListingIndex.open(config.paths.index, config.index)
+        index = ListingIndex.open(config.paths.index, config.index, serving=True)
     except IndexStateError as exc:
         raise ValueError(str(exc)) from exc
     check_index_matches(index, predictor)
     warm_up(predictor, config)
     terms = TermWeights.load(config, predictor.tfidf)  # the served late fusion's TF-IDF model, when it has one
-    return Services(predictor=predictor, index=index, photos=PhotoStore.for_config(config), terms=terms)
+    photos = PhotoStore.for_config(config)
+    photos.remove_unreferenced(index.photo_ids())  # this process alone writes: what a killed write left behind
+    return Services(predictor=predictor, index=index, photos=photos, terms=terms)
 
 
 def warm_up(predictor: Any, config: Config) -> None:

@@ -295,7 +295,7 @@ def build_clean_cache(
         target = cache_dir / f"{image_id}.jpg"
         try:
             if not source.is_file():
-                raise ImageError("missing", str(source))
+                raise ImageError("not_a_file" if source.exists() else "missing", str(source))
             digest = file_digest(source)
             if not target.exists() or cleaned_from.get(image_id) != digest:
                 tmp = target.with_suffix(".tmp")

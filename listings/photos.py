@@ -59,6 +59,19 @@ class PhotoStore:
         temporary.replace(target)
         return image_id
 
+    def remove_unreferenced(self, referenced: set[str]) -> int:
+        """Delete the added photos no listing shows, and half-written ones: those of a write killed
+        between storing its photos and indexing its listing, or after replacing or deleting it and
+        before removing the old photos. Only for the one process that writes (`fbm serve`, at
+        start-up); returns how many went."""
+        removed = 0
+        for directory in self._added_dirs():
+            for path in directory.iterdir():
+                if path.suffix == ".tmp" or (path.suffix == ".jpg" and path.stem not in referenced):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
     def remove_added(self, image_ids: list[str]) -> None:
         """Delete photos added through the API, at every size they were stored at; catalogue photos
         are never touched."""

@@ -90,6 +90,7 @@ HALF_WEIGHT = 1 / math.sqrt(2)
 FORMAT_VERSION = 2  # 2: listings' words (TF-IDF rows) stored for re-ranking
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = "LOCK"
+SERVING_LOCK_FILE = "SERVING"
 FLAT, HNSW = "flat", "hnsw"
 
 
@@ -416,6 +417,7 @@ class ListingIndex:
     ):
         self.directory = directory
         self._lock_fd = lock  # a shared lock on LOCK, held until `close`
+        self._serving_fd = -1  # the exclusive lock on SERVING of the one process that serves it
         self.build_id = build_id
         self.config = config
         self._db = db
@@ -498,19 +500,27 @@ class ListingIndex:
         return cls(directory, build_id, db, index, config, lock)
 
     @classmethod
-    def open(cls, directory: str | Path, config: IndexConfig) -> "ListingIndex":
-        """Open the live build in `directory`, reconciling FAISS with the database after a crash."""
+    def open(cls, directory: str | Path, config: IndexConfig, serving: bool = False) -> "ListingIndex":
+        """Open the live build in `directory`, reconciling FAISS with the database after a crash.
+        `serving`: for the one process that serves it (`fbm serve`); a second is refused, as it
+        would search its own FAISS copy, which the first one's live changes leave stale."""
         directory = Path(directory)
         current = directory / CURRENT_FILE
         if not current.exists():
             raise FileNotFoundError(f"no index in {directory} ({current} is missing): build one with `fbm index`")
         lock = _lock(directory, exclusive=False)
+        serving_lock = -1
         try:
+            if serving:
+                serving_lock = _serving_lock(directory)
             _remove_orphaned_temporaries(directory)
             listing_index = cls._open_build(directory, current.read_text().strip(), config, lock)
         except BaseException:
             os.close(lock)
+            if serving_lock >= 0:
+                os.close(serving_lock)
             raise
+        listing_index._serving_fd = serving_lock
         try:
             listing_index._reconcile()
         except BaseException:
@@ -557,9 +567,10 @@ class ListingIndex:
             if self._unsaved:
                 self._persist()
             self._db.close()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the shared lock
-                self._lock_fd = -1
+            for descriptor in (self._lock_fd, self._serving_fd):  # closing releases its lock
+                if descriptor >= 0:
+                    os.close(descriptor)
+            self._lock_fd = self._serving_fd = -1
 
     def __enter__(self) -> "ListingIndex":
         return self
@@ -692,6 +703,10 @@ class ListingIndex:
         parent = _PATH_SEPARATOR.join(parts[:depth])
         known = sorted({path[depth] for path in self._category_paths(parts[:depth]) if len(path) > depth}, key=str.lower)
         raise ValueError(f"no listing in category {category[:200]!r}; {parent!r} has: {'; '.join(known) or 'no sub-categories'}")
+
+    def photo_ids(self) -> set[str]:
+        """The ids of every photo an indexed listing shows."""
+        return {image_id for (image_id,) in self._query("SELECT image_id FROM photos", [])}
 
     def has_photo(self, image_id: str) -> bool:
         """Whether an indexed listing shows this photo (a deleted listing's photos are no longer served)."""
@@ -995,6 +1010,19 @@ def _lock(directory: Path, exclusive: bool) -> int:
         if exclusive:
             raise IndexInUseError(f"the index in {directory} is open in another process (a running `fbm serve`?): stop it, then rebuild") from None
         raise IndexInUseError(f"the index in {directory} is being rebuilt by another process: try again when `fbm index` has finished") from None
+    return descriptor
+
+
+def _serving_lock(directory: Path) -> int:
+    """A descriptor holding the exclusive lock on the index's SERVING file (never waited for)."""
+    descriptor = os.open(directory / SERVING_LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise IndexInUseError(
+            f"the index in {directory} is served by another process (a running `fbm serve`): stop it, or serve a copy of the artifacts"
+        ) from None
     return descriptor
 
 

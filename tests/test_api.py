@@ -7,6 +7,7 @@ import io
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -777,3 +778,50 @@ def test_an_index_of_another_dimension_is_refused_naming_its_file(artifacts):
     services.predictor.text = type("Branch", (), {"embed_dim": 128})()
     with pytest.raises(ValueError, match=r"vectors-\w+\.faiss holds 512-d vectors but the models embed into 256\+128"):
         check_index_matches(services.index, services.predictor)
+
+
+@pytest.mark.parametrize(
+    "broken, failure",
+    [("index.add", sqlite3.OperationalError("unable to open database file")), ("photos.add", PermissionError(13, "Permission denied"))],
+)
+def test_a_write_the_disk_refuses_is_a_json_503_that_leaves_no_photo_behind(writable, monkeypatch, broken, failure):
+    """It was Starlette's plain-text 500, and the photos already stored stayed as orphans."""
+    services = writable.app.state.services
+    owner, method = broken.split(".")
+    stored = []
+    add_photo = services.photos.add
+    monkeypatch.setattr(services.photos, "add", lambda photo: stored.append(add_photo(photo)) or stored[-1])
+
+    def refuse(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(getattr(services, owner), method, refuse)
+    photo = jpeg_bytes(synthetic_photo("yellow", "circle", (300, 200)))
+    response = writable.post("/listings", data={"title": "Oak chair", "product_id": "refused"}, files={"img": ("a.jpg", photo)}, headers={"X-API-Key": KEY})
+    assert response.status_code == 503 and response.headers["content-type"] == "application/json"
+    assert "the listing could not be stored" in response.json()["detail"] and "nothing was added" in response.json()["detail"]
+    assert all(services.photos.path(image_id) is None for image_id in stored)
+    monkeypatch.undo()
+    assert writable.get("/listings/refused/similar").status_code == 404
+    assert writable.post("/listings", data={"title": "Oak chair", "product_id": "accepted"}, headers={"X-API-Key": KEY}).status_code == 201
+
+
+def test_a_delete_the_disk_refuses_is_a_json_503(writable, monkeypatch):
+    services = writable.app.state.services
+
+    def refuse(product_id):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(services.index, "delete", refuse)
+    response = writable.delete("/listings/prod-01", headers={"X-API-Key": KEY})
+    assert response.status_code == 503 and "it is still indexed" in response.json()["detail"]
+
+
+def test_a_fault_of_the_server_is_a_json_500(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, api_key=KEY)
+    services = fake_services(config)
+    with TestClient(create_app(config, services), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(services.index, "delete", lambda product_id: 1 / 0)
+        fault = client.delete("/listings/prod-01", headers={"X-API-Key": KEY})
+    services.index.close()
+    assert fault.status_code == 500 and fault.json() == {"detail": "internal error (ZeroDivisionError): the server could not answer this request"}

@@ -268,14 +268,15 @@ def test_build_clean_cache_counts_skipped_files_and_reuses_the_cache(tmp_path: P
     }
     for image_id, content in {**good, **bad}.items():
         (source / f"{image_id}.jpg").write_bytes(content)
-    ids = [*good, *bad, "missing", "rgb"]  # an id listed twice must not race with itself
+    (source / "folder.jpg").mkdir()  # there, but not a file (as a FIFO): not "missing"
+    ids = [*good, *bad, "missing", "folder", "rgb"]  # an id listed twice must not race with itself
     cache = tmp_path / "cache"
 
     digests, skipped = build_clean_cache(ids, source, cache, 32, max_pixels=1_000_000, workers=2)
 
     assert set(digests) == set(good)
     assert digests["rgb"] == digests["copy"] and digests["rgb"] != digests["rgba"]
-    assert skipped == {"truncated": "truncated", "empty": "empty", "text": "not_an_image", "bomb": "too_large", "missing": "missing"}
+    assert skipped == {"truncated": "truncated", "empty": "empty", "text": "not_an_image", "bomb": "too_large", "missing": "missing", "folder": "not_a_file"}
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{i}.jpg" for i in good)  # no .tmp left behind
     for image_id in good:
         with Image.open(cache / f"{image_id}.jpg") as cached:

@@ -34,3 +34,15 @@ def _jpeg(tmp_path):
     path = tmp_path / "photo.jpg"
     Image.new("RGB", (400, 300), (200, 40, 40)).save(path, "JPEG")
     return path
+
+
+def test_photos_no_listing_shows_and_half_written_ones_are_removed_at_any_size(tmp_path):
+    """What a write killed between storing its photos and indexing its listing left behind."""
+    store, other = store_at(tmp_path, 256), store_at(tmp_path, 320)
+    photo = clean_photo(_jpeg(tmp_path), 256)
+    shown, orphan = store.add(photo), store.add(photo)
+    old_orphan = other.add(clean_photo(_jpeg(tmp_path), 320))
+    (store.added_dir / "half.tmp").write_bytes(b"half")
+    assert store.remove_unreferenced({shown, "a-catalogue-photo"}) == 3
+    assert store.path(shown) is not None and store.path(orphan) is None and other.path(old_orphan) is None
+    assert sorted(path.name for path in store.added_dir.iterdir()) == [f"{shown}.jpg"]

@@ -570,3 +570,16 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
     table = format_results(SearchResult([hostile], ("text",)))
     assert not re.search("[\x00-\x09\x0b-\x1f\u202e]", table)  # no escape sequence reaches the terminal
     assert "oak [31mchair" in table
+
+
+def test_one_process_serves_an_index_a_second_server_is_refused(tmp_path):
+    """A second `fbm serve` on the same artifacts searched its own FAISS copy, stale after the
+    first one's live writes (500s, wrong counts, a UNIQUE constraint failure on a replace)."""
+    _build(tmp_path).close()
+    with ListingIndex.open(tmp_path, IndexConfig(), serving=True):
+        with pytest.raises(IndexInUseError, match="served by another process .a running `fbm serve`.: stop it, or serve a copy"):
+            ListingIndex.open(tmp_path, IndexConfig(), serving=True)
+        with ListingIndex.open(tmp_path, IndexConfig()) as reader:  # readers (`fbm similar --like`) still open it
+            assert len(reader) == len(CATALOGUE)
+    with ListingIndex.open(tmp_path, IndexConfig(), serving=True) as served:  # released on close
+        assert len(served) == len(CATALOGUE)

@@ -1,6 +1,8 @@
 """`POST /listings` and `DELETE /listings/{product_id}`: live updates of the index (API key required)."""
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
 from typing import Annotated
 
@@ -12,6 +14,7 @@ from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
 from api.routes.similar import MAX_CATEGORY_CHARS, Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted
+from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
 from retrieval.query import index_listing
@@ -54,7 +57,7 @@ async def add_listing(
         category = await run_in_threadpool(services.index.spelled_category, category)
     photos = await cleaned_photos(img, config, pool)
     prediction = await predict(batcher, photos, text, "combined")
-    image_ids = [await run_in_threadpool(services.photos.add, photo) for photo in photos]
+    image_ids: list[str] = []
     listing = {
         "product_id": product_id or str(uuid.uuid4()),
         "title": title,
@@ -64,12 +67,17 @@ async def add_listing(
         "image_ids": image_ids,
     }
     try:
+        for photo in photos:
+            image_ids.append(await run_in_threadpool(services.photos.add, photo))
         replaced = await run_in_threadpool(index_listing, services.index, listing, prediction, services.terms, text)
     except ValueError as exc:
-        services.photos.remove_added(image_ids)
+        discard_photos(services, image_ids)
         raise HTTPException(422, f"the listing could not be indexed: {exc}") from exc
+    except (OSError, sqlite3.Error) as exc:  # a disk full or read-only: nothing was indexed
+        discard_photos(services, image_ids)
+        raise HTTPException(503, f"the listing could not be stored ({type(exc).__name__}: {exc}); nothing was added") from exc
     if replaced is not None:
-        services.photos.remove_added([image_id for image_id in replaced.image_ids if image_id not in image_ids])
+        discard_photos(services, [image_id for image_id in replaced.image_ids if image_id not in image_ids])
     return ListingCreated(
         product_id=listing["product_id"], category=listing["category"], predicted=prediction_out(prediction), image_ids=image_ids
     )
@@ -78,8 +86,18 @@ async def add_listing(
 @router.delete("/listings/{product_id}", response_model=ListingDeleted, responses=INVALID | NOT_FOUND, summary="Remove a listing")
 async def delete_listing(product_id: ProductId, services: ServicesDep) -> ListingDeleted:
     """The listing leaves the index, and photos added with it through the API leave the photo store."""
-    listing = await run_in_threadpool(services.index.delete, product_id)
+    try:
+        listing = await run_in_threadpool(services.index.delete, product_id)
+    except (OSError, sqlite3.Error) as exc:  # a disk full or read-only: nothing was deleted
+        raise HTTPException(503, f"the listing could not be deleted ({type(exc).__name__}: {exc}); it is still indexed") from exc
     if listing is None:
         raise HTTPException(404, f"no listing {product_id!r} in the index")
-    services.photos.remove_added(listing.image_ids)
+    discard_photos(services, listing.image_ids)
     return ListingDeleted(product_id=product_id, deleted=True)
+
+
+def discard_photos(services: Services, image_ids: list[str]) -> None:
+    """Remove photos no listing shows any more; one that cannot be removed now (a read-only disk) is
+    an orphan, which the next `fbm serve` removes when it starts (`PhotoStore.remove_unreferenced`)."""
+    with contextlib.suppress(OSError):
+        services.photos.remove_added(image_ids)
