@@ -81,9 +81,9 @@ class MultipartEndMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
-        multipart = content_type(headers) == "multipart/form-data"
-        boundary = multipart_boundary(headers.get("content-type", "")) if multipart else ""
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        multipart = headers is not None and content_type(headers) == "multipart/form-data"
+        boundary = multipart_boundary(headers["content-type"]) if multipart else ""
         if not boundary:  # not multipart, or no boundary: the form parser says so
             await self.app(scope, receive, send)
             return

@@ -26,7 +26,7 @@ from combined_model.fusion import EARLY, LATE, combine, single_branch
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
-from listings.data import listing_text, read_dataset, refuse_a_file
+from listings.data import listing_text, read_dataset
 from listings.images import ImageError, clean_photo, file_digest
 from listings.metrics import figure, per_class, per_product, summarise
 from listings.prepare import Prepared, load_prepared
@@ -65,16 +65,14 @@ def held_out_split(config: Config) -> EvalSet:
 def directory_set(config: Config, data_dir: str) -> EvalSet:
     """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
     prepared = load_prepared(config)
-    refuse_a_file(Path(data_dir))
-    for required in ("Products.csv", "Images.csv", "images"):
-        if not (Path(data_dir) / required).exists():
-            raise ValueError(f"{Path(data_dir) / required} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
-    dataset = read_dataset(data_dir)
+    dataset = read_dataset(data_dir)  # refuses a file, or a directory without its two CSV files
+    image_dir = Path(data_dir) / "images"
+    if not image_dir.is_dir():
+        raise ValueError(f"{image_dir} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
     listings = dataset.listings
     listings["label"] = prepared.encoder.encode_many(listings["root"])
     unknown = {root: int(count) for root, count in listings.loc[listings["label"] < 0, "root"].value_counts().items()}
     known = listings[listings["label"] >= 0].reset_index(drop=True)
-    image_dir = Path(data_dir) / "images"
     return EvalSet(known, image_dir, unknown, data_dir, seen_in_training(known, prepared, image_dir), dict(dataset.dropped))
 
 

@@ -105,7 +105,7 @@ def read_dataset(data_dir: str | Path) -> Dataset:
     out: a product id seen before, an id that is empty or not a plain token (an id names a file:
     `../x` must not), a product with no category, photo rows repeated or of no listed product."""
     data_dir = Path(data_dir)
-    refuse_a_file(data_dir)
+    _refuse_a_file(data_dir)
     dropped: Counter = Counter()
     products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
     images = _read_csv(data_dir / "Images.csv", ["id", "product_id"])
@@ -134,7 +134,7 @@ def read_dataset(data_dir: str | Path) -> Dataset:
     return Dataset(listings.reset_index(drop=True), dropped)
 
 
-def refuse_a_file(data_dir: Path) -> None:
+def _refuse_a_file(data_dir: Path) -> None:
     """A DatasetError when a dataset directory was given as a file (`--data …/Products.csv`)."""
     if data_dir.is_file():
         raise DatasetError(f"{data_dir} is a file: give the dataset's directory, which holds Products.csv, Images.csv and images/")

@@ -224,12 +224,17 @@ def _already_clean(image: Image.Image, size: int) -> bool:
     )
 
 
+def require_file(path: Path) -> None:
+    """ImageError "missing" when nothing is at `path`, "not_a_file" when a folder or a FIFO is."""
+    if not path.is_file():
+        raise ImageError("not_a_file" if path.exists() else "missing", str(path))
+
+
 def _read(source: Source) -> bytes:
     """The whole file (a photo kept as it is is stored byte for byte); ImageError when missing or empty."""
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise ImageError("not_a_file" if path.exists() else "missing", str(path))
+        require_file(path)
         data = path.read_bytes()
         where = str(path)
     else:
@@ -294,8 +299,7 @@ def build_clean_cache(
         source = source_dir / f"{image_id}.jpg"
         target = cache_dir / f"{image_id}.jpg"
         try:
-            if not source.is_file():
-                raise ImageError("not_a_file" if source.exists() else "missing", str(source))
+            require_file(source)
             digest = file_digest(source)
             if not target.exists() or cleaned_from.get(image_id) != digest:
                 tmp = target.with_suffix(".tmp")

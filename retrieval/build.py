@@ -161,14 +161,15 @@ def embed_live_listings(
     for listing, text in tqdm(added, desc="embed listings added live", unit="listing"):
         photos, image_ids = [], []
         for image_id in listing.image_ids:
-            path = store.path(image_id) or store.added_at_another_size(image_id)
-            if path is None:
+            path = store.path(image_id)
+            earlier = None if path else store.added_at_another_size(image_id)
+            if path is None and earlier is None:
                 continue  # a photo gone from the store: the listing keeps the others
             try:
-                photos.append(clean_photo(path, config.data.image_size, config.data.max_image_pixels))
+                photos.append(clean_photo(path or earlier, config.data.image_size, config.data.max_image_pixels))
             except ImageError:
                 continue  # or unreadable
-            if store.path(image_id) is None:  # stored at another data.image_size: kept at this one too
+            if earlier is not None:  # stored at another data.image_size: kept at this one too
                 store.add(photos[-1], image_id)
             image_ids.append(image_id)
         if not photos and not text:

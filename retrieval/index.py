@@ -1001,28 +1001,29 @@ def read_live_changes(directory: str | Path) -> LiveChanges:
 
 def _lock(directory: Path, exclusive: bool) -> int:
     """A descriptor holding a lock on the index's LOCK file: shared for a process using the index,
-    exclusive (never waited for) for a build. Closing the descriptor, or the process ending, releases it."""
-    descriptor = os.open(directory / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+    exclusive for a build."""
+    if exclusive:
+        busy = f"the index in {directory} is open in another process (a running `fbm serve`?): stop it, then rebuild"
+    else:
+        busy = f"the index in {directory} is being rebuilt by another process: try again when `fbm index` has finished"
+    return _held_lock(directory / LOCK_FILE, exclusive, busy)
+
+
+def _serving_lock(directory: Path) -> int:
+    """A descriptor holding the exclusive lock on the index's SERVING file, of the one process serving it."""
+    busy = f"the index in {directory} is served by another process (a running `fbm serve`): stop it, or serve a copy of the artifacts"
+    return _held_lock(directory / SERVING_LOCK_FILE, True, busy)
+
+
+def _held_lock(path: Path, exclusive: bool, busy: str) -> int:
+    """A descriptor holding a lock on `path`, never waited for: IndexInUseError(`busy`) when another
+    process holds one that conflicts. Closing the descriptor, or the process ending, releases it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
-        if exclusive:
-            raise IndexInUseError(f"the index in {directory} is open in another process (a running `fbm serve`?): stop it, then rebuild") from None
-        raise IndexInUseError(f"the index in {directory} is being rebuilt by another process: try again when `fbm index` has finished") from None
-    return descriptor
-
-
-def _serving_lock(directory: Path) -> int:
-    """A descriptor holding the exclusive lock on the index's SERVING file (never waited for)."""
-    descriptor = os.open(directory / SERVING_LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        raise IndexInUseError(
-            f"the index in {directory} is served by another process (a running `fbm serve`): stop it, or serve a copy of the artifacts"
-        ) from None
+        raise IndexInUseError(busy) from None
     return descriptor
 
 

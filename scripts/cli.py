@@ -35,7 +35,8 @@ def settings_parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> Config:
     for option, value in (("--data", args.data), ("--artifacts", args.artifacts)):
         if value is not None and not value.strip():  # an unset shell variable: not the default directory in its place
-            raise ValueError(f"{option} is empty: give a directory, or leave {option} out for the default")
+            hint = getattr(args, "empty_data_hint", None) if option == "--data" else None
+            raise ValueError(f"{option} is empty: {hint or f'give a directory, or leave {option} out for the default'}")
     config = Config()
     if args.data:
         config.data.data_dir = args.data
@@ -86,9 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from combined_model.evaluate import evaluate, format_table, report_dir, write_outputs
 
-    if args.data is not None and not args.data.strip():  # not the test split scored in its place
-        raise ValueError("--data is empty: give the dataset directory to score, or leave --data out for the test split")
-    config = build_config(args)
+    config = build_config(args)  # refuses an empty --data: not the test split scored in its place
     if args.json is not None:
         writable_file(args.json, "--json")  # before the evaluation, not after it
     result = evaluate(config, args.data)  # an explicit --data is the directory to score
@@ -261,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", parents=[settings], help="score every model on the test split, or on every listing of --data DIR"
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the metrics JSON here")
-    evaluate.set_defaults(handler=cmd_evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate, empty_data_hint="give the dataset directory to score, or leave --data out for the test split")
 
     weights = commands.add_parser(
         "weights", parents=[settings], help="download ResNet-50 ImageNet weights into the torch cache (needs a network)"
