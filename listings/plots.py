@@ -1,16 +1,24 @@
-"""The training-curve figure every stage writes: loss on the left, accuracy-like scores on the right."""
+"""The training-curve figure every stage writes (loss on the left, accuracy-like scores on the
+right), and matplotlib for every figure, imported only when one is drawn."""
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def plot_curves(history: list[dict], path: Path, title: str, scores: dict[str, str], train_loss_label: str = "train") -> None:
-    """Per-epoch `train_loss` and `val_loss`, and the `scores` keys (key → legend label), as a PNG."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend; imported here, when a figure is drawn, so
+    that serving and the index never load matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_curves(history: list[dict], path: Path, title: str, scores: dict[str, str], train_loss_label: str = "train") -> None:
+    """Per-epoch `train_loss` and `val_loss`, and the `scores` keys (key → legend label), as a PNG."""
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 4))
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label=train_loss_label)

@@ -39,6 +39,7 @@ from retrieval.index import (
     read_live_changes,
     unit_rows,
 )
+from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, Example, pick_examples, plot_examples, plot_precision
 from retrieval.terms import Terms, terms_of_rows
 
 SUMMARY_FILE = "build_summary.json"
@@ -190,7 +191,8 @@ def evaluate_retrieval(config: Config, k: int = 10) -> dict:
     Reports same-root-category precision@k per query modality, and the same for the listing's full
     category path (e.g. "Video Games & Consoles / Consoles / PS4": is it the same kind of item?), how often a photo's nearest other
     photo (in an index of every photo) belongs to the same product, and search latency without
-    the model, on an index of every listing with the query listing excluded."""
+    the model, on an index of every listing with the query listing excluded. Writes the figures
+    beside the JSON: precision by modality, and a gallery of queries with their results."""
     products = load_product_embeddings(config)
     split = products.listings["split"].to_numpy()
     catalogue = products.subset(np.isin(split, ["train", "val"]) & (products.has_image | products.has_text))
@@ -209,6 +211,7 @@ def evaluate_retrieval(config: Config, k: int = 10) -> dict:
                 report[f"precision@{k}_{mode}"] = round(float(np.mean(precision)), 4) if precision else None
                 report[f"path_precision@{k}_{mode}"] = round(float(np.mean(path_precision)), 4) if precision else None
                 report[f"queries_{mode}"] = len(precision)
+            examples = example_searches(index, queries, np.random.default_rng(config.data.seed))
     report |= other_photo_rate(products)
 
     indexed = products.subset(products.has_image | products.has_text)
@@ -222,7 +225,21 @@ def evaluate_retrieval(config: Config, k: int = 10) -> dict:
             report["latency_ms_both_category_filter"] = _percentiles(latency_ms)
     config.paths.reports.mkdir(parents=True, exist_ok=True)
     (config.paths.reports / EVALUATION_FILE).write_text(json.dumps(report, indent=2))
+    plot_precision(report, config.paths.reports / PRECISION_FIGURE)
+    plot_examples(examples, PhotoStore.for_config(config), config.paths.reports / EXAMPLES_FIGURE)
     return report
+
+
+def example_searches(index: ListingIndex, queries: ProductEmbeddings, rng: np.random.Generator, n: int = 6, k: int = 5) -> list[Example]:
+    """What the index returns for `n` query listings with a photo and a text, drawn by `pick_examples`."""
+    usable = np.flatnonzero(queries.has_image & queries.has_text)
+    rows = usable[pick_examples(queries.listings["root"].iloc[usable].tolist(), rng, n)] if len(usable) else []
+    examples = []
+    for i in rows:
+        listing = queries.listings.iloc[i]
+        hits = _search_as(index, queries, i, MODES["both"], k, exclude_self=False).hits
+        examples.append(Example(listing["title"], listing["root"], listing["image_ids"][0], hits))
+    return examples
 
 
 def format_build(summary: dict) -> str:
@@ -306,18 +323,26 @@ def _query_all(
     for i in tqdm(np.flatnonzero(usable), desc=f"queries by {'+'.join(modalities)}", unit="query", leave=False):
         listing = queries.listings.iloc[i]
         start = time.perf_counter()
-        result: SearchResult = index.search(
-            queries.image[i] if IMAGE in modalities else None,
-            queries.text[i] if TEXT in modalities else None,
-            k=k,
-            category=listing["root"] if same_root_only else None,
-            exclude_product_id=listing["product_id"] if exclude_self else None,
-            terms=queries.terms[i] if TEXT in modalities else None,
-        )
+        result = _search_as(index, queries, i, modalities, k, exclude_self, same_root_only)
         latency_ms.append((time.perf_counter() - start) * 1000)
         precision.append(np.mean([hit.root == listing["root"] for hit in result.hits]) if result.hits else 0.0)
         path_precision.append(np.mean([hit.category == listing["category"] for hit in result.hits]) if result.hits else 0.0)
     return precision, path_precision, latency_ms
+
+
+def _search_as(
+    index: ListingIndex, queries: ProductEmbeddings, i: int, modalities: tuple[str, ...], k: int, exclude_self: bool, same_root_only: bool = False
+) -> SearchResult:
+    """Query listing `i` by the given modalities, with its words when it queries by text, as the API's queries do."""
+    listing = queries.listings.iloc[i]
+    return index.search(
+        queries.image[i] if IMAGE in modalities else None,
+        queries.text[i] if TEXT in modalities else None,
+        k=k,
+        category=listing["root"] if same_root_only else None,
+        exclude_product_id=listing["product_id"] if exclude_self else None,
+        terms=queries.terms[i] if TEXT in modalities else None,
+    )
 
 
 def _percentiles(latency_ms: list[float]) -> dict | None:

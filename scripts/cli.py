@@ -106,6 +106,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.build import EVALUATION_FILE, evaluate_retrieval, format_build, format_evaluation
+    from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE
     from retrieval.index import check_search
 
     config = build_config(args)
@@ -116,7 +117,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     print(format_build(run_stage("index", config)))
     if args.evaluate:
         print(format_evaluation(evaluate_retrieval(config, k=args.k)))
-        print(f"written: {config.paths.reports / EVALUATION_FILE}")
+        print("written: " + ", ".join(str(config.paths.reports / name) for name in (EVALUATION_FILE, PRECISION_FIGURE, EXAMPLES_FIGURE)))
     return 0
 
 

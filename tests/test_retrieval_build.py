@@ -5,14 +5,17 @@ import json
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from pipeline import needs_nltk_data
 
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT
 from listings.categories import CategoryEncoder
 from listings.config import Config, IndexConfig
 from listings.data import listing_text, write_jsonl
+from listings.photos import PhotoStore
 from retrieval.bench import bench_scale
-from retrieval.build import EVALUATION_FILE, ProductEmbeddings, build_index, evaluate_retrieval, load_product_embeddings, other_photo_rate
+from retrieval.build import EVALUATION_FILE, ProductEmbeddings, build_index, evaluate_retrieval, example_searches, load_product_embeddings, other_photo_rate
+from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, pick_examples, plot_examples
 from retrieval.index import ListingIndex, format_results
 from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
 from text_model.preprocess import tokenize
@@ -108,6 +111,43 @@ def test_evaluate_retrieval_reports_the_figures(tmp_path):
     assert report["queries_photo"] == 17 and report["queries_text"] == 23 and report["queries_both"] == 16
     assert report["other_photo_queries"] == 34 and report["other_photo_nn_rate"] > 0.8
     assert json.loads((config.paths.reports / EVALUATION_FILE).read_text()) == report
+    for figure in (PRECISION_FIGURE, EXAMPLES_FIGURE):  # no photo files here: the gallery draws placeholders
+        with Image.open(config.paths.reports / figure) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+
+
+@needs_nltk_data  # the synthetic exports' words are the project's tokens
+def test_example_searches_show_each_root_and_the_photos_of_query_and_results(tmp_path):
+    config = _artifacts(tmp_path)
+    photos_dir = config.paths.clean_images(config.data.image_size)
+    photos_dir.mkdir(parents=True)
+    colours = {root: colour for root, colour in zip(ROOTS, ((250, 0, 0), (0, 250, 0), (0, 0, 250)))}
+    for p in range(60):  # each product's photos in its root's colour
+        for side in "ab":
+            Image.new("RGB", (64, 64), colours[ROOTS[p % 3]]).save(photos_dir / f"img-{p}-{side}.jpg")
+    products = load_product_embeddings(config)
+    queries = products.subset(products.listings["split"].to_numpy() == "test")
+    with ListingIndex.build(tmp_path / "index", products.vectors(), products.listings.to_dict("records"), config.index, products.terms) as index:
+        examples = example_searches(index, queries, np.random.default_rng(0), n=5, k=4)
+    assert len(examples) == 5 and {e.root for e in examples[:3]} == set(ROOTS)  # every root before any twice
+    assert all(len(e.hits) == 4 and e.image_id.startswith("img-") for e in examples)
+    gallery = tmp_path / "gallery.png"
+    plot_examples(examples, PhotoStore.for_config(config), gallery)
+    with Image.open(gallery) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+    for colour in colours.values():  # the photos themselves are drawn, not placeholders
+        assert (np.abs(pixels - colour).sum(axis=1) < 40).sum() > 500
+    plot_examples([], PhotoStore.for_config(config), gallery)  # nothing to show is said, not a crash
+    with Image.open(gallery) as image:
+        assert image.format == "PNG"
+
+
+def test_pick_examples_shows_every_root_once_before_any_twice():
+    roots = ["a"] * 50 + ["b"] * 3 + ["c"]
+    picked = pick_examples(roots, np.random.default_rng(1), 5)
+    assert len(set(picked)) == 5 and {roots[i] for i in picked[:3]} == {"a", "b", "c"}
+    assert pick_examples(roots, np.random.default_rng(1), 100) != pick_examples(roots, np.random.default_rng(2), 100)
+    assert sorted(pick_examples(roots, np.random.default_rng(1), 100)) == list(range(54))
 
 
 @needs_nltk_data  # the synthetic exports' words are the project's tokens

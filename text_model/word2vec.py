@@ -8,6 +8,7 @@ import numpy as np
 from gensim.models import KeyedVectors, Word2Vec
 
 from listings.config import TextConfig
+from listings.plots import pyplot
 
 logging.getLogger("gensim").setLevel(logging.WARNING)
 
@@ -47,12 +48,9 @@ def nearest_neighbours(vectors: KeyedVectors, words: list[str], topn: int = 8) -
 
 def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int = 0) -> None:
     """A labelled 2-D t-SNE map of the `n_words` most frequent words."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
+    plt = pyplot()
     words = vectors.index_to_key[:n_words]
     points = TSNE(n_components=2, perplexity=min(30, len(words) - 1), init="pca", random_state=seed).fit_transform(
         np.asarray([vectors[w] for w in words])

@@ -1,0 +1,108 @@
+"""The retrieval evaluation's figures (`fbm index --evaluate`): precision@k by query modality, and a
+gallery of test listings beside the listings the index returns for them.
+
+The gallery's queries are drawn at random (seeded), one per root category while others remain,
+so it shows the index's misses as often as they happen rather than its best answers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from listings.photos import PhotoStore
+from listings.plots import pyplot
+from retrieval.index import Hit
+
+PRECISION_FIGURE = "retrieval_precision.png"
+EXAMPLES_FIGURE = "retrieval_examples.png"
+SAME_ROOT, OTHER_ROOT = "#2a9d4a", "#c0392b"
+
+
+@dataclass
+class Example:
+    """One query listing (with a photo and a text) and what the index returned for it."""
+
+    title: str
+    root: str
+    image_id: str
+    hits: list[Hit]
+
+
+def pick_examples(roots: list[str], rng: np.random.Generator, n: int) -> list[int]:
+    """Up to `n` positions in `roots`, in a random order that shows every root category once before
+    any twice."""
+    order = rng.permutation(len(roots))
+    first_of_root: dict[str, int] = {}
+    for i in order:
+        first_of_root.setdefault(roots[i], int(i))
+    firsts = list(first_of_root.values())
+    rest = [int(i) for i in order if int(i) not in set(firsts)]
+    return (firsts + rest)[:n]
+
+
+def plot_precision(report: dict, path: Path) -> None:
+    """Same-root and same-path precision@k for each query modality, with what chance would give."""
+    plt = pyplot()
+    k = report["k"]
+    modes = [mode for mode in ("photo", "text", "both") if report.get(f"precision@{k}_{mode}") is not None]
+    x = np.arange(len(modes))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for offset, (key, label, chance) in zip((-0.2, 0.2), (("precision", "same root category", "chance_precision"), ("path_precision", "same full category path", "chance_path_precision"))):
+        bars = ax.bar(x + offset, [report[f"{key}@{k}_{mode}"] for mode in modes], width=0.4, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        ax.axhline(report[chance], color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1, label=f"{label}: chance")
+    ax.set_xticks(x, [{"photo": "photo", "text": "text", "both": "photo + text"}[mode] for mode in modes])
+    ax.set(ylim=(0, 1), ylabel=f"precision@{k}", title=f"Test listings against the train + validation index ({report['catalogue']:,} listings)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_examples(examples: list[Example], photos: PhotoStore, path: Path) -> None:
+    """One row per query: its photo, then each result's first photo, framed green when the result
+    shares the query's root category and red when it does not."""
+    plt = pyplot()
+    if not examples:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "no test listing has both a photo and a text to query by", ha="center", va="center")
+        ax.axis("off")
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return
+    columns = 1 + max(len(example.hits) for example in examples)
+    fig, axes = plt.subplots(len(examples), columns, figsize=(1.9 * columns, 2.2 * len(examples)), squeeze=False)
+    for row, example in zip(axes, examples):
+        _photo_cell(row[0], photos, example.image_id, f"query: {_short(example.title, 24)}\n{_short(example.root, 26)}", "black")
+        for ax, hit in zip(row[1:], example.hits):
+            colour = SAME_ROOT if hit.root == example.root else OTHER_ROOT
+            _photo_cell(ax, photos, hit.image_ids[0] if hit.image_ids else None, f"{_short(hit.root, 26)}\nscore {hit.score:.2f}", colour)
+        for ax in row[1 + len(example.hits) :]:
+            ax.axis("off")
+    fig.suptitle("Test listings (photo + text) and their nearest listings; green: the same root category", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _photo_cell(ax, photos: PhotoStore, image_id: str | None, caption: str, colour: str) -> None:
+    found = photos.path(image_id) if image_id else None
+    if found is None:
+        ax.imshow(np.full((8, 8, 3), 225, np.uint8))
+        ax.text(3.5, 3.5, "no photo", ha="center", va="center", fontsize=8, color="0.4")
+    else:
+        with Image.open(found) as photo:
+            ax.imshow(np.asarray(photo.convert("RGB")))
+    ax.set_title(caption, fontsize=7, color=colour)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(3)
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
