@@ -33,6 +33,7 @@ from listings.prepare import Prepared, load_prepared
 from text_model.baseline import TfidfSvmBaseline
 
 MODELS = ("image", "text", "combined", "late_fusion", "tfidf_baseline", "hog_svm_baseline")
+PREDICTIONS_FILE = "predictions.csv"
 LATE_INPUTS = ("image", "text", "tfidf_baseline")  # the models late fusion mixes
 BATCH_LISTINGS = 32
 
@@ -149,7 +150,8 @@ def row_probabilities(
     return {name: np.concatenate(p) for name, p in parts.items()}, np.concatenate(owners), np.concatenate(has_image), skipped
 
 
-def evaluate(config: Config, data_dir: str | None = None) -> dict:
+def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """The figures (`metrics.json`) and one row per listing scored (`listing_predictions`)."""
     start = time.perf_counter()
     eval_set = directory_set(config, data_dir) if data_dir else held_out_split(config)
     classes = load_prepared(config).encoder.classes
@@ -158,21 +160,23 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
     predictor = Predictor.load(config)
     rows, owner, has_image, skipped = row_probabilities(config, eval_set, predictor)
     n = len(labels)
-    models, per_image, per_class_f1, confusions, product_pred = {}, {}, {}, {}, {}
+    models, per_image, per_class_f1, confusions, product_probs = {}, {}, {}, {}, {}
     for name, probs in rows.items():
-        product_probs = per_product(probs, owner, n)
-        product_pred[name] = product_probs.argmax(axis=1)
-        models[name] = summarise(labels, product_probs)
+        product_probs[name] = per_product(probs, owner, n)
+        models[name] = summarise(labels, product_probs[name])
         # no photo to score: null figures (a NaN would make the metrics files invalid JSON)
         per_image[name] = summarise(labels[owner][has_image], probs[has_image]) if has_image.any() else dict.fromkeys(models[name])
-        per_class_f1[name] = per_class(labels, product_probs, classes)
-        confusions[name] = confusion(labels, product_probs.argmax(axis=1), len(classes)).tolist()
-    return {
+        per_class_f1[name] = per_class(labels, product_probs[name], classes)
+        confusions[name] = confusion(labels, product_probs[name].argmax(axis=1), len(classes)).tolist()
+    product_pred = {name: probs.argmax(axis=1) for name, probs in product_probs.items()}
+    served = "combined" if predictor.method == EARLY else "late_fusion"  # the model `/combined` answers with
+    photos_scored = np.bincount(owner[has_image], minlength=n)
+    result = {
         "source": eval_set.source,
         "n_products": int(n),
         "n_images": int(has_image.sum()),
         "models": models,
-        "served": "combined" if predictor.method == EARLY else "late_fusion",  # the model `/combined` answers with
+        "served": served,
         # no choice between these models' answers, however clever, can be more accurate than this
         "either_branch_right": share_any_right(product_pred, labels, ("image", "text")),
         "any_late_input_right": share_any_right(product_pred, labels, LATE_INPUTS),
@@ -187,6 +191,26 @@ def evaluate(config: Config, data_dir: str | None = None) -> dict:
         "skipped_images": dict(Counter(skipped.values())),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
+    return result, listing_predictions(eval_set.listings, classes, product_probs, served, photos_scored)
+
+
+def listing_predictions(listings: pd.DataFrame, classes: list[str], product_probs: dict[str, np.ndarray], served: str, photos: np.ndarray) -> pd.DataFrame:
+    """One row per listing scored: its category, every model's answer, and the served model's
+    probability for its answer and for the true category; the table to read the models' mistakes from."""
+    labels = listings["label"].to_numpy()
+    served_probs = product_probs[served]
+    frame = pd.DataFrame({
+        "product_id": listings["product_id"].to_numpy(),
+        "title": listings["title"].to_numpy(),
+        "category": [classes[label] for label in labels],
+        "photos_scored": photos,
+    })
+    for name, probs in product_probs.items():
+        frame[name] = [classes[i] for i in probs.argmax(axis=1)]
+    frame["served_correct"] = served_probs.argmax(axis=1) == labels
+    frame["served_confidence"] = served_probs.max(axis=1).round(4)
+    frame["served_p_category"] = served_probs[np.arange(len(labels)), labels].round(4)
+    return frame
 
 
 def fairness_warnings(eval_set: EvalSet, n_products: int) -> list[str]:
@@ -243,13 +267,14 @@ def report_dir(config: Config, data_dir: str | None) -> Path:
     return config.paths.reports / f"data-{resolved.name}-{hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]}"
 
 
-def write_outputs(config: Config, result: dict, out_dir: Path, json_path: str | None = None) -> Path:
-    """metrics.json, report.md and its figures in `out_dir`; `json_path` gets a copy of the JSON."""
+def write_outputs(config: Config, result: dict, predictions: pd.DataFrame, out_dir: Path, json_path: str | None = None) -> Path:
+    """metrics.json, predictions.csv, report.md and its figures in `out_dir`; `json_path` gets a copy of the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    predictions.to_csv(out_dir / PREDICTIONS_FILE, index=False)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2))
     from combined_model.report import write_report
 
-    return write_report(config, result, out_dir)
+    return write_report(config, result, predictions, out_dir)

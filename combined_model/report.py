@@ -10,12 +10,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from listings.config import Config  # noqa: E402
+from listings.data import without_controls  # noqa: E402
 from listings.metrics import figure  # noqa: E402
 
 
-def write_report(config: Config, result: dict, out_dir: Path) -> Path:
+CONFIDENT_MISTAKES = 10
+
+
+def write_report(config: Config, result: dict, predictions: pd.DataFrame, out_dir: Path) -> Path:
     models = list(result["models"])
     _comparison_chart(result, models, out_dir / "modality_comparison.png")
     _confusion_grid(result, models, out_dir / "confusion_matrices.png")
@@ -55,6 +60,7 @@ def write_report(config: Config, result: dict, out_dir: Path) -> Path:
         "",
         "![per-class F1](per_class_f1.png)",
         "",
+        *_confident_mistakes(predictions, result["served"]),
         "## Training curves",
         "",
     ]
@@ -62,6 +68,30 @@ def write_report(config: Config, result: dict, out_dir: Path) -> Path:
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _confident_mistakes(predictions: pd.DataFrame, served: str) -> list[str]:
+    """The served model's wrong answers it was surest of, as a Markdown section: often a listing
+    filed under a category its photo and text do not suggest, sometimes the model's blind spot."""
+    wrong = predictions[~predictions["served_correct"]].sort_values("served_confidence", ascending=False, kind="stable")
+    lines = [
+        f"## The served model's most confident mistakes ({len(wrong):,} of {len(predictions):,} listings wrong)",
+        "",
+        "Every listing's category and each model's answer are in [predictions.csv](predictions.csv).",
+        "",
+    ]
+    if not len(wrong):
+        return lines
+    lines += [f"| product id | title | category | {served} answered | its probability | of the category |", "|---|---|---|---|---:|---:|"]
+    for row in wrong.head(CONFIDENT_MISTAKES).itertuples():
+        cells = (row.product_id, row.title[:80], row.category, getattr(row, served))
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + f" | {row.served_confidence:.3f} | {row.served_p_category:.3f} |")
+    return lines + [""]
+
+
+def _cell(text: str) -> str:
+    """`text` safe inside a Markdown table cell: one line, its pipes escaped."""
+    return without_controls(str(text)).replace("|", "\\|")
 
 
 def _comparison_chart(result: dict, models: list[str], path: Path) -> None:

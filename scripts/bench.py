@@ -105,7 +105,7 @@ def bench_pipeline(config: Config) -> dict:
 def bench_accuracy(config: Config) -> dict:
     from combined_model.evaluate import evaluate, format_table
 
-    result = evaluate(config, None)
+    result, _ = evaluate(config, None)
     print(format_table(result), file=sys.stderr)
     return {
         "source": result["source"],

@@ -85,15 +85,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from combined_model.evaluate import evaluate, format_table, report_dir, write_outputs
+    from combined_model.evaluate import PREDICTIONS_FILE, evaluate, format_table, report_dir, write_outputs
 
     config = build_config(args)  # refuses an empty --data: not the test split scored in its place
     if args.json is not None:
         writable_file(args.json, "--json")  # before the evaluation, not after it
-    result = evaluate(config, args.data)  # an explicit --data is the directory to score
-    report = write_outputs(config, result, report_dir(config, args.data), args.json)
+    result, predictions = evaluate(config, args.data)  # an explicit --data is the directory to score
+    report = write_outputs(config, result, predictions, report_dir(config, args.data), args.json)
     print(format_table(result))
-    print(f"report: {report}")
+    print(f"report: {report}; each listing's predictions: {report.parent / PREDICTIONS_FILE}")
     return 0
 
 

@@ -175,3 +175,25 @@ def test_late_weights_take_tfidf_only_when_it_helps_on_validation(tmp_path):
     assert informed.tfidf > 0 and with_tfidf > best_two_branch  # independent evidence: the mix gains
     uninformed, _, _ = chosen(False)
     assert uninformed.tfidf == 0  # uniform TF-IDF probabilities change no ranking: ties go to the two branches
+
+
+def test_report_lists_the_confident_mistakes_in_one_safe_row_each():
+    from combined_model.report import _confident_mistakes
+
+    predictions = pd.DataFrame({
+        "product_id": ["a", "b", "c"],
+        "title": ["sofa | chair\nset", "lamp", "drill"],
+        "category": ["Home & Garden", "Home & Garden", "DIY Tools & Materials"],
+        "late_fusion": ["Appliances", "Home & Garden", "Home & Garden"],
+        "served_correct": [False, True, False],
+        "served_confidence": [0.6, 0.9, 0.8],
+        "served_p_category": [0.1, 0.9, 0.15],
+    })
+    lines = _confident_mistakes(predictions, "late_fusion")
+    assert lines[0].endswith("(2 of 3 listings wrong)")
+    rows = [line for line in lines if line.startswith("| c") or line.startswith("| a")]
+    assert rows == [  # surest first; the title's pipe escaped and its line break gone
+        "| c | drill | DIY Tools & Materials | Home & Garden | 0.800 | 0.150 |",
+        "| a | sofa \\| chair set | Home & Garden | Appliances | 0.600 | 0.100 |",
+    ]
+    assert not any(line.startswith("| product id") for line in _confident_mistakes(predictions[predictions["served_correct"]], "late_fusion"))

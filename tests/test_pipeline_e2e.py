@@ -57,6 +57,19 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     assert models["tfidf_baseline"]["accuracy"] <= result["any_late_input_right"]
     assert "tfidf_baseline" in capsys.readouterr().out
 
+    (report_dir,) = config.paths.reports.glob(f"data-{unseen.name}-*")
+    predictions = pd.read_csv(report_dir / "predictions.csv", keep_default_na=False)
+    products = pd.read_csv(unseen / "Products.csv", lineterminator="\n")
+    assert sorted(predictions["product_id"]) == sorted(products["id"])
+    assert set(MODELS) <= set(predictions.columns) and predictions["photos_scored"].sum() == result["n_images"]
+    for name in MODELS:  # each model's column holds the answers its accuracy was computed from
+        assert (predictions[name] == predictions["category"]).mean() == pytest.approx(models[name]["accuracy"])
+    served = predictions[result["served"]]
+    assert (predictions["served_correct"] == (served == predictions["category"])).all()
+    assert (predictions["served_confidence"] >= predictions["served_p_category"]).all()
+    report = (report_dir / "report.md").read_text()
+    assert f"most confident mistakes ({(~predictions['served_correct']).sum()} of {n_products} listings wrong)" in report
+
 
 def test_evaluating_another_directory_keeps_the_test_split_report(trained_pipeline, tmp_path):
     config, unseen = trained_pipeline
