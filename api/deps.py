@@ -14,7 +14,6 @@ from fastapi.security import APIKeyHeader
 from PIL import Image
 
 from api.batching import MicroBatcher
-from api.schemas import PredictionOut
 from api.services import Services
 from listings.config import Config
 
@@ -61,13 +60,3 @@ async def predict(batcher: MicroBatcher, photos: list[Image.Image], text: str | 
         return await batcher.predict(photos, text, mode)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-
-
-def prediction_out(prediction: Any) -> PredictionOut:
-    return PredictionOut(
-        pred=prediction.pred,
-        classes=list(prediction.classes),
-        probabilities=[float(p) for p in prediction.probabilities],
-        modalities=list(prediction.modalities),
-        low_confidence=bool(prediction.low_confidence),
-    )

@@ -1,6 +1,8 @@
 """The JSON the API answers with (documented at /docs)."""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -10,6 +12,17 @@ class PredictionOut(BaseModel):
     probabilities: list[float] = Field(description="aligned with `classes`")
     modalities: list[str] = Field(description='the inputs used: "image", "text"')
     low_confidence: bool = Field(False, description="the answer rests on little evidence, e.g. a text with no known word")
+
+    @classmethod
+    def of(cls, prediction: Any) -> "PredictionOut":
+        """A `combined_model.inference.Prediction` as the API (and `fbm classify --json`) answers it."""
+        return cls(
+            pred=prediction.pred,
+            classes=list(prediction.classes),
+            probabilities=[float(p) for p in prediction.probabilities],
+            modalities=list(prediction.modalities),
+            low_confidence=bool(prediction.low_confidence),
+        )
 
 
 class ListingMeta(BaseModel):

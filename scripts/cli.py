@@ -161,6 +161,42 @@ def cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    from api.schemas import PredictionOut
+    from combined_model.inference import Predictor
+
+    config = build_config(args)
+    has_text = bool(args.text and args.text.strip())
+    if args.top < 0:
+        raise ValueError(f"--top must be 0 (every category) or more, got {args.top}")
+    if args.mode == "text" and args.image or args.mode == "image" and has_text:
+        unused = "--image" if args.mode == "text" else "--text"
+        raise ValueError(f"--mode {args.mode} reads only --{args.mode}: leave out {unused}, or use --mode combined")
+    if not args.image and not has_text:
+        raise ValueError({"image": "give a photo (--image)", "text": "give a listing text (--text)"}.get(args.mode, "give a listing text (--text), one or more photos (--image) or both"))
+    predictor = Predictor.load(config)  # first: it refuses a data.image_size its model was not trained at
+    photos = [photo_for_query(Path(path), config) for path in args.image]
+    prediction = predictor.predict(photos, args.text, args.mode)
+    if args.json:
+        print(PredictionOut.of(prediction).model_dump_json(indent=2))
+    else:
+        print(format_prediction(prediction, args.top or len(prediction.classes)))
+    return 0
+
+
+def format_prediction(prediction, top: int, bar_width: int = 30) -> str:
+    """The `top` categories with their probabilities as bars, and the inputs the answer rests on."""
+    width = max(len(name) for name in prediction.classes[:top])
+    lines = [
+        f"{name:<{width}}  {probability:5.3f}  {'█' * round(probability * bar_width)}"
+        for name, probability in zip(prediction.classes[:top], prediction.probabilities[:top])
+    ]
+    lines.append(f"from {' + '.join(prediction.modalities)}")
+    if prediction.low_confidence:
+        lines.append("low confidence: the model knows none of the text's words")
+    return "\n".join(lines)
+
+
 def photo_for_query(path: Path, config: Config):
     """`--image PATH` cleaned as the API cleans an upload; a ValueError naming the file otherwise."""
     from listings.images import ImageError, clean_photo
@@ -272,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--evaluate", action="store_true", help="also score retrieval: test listings against train+val")
     index.add_argument("-k", type=int, help="neighbours per query in --evaluate (default 10)")
     index.set_defaults(handler=cmd_index)
+
+    classify = commands.add_parser("classify", parents=[settings], help="the category of a listing from its text and/or photos (no server, no index)")
+    classify.add_argument("--text", help="a listing title and/or description")
+    classify.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
+    classify.add_argument("--mode", choices=["combined", "image", "text"], default="combined", help="the model to ask, as the API's /combined, /image and /text (default combined)")
+    classify.add_argument("--top", type=int, default=5, help="categories to list (default 5; 0 for all)")
+    classify.add_argument("--json", action="store_true", help="print the API's answer (pred, classes, probabilities, modalities, low_confidence)")
+    classify.set_defaults(handler=cmd_classify)
 
     similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos, or to an indexed listing")
     similar.add_argument("--text", help="a listing title and/or description")

@@ -43,6 +43,11 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["bench", "--out", "/dev/null/b.md"], "--out /dev/null/b.md: /dev/null is a file, not a folder"),  # the figures lost after the run
         (["bench", "--reuse", "--json", "/"], "--json / is a folder"),
         (["bench", "--reuse", "--parts", "pipeline,accuracy"], "drop --reuse or leave out pipeline"),
+        (["classify"], "give a listing text (--text), one or more photos (--image) or both"),  # not "run fbm train"
+        (["classify", "--text", "   "], "give a listing text (--text), one or more photos (--image) or both"),
+        (["classify", "--mode", "image", "--text", "oak chair"], "--mode image reads only --image: leave out --text"),
+        (["classify", "--mode", "text", "--text", "oak chair", "--image", "a.jpg"], "--mode text reads only --text: leave out --image"),
+        (["classify", "--text", "oak chair", "--top", "-1"], "--top must be 0 (every category) or more, got -1"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, argv, message, capsys):

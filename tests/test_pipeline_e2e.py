@@ -255,6 +255,33 @@ def test_similar_without_a_query_is_a_clear_error(trained_pipeline, capsys):
     assert "--text" in capsys.readouterr().err
 
 
+def test_classify_answers_as_the_api_does(trained_pipeline, tmp_path, capsys):
+    """`fbm classify` and `POST /combined` run the same cleaning and model: the same answer, to the float."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    config, unseen = trained_pipeline
+    photo = next((unseen / "images").glob("*.jpg"))
+    text = pd.read_json(config.paths.listings, lines=True)["title"][0]  # words the text branch knows
+    capsys.readouterr()
+    assert main(["classify", *_settings(config), "--image", str(photo), "--text", text, "--json"]) == 0
+    from_cli = json.loads(capsys.readouterr().out)
+    assert main(["classify", *_settings(config), "--image", str(photo), "--text", text, "--top", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0].strip() for line in table[:2]] == from_cli["classes"][:2] and table[2] == "from image + text"
+
+    served = copy.deepcopy(config)
+    served.data.artifacts_dir = str(tmp_path / "artifacts")
+    shutil.copytree(config.data.artifacts_dir, served.data.artifacts_dir)  # the server locks its index: work on a copy
+    with TestClient(create_app(served)) as client:
+        from_api = client.post("/combined", files={"img": ("a.jpg", photo.read_bytes(), "image/jpeg")}, data={"txt": text}).json()
+    assert from_cli["classes"] == from_api["classes"] and from_cli["modalities"] == from_api["modalities"] == ["image", "text"]
+    assert from_cli["probabilities"] == pytest.approx(from_api["probabilities"], abs=1e-6)
+
+
 def test_every_endpoint_serves_the_trained_tiny_pipeline(trained_pipeline, tmp_path):
     """Each endpoint's happy path over the real artifacts, loaded by `load_services` as `fbm serve` does."""
     import shutil

@@ -9,11 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out, require_api_key
+from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, require_api_key
 from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
 from api.routes.similar import MAX_CATEGORY_CHARS, Price, ProductId, known_category
-from api.schemas import ListingCreated, ListingDeleted
+from api.schemas import ListingCreated, ListingDeleted, PredictionOut
 from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
@@ -79,7 +79,7 @@ async def add_listing(
     if replaced is not None:
         discard_photos(services, [image_id for image_id in replaced.image_ids if image_id not in image_ids])
     return ListingCreated(
-        product_id=listing["product_id"], category=listing["category"], predicted=prediction_out(prediction), image_ids=image_ids
+        product_id=listing["product_id"], category=listing["category"], predicted=PredictionOut.of(prediction), image_ids=image_ids
     )
 
 

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 
-from api.deps import BatcherDep, ConfigDep, DecodePoolDep, predict, prediction_out
+from api.deps import BatcherDep, ConfigDep, DecodePoolDep, predict
 from api.routes.errors import BAD_INPUT
 from api.schemas import PredictionOut
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
@@ -21,13 +21,13 @@ OptionalText = Annotated[str | None, Form(description="the listing's title and/o
 @router.post("/image", response_model=PredictionOut, summary="Category from photos")
 async def predict_image(img: Photos, config: ConfigDep, batcher: BatcherDep, pool: DecodePoolDep) -> PredictionOut:
     photos = await cleaned_photos(img, config, pool)
-    return prediction_out(await predict(batcher, photos, None, "image"))
+    return PredictionOut.of(await predict(batcher, photos, None, "image"))
 
 
 @router.post("/text", response_model=PredictionOut, summary="Category from text")
 async def predict_text(txt: Text, config: ConfigDep, batcher: BatcherDep) -> PredictionOut:
     text = checked_text(txt, config, required=True)
-    return prediction_out(await predict(batcher, [], text, "text"))
+    return PredictionOut.of(await predict(batcher, [], text, "text"))
 
 
 @router.post("/combined", response_model=PredictionOut, summary="Category from photos and text")
@@ -39,4 +39,4 @@ async def predict_combined(
     text = checked_text(txt, config)
     if not photos and not text:
         raise HTTPException(422, "send a photo (img), a text (txt) or both")
-    return prediction_out(await predict(batcher, photos, text, "combined"))
+    return PredictionOut.of(await predict(batcher, photos, text, "combined"))

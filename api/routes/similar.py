@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, prediction_out
+from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict
 from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
-from api.schemas import ListingMeta, ListingOut, SimilarOut, SimilarToListingOut
+from api.schemas import ListingMeta, ListingOut, PredictionOut, SimilarOut, SimilarToListingOut
 from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.categories import UnknownCategoryError, canonical_category
@@ -66,7 +66,7 @@ async def similar(
     return SimilarOut(
         results=results_out(found),
         modalities=list(found.modalities),
-        prediction=prediction_out(prediction),
+        prediction=PredictionOut.of(prediction),
     )
 
 
