@@ -67,14 +67,20 @@ def directory_set(config: Config, data_dir: str) -> EvalSet:
     """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
     prepared = load_prepared(config)
     dataset = read_dataset(data_dir)  # refuses a file, or a directory without its two CSV files
-    image_dir = Path(data_dir) / "images"
-    if not image_dir.is_dir():
-        raise ValueError(f"{image_dir} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
+    image_dir = images_of(data_dir)
     listings = dataset.listings
     listings["label"] = prepared.encoder.encode_many(listings["root"])
     unknown = {root: int(count) for root, count in listings.loc[listings["label"] < 0, "root"].value_counts().items()}
     known = listings[listings["label"] >= 0].reset_index(drop=True)
     return EvalSet(known, image_dir, unknown, data_dir, seen_in_training(known, prepared, image_dir), dict(dataset.dropped))
+
+
+def images_of(data_dir: str) -> Path:
+    """The photo folder of a marketplace-format directory; a ValueError when it has none."""
+    image_dir = Path(data_dir) / "images"
+    if not image_dir.is_dir():
+        raise ValueError(f"{image_dir} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
+    return image_dir
 
 
 def seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: Path) -> int:
@@ -92,14 +98,14 @@ def seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: Path
     return sum(seen(pid, ids) for pid, ids in zip(listings["product_id"], listings["image_ids"]))
 
 
-def load_photos(eval_set: EvalSet, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
+def load_photos(image_ids_per_listing: pd.Series, image_dir: Path, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
     """Cleaned photos per listing, and the reasons photos were skipped."""
     photos, skipped = [], {}
-    for image_ids in eval_set.listings["image_ids"]:
+    for image_ids in tqdm(image_ids_per_listing, desc="photos", unit="listing", leave=False):
         mine = []
         for image_id in image_ids:
             try:
-                mine.append(clean_photo(eval_set.image_dir / f"{image_id}.jpg", size, max_pixels))
+                mine.append(clean_photo(image_dir / f"{image_id}.jpg", size, max_pixels))
             except ImageError as exc:
                 skipped[image_id] = exc.reason
         photos.append(mine)
@@ -124,7 +130,7 @@ def row_probabilities(
     hog = HogSvmBaseline.load(config)
     tfidf = predictor.tfidf or TfidfSvmBaseline.load(config)  # the served late fusion's own, when it has one
     texts = [listing_text(t, d) for t, d in zip(eval_set.listings["title"], eval_set.listings["description"])]
-    photos, skipped = load_photos(eval_set, config.data.image_size, config.data.max_image_pixels)
+    photos, skipped = load_photos(eval_set.listings["image_ids"], eval_set.image_dir, config.data.image_size, config.data.max_image_pixels)
 
     parts: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
     owners, has_image = [], []

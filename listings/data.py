@@ -100,19 +100,23 @@ class Dataset:
     dropped: Counter = field(default_factory=Counter)  # CSV rows left out, by reason
 
 
-def read_dataset(data_dir: str | Path) -> Dataset:
+def read_dataset(data_dir: str | Path, labelled: bool = True) -> Dataset:
     """Read a marketplace-format directory into one clean row per product, counting the rows left
     out: a product id seen before, an id that is empty or not a plain token (an id names a file:
-    `../x` must not), a product with no category, photo rows repeated or of no listed product."""
+    `../x` must not), a product with no category, photo rows repeated or of no listed product.
+    Listings to classify need not be `labelled`: their category column may be empty or absent."""
     data_dir = Path(data_dir)
     _refuse_a_file(data_dir)
     dropped: Counter = Counter()
-    products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS)
+    products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS if labelled else [c for c in PRODUCT_COLUMNS if c != "category"])
     images = _read_csv(data_dir / "Images.csv", ["id", "product_id"])
 
     products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dropped)
     products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)
-    products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dropped)
+    if labelled:
+        products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dropped)
+    elif "category" not in products.columns:
+        products["category"] = ""
     images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dropped)
     images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dropped)
     images = _keep(images, images["product_id"].isin(set(products["id"])), "photos: of no listed product", dropped)

@@ -166,6 +166,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from combined_model.inference import Predictor
 
     config = build_config(args)
+    if args.data is not None:
+        return classify_a_directory(args, config)
+    if args.out is not None:
+        raise ValueError("--out names the CSV of --data DIR: give both, or neither")
+    args.top = 5 if args.top is None else args.top
     has_text = bool(args.text and args.text.strip())
     if args.top < 0:
         raise ValueError(f"--top must be 0 (every category) or more, got {args.top}")
@@ -181,6 +186,21 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print(PredictionOut.of(prediction).model_dump_json(indent=2))
     else:
         print(format_prediction(prediction, args.top or len(prediction.classes)))
+    return 0
+
+
+def classify_a_directory(args: argparse.Namespace, config: Config) -> int:
+    from combined_model.classify import CLASSIFIED_FILE, classify_directory, format_summary
+    from combined_model.evaluate import report_dir
+
+    if args.text is not None or args.image or args.json or args.top is not None:
+        raise ValueError("--data classifies every listing of a directory into a CSV: give it without --text, --image, --json or --top")
+    out = Path(args.out) if args.out else report_dir(config, args.data) / CLASSIFIED_FILE
+    writable_file(str(out), "--out")  # before the models run, not after
+    frame, summary = classify_directory(config, args.data, args.mode)
+    frame.to_csv(out, index=False)
+    print(format_summary(summary))
+    print(f"written: {out}")
     return 0
 
 
@@ -309,13 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("-k", type=int, help="neighbours per query in --evaluate (default 10)")
     index.set_defaults(handler=cmd_index)
 
-    classify = commands.add_parser("classify", parents=[settings], help="the category of a listing from its text and/or photos (no server, no index)")
+    classify = commands.add_parser(
+        "classify", parents=[settings], help="the category of a listing from its text and/or photos, or of every listing of --data DIR into a CSV (no server, no index)"
+    )
     classify.add_argument("--text", help="a listing title and/or description")
     classify.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     classify.add_argument("--mode", choices=["combined", "image", "text"], default="combined", help="the model to ask, as the API's /combined, /image and /text (default combined)")
-    classify.add_argument("--top", type=int, default=5, help="categories to list (default 5; 0 for all)")
+    classify.add_argument("--top", type=int, help="categories to list (default 5; 0 for all)")
     classify.add_argument("--json", action="store_true", help="print the API's answer (pred, classes, probabilities, modalities, low_confidence)")
-    classify.set_defaults(handler=cmd_classify)
+    classify.add_argument("--out", metavar="FILE", help="with --data DIR: the CSV of answers (default: classified.csv in DIR's report folder)")
+    classify.set_defaults(handler=cmd_classify, empty_data_hint="give the directory of listings to classify, or leave --data out to classify one listing")
 
     similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos, or to an indexed listing")
     similar.add_argument("--text", help="a listing title and/or description")

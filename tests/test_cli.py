@@ -48,6 +48,9 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["classify", "--mode", "image", "--text", "oak chair"], "--mode image reads only --image: leave out --text"),
         (["classify", "--mode", "text", "--text", "oak chair", "--image", "a.jpg"], "--mode text reads only --text: leave out --image"),
         (["classify", "--text", "oak chair", "--top", "-1"], "--top must be 0 (every category) or more, got -1"),
+        (["classify", "--data", "listings", "--text", "oak chair"], "--data classifies every listing of a directory into a CSV"),
+        (["classify", "--out", "answers.csv", "--text", "oak chair"], "--out names the CSV of --data DIR: give both, or neither"),
+        (["classify", "--data", ""], "--data is empty: give the directory of listings to classify"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, argv, message, capsys):

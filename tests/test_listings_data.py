@@ -250,6 +250,21 @@ def test_rows_left_out_are_counted_and_ids_never_name_a_path(quirky_dataset):
     }
 
 
+def test_listings_to_classify_need_no_category(quirky_dataset):
+    products = quirky_dataset / "Products.csv"
+    rows = products.read_text(encoding="utf-8")
+    products.write_text(rows + '96,p-blank,Lamp, / ,,£4,Leeds\n', encoding="utf-8")
+    assert "p-blank" not in set(read_dataset(quirky_dataset).listings["product_id"])  # training needs a category
+    unlabelled = read_dataset(quirky_dataset, labelled=False)
+    assert "p-blank" in set(unlabelled.listings["product_id"]) and "products: no category" not in unlabelled.dropped
+    frame = pd.read_csv(products, dtype=str, keep_default_na=False).drop(columns=["category"])
+    frame.to_csv(products, index=False)  # no category column at all
+    listings = read_dataset(quirky_dataset, labelled=False).listings
+    assert list(listings["product_id"]) == list(unlabelled.listings["product_id"]) and set(listings["category"]) == {""}
+    with pytest.raises(DatasetError, match="lacks column"):
+        read_dataset(quirky_dataset)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from combined_model.evaluate import MODELS
+from listings.data import listing_text, read_dataset
 from scripts.cli import main
 
 
@@ -280,6 +281,40 @@ def test_classify_answers_as_the_api_does(trained_pipeline, tmp_path, capsys):
         from_api = client.post("/combined", files={"img": ("a.jpg", photo.read_bytes(), "image/jpeg")}, data={"txt": text}).json()
     assert from_cli["classes"] == from_api["classes"] and from_cli["modalities"] == from_api["modalities"] == ["image", "text"]
     assert from_cli["probabilities"] == pytest.approx(from_api["probabilities"], abs=1e-6)
+
+
+def test_classify_a_directory_of_new_listings_answers_each_as_one_listing_is(trained_pipeline, tmp_path, capsys):
+    """New listings carry no category: each is answered as `fbm classify` answers it alone; one with
+    nothing usable (its only photo unreadable, no text) is listed with no answer, not dropped."""
+    config, unseen = trained_pipeline
+    new = shutil.copytree(unseen, tmp_path / "new")
+    products = pd.read_csv(new / "Products.csv", lineterminator="\n", dtype=str, keep_default_na=False)
+    products = products.drop(columns=["category"])
+    blank = products.iloc[[0]].assign(id="blank-1", product_name="", product_description="")
+    pd.concat([products, blank]).to_csv(new / "Products.csv", index=False)
+    images = pd.read_csv(new / "Images.csv", dtype=str, keep_default_na=False)
+    pd.concat([images, pd.DataFrame({"id": ["blank-photo"], "product_id": ["blank-1"]})]).to_csv(new / "Images.csv", index=False)
+    (new / "images" / "blank-photo.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "answers.csv"
+    assert main(["classify", *_settings(config), "--data", str(new), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    answers = pd.read_csv(out, dtype={"product_id": str, "predicted": str}, keep_default_na=False)
+    assert list(answers["product_id"]) == [*products["id"], "blank-1"]
+    assert "1 with no usable photo or text" in printed and "photos skipped: {'not_an_image': 1}" in printed
+    blank_row = answers.iloc[-1]
+    assert (blank_row["predicted"], blank_row["modalities"], blank_row["photos_skipped"]) == ("", "", 1)
+
+    first = answers.iloc[0]
+    photos = sorted((new / "images").glob("*.jpg"))
+    image_ids = images.loc[images["product_id"] == first["product_id"], "id"]
+    listing = read_dataset(new, labelled=False).listings.set_index("product_id").loc[first["product_id"]]
+    alone = ["--text", listing_text(listing["title"], listing["description"])]
+    alone += [arg for image_id in image_ids for arg in ("--image", str(new / "images" / f"{image_id}.jpg"))]
+    assert photos and main(["classify", *_settings(config), *alone, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert (first["predicted"], first["runner_up"]) == tuple(answer["classes"][:2])
+    assert float(first["probability"]) == pytest.approx(answer["probabilities"][0], abs=1e-4)
+    assert first["modalities"] == "+".join(answer["modalities"])
 
 
 def test_every_endpoint_serves_the_trained_tiny_pipeline(trained_pipeline, tmp_path):
