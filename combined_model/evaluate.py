@@ -26,9 +26,9 @@ from combined_model.fusion import EARLY, LATE, combine, single_branch
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
-from listings.data import listing_text, read_dataset
+from listings.data import listing_text, read_dataset, write_table
 from listings.images import ImageError, clean_photo, file_digest
-from listings.metrics import figure, per_class, per_product, summarise
+from listings.metrics import figure, per_class, per_product, plural, summarise
 from listings.prepare import Prepared, load_prepared
 from text_model.baseline import TfidfSvmBaseline
 
@@ -208,14 +208,15 @@ def listing_predictions(listings: pd.DataFrame, classes: list[str], product_prob
     frame = pd.DataFrame({
         "product_id": listings["product_id"].to_numpy(),
         "title": listings["title"].to_numpy(),
-        "category": [classes[label] for label in labels],
+        "category": listings["category"].to_numpy(),
+        "root": [classes[label] for label in labels],  # what the models answer: a root category
         "photos_scored": photos,
     })
     for name, probs in product_probs.items():
         frame[name] = [classes[i] for i in probs.argmax(axis=1)]
     frame["served_correct"] = served_probs.argmax(axis=1) == labels
     frame["served_confidence"] = served_probs.max(axis=1).round(4)
-    frame["served_p_category"] = served_probs[np.arange(len(labels)), labels].round(4)
+    frame["served_p_root"] = served_probs[np.arange(len(labels)), labels].round(4)
     return frame
 
 
@@ -242,7 +243,7 @@ def share_any_right(predictions: dict[str, np.ndarray], labels: np.ndarray, mode
 
 def format_table(result: dict) -> str:
     lines = [
-        f"{result['source']}: {result['n_products']} products, {result['n_images']} photos",
+        f"{result['source']}: {plural(result['n_products'], 'product')}, {plural(result['n_images'], 'photo')}",
         f"{'model':<19} {'accuracy':>9} {'macro-F1':>9} {'top-3':>7}   {'photo acc':>9}",
     ]
     for name in MODELS:
@@ -277,7 +278,7 @@ def write_outputs(config: Config, result: dict, predictions: pd.DataFrame, out_d
     """metrics.json, predictions.csv, report.md and its figures in `out_dir`; `json_path` gets a copy of the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    predictions.to_csv(out_dir / PREDICTIONS_FILE, index=False)
+    write_table(predictions, out_dir / PREDICTIONS_FILE, ["title", "category"])
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2))

@@ -2,6 +2,7 @@
 modality comparison chart and the training curves of every stage."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,11 +14,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from listings.config import Config  # noqa: E402
-from listings.data import without_controls  # noqa: E402
-from listings.metrics import figure  # noqa: E402
+from listings.data import shorten, without_controls  # noqa: E402
+from listings.metrics import figure, plural  # noqa: E402
 
 
 CONFIDENT_MISTAKES = 10
+_MARKDOWN_MARK = re.compile(r"[\\`*_\[\]()!~|#]")
 
 
 def write_report(config: Config, result: dict, predictions: pd.DataFrame, out_dir: Path) -> Path:
@@ -30,7 +32,7 @@ def write_report(config: Config, result: dict, predictions: pd.DataFrame, out_di
     lines = [
         "# Evaluation report",
         "",
-        f"Data: {result['source']} — {result['n_products']} products, {result['n_images']} photos.",
+        f"Data: {_cell(result['source'])} — {plural(result['n_products'], 'product')}, {plural(result['n_images'], 'photo')}.",
         "",
         "| model | accuracy | macro-F1 | top-3 | photo-level accuracy |",
         "|---|---:|---:|---:|---:|",
@@ -46,8 +48,13 @@ def write_report(config: Config, result: dict, predictions: pd.DataFrame, out_di
         f"(late fusion's inputs) is right on {result['any_late_input_right']:.3f}.",
     ]
     lines += [line for warning in result.get("warnings", []) for line in ("", f"**Warning:** {warning}.")]
-    if result.get("unknown_categories"):
-        lines += ["", f"Listings skipped for an unknown category: {result['unknown_categories']}"]
+    for key, what in (
+        ("unknown_categories", "Listings skipped for an unknown category"),
+        ("rows_dropped", "CSV rows left out"),
+        ("skipped_images", "Photos that could not be used, by reason (their listings were scored on what was left)"),
+    ):
+        if result.get(key):
+            lines += ["", f"{what}: " + ", ".join(f"{_cell(name)} {count}" for name, count in result[key].items())]
     lines += [
         "",
         "![modality comparison](modality_comparison.png)",
@@ -82,16 +89,22 @@ def _confident_mistakes(predictions: pd.DataFrame, served: str) -> list[str]:
     ]
     if not len(wrong):
         return lines
-    lines += [f"| product id | title | category | {served} answered | its probability | of the category |", "|---|---|---|---|---:|---:|"]
+    lines += [
+        f"| product id | title | category | {served} answered | its probability | of the category | photos scored |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
     for row in wrong.head(CONFIDENT_MISTAKES).itertuples():
-        cells = (row.product_id, row.title[:80], row.category, getattr(row, served))
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + f" | {row.served_confidence:.3f} | {row.served_p_category:.3f} |")
+        cells = (row.product_id, shorten(row.title, 80), row.root, getattr(row, served))
+        numbers = f"{row.served_confidence:.3f} | {row.served_p_root:.3f} | {row.photos_scored}"
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + f" | {numbers} |")
     return lines + [""]
 
 
 def _cell(text: str) -> str:
-    """`text` safe inside a Markdown table cell: one line, its pipes escaped."""
-    return without_controls(str(text)).replace("|", "\\|")
+    """A seller's `text` as literal text in Markdown, table cells included: on one line, its HTML
+    (`<img …>`, `&lt;`) and Markdown (`**`, `[link](…)`, `![image](…)`, `|`) shown, not rendered."""
+    text = without_controls(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_MARK.sub(r"\\\g<0>", text)
 
 
 def _comparison_chart(result: dict, models: list[str], path: Path) -> None:

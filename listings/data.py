@@ -40,6 +40,7 @@ MAX_PRICE = 1e12  # the largest price a listing or a price filter may carry
 _LEVEL_SEPARATOR = re.compile(r" /|/ ")  # in text whose whitespace `_tidy` made single spaces
 _WHITESPACE = re.compile(r"\s+")
 _NUMERIC_REFERENCE = re.compile(r"&#(?:([xX])([0-9a-fA-F]+)|([0-9]+))(;?)")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # "£1,234.00", "£75", "1234.5": pounds, with thousands commas or none; anything else is no price
 _PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
@@ -156,6 +157,21 @@ def write_jsonl(frame: pd.DataFrame, path: Path) -> None:
         for record in frame.to_dict(orient="records"):
             f.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
     tmp.replace(path)
+
+
+def write_table(frame: pd.DataFrame, path: Path, text_columns: list[str]) -> None:
+    """A table for people as well as programs: CSV with a UTF-8 byte-order mark (a spreadsheet
+    otherwise reads '£' as 'Â£'), and each cell of `text_columns` (a seller's words) that would
+    start a formula (=, +, -, @, as `=HYPERLINK(…)` would) led by an apostrophe, which a spreadsheet
+    shows as text. Read it back with `pd.read_csv(path, dtype=str, keep_default_na=False)`: an id
+    or title such as `NA` is otherwise read as missing."""
+    safe = {column: frame[column].map(lambda cell: "'" + cell if isinstance(cell, str) and cell.startswith(_FORMULA_START) else cell) for column in text_columns}
+    frame.assign(**safe).to_csv(path, index=False, encoding="utf-8-sig")
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut to `width` characters, ending in '…' when cut."""
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def read_jsonl(path: Path) -> pd.DataFrame:

@@ -55,3 +55,8 @@ def latency_percentiles(latency_ms: list[float] | np.ndarray) -> dict[str, float
 def figure(value: float | None, width: int = 0) -> str:
     """A metric for a table: three decimals, or a dash where there was nothing to measure."""
     return f"{value:>{width}.3f}" if value is not None else f"{'—':>{width}}"
+
+
+def plural(count: int, noun: str) -> str:
+    """`3 photos`, `1 photo`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

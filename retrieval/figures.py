@@ -6,12 +6,14 @@ so it shows the index's misses as often as they happen rather than its best answ
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from listings.data import shorten
 from listings.photos import PhotoStore
 from listings.plots import pyplot
 from retrieval.index import Hit
@@ -50,13 +52,17 @@ def plot_precision(report: dict, path: Path) -> None:
     modes = [mode for mode in ("photo", "text", "both") if report.get(f"precision@{k}_{mode}") is not None]
     x = np.arange(len(modes))
     fig, ax = plt.subplots(figsize=(7, 4))
-    for offset, (key, label, chance) in zip((-0.2, 0.2), (("precision", "same root category", "chance_precision"), ("path_precision", "same full category path", "chance_path_precision"))):
-        bars = ax.bar(x + offset, [report[f"{key}@{k}_{mode}"] for mode in modes], width=0.4, label=label)
+    measures = (("precision", "same root category", "chance_precision", "C0"), ("path_precision", "same full category path", "chance_path_precision", "C1"))
+    for offset, (key, label, chance, colour) in zip((-0.2, 0.2), measures):
+        bars = ax.bar(x + offset, [report[f"{key}@{k}_{mode}"] for mode in modes], width=0.4, label=label, color=colour)
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
-        ax.axhline(report[chance], color=bars.patches[0].get_facecolor(), linestyle="--", linewidth=1, label=f"{label}: chance")
+        ax.axhline(report[chance], color=colour, linestyle="--", linewidth=1, label=f"{label}: chance")
+    if not modes:
+        ax.text(0.5, 0.5, "no test listing could be queried", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks(x, [{"photo": "photo", "text": "text", "both": "photo + text"}[mode] for mode in modes])
-    ax.set(ylim=(0, 1), ylabel=f"precision@{k}", title=f"Test listings against the train + validation index ({report['catalogue']:,} listings)")
-    ax.legend(fontsize=8, loc="upper left")
+    # the legend sits above the bars' highest possible value, so it never hides one
+    ax.set(ylim=(0, 1.2), yticks=np.linspace(0, 1, 6), ylabel=f"precision@{k}", title=f"Test listings against the train + validation index ({report['catalogue']:,} listings)")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -76,15 +82,17 @@ def plot_examples(examples: list[Example], photos: PhotoStore, path: Path) -> No
     columns = 1 + max(len(example.hits) for example in examples)
     fig, axes = plt.subplots(len(examples), columns, figsize=(1.9 * columns, 2.2 * len(examples)), squeeze=False)
     for row, example in zip(axes, examples):
-        _photo_cell(row[0], photos, example.image_id, f"query: {_short(example.title, 24)}\n{_short(example.root, 26)}", "black")
+        _photo_cell(row[0], photos, example.image_id, f"query: {shorten(example.title, 24)}\n{shorten(example.root, 26)}", "black")
         for ax, hit in zip(row[1:], example.hits):
             colour = SAME_ROOT if hit.root == example.root else OTHER_ROOT
-            _photo_cell(ax, photos, hit.image_ids[0] if hit.image_ids else None, f"{_short(hit.root, 26)}\nscore {hit.score:.2f}", colour)
+            _photo_cell(ax, photos, hit.image_ids[0] if hit.image_ids else None, f"{shorten(hit.root, 26)}\nscore {hit.score:.2f}", colour)
         for ax in row[1 + len(example.hits) :]:
             ax.axis("off")
     fig.suptitle("Test listings (photo + text) and their nearest listings; green: the same root category", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)  # an emoji in a title: drawn as a box
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -96,13 +104,9 @@ def _photo_cell(ax, photos: PhotoStore, image_id: str | None, caption: str, colo
     else:
         with Image.open(found) as photo:
             ax.imshow(np.asarray(photo.convert("RGB")))
-    ax.set_title(caption, fontsize=7, color=colour)
+    ax.set_title(caption, fontsize=7, color=colour, parse_math=False)  # a seller's "$5 or $6" is text, not a formula
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_edgecolor(colour)
         spine.set_linewidth(3)
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

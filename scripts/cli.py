@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import shlex
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from listings.config import REPO_ROOT, Config
@@ -138,6 +140,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if args.category is not None and not args.category.strip():
         raise ValueError("--category is empty: give a root category or a category path, or leave the option out")
     check_search(args.k, args.min_price, args.max_price, config.index.max_k, ("-k", "--min-price", "--max-price"))
+    check_photo_paths(args.image)
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     filters = {"k": args.k, "category": category, "min_price": args.min_price, "max_price": args.max_price}
     with ListingIndex.open(config.paths.index, config.index) as index:
@@ -170,7 +173,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
         return classify_a_directory(args, config)
     if args.out is not None:
         raise ValueError("--out names the CSV of --data DIR: give both, or neither")
+    if args.json and args.top is not None:
+        raise ValueError("--top shapes the table: --json prints every category, as the API answers")
     args.top = 5 if args.top is None else args.top
+    if args.text == "-":
+        args.text = sys.stdin.read()
     has_text = bool(args.text and args.text.strip())
     if args.top < 0:
         raise ValueError(f"--top must be 0 (every category) or more, got {args.top}")
@@ -179,7 +186,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise ValueError(f"--mode {args.mode} reads only --{args.mode}: leave out {unused}, or use --mode combined")
     if not args.image and not has_text:
         raise ValueError({"image": "give a photo (--image)", "text": "give a listing text (--text)"}.get(args.mode, "give a listing text (--text), one or more photos (--image) or both"))
-    predictor = Predictor.load(config)  # first: it refuses a data.image_size its model was not trained at
+    check_photo_paths(args.image)
+    predictor = Predictor.load(config)  # before cleaning: it refuses a data.image_size its model was not trained at
     photos = [photo_for_query(Path(path), config) for path in args.image]
     prediction = predictor.predict(photos, args.text, args.mode)
     if args.json:
@@ -192,13 +200,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def classify_a_directory(args: argparse.Namespace, config: Config) -> int:
     from combined_model.classify import CLASSIFIED_FILE, classify_directory, format_summary
     from combined_model.evaluate import report_dir
+    from listings.data import write_table
 
     if args.text is not None or args.image or args.json or args.top is not None:
         raise ValueError("--data classifies every listing of a directory into a CSV: give it without --text, --image, --json or --top")
     out = Path(args.out) if args.out else report_dir(config, args.data) / CLASSIFIED_FILE
     writable_file(str(out), "--out")  # before the models run, not after
     frame, summary = classify_directory(config, args.data, args.mode)
-    frame.to_csv(out, index=False)
+    write_table(frame, out, ["title", "category"])
     print(format_summary(summary))
     print(f"written: {out}")
     return 0
@@ -208,7 +217,7 @@ def format_prediction(prediction, top: int, bar_width: int = 30) -> str:
     """The `top` categories with their probabilities as bars, and the inputs the answer rests on."""
     width = max(len(name) for name in prediction.classes[:top])
     lines = [
-        f"{name:<{width}}  {probability:5.3f}  {'█' * round(probability * bar_width)}"
+        f"{name:<{width}}  {probability:5.3f}  {bar_mark() * round(probability * bar_width)}"
         for name, probability in zip(prediction.classes[:top], prediction.probabilities[:top])
     ]
     lines.append(f"from {' + '.join(prediction.modalities)}")
@@ -219,12 +228,40 @@ def format_prediction(prediction, top: int, bar_width: int = 30) -> str:
 
 def photo_for_query(path: Path, config: Config):
     """`--image PATH` cleaned as the API cleans an upload; a ValueError naming the file otherwise."""
-    from listings.images import ImageError, clean_photo
+    from listings.images import clean_photo
+
+    with named_image_errors(path):
+        return clean_photo(path, config.data.image_size, config.data.max_image_pixels)
+
+
+def check_photo_paths(paths: list[str]) -> None:
+    """Every `--image` a file, before any model loads (a second or more)."""
+    from listings.images import require_file
+
+    for path in paths:
+        with named_image_errors(Path(path)):
+            require_file(Path(path))
+
+
+@contextmanager
+def named_image_errors(path: Path):
+    """An ImageError as a ValueError naming `--image` and its path (without control characters)."""
+    from listings.data import without_controls
+    from listings.images import ImageError
 
     try:
-        return clean_photo(path, config.data.image_size, config.data.max_image_pixels)
+        yield
     except ImageError as exc:
-        raise ValueError(f"--image {path}: {str(exc).removesuffix(f': {path}')}") from None
+        raise ValueError(without_controls(f"--image {path}: {str(exc).removesuffix(f': {path}')}")) from None
+
+
+def bar_mark() -> str:
+    """'█' for the probability bars, or '#' where the terminal's encoding has no such character."""
+    try:
+        "█".encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return "#"
+    return "█"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -332,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify = commands.add_parser(
         "classify", parents=[settings], help="the category of a listing from its text and/or photos, or of every listing of --data DIR into a CSV (no server, no index)"
     )
-    classify.add_argument("--text", help="a listing title and/or description")
+    classify.add_argument("--text", help="a listing title and/or description ('-': read it from standard input)")
     classify.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     classify.add_argument("--mode", choices=["combined", "image", "text"], default="combined", help="the model to ask, as the API's /combined, /image and /text (default combined)")
     classify.add_argument("--top", type=int, help="categories to list (default 5; 0 for all)")
@@ -371,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that stopped early (`| head -1`) shows here, not as Python exits
+        return code
+    except BrokenPipeError:
+        silence_stdout()
+        return 141  # as a program ended by SIGPIPE
     except (OSError, ValueError, LookupError) as exc:  # a missing or unreadable file, a bad setting or dataset, no NLTK data
         if isinstance(exc, (KeyError, IndexError)) and not isinstance(exc, ValueError):  # a bug, not a bad input: keep its traceback
             raise
@@ -380,6 +422,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fbm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def silence_stdout() -> None:
+    """Standard output to /dev/null: its reader is gone, and Python's flush at exit would fail again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stream with no file descriptor (io.UnsupportedOperation is both)
+        pass
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 import scripts.cli as cli
 from api.server import check_port_free
-from scripts.cli import main
+from scripts.cli import bar_mark, build_parser, main
 
 
 @pytest.mark.parametrize("port", ["0", "70000", "-1", "http"])
@@ -51,6 +51,10 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["classify", "--data", "listings", "--text", "oak chair"], "--data classifies every listing of a directory into a CSV"),
         (["classify", "--out", "answers.csv", "--text", "oak chair"], "--out names the CSV of --data DIR: give both, or neither"),
         (["classify", "--data", ""], "--data is empty: give the directory of listings to classify"),
+        (["classify", "--text", "oak chair", "--top", "1", "--json"], "--top shapes the table: --json prints every category"),
+        (["classify", "--image", "no-such-photo.jpg"], "--image no-such-photo.jpg: no such file"),  # before the models load
+        (["classify", "--image", "/tmp"], "--image /tmp: not a file"),
+        (["similar", "--image", "no-such-photo.jpg"], "--image no-such-photo.jpg: no such file"),  # before the index opens
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, argv, message, capsys):
@@ -96,3 +100,26 @@ def test_an_interrupt_ends_the_command_in_one_line(tmp_path: Path, monkeypatch, 
     monkeypatch.setattr(cli, "cmd_prepare", interrupted)
     assert main(["prepare", "--artifacts", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "fbm prepare: interrupted"
+
+
+def test_a_reader_that_stops_early_is_no_error(monkeypatch, capsys):
+    """`fbm classify … | head -1`: the pipe closes before the output is written."""
+    import os
+
+    def closed_pipe(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(os, "dup2", lambda *fds: None)  # the real one would redirect pytest's own stdout
+    parser = build_parser()
+    monkeypatch.setattr("scripts.cli.build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["classify"].set_defaults(handler=closed_pipe)
+    assert main(["classify", "--text", "oak chair"]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_bars_fall_back_to_ascii_where_the_terminal_cannot_draw_them(monkeypatch):
+    import io
+
+    assert bar_mark() == "█"
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(io.BytesIO(), encoding="cp1252"))
+    assert bar_mark() == "#"

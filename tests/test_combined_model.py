@@ -181,19 +181,22 @@ def test_report_lists_the_confident_mistakes_in_one_safe_row_each():
     from combined_model.report import _confident_mistakes
 
     predictions = pd.DataFrame({
-        "product_id": ["a", "b", "c"],
-        "title": ["sofa | chair\nset", "lamp", "drill"],
-        "category": ["Home & Garden", "Home & Garden", "DIY Tools & Materials"],
-        "late_fusion": ["Appliances", "Home & Garden", "Home & Garden"],
-        "served_correct": [False, True, False],
-        "served_confidence": [0.6, 0.9, 0.8],
-        "served_p_category": [0.1, 0.9, 0.15],
+        "product_id": ["a", "b", "c", "d"],
+        "title": ["sofa | chair\nset", "lamp", "drill", "<img src=x onerror=alert(1)> **bold** [click](http://e.example) " + "x" * 80],
+        "root": ["Home & Garden", "Home & Garden", "DIY Tools & Materials", "Other Goods"],
+        "late_fusion": ["Appliances", "Home & Garden", "Home & Garden", "Appliances"],
+        "served_correct": [False, True, False, False],
+        "served_confidence": [0.6, 0.9, 0.8, 0.5],
+        "served_p_root": [0.1, 0.9, 0.15, 0.2],
+        "photos_scored": [2, 1, 0, 1],
     })
     lines = _confident_mistakes(predictions, "late_fusion")
-    assert lines[0].endswith("(2 of 3 listings wrong)")
-    rows = [line for line in lines if line.startswith("| c") or line.startswith("| a")]
-    assert rows == [  # surest first; the title's pipe escaped and its line break gone
-        "| c | drill | DIY Tools & Materials | Home & Garden | 0.800 | 0.150 |",
-        "| a | sofa \\| chair set | Home & Garden | Appliances | 0.600 | 0.100 |",
+    assert lines[0].endswith("(3 of 4 listings wrong)")
+    rows = [line for line in lines if line[:4] in ("| a ", "| c ", "| d ")]
+    assert rows == [  # surest first; a seller's pipes, line breaks, HTML and Markdown shown as text; long titles cut with …
+        "| c | drill | DIY Tools &amp; Materials | Home &amp; Garden | 0.800 | 0.150 | 0 |",
+        "| a | sofa \\| chair set | Home &amp; Garden | Appliances | 0.600 | 0.100 | 2 |",
+        "| d | &lt;img src=x onerror=alert\\(1\\)&gt; \\*\\*bold\\*\\* \\[click\\]\\(http://e.example\\) xxxxxxxxxxxxxxx… "
+        "| Other Goods | Appliances | 0.500 | 0.200 | 1 |",
     ]
     assert not any(line.startswith("| product id") for line in _confident_mistakes(predictions[predictions["served_correct"]], "late_fusion"))

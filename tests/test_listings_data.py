@@ -16,6 +16,7 @@ from listings.data import (
     listing_text,
     load_listings,
     read_dataset,
+    write_table,
     parse_price,
     read_jsonl,
     split_category,
@@ -342,3 +343,16 @@ def test_csv_files_with_a_header_and_no_rows_read_as_no_listings(tmp_path):
     (tmp_path / "Images.csv").write_text("id,product_id\n", encoding="utf-8")
     assert len(load_listings(tmp_path)) == 0
 
+
+
+def test_tables_for_people_open_as_text_in_a_spreadsheet(tmp_path):
+    frame = pd.DataFrame({
+        "product_id": ["NA", "-a1", "p3", "p4"],
+        "title": ['=HYPERLINK("http://evil.example","click")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "£5 sofa = bargain"],
+    })
+    path = tmp_path / "table.csv"
+    write_table(frame, path, ["title"])
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 marked: a spreadsheet reads the £ as £
+    back = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert list(back.columns) == ["product_id", "title"] and list(back["product_id"]) == ["NA", "-a1", "p3", "p4"]  # ids untouched
+    assert list(back["title"]) == ["'=HYPERLINK(\"http://evil.example\",\"click\")", "'+cmd|' /C calc'!A0", "'@SUM(1+1)", "£5 sofa = bargain"]

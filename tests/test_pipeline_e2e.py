@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 import shutil
@@ -59,17 +60,18 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     assert "tfidf_baseline" in capsys.readouterr().out
 
     (report_dir,) = config.paths.reports.glob(f"data-{unseen.name}-*")
-    predictions = pd.read_csv(report_dir / "predictions.csv", keep_default_na=False)
+    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
     products = pd.read_csv(unseen / "Products.csv", lineterminator="\n")
     assert sorted(predictions["product_id"]) == sorted(products["id"])
-    assert set(MODELS) <= set(predictions.columns) and predictions["photos_scored"].sum() == result["n_images"]
+    assert set(MODELS) <= set(predictions.columns) and predictions["photos_scored"].astype(int).sum() == result["n_images"]
     for name in MODELS:  # each model's column holds the answers its accuracy was computed from
-        assert (predictions[name] == predictions["category"]).mean() == pytest.approx(models[name]["accuracy"])
+        assert (predictions[name] == predictions["root"]).mean() == pytest.approx(models[name]["accuracy"])
     served = predictions[result["served"]]
-    assert (predictions["served_correct"] == (served == predictions["category"])).all()
-    assert (predictions["served_confidence"] >= predictions["served_p_category"]).all()
+    assert (predictions["served_correct"] == (served == predictions["root"]).map(str)).all()
+    assert (predictions["served_confidence"].astype(float) >= predictions["served_p_root"].astype(float)).all()
+    assert all(category.startswith(root) for category, root in zip(predictions["category"], predictions["root"]))  # the full path
     report = (report_dir / "report.md").read_text()
-    assert f"most confident mistakes ({(~predictions['served_correct']).sum()} of {n_products} listings wrong)" in report
+    assert f"most confident mistakes ({(predictions['served_correct'] == 'False').sum()} of {n_products} listings wrong)" in report
 
 
 def test_evaluating_another_directory_keeps_the_test_split_report(trained_pipeline, tmp_path):
@@ -224,7 +226,8 @@ def test_similar_like_an_indexed_listing(trained_pipeline, capsys):
 
 
 def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
-    config, _ = trained_pipeline
+    config, unseen = trained_pipeline
+    photo = str(next((unseen / "images").glob("*.jpg")))
     for argv, message in [
         (["--category", "Furniture"], "unknown category 'Furniture'; known: "),
         (["--category", "Home & Garden / Attic"], "no listing in category 'Home & Garden / Attic'; 'Home & Garden' has: "),
@@ -234,7 +237,7 @@ def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
         (["--min-price=-5"], "--min-price must be a price of 0 or more, got -5"),
         (["--image", str(config.paths.reports.parent)], f"--image {config.paths.reports.parent}: not a file\n"),
         (["--category", " "], "--category is empty"),
-        (["--set", "data.image_size=200000", "--image", str(config.paths.reports.parent)], "data.image_size is 200000: set data.image_size="),
+        (["--set", "data.image_size=200000", "--image", photo], "data.image_size is 200000: set data.image_size="),  # before cleaning at that size
     ]:
         assert main(["similar", *_settings(config), "--text", "oak dining table", *argv]) == 2
         assert message in capsys.readouterr().err, argv
@@ -256,7 +259,7 @@ def test_similar_without_a_query_is_a_clear_error(trained_pipeline, capsys):
     assert "--text" in capsys.readouterr().err
 
 
-def test_classify_answers_as_the_api_does(trained_pipeline, tmp_path, capsys):
+def test_classify_answers_as_the_api_does(trained_pipeline, tmp_path, capsys, monkeypatch):
     """`fbm classify` and `POST /combined` run the same cleaning and model: the same answer, to the float."""
     import shutil
 
@@ -270,6 +273,9 @@ def test_classify_answers_as_the_api_does(trained_pipeline, tmp_path, capsys):
     capsys.readouterr()
     assert main(["classify", *_settings(config), "--image", str(photo), "--text", text, "--json"]) == 0
     from_cli = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))  # --text -: the text from standard input
+    assert main(["classify", *_settings(config), "--image", str(photo), "--text", "-", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == from_cli
     assert main(["classify", *_settings(config), "--image", str(photo), "--text", text, "--top", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0].strip() for line in table[:2]] == from_cli["classes"][:2] and table[2] == "from image + text"

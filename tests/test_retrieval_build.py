@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from listings.data import listing_text, write_jsonl
 from listings.photos import PhotoStore
 from retrieval.bench import bench_scale
 from retrieval.build import EVALUATION_FILE, ProductEmbeddings, build_index, evaluate_retrieval, example_searches, load_product_embeddings, other_photo_rate
-from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, pick_examples, plot_examples
+from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, pick_examples, plot_examples, plot_precision
 from retrieval.index import ListingIndex, format_results
 from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
 from text_model.preprocess import tokenize
@@ -137,9 +138,24 @@ def test_example_searches_show_each_root_and_the_photos_of_query_and_results(tmp
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
     for colour in colours.values():  # the photos themselves are drawn, not placeholders
         assert (np.abs(pixels - colour).sum(axis=1) < 40).sum() > 500
+    examples[0].title = "Bike $5 ^_^ $6 sofa 🚲"  # a seller's dollars are not a formula, an emoji no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_examples(examples, PhotoStore.for_config(config), gallery)
     plot_examples([], PhotoStore.for_config(config), gallery)  # nothing to show is said, not a crash
     with Image.open(gallery) as image:
         assert image.format == "PNG"
+
+
+def test_precision_chart_draws_whatever_was_measured(tmp_path):
+    report = {"k": 10, "catalogue": 5, "chance_precision": 0.3, "chance_path_precision": 0.1}
+    for measured in ({"text": 0.99}, {}):  # a catalogue without photos; nothing queried at all
+        for mode in ("photo", "text", "both"):
+            report[f"precision@10_{mode}"] = measured.get(mode)
+            report[f"path_precision@10_{mode}"] = measured.get(mode)
+        plot_precision(report, tmp_path / "precision.png")
+        with Image.open(tmp_path / "precision.png") as image:
+            assert image.format == "PNG"
 
 
 def test_pick_examples_shows_every_root_once_before_any_twice():
