@@ -17,35 +17,55 @@ from listings.config import Config
 from listings.data import listing_text, read_dataset
 
 CLASSIFIED_FILE = "classified.csv"
+NEEDS = {"combined": "no usable photo or text", "image": "no usable photo", "text": "no text"}  # a listing left without an answer
+
+
+def classified_file(mode: str) -> str:
+    """The default CSV name of a mode, so one mode's answers never replace another's."""
+    return CLASSIFIED_FILE if mode == "combined" else f"classified-{mode}.csv"
 
 
 def classify_directory(config: Config, data_dir: str, mode: str = "combined") -> tuple[pd.DataFrame, dict]:
-    """One row per listing of `data_dir` (`answer_rows`), and a summary of what was read and answered."""
+    """One row per listing of `data_dir` (`answer_rows`), and a summary of what was read and answered.
+    Photos are read a batch at a time (a large directory is not held in memory), at most
+    `serve.max_photos` per listing as the API takes; none in text mode."""
     dataset = read_dataset(data_dir, labelled=False)  # refuses a file, or a directory without its two CSV files
     listings = dataset.listings
     if not len(listings):
         left_out = f" (CSV rows left out: {dict(dataset.dropped)})" if dataset.dropped else ""
         raise ValueError(f"{data_dir}: no listing to classify{left_out}")
-    image_dir = images_of(data_dir)
+    image_dir = images_of(data_dir) if mode != "text" else None
     predictor = Predictor.load(config)
-    photos, skipped = load_photos(listings["image_ids"], image_dir, config.data.image_size, config.data.max_image_pixels)
     texts = [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
     answers: list[Prediction] = []
+    photos_used, skipped = [], {}
+    over_limit = 0
     for start in tqdm(range(0, len(listings), BATCH_LISTINGS), desc="classify", unit="batch"):
-        chunk = zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS])
-        answers += predictor.predict_prepared([predictor.prepare(images, text, mode, require_input=False) for images, text in chunk])
+        image_ids = listings["image_ids"].iloc[start : start + BATCH_LISTINGS]
+        if image_dir is None:
+            photos = [[] for _ in image_ids]
+        else:
+            over_limit += sum(max(0, len(ids) - config.serve.max_photos) for ids in image_ids)
+            photos, batch_skipped = load_photos(image_ids.map(lambda ids: ids[: config.serve.max_photos]), image_dir, config.data.image_size, config.data.max_image_pixels)
+            skipped |= batch_skipped
+        photos_used += [len(mine) for mine in photos]
+        prepared = [predictor.prepare(images, text, mode, require_input=False) for images, text in zip(photos, texts[start : start + BATCH_LISTINGS])]
+        answers += predictor.predict_prepared(prepared)
     frame = answer_rows(listings, answers)
-    frame["photos_used"] = [len(mine) for mine in photos]
+    frame["photos_used"] = photos_used
     frame["photos_skipped"] = [sum(image_id in skipped for image_id in ids) for ids in listings["image_ids"]]
     answered = frame[frame["predicted"] != ""]
     summary = {
         "source": str(data_dir),
         "mode": mode,
         "n_listings": len(frame),
-        "by_inputs": {inputs or "none": int(n) for inputs, n in frame["modalities"].value_counts().items()},
+        "answered": len(answered),
+        "by_inputs": {inputs: int(n) for inputs, n in answered["modalities"].value_counts().items()},
+        "low_confidence": int(answered["low_confidence"].sum()),
         "predicted": {name: int(n) for name, n in answered["predicted"].value_counts().items()},
         "rows_dropped": dict(dataset.dropped),
         "skipped_images": dict(Counter(skipped.values())),
+        "photos_over_limit": over_limit,
     }
     return frame, summary
 
@@ -69,14 +89,21 @@ def answer_rows(listings: pd.DataFrame, answers: list[Prediction]) -> pd.DataFra
     })
 
 
-def format_summary(summary: dict) -> str:
-    inputs = ", ".join(f"{n:,} from {name.replace('+', ' + ')}" for name, n in summary["by_inputs"].items() if name != "none")
-    lines = [f"{summary['source']}: {summary['n_listings']:,} listings classified by the {summary['mode']} model ({inputs or 'none answered'})"]
-    if "none" in summary["by_inputs"]:
-        lines.append(f"  {summary['by_inputs']['none']:,} with no usable photo or text: listed with no answer")
-    lines += [f"  {name:<36} {n:>6,}" for name, n in summary["predicted"].items()]
+def format_summary(summary: dict, max_photos: int) -> str:
+    model = "served (photo + text)" if summary["mode"] == "combined" else summary["mode"]
+    inputs = ", ".join(f"{n:,} from {name.replace('+', ' + ')}" for name, n in summary["by_inputs"].items())
+    lines = [f"{summary['source']}: {summary['answered']:,} of {summary['n_listings']:,} listings answered by the {model} model" + (f" ({inputs})" if inputs else "")]
+    if summary["answered"] < summary["n_listings"]:
+        lines.append(f"  {summary['n_listings'] - summary['answered']:,} with {NEEDS[summary['mode']]}: listed with no answer")
+    if summary["low_confidence"]:
+        lines.append(f"  {summary['low_confidence']:,} answered with low confidence (a text with no word the model knows, and no photo)")
     if summary["rows_dropped"]:
         lines.append(f"  CSV rows left out: {summary['rows_dropped']}")
     if summary["skipped_images"]:
         lines.append(f"  photos skipped: {summary['skipped_images']}")
+    if summary["photos_over_limit"]:
+        lines.append(f"  photos beyond the first {max_photos} of a listing, not used (as the API takes at most {max_photos}): {summary['photos_over_limit']:,}")
+    if summary["predicted"]:
+        lines.append("predicted:")
+        lines += [f"  {name:<36} {n:>6,}" for name, n in summary["predicted"].items()]
     return "\n".join(lines)

@@ -183,6 +183,7 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     if not path.is_file():
         problem = "is a folder, not a file" if path.is_dir() else "not found"
         raise DatasetError(f"{path} {problem}: a dataset directory needs Products.csv, Images.csv and images/")
+    _refuse_other_separators(path, required)  # before pandas splits its fields on the commas inside them
     frame = _parse_csv(path)
     if not isinstance(frame.index, pd.RangeIndex):
         # A row with more fields than the header: pandas took its first field as an index and
@@ -195,13 +196,21 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     frame = frame.drop(columns=[c for c in frame.columns if _unnamed(c)])
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        with path.open(encoding="utf-8-sig", errors="replace") as f:
-            header = f.readline().strip()[:200]
-        other = [name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if mark in header]
-        if "," not in header and other:
-            raise DatasetError(f"{path} is separated by {other[0]}, not commas: save it as comma-separated (CSV) with the columns {required}")
-        raise DatasetError(f"{path} lacks column(s) {missing}; its header is {header!r} (comma-separated, with the columns {required})")
+        raise DatasetError(f"{path} lacks column(s) {missing}; its header is {_header(path)!r} (comma-separated, with the columns {required})")
     return frame.apply(lambda column: column.str.replace("\r", " ", regex=False).str.strip())
+
+
+def _header(path: Path) -> str:
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        return f.readline().strip()[:200]
+
+
+def _refuse_other_separators(path: Path, required: list[str]) -> None:
+    """A DatasetError when the header is separated by semicolons, tabs or bars rather than commas."""
+    header = _header(path)
+    other = [name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if mark in header]
+    if "," not in header and other:
+        raise DatasetError(f"{path} is separated by {other[0]}, not commas: save it as comma-separated (CSV) with the columns {required}")
 
 
 def _unnamed(column: str) -> bool:

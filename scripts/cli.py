@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from listings.config import REPO_ROOT, Config
@@ -198,17 +198,21 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def classify_a_directory(args: argparse.Namespace, config: Config) -> int:
-    from combined_model.classify import CLASSIFIED_FILE, classify_directory, format_summary
+    from combined_model.classify import NEEDS, classified_file, classify_directory, format_summary
     from combined_model.evaluate import report_dir
     from listings.data import write_table
 
     if args.text is not None or args.image or args.json or args.top is not None:
         raise ValueError("--data classifies every listing of a directory into a CSV: give it without --text, --image, --json or --top")
-    out = Path(args.out) if args.out else report_dir(config, args.data) / CLASSIFIED_FILE
-    writable_file(str(out), "--out")  # before the models run, not after
+    out = args.out if args.out is not None else str(report_dir(config, args.data) / classified_file(args.mode))
+    writable_file(out, "--out")  # before the models run, not after (as given: Path() drops a trailing '/')
+    out = Path(out)
     frame, summary = classify_directory(config, args.data, args.mode)
+    if not summary["answered"]:
+        raise ValueError(f"{args.data}: none of its {summary['n_listings']:,} listings could be answered: each has {NEEDS[args.mode]} (--mode {args.mode})")
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_table(frame, out, ["title", "category"])
-    print(format_summary(summary))
+    print(format_summary(summary, config.serve.max_photos))
     print(f"written: {out}")
     return 0
 
@@ -283,11 +287,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     reports = config.paths.reports  # before run_bench moves a fresh run's artifacts under <artifacts>/bench
     out = Path(args.out) if args.out else (reports / "BENCHMARKS.quick.md" if plan.quick else REPO_ROOT / "BENCHMARKS.md")
     json_out = Path(args.json) if args.json else out.with_suffix(".json")
-    writable_file(str(out), "--out")  # before the run, not after it: its figures would be lost
-    writable_file(str(json_out), "--json")
+    writable_file(args.out or str(out), "--out")  # before the run, not after it: its figures would be lost
+    writable_file(args.json or str(json_out), "--json")  # as given: Path() drops a trailing '/'
     result = run_bench(config, plan, parts, fresh=not args.reuse, command=command)
-    out.write_text(markdown(result))
-    json_out.write_text(json.dumps(result, indent=2))
+    for path, text in ((out, markdown(result)), (json_out, json.dumps(result, indent=2))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     print(markdown(result))
     print(f"written: {out} and {json_out}")
     return 0
@@ -321,19 +326,25 @@ def writable_file(path: str, option: str) -> None:
     if not path.strip():
         raise ValueError(f"{option} is empty: give a file name")
     target = Path(path)
+    missing, existed = [], True
     try:
-        if target.is_dir():
+        if target.is_dir() or path.endswith(("/", os.sep)):
             raise ValueError(f"{option} {path} is a folder: give a file name")
         if target.parent.exists() and not target.parent.is_dir():
             raise ValueError(f"{option} {path}: {target.parent} is a file, not a folder")
+        missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
         existed = target.exists()
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("a"):
             pass
     except OSError as exc:
         raise ValueError(f"{option} {path[:200]} cannot be written: {exc.strerror}") from None
-    if not existed:
-        target.unlink()
+    finally:  # the probe leaves nothing behind: the write creates what it needs
+        if not existed:
+            target.unlink(missing_ok=True)
+        for folder in missing:  # deepest first
+            with suppress(OSError):
+                folder.rmdir()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--mode", choices=["combined", "image", "text"], default="combined", help="the model to ask, as the API's /combined, /image and /text (default combined)")
     classify.add_argument("--top", type=int, help="categories to list (default 5; 0 for all)")
     classify.add_argument("--json", action="store_true", help="print the API's answer (pred, classes, probabilities, modalities, low_confidence)")
-    classify.add_argument("--out", metavar="FILE", help="with --data DIR: the CSV of answers (default: classified.csv in DIR's report folder)")
+    classify.add_argument("--out", metavar="FILE", help="with --data DIR: the CSV of answers (default: classified.csv, or classified-<mode>.csv, in the reports folder of DIR that evaluate uses; the path is printed)")
     classify.set_defaults(handler=cmd_classify, empty_data_hint="give the directory of listings to classify, or leave --data out to classify one listing")
 
     similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos, or to an indexed listing")

@@ -51,6 +51,7 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["classify", "--data", "listings", "--text", "oak chair"], "--data classifies every listing of a directory into a CSV"),
         (["classify", "--out", "answers.csv", "--text", "oak chair"], "--out names the CSV of --data DIR: give both, or neither"),
         (["classify", "--data", ""], "--data is empty: give the directory of listings to classify"),
+        (["classify", "--data", "listings", "--out", "answers/"], "--out answers/ is a folder: give a file name"),  # not a file named answers
         (["classify", "--text", "oak chair", "--top", "1", "--json"], "--top shapes the table: --json prints every category"),
         (["classify", "--image", "no-such-photo.jpg"], "--image no-such-photo.jpg: no such file"),  # before the models load
         (["classify", "--image", "/tmp"], "--image /tmp: not a file"),
@@ -123,3 +124,9 @@ def test_bars_fall_back_to_ascii_where_the_terminal_cannot_draw_them(monkeypatch
     assert bar_mark() == "█"
     monkeypatch.setattr("sys.stdout", io.TextIOWrapper(io.BytesIO(), encoding="cp1252"))
     assert bar_mark() == "#"
+
+
+def test_checking_an_output_path_leaves_no_folder_behind(tmp_path: Path, capsys):
+    """`--json a/b/m.json` is checked (its folders made, then removed) before the work, which fails here."""
+    assert main(["evaluate", "--artifacts", str(tmp_path / "empty"), "--json", str(tmp_path / "a" / "b" / "m.json")]) == 2
+    assert "fbm prepare" in capsys.readouterr().err and not (tmp_path / "a").exists()

@@ -221,6 +221,8 @@ def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirk
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"", "is empty"), ("id,product_name\nx,Caf\u00e9\n".encode("latin-1"), "not UTF-8"), (b"id;product_name;category\n1;a;b\n", "is separated by semicolons, not commas: save it as comma-separated"),
+     (b"id;product_name;category\n1;a, b, c;d\n2;e;f\n", "is separated by semicolons"),  # commas inside fields: a parse error before
+     (b"id\tproduct_name\tcategory\n1\ta, b\tc\n2\td\te, f, g\n", "is separated by tabs"),
      (b"id\tproduct_name\n1\ta\n", "is separated by tabs, not commas"), (b"id,title\n1,a\n", "its header is 'id,title'")],
 )
 def test_unreadable_csv_files_are_clear_errors(quirky_dataset, content, message):

@@ -310,6 +310,20 @@ def test_classify_a_directory_of_new_listings_answers_each_as_one_listing_is(tra
     blank_row = answers.iloc[-1]
     assert (blank_row["predicted"], blank_row["modalities"], blank_row["photos_skipped"]) == ("", "", 1)
 
+    text_only = tmp_path / "text-only.csv"  # the text model needs no photo, nor a photo folder
+    shutil.move(new / "images", tmp_path / "moved-images")
+    assert main(["classify", *_settings(config), "--data", str(new), "--mode", "text", "--out", str(text_only)]) == 0
+    assert "40 of 40 listings answered by the text model" not in capsys.readouterr().out  # the blank listing has no text
+    by_text = pd.read_csv(text_only, dtype=str, keep_default_na=False)
+    assert set(by_text["photos_used"]) == {"0"} and set(by_text["modalities"]) == {"text", ""}
+    shutil.move(tmp_path / "moved-images", new / "images")
+    nothing = shutil.copytree(new, tmp_path / "nothing")
+    pd.DataFrame({"id": ["x"], "product_id": ["blank-1"]}).to_csv(nothing / "Images.csv", index=False)
+    products_frame = pd.read_csv(nothing / "Products.csv", dtype=str, keep_default_na=False)
+    products_frame[products_frame["id"] == "blank-1"].to_csv(nothing / "Products.csv", index=False)
+    assert main(["classify", *_settings(config), "--data", str(nothing), "--mode", "image"]) == 2
+    assert "none of its 1 listings could be answered: each has no usable photo (--mode image)" in capsys.readouterr().err
+
     first = answers.iloc[0]
     photos = sorted((new / "images").glob("*.jpg"))
     image_ids = images.loc[images["product_id"] == first["product_id"], "id"]
