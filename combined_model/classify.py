@@ -64,6 +64,7 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
         "low_confidence": int(answered["low_confidence"].sum()),
         "predicted": {name: int(n) for name, n in answered["predicted"].value_counts().items()},
         "rows_dropped": dict(dataset.dropped),
+        "rows_dropped_examples": dataset.dropped_examples(),
         "skipped_images": dict(Counter(skipped.values())),
         "photos_over_limit": over_limit,
     }
@@ -98,7 +99,8 @@ def format_summary(summary: dict, max_photos: int) -> str:
     if summary["low_confidence"]:
         lines.append(f"  {summary['low_confidence']:,} answered with low confidence (a text with no word the model knows, and no photo)")
     if summary["rows_dropped"]:
-        lines.append(f"  CSV rows left out: {summary['rows_dropped']}")
+        lines.append("  CSV rows left out (no row in the answers), by id:")
+        lines += [f"    {reason}: {examples}" for reason, examples in summary["rows_dropped_examples"].items()]
     if summary["skipped_images"]:
         lines.append(f"  photos skipped: {summary['skipped_images']}")
     if summary["photos_over_limit"]:

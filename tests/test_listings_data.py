@@ -251,6 +251,19 @@ def test_rows_left_out_are_counted_and_ids_never_name_a_path(quirky_dataset):
         "photos: id not a token of letters, digits, - and _": 1,
         "photos: of no listed product": 1,
     }
+    assert dataset.dropped_ids["products: no category"] == ["p-blank", "p-short"]  # named, not only counted
+    assert dataset.dropped_examples(1)["products: id not a token of letters, digits, - and _"] == "2 ('', …)"
+
+
+def test_photos_of_a_product_left_out_are_counted_apart(quirky_dataset):
+    """Not as photos of no listed product: the product is listed, and left out for its own reason."""
+    products = quirky_dataset / "Products.csv"
+    products.write_text(products.read_text(encoding="utf-8") + "96,bad.id,Lamp,Home & Garden,,£4,Leeds\n", encoding="utf-8")
+    images = quirky_dataset / "Images.csv"
+    images.write_text(images.read_text(encoding="utf-8") + "90,lamp-1,bad.id\n91,lamp-2,bad.id\n", encoding="utf-8")
+    dataset = read_dataset(quirky_dataset)
+    assert dataset.dropped["photos: of a product left out"] == 2 and "photos: of no listed product" not in dataset.dropped
+    assert dataset.dropped_ids["products: id not a token of letters, digits, - and _"] == ["bad.id"]
 
 
 def test_listings_to_classify_need_no_category(quirky_dataset):
