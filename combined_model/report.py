@@ -6,16 +6,15 @@ import re
 import shutil
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from listings.config import Config
+from listings.data import shorten, without_controls
+from listings.metrics import figure, plural
+from listings.plots import pyplot
 
-from listings.config import Config  # noqa: E402
-from listings.data import shorten, without_controls  # noqa: E402
-from listings.metrics import figure, plural  # noqa: E402
+plt = pyplot()  # this module only draws: matplotlib loads with it
 
 
 CONFIDENT_MISTAKES = 10

@@ -98,8 +98,12 @@ def unify_spellings(paths: pd.Series) -> pd.Series:
 @dataclass
 class Dataset:
     listings: pd.DataFrame  # one clean row per product (LISTING_COLUMNS)
-    dropped: Counter = field(default_factory=Counter)  # CSV rows left out, by reason
-    dropped_ids: dict[str, list[str]] = field(default_factory=dict)  # the ids in those rows, by reason
+    dropped_ids: dict[str, list[str]] = field(default_factory=dict)  # the ids of the CSV rows left out, by reason
+
+    @property
+    def dropped(self) -> Counter:
+        """CSV rows left out, by reason."""
+        return Counter({reason: len(ids) for reason, ids in self.dropped_ids.items()})
 
     def dropped_examples(self, n: int = 3) -> dict[str, str]:
         """Each reason's count and its first `n` ids, in words: `4 ('abc def', 'x.y', '../etc', …)`."""
@@ -117,21 +121,21 @@ def read_dataset(data_dir: str | Path, labelled: bool = True) -> Dataset:
     Listings to classify need not be `labelled`: their category column may be empty or absent."""
     data_dir = Path(data_dir)
     _refuse_a_file(data_dir)
-    dataset = Dataset(pd.DataFrame())
+    dropped: dict[str, list[str]] = {}
     products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS if labelled else [c for c in PRODUCT_COLUMNS if c != "category"])
     images = _read_csv(data_dir / "Images.csv", ["id", "product_id"])
     listed = set(products["id"])
 
-    products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dataset)
-    products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dataset)
+    products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dropped)
+    products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)
     if labelled:
-        products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dataset)
+        products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dropped)
     elif "category" not in products.columns:
         products["category"] = ""
-    images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dataset)
-    images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dataset)
-    images = _keep(images, images["product_id"].isin(listed), "photos: of no listed product", dataset)
-    images = _keep(images, images["product_id"].isin(set(products["id"])), "photos: of a product left out", dataset)
+    images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dropped)
+    images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dropped)
+    images = _keep(images, images["product_id"].isin(listed), "photos: of no listed product", dropped)
+    images = _keep(images, images["product_id"].isin(set(products["id"])), "photos: of a product left out", dropped)
     image_ids = images.groupby("product_id")["id"].apply(list).to_dict()
 
     categories = unify_spellings(products["category"].map(split_category))
@@ -147,8 +151,7 @@ def read_dataset(data_dir: str | Path, labelled: bool = True) -> Dataset:
         }
     )
     listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
-    dataset.listings = listings.reset_index(drop=True)
-    return dataset
+    return Dataset(listings.reset_index(drop=True), dropped)
 
 
 def _refuse_a_file(data_dir: Path) -> None:
@@ -253,12 +256,11 @@ def _parse_csv(path: Path, **options) -> pd.DataFrame:
         raise DatasetError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): save it as UTF-8") from None
 
 
-def _keep(frame: pd.DataFrame, mask: pd.Series, reason: str, dataset: Dataset) -> pd.DataFrame:
-    """The rows of `frame` where `mask` holds; the others are counted under `reason`, their ids kept."""
+def _keep(frame: pd.DataFrame, mask: pd.Series, reason: str, dropped: dict[str, list[str]]) -> pd.DataFrame:
+    """The rows of `frame` where `mask` holds; the ids of the others are kept under `reason`."""
     mask = mask.astype(bool)  # a mask mapped over no rows has dtype object: `frame[mask]` took it for columns
     if not mask.all():
-        dataset.dropped[reason] += int((~mask).sum())
-        dataset.dropped_ids.setdefault(reason, []).extend(frame.loc[~mask, "id"])
+        dropped.setdefault(reason, []).extend(frame.loc[~mask, "id"])
     return frame[mask]
 
 

@@ -219,9 +219,9 @@ def classify_a_directory(args: argparse.Namespace, config: Config) -> int:
 
 def format_prediction(prediction, top: int, bar_width: int = 30) -> str:
     """The `top` categories with their probabilities as bars, and the inputs the answer rests on."""
-    width = max(len(name) for name in prediction.classes[:top])
+    width, mark = max(len(name) for name in prediction.classes[:top]), bar_mark()
     lines = [
-        f"{name:<{width}}  {probability:5.3f}  {bar_mark() * round(probability * bar_width)}"
+        f"{name:<{width}}  {probability:5.3f}  {mark * round(probability * bar_width)}"
         for name, probability in zip(prediction.classes[:top], prediction.probabilities[:top])
     ]
     lines.append(f"from {' + '.join(prediction.modalities)}")
