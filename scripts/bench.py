@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 
 from combined_model.fusion import LateWeights
@@ -243,9 +243,9 @@ def start_server(config: Config, port: int) -> subprocess.Popen:
         if server.poll() is not None:
             raise RuntimeError(f"fbm serve exited: {server.stderr.read()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return server
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         time.sleep(0.5)
     server.kill()

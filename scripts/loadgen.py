@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import numpy as np
 
 
@@ -32,8 +32,8 @@ class Request:
 
 
 def form_request(path: str, data: dict[str, str] | None = None, files: dict | None = None) -> Request:
-    """A POST of form fields and files (httpx's `files` shape), encoded once as multipart or urlencoded."""
-    encoded = httpx.Request("POST", f"http://loopback{path}", data=data, files=files)
+    """A POST of form fields and files (httpx2's `files` shape), encoded once as multipart or urlencoded."""
+    encoded = httpx2.Request("POST", f"http://loopback{path}", data=data, files=files)
     headers = {"content-type": encoded.headers["content-type"]} if "content-type" in encoded.headers else {}
     return Request("POST", path, encoded.read(), headers)
 

@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from listings.config import REPO_ROOT
 
@@ -71,11 +71,11 @@ def wait_healthy(base_url: str, process: subprocess.Popen | None = None, timeout
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the server exited with {process.returncode} before it was healthy ({last})")
         try:
-            response = httpx.get(f"{base_url}/health", timeout=5)
+            response = httpx2.get(f"{base_url}/health", timeout=5)
             if response.status_code == 200:
                 return response.json()
             last = f"{response.status_code} {response.text[:200]}"
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)
     raise AssertionError(f"{base_url} was not healthy within {timeout_s:.0f} s ({last})")

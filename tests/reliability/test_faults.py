@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import faiss
-import httpx
+import httpx2
 import numpy as np
 import pytest
 
@@ -75,7 +75,7 @@ def test_sigkill_during_listing_writes_loses_no_acknowledged_listing(artifacts, 
         def writer(me: int) -> None:
             rng = random.Random(me)
             mine: list[str] = []
-            with httpx.Client(base_url=base_url, timeout=30, headers={"X-API-Key": KEY}) as client:
+            with httpx2.Client(base_url=base_url, timeout=30, headers={"X-API-Key": KEY}) as client:
                 for n in range(500):
                     if time.monotonic() > stop_at:
                         return
@@ -97,7 +97,7 @@ def test_sigkill_during_listing_writes_loses_no_acknowledged_listing(artifacts, 
                         mine.append(product_id)
                         with lock:
                             acked_adds.add(product_id)
-                    except httpx.HTTPError as exc:
+                    except httpx2.HTTPError as exc:
                         if not killed.is_set():
                             raise
                         with lock:
@@ -144,7 +144,7 @@ def test_sigkill_during_listing_writes_loses_no_acknowledged_listing(artifacts, 
         health = wait_healthy(base_url, restarted)
         assert health["listings"] == len(in_db), health
         assert health["index"]["faiss_vectors"] == len(in_db), health  # FAISS reconciled to SQLite
-        with httpx.Client(base_url=base_url, timeout=30, headers={"X-API-Key": KEY}) as client:
+        with httpx2.Client(base_url=base_url, timeout=30, headers={"X-API-Key": KEY}) as client:
             sample = sorted(must_exist)[:3]
             for product_id in sample:  # the restarted server knows them: deleting one finds it
                 assert client.delete(f"/listings/{product_id}").status_code == 200, product_id

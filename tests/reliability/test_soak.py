@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from reliability_helpers import child_env, index_files, rss_kib, sqlite_product_ids, wait_healthy
@@ -114,7 +114,7 @@ KINDS = ["image"] * 10 + ["text"] * 15 + ["combined"] * 10 + ["similar"] * 20 + 
 
 def client_loop(base_url: str, me: int, stop_at: float, log: ThreadLog) -> None:
     rng = random.Random(1000 + me)
-    with httpx.Client(base_url=base_url, timeout=CLIENT_TIMEOUT_S) as client:
+    with httpx2.Client(base_url=base_url, timeout=CLIENT_TIMEOUT_S) as client:
         while time.monotonic() < stop_at and log.requests < MAX_REQUESTS_PER_THREAD:
             kind = rng.choice(KINDS)
             made = request_for(kind, rng, me, log)
@@ -124,7 +124,7 @@ def client_loop(base_url: str, me: int, stop_at: float, log: ThreadLog) -> None:
             log.requests += 1
             try:
                 response = client.request(**{k: v for k, v in spec.items() if v is not None})
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 log.errors.append(f"{kind} {spec['url']}: {type(exc).__name__}: {exc}")
                 continue
             log.statuses[response.status_code] += 1
@@ -206,7 +206,7 @@ def test_soak_mixed_traffic_no_5xx_no_deadlock_bounded_memory_and_durable_writes
     deleted = {pid for log in logs for pid in log.deleted} - set(live)
     assert deleted, "the soak acknowledged no delete"
     checked = time.monotonic()
-    with httpx.Client(base_url=base_url, timeout=CLIENT_TIMEOUT_S, limits=httpx.Limits(max_connections=4)) as client:
+    with httpx2.Client(base_url=base_url, timeout=CLIENT_TIMEOUT_S, limits=httpx2.Limits(max_connections=4)) as client:
 
         def found(product_id: str, title: str) -> float:
             hits = client.post("/similar", data={"txt": title, "k": "5"}).json()["results"]
