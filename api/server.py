@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import socket
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import create_app
 from api.services import load_services
@@ -28,6 +30,65 @@ def check_port_free(host: str, port: int) -> None:
         raise ValueError(f"cannot listen on {host}:{port} ({reason}){hint}") from None
 
 
+UNPARSABLE_REQUEST = (
+    "the request could not be read as HTTP/1.1: a request line (its URL in ASCII, at most 64 KB), "
+    "headers, then the body"
+)
+MAX_HEAD_BYTES = 1024 * 1024  # a request line and headers; more is refused before it is held
+
+
+class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with two refusals made as the API makes every other, with a
+    JSON error: a request it cannot parse (a URL over 64 KB, raw non-ASCII bytes in the URL, a
+    garbled request line), where uvicorn writes a plain-text line, and a request whose head grows
+    past `MAX_HEAD_BYTES`, which uvicorn would keep reading into memory for as long as it is sent."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False  # between a request's first byte and the end of its headers
+        self._head_bytes = 0  # bytes received while a head was incomplete, counted per chunk
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._in_head or self.transport.is_closing():
+            self._head_bytes = 0
+            return
+        self._head_bytes += len(data)  # may count the end of a request before it: a chunk at most
+        if self._head_bytes > MAX_HEAD_BYTES:
+            detail = f"the request line and headers passed {MAX_HEAD_BYTES:,} bytes before they ended"
+            self._send_json_error(b"431 Request Header Fields Too Large", detail)
+
+    def send_400_response(self, msg: str) -> None:
+        self._send_json_error(b"400 Bad Request", UNPARSABLE_REQUEST)
+
+    def _send_json_error(self, status: bytes, detail: str) -> None:
+        body = json.dumps({"detail": detail}, separators=(",", ":")).encode("ascii")
+        head = [b"HTTP/1.1 " + status + b"\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n"]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def server_options(config: Config) -> dict[str, object]:
+    """uvicorn's settings for the API: `config.serve`'s host and port, httptools with JSON errors."""
+    return {
+        "host": config.serve.host,
+        "port": config.serve.port,
+        "http": JsonErrorsHttpToolsProtocol,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 10,
+    }
+
+
 def serve(config: Config) -> None:
     """Load everything first, so a missing or corrupt artifact fails here with one message naming it
     (FileNotFoundError / ValueError), then serve until interrupted."""
@@ -35,10 +96,5 @@ def serve(config: Config) -> None:
     services = load_services(config)
     if not config.serve.api_key:
         log.warning("FBM_API_KEY is not set: POST /listings and DELETE /listings are refused")
-    uvicorn.run(
-        create_app(config, services, close_services=True),  # live writes since the last checkpoint saved at shutdown
-        host=config.serve.host,
-        port=config.serve.port,
-        log_level="info",
-        timeout_graceful_shutdown=10,
-    )
+    app = create_app(config, services, close_services=True)  # live writes since the last checkpoint saved at shutdown
+    uvicorn.run(app, **server_options(config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import select
 import signal
 import socket
@@ -435,6 +436,50 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(artifacts):
         reply = _read_reply(sock)
     assert reply.startswith(b"HTTP/1.1 413") and b"1,000,000 bytes" in reply
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET /listings/" + b"a" * 70_000 + b"/similar HTTP/1.1", "GET /listings/caf\u00e9/similar HTTP/1.1".encode(), b"GET /categories?q=\xff HTTP/1.1", b"HELLO"],
+    ids=["url-over-64kb", "non-ascii-path", "raw-byte-in-query", "garbled"],
+)
+def test_a_request_that_is_not_http_gets_a_json_error_and_the_server_goes_on(artifacts, request_line):
+    """uvicorn answers what it cannot parse itself, before the app sees it: the answer is still JSON."""
+    config = tiny_config(artifacts)
+    with live_server(config, fake_services(config)) as url:
+        with _raw_connection(url) as sock:
+            sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
+            reply = _read_reply(sock)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
+        assert "could not be read as HTTP/1.1" in json.loads(body)["detail"]
+        with _raw_connection(url) as sock:
+            sock.sendall(b"GET /categories HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_reply(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_head_that_never_ends_is_refused_before_it_is_held(artifacts):
+    """A header sent without end (up to 64 MB of it) is refused once the head passes the cap, with a
+    JSON 431, and the server goes on; uvicorn alone kept every byte in memory."""
+    config = tiny_config(artifacts)
+    with live_server(config, fake_services(config)) as url:
+        with _raw_connection(url) as sock:
+            sock.sendall(b"GET /categories HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            sent = 0
+            while sent < 64_000_000 and not select.select([sock], [], [], 0)[0]:
+                try:
+                    sock.sendall(b"a" * 65536)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += 65536
+            reply = _read_reply(sock)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431") and "1,048,576 bytes" in json.loads(body)["detail"]
+        assert sent < 16_000_000  # refused long before the 64 MB were sent (socket buffers hold a few MB)
+        big_but_allowed = b"X-Big: " + b"a" * 500_000 + b"\r\n"
+        with _raw_connection(url) as sock:
+            sock.sendall(b"GET /categories HTTP/1.1\r\nHost: x\r\n" + big_but_allowed + b"\r\n")
+            assert _read_reply(sock).startswith(b"HTTP/1.1 200")
 
 
 def _raw_connection(url: str) -> socket.socket:

@@ -21,6 +21,7 @@ import uvicorn
 from PIL import Image, ImageDraw
 
 from api.app import create_app
+from api.server import server_options
 from api.services import Services
 from listings.photos import PhotoStore
 from listings.config import Config
@@ -217,7 +218,9 @@ def live_server(config: Config, services: Services):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(config, services), log_level="warning", lifespan="on"))
+    options = {**server_options(config), "log_level": "warning"}  # fbm serve's settings, on the socket bound here
+    del options["host"], options["port"]
+    server = uvicorn.Server(uvicorn.Config(create_app(config, services), lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
