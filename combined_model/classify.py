@@ -34,7 +34,10 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     if not len(listings):
         left_out = f" (CSV rows left out: {dict(dataset.dropped)})" if dataset.dropped else ""
         raise ValueError(f"{data_dir}: no listing to classify{left_out}")
-    image_dir = images_of(data_dir) if mode != "text" else None
+    try:
+        image_dir = images_of(data_dir) if mode != "text" else None
+    except ValueError as exc:
+        raise ValueError(f"{exc}; `--mode text` answers from the listings' text alone and needs no photos") from None
     predictor = Predictor.load(config)
     texts = [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
     answers: list[Prediction] = []

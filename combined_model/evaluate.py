@@ -26,7 +26,7 @@ from combined_model.fusion import EARLY, LATE, combine, single_branch
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
-from listings.data import listing_text, read_dataset, write_table
+from listings.data import MissingColumnsError, listing_text, read_dataset, write_table
 from listings.images import ImageError, clean_photo, file_digest
 from listings.metrics import figure, per_class, per_product, plural, summarise
 from listings.prepare import Prepared, load_prepared
@@ -36,6 +36,7 @@ MODELS = ("image", "text", "combined", "late_fusion", "tfidf_baseline", "hog_svm
 PREDICTIONS_FILE = "predictions.csv"
 LATE_INPUTS = ("image", "text", "tfidf_baseline")  # the models late fusion mixes
 BATCH_LISTINGS = 32
+SEEN_IDS_NAMED = 5  # product ids a warning names; predictions.csv marks them all
 
 
 @dataclass
@@ -44,7 +45,7 @@ class EvalSet:
     image_dir: Path
     unknown_categories: dict[str, int]
     source: str
-    seen_in_training: int = 0  # listings of the training or validation split among them (`seen_in_training`)
+    seen_ids: list[str] = field(default_factory=list)  # listings of the training or validation split among them
     rows_dropped: dict[str, int] = field(default_factory=dict)  # CSV rows left out, by reason (`read_dataset`)
 
     def check_not_empty(self) -> None:
@@ -66,13 +67,18 @@ def held_out_split(config: Config) -> EvalSet:
 def directory_set(config: Config, data_dir: str) -> EvalSet:
     """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
     prepared = load_prepared(config)
-    dataset = read_dataset(data_dir)  # refuses a file, or a directory without its two CSV files
+    try:
+        dataset = read_dataset(data_dir)  # refuses a file, or a directory without its two CSV files
+    except MissingColumnsError as exc:
+        if "category" not in exc.missing:
+            raise
+        raise MissingColumnsError(f"{exc}. Evaluating needs each listing's category; `fbm classify --data {data_dir}` answers listings without one", exc.missing) from None
     image_dir = images_of(data_dir)
     listings = dataset.listings
     listings["label"] = prepared.encoder.encode_many(listings["root"])
     unknown = {root: int(count) for root, count in listings.loc[listings["label"] < 0, "root"].value_counts().items()}
     known = listings[listings["label"] >= 0].reset_index(drop=True)
-    return EvalSet(known, image_dir, unknown, data_dir, seen_in_training(known, prepared, image_dir), dict(dataset.dropped))
+    return EvalSet(known, image_dir, unknown, data_dir, ids_seen_in_training(known, prepared, image_dir), dict(dataset.dropped))
 
 
 def images_of(data_dir: str) -> Path:
@@ -83,8 +89,8 @@ def images_of(data_dir: str) -> Path:
     return image_dir
 
 
-def seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: Path) -> int:
-    """How many `listings` the models trained or were chosen on: the same product id as a training
+def ids_seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: Path) -> list[str]:
+    """The product ids of the `listings` the models trained or were chosen on: the same product id as a training
     or validation listing, or a photo file identical to one of theirs (a listing posted again gets
     a new id; `fbm prepare` keeps such products in one split for the same reason)."""
     fitted = prepared.listings[prepared.listings["split"] != "test"]
@@ -95,7 +101,7 @@ def seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: Path
         paths = (image_dir / f"{image_id}.jpg" for image_id in image_ids)
         return product_id in fitted_ids or any(path.is_file() and file_digest(path) in fitted_photos for path in paths)
 
-    return sum(seen(pid, ids) for pid, ids in zip(listings["product_id"], listings["image_ids"]))
+    return [pid for pid, ids in zip(listings["product_id"], listings["image_ids"]) if seen(pid, ids)]
 
 
 def load_photos(image_ids_per_listing: pd.Series, image_dir: Path, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
@@ -192,12 +198,14 @@ def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.Data
         "classes": classes,
         "unknown_categories": eval_set.unknown_categories,
         "rows_dropped": eval_set.rows_dropped,
-        "seen_in_training": eval_set.seen_in_training,
+        "seen_in_training": len(eval_set.seen_ids),
         "warnings": fairness_warnings(eval_set, n),
         "skipped_images": dict(Counter(skipped.values())),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    return result, listing_predictions(eval_set.listings, classes, product_probs, served, photos_scored)
+    predictions = listing_predictions(eval_set.listings, classes, product_probs, served, photos_scored)
+    predictions["seen_in_training"] = predictions["product_id"].isin(eval_set.seen_ids)
+    return result, predictions
 
 
 def listing_predictions(listings: pd.DataFrame, classes: list[str], product_probs: dict[str, np.ndarray], served: str, photos: np.ndarray) -> pd.DataFrame:
@@ -222,11 +230,14 @@ def listing_predictions(listings: pd.DataFrame, classes: list[str], product_prob
 
 def fairness_warnings(eval_set: EvalSet, n_products: int) -> list[str]:
     """What makes these figures less than a fair test, in words."""
-    if not eval_set.seen_in_training:
+    seen = eval_set.seen_ids
+    if not seen:
         return []
+    named = ", ".join(seen[:SEEN_IDS_NAMED]) + (", …" if len(seen) > SEEN_IDS_NAMED else "")
     return [
-        f"{eval_set.seen_in_training} of these {n_products} listings are in the splits the models trained on or were "
-        "chosen on (train or validation: the same product id or an identical photo): their figures flatter the models"
+        f"{len(seen)} of these {n_products} listings are in the splits the models trained on or were "
+        "chosen on (train or validation: the same product id or an identical photo): their figures flatter the models "
+        f"(product ids {named}; every one is marked in predictions.csv's seen_in_training column)"
     ]
 
 

@@ -54,6 +54,14 @@ class DatasetError(ValueError):
     """A dataset directory that cannot be read as the marketplace format."""
 
 
+class MissingColumnsError(DatasetError):
+    """A CSV file without some of the columns the marketplace format needs (`missing`)."""
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = missing
+
+
 def clean_title(raw: object) -> str:
     """Strip the ` | in <Town>, <County> | Gumtree` suffix and tidy whitespace."""
     return _tidy(_TITLE_SUFFIX.sub("", clean_text(raw)))
@@ -211,7 +219,7 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     frame = frame.drop(columns=[c for c in frame.columns if _unnamed(c)])
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DatasetError(f"{path} lacks column(s) {missing}; its header is {_header(path)!r} (comma-separated, with the columns {required})")
+        raise MissingColumnsError(f"{path} lacks column(s) {missing}; its header is {_header(path)!r} (comma-separated, with the columns {required})", missing)
     return frame.apply(lambda column: column.str.replace("\r", " ", regex=False).str.strip())
 
 

@@ -81,6 +81,10 @@ def run_stage(stage: str, config: Config) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     config = build_config(args)
     stages = TRAINING if args.stage == "all" else [args.stage]
+    if "text" in stages:
+        from text_model.preprocess import check_nltk_data
+
+        check_nltk_data()  # before `train all` spends minutes on the image branch
     summaries = {stage: run_stage(stage, config) for stage in stages}
     print(json.dumps(summaries, indent=2, default=str))
     return 0
@@ -416,7 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv:  # the commands there are, rather than argparse's "COMMAND is required"
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     args.argv = argv
     try:
         code = args.handler(args)

@@ -44,6 +44,8 @@ def test_compose_file_defines_the_api_service_on_8008_with_artifacts_restart_and
     assert "/artifacts" in [volume.split(":")[1] for volume in api["volumes"]]
     assert api["environment"]["FBM_ARTIFACTS"] == "/artifacts"
     assert "FBM_API_KEY" in api["environment"]
+    user = re.fullmatch(r"\$\{FBM_UID:-(\d+)\}:\$\{FBM_GID:-(\d+)\}", api["user"])  # the owner of ./artifacts, which it writes
+    assert user and user.group(1) != "0"
 
     check = api["healthcheck"]
     assert set(check) <= HEALTHCHECK_KEYS

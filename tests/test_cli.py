@@ -1,14 +1,41 @@
 """The command line's own checks: each bad argument is refused in one line before any work starts."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import scripts.cli as cli
 from api.server import check_port_free
+from listings.config import Config
 from scripts.cli import bar_mark, build_parser, main
+
+
+def test_fbm_alone_lists_its_commands(capsys):
+    assert main([]) == 2
+    printed = capsys.readouterr().err
+    assert all(command in printed for command in ("prepare", "train", "evaluate", "index", "classify", "similar", "serve"))
+
+
+def test_train_all_checks_for_nltk_data_before_the_image_branch(tmp_path: Path):
+    """The text stage needs NLTK's data: `train all` says so at once, not after the image branch."""
+    empty = tmp_path / "no-nltk-data"
+    empty.mkdir()
+    env = {**os.environ, "NLTK_DATA": str(empty), "HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "scripts.cli", "train", "all", "--artifacts", str(tmp_path / "artifacts"), "--set", f"data.nltk_data={empty}"]
+    done = subprocess.run(command, cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "NLTK data missing (corpora/stopwords, corpora/wordnet are needed)" in done.stderr
+    assert not (tmp_path / "artifacts").exists()  # nothing prepared or trained
+
+    env["NLTK_DATA"] = Config().data.nltk_data  # with the data there, the check passes: the next refusal is the missing dataset
+    command[-1] = f"data.nltk_data={env['NLTK_DATA']}"
+    done = subprocess.run([*command[:4], "text", *command[5:]], cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "listings.jsonl not found: run `fbm prepare` first" in done.stderr
+    assert not (tmp_path / "artifacts").exists()  # no empty model folder left behind either
 
 
 @pytest.mark.parametrize("port", ["0", "70000", "-1", "http"])

@@ -198,8 +198,13 @@ def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(tra
     result = json.loads(out.read_text())
     assert result["skipped_images"] == {"missing": 1, "not_an_image": 1}
     assert result["n_products"] == len(products) + 4 and result["seen_in_training"] == 4
-    assert "warning: 4 of these" in capsys.readouterr().out
-    assert "**Warning:** 4 of these" in (next(config.paths.reports.glob("data-mixed-*")) / "report.md").read_text()
+    seen = [*trained["id"], "reposted-1"]
+    printed = capsys.readouterr().out
+    assert "warning: 4 of these" in printed and all(product_id in printed for product_id in seen)
+    report_dir = next(config.paths.reports.glob("data-mixed-*"))
+    assert "**Warning:** 4 of these" in (report_dir / "report.md").read_text()
+    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    assert set(predictions.loc[predictions["seen_in_training"] == "True", "product_id"]) == set(seen)
 
 
 def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
@@ -310,8 +315,13 @@ def test_classify_a_directory_of_new_listings_answers_each_as_one_listing_is(tra
     blank_row = answers.iloc[-1]
     assert (blank_row["predicted"], blank_row["modalities"], blank_row["photos_skipped"]) == ("", "", 1)
 
+    assert main(["evaluate", *_settings(config), "--data", str(new)]) == 2  # no category to score against
+    assert f"`fbm classify --data {new}` answers listings without one" in capsys.readouterr().err
+
     text_only = tmp_path / "text-only.csv"  # the text model needs no photo, nor a photo folder
     shutil.move(new / "images", tmp_path / "moved-images")
+    assert main(["classify", *_settings(config), "--data", str(new)]) == 2
+    assert "images not found" in (refused := capsys.readouterr().err) and "`--mode text` answers from the listings' text alone" in refused
     assert main(["classify", *_settings(config), "--data", str(new), "--mode", "text", "--out", str(text_only)]) == 0
     assert "40 of 40 listings answered by the text model" not in capsys.readouterr().out  # the blank listing has no text
     by_text = pd.read_csv(text_only, dtype=str, keep_default_na=False)

@@ -98,6 +98,12 @@ def _normalise(text: str) -> str:
     return _SENTENCE_END.sub(" . ", text)
 
 
+def check_nltk_data() -> None:
+    """An NltkDataError now if NLTK's data is missing, for a long run to check before its first
+    stage: the data is loaded as tokenizing loads it (once per process), so nothing is loaded twice."""
+    _resources()
+
+
 @functools.cache
 def _resources():
     """Stopwords, a memoised WordNet noun lemmatizer and the Snowball stemmer, loaded once per process."""

@@ -116,10 +116,10 @@ def train_text(config: Config) -> dict:
     config.apply_nltk_data()
     cfg, seed = config.text, config.data.seed
     out = config.paths.text_model
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
 
-    prepared = load_prepared(config, for_training=True)
+    prepared = load_prepared(config, for_training=True)  # refuses first when `fbm prepare` has not run
+    out.mkdir(parents=True, exist_ok=True)
     listings = prepared.listings
     classes = prepared.encoder.classes
     labels = listings["label"].to_numpy()
