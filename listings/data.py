@@ -41,7 +41,7 @@ _LEVEL_SEPARATOR = re.compile(r" /|/ ")  # in text whose whitespace `_tidy` made
 _WHITESPACE = re.compile(r"\s+")
 _NUMERIC_REFERENCE = re.compile(r"&#(?:([xX])([0-9a-fA-F]+)|([0-9]+))(;?)")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 # "£1,234.00", "£75", "1234.5": pounds, with thousands commas or none; anything else is no price
 _PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
 # Listing and photo ids are UUID-like tokens: letters, digits, '-' and '_' only, so an id can never
@@ -83,6 +83,18 @@ def parse_price(raw: object) -> float | None:
     match = _PRICE.fullmatch(_as_text(raw).strip())
     price = float(match[1].replace(",", "") + (match[2] or "")) if match else None
     return price if price is not None and price <= MAX_PRICE else None  # 400 digits are `inf`, no price
+
+
+def checked_price(raw: object) -> float | None:
+    """A price a user gives (a search filter, a new listing's price): `45`, `45.50` or `£1,234.00`
+    → a number, blank → None; anything `parse_price` takes for no price (`Free`, `-5`, `1e3`,
+    `1_000`, above `MAX_PRICE`) is a ValueError that says what a price is."""
+    if raw is None or not str(raw).strip():
+        return None
+    price = parse_price(raw)
+    if price is None:
+        raise ValueError(f"{str(raw)[:40]!r} is not a price: give pounds, such as 45, 45.50 or £1,234.00, from 0 to £10^12")
+    return price
 
 
 def split_category(path: object) -> list[str]:
@@ -295,8 +307,9 @@ def unescape_html(text: str) -> str:
 
 
 def without_controls(text: str) -> str:
-    """`text` with control characters (NUL, line breaks, escape sequences, and the bidirectional overrides that
-    reorder what follows them) turned into spaces: a listing's text is shown in terminals and pages."""
+    """`text` with control characters (NUL, line breaks, escape sequences, the bidirectional overrides that
+    reorder what follows them, and the zero-width spaces that would make a blank title look written)
+    turned into spaces: a listing's text is shown in terminals and pages."""
     return _CONTROL.sub(" ", text)
 
 

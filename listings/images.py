@@ -23,6 +23,9 @@ LETTERBOX_FILL = (0, 0, 0)  # the dataset's photos are letterboxed on black
 JPEG_QUALITY = 95
 # what Pillow reports of a JPEG that holds pixels only (its JFIF header and progressive scans)
 PLAIN_JPEG_INFO = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "progressive", "progression"}
+# the JPEG segments that code pixels: frames and Huffman or arithmetic tables (0xC0–0xCF), scans,
+# quantisation tables, the restart interval; the JFIF header (APP0) is checked apart
+_PIXEL_SEGMENTS = frozenset(range(0xC0, 0xD0)) | {0xDA, 0xDB, 0xDD}
 STORED_JPEG = "fbm.stored_jpeg"  # `clean_photo`'s info key for the encoding its pixels were decoded from
 # The formats photos come in. Pillow reads forty more, some of which decode everything on opening
 # (an ICO holding a 9000×9000 PNG: 320 MB before the pixel limit is checked) or run an outside
@@ -163,7 +166,7 @@ def stored_form(source: Source, size: int, max_pixels: int = 40_000_000) -> tupl
     """
     data = _read(source)
     image = _open(data, max_pixels)
-    if not _already_clean(image, size):
+    if not _already_clean(image, data, size):
         return stored_jpeg(_cleaned(image, size)), None
     _load(image)
     return data, image
@@ -213,15 +216,56 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
-def _already_clean(image: Image.Image, size: int) -> bool:
-    """Whether `clean_image` would give this photo's decoded pixels unchanged, and its file carries
-    nothing but pixels (no EXIF, colour profile or comment to store or serve on)."""
+def _already_clean(image: Image.Image, data: bytes, size: int) -> bool:
+    """Whether `clean_image` would give this photo's decoded pixels unchanged, and its file `data`
+    carries nothing but pixels (no EXIF, colour profile or comment to store or serve on)."""
     return (
         image.format == "JPEG"
         and image.mode == "RGB"
         and image.size == (size, size)
         and set(image.info) <= PLAIN_JPEG_INFO
+        and _jpeg_holds_pixels_only(data)
     )
+
+
+def _jpeg_holds_pixels_only(data: bytes) -> bool:
+    """Whether a JPEG file is made of the segments that code its pixels (a JFIF header, tables,
+    frame and scans) and nothing else: Pillow skips the application segments it does not know and
+    the bytes after the end marker, where a seller's file can carry anything (a location, a page)."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    position, end = 2, len(data)
+    while position + 1 < end and data[position] == 0xFF:
+        while position < end and data[position] == 0xFF:  # fill bytes may precede a marker
+            position += 1
+        if position >= end:
+            return False
+        marker = data[position]
+        position += 1
+        if marker == 0xD9:  # the end of the image, which must end the file
+            return position == end
+        length = int.from_bytes(data[position : position + 2], "big")
+        if length < 2 or position + length > end:
+            return False
+        segment = data[position + 2 : position + length]
+        if not (marker in _PIXEL_SEGMENTS or (marker == 0xE0 and segment.startswith(b"JFIF\0"))):
+            return False
+        position += length
+        if marker == 0xDA:  # a scan's coded data runs to the next marker that is not a stuffed zero or a restart
+            position = _end_of_scan(data, position)
+    return False
+
+
+def _end_of_scan(data: bytes, position: int) -> int:
+    while (position := data.find(b"\xff", position)) >= 0 and position + 1 < len(data):
+        following = data[position + 1]
+        if following == 0xFF:
+            position += 1
+        elif following == 0x00 or 0xD0 <= following <= 0xD7:
+            position += 2
+        else:
+            return position
+    return len(data)
 
 
 def require_file(path: Path) -> None:

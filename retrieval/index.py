@@ -80,7 +80,7 @@ import faiss
 import numpy as np
 
 from listings.config import IndexConfig
-from listings.data import split_category, without_controls
+from listings.data import MAX_PRICE, split_category, without_controls
 from retrieval.terms import Terms, term_cosines
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,14 @@ def check_search(
     k: int, min_price: float | None, max_price: float | None, max_k: int, names: tuple[str, str, str] = ("k", "min_price", "max_price")
 ) -> None:
     """A ValueError naming the argument (as the caller spells it: `names`) when k is outside 1..max_k,
-    a price is not a number of 0 or more, or the price range is empty. `search` checks so; the API
+    a price is not a number from 0 to `MAX_PRICE`, or the price range is empty. `search` checks so; the API
     and the command line call it first, so a bad request is refused before any model runs."""
     k_name, low, high = names
     if not 1 <= k <= max_k:
         raise ValueError(f"{k_name} must be between 1 and {max_k}, got {k} (the setting index.max_k)")
     for name, price in ((low, min_price), (high, max_price)):
-        if price is not None and not (math.isfinite(price) and price >= 0):
-            raise ValueError(f"{name} must be a price of 0 or more, got {price:g}")
+        if price is not None and not (math.isfinite(price) and 0 <= price <= MAX_PRICE):
+            raise ValueError(f"{name} must be a price from 0 to {MAX_PRICE:.0e}, got {price:g}")
     if min_price is not None and max_price is not None and min_price > max_price:
         raise ValueError(f"{low} {min_price:g} is above {high} {max_price:g}")
 
@@ -424,7 +424,7 @@ class ListingIndex:
         self._index = index
         self._kind = index_kind(index)
         self._lock = _ReadWriteLock()
-        self._db_mutex = threading.Lock()  # searches share the connection; SQLite calls are short
+        self._db_mutex = threading.Lock()  # one user of the shared connection at a time: a query, or a write's whole transaction
         self._half_dim = index.d // 2
         live = dict(db.execute("SELECT faiss_id, has_image | (has_text << 1) FROM listings").fetchall())
         self._count = len(live)
@@ -501,13 +501,20 @@ class ListingIndex:
 
     @classmethod
     def open(cls, directory: str | Path, config: IndexConfig, serving: bool = False) -> "ListingIndex":
-        """Open the live build in `directory`, reconciling FAISS with the database after a crash.
-        `serving`: for the one process that serves it (`fbm serve`); a second is refused, as it
-        would search its own FAISS copy, which the first one's live changes leave stale."""
+        """Open the live build in `directory`, reconciling FAISS with the database (after a crash,
+        or live writes a server has not checkpointed yet). `serving`: for the one process that
+        serves it (`fbm serve`), which saves what it reconciled; a second is refused, as it would
+        search its own FAISS copy, which the first one's live changes leave stale. Any other open
+        (`fbm similar`) reconciles in memory and writes nothing, so it works on a read-only copy."""
         directory = Path(directory)
         current = directory / CURRENT_FILE
         if not current.exists():
             raise FileNotFoundError(f"no index in {directory} ({current} is missing): build one with `fbm index`")
+        if serving and not os.access(directory, os.W_OK):  # a read-only mount, or another user's folder
+            raise IndexStateError(
+                f"{directory} cannot be written by this user: the server records live listings and its checkpoints there "
+                "(under docker compose, run it as the folder's owner: FBM_UID=$(id -u) FBM_GID=$(id -g))"
+            )
         lock = _lock(directory, exclusive=False)
         serving_lock = -1
         try:
@@ -812,7 +819,10 @@ class ListingIndex:
         if not (has_image or has_text):
             raise ValueError("the listing's vectors are zero")
         with self._lock.write():
-            with self._db:  # the commit point: FAISS follows, and is reconciled on open if it did not
+            # the commit point: FAISS follows, and is reconciled on open if it did not. The mutex keeps
+            # readers of the shared connection from seeing the transaction half done (a replaced
+            # listing deleted and not yet inserted again)
+            with self._db_mutex, self._db:
                 old = self._db.execute(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
                 if old:
                     _delete(self._db, old[0])
@@ -830,7 +840,7 @@ class ListingIndex:
         """Remove a listing; returns it (read under the write lock, so a replace running at the same
         time cannot swap in another), or None when it is not indexed."""
         with self._lock.write():
-            with self._db:
+            with self._db_mutex, self._db:  # as in `add`
                 old = self._db.execute(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,)).fetchone()
                 if not old:
                     return None
@@ -886,8 +896,11 @@ class ListingIndex:
                 self._add_to_faiss(faiss_id, np.frombuffer(blob, dtype=np.float32), bool(has_image), bool(has_text))
         if missing or (stale and self._kind == FLAT):
             self.reconciled = {"re_added": len(missing), "removed": len(stale) if self._kind == FLAT else 0}
-            log.warning("index %s reconciled with its database: %s", self.directory, self.reconciled)
-            self._persist()
+            if self._serving_fd >= 0:  # the server's open: after a crash, or writes it had not checkpointed
+                log.warning("index %s reconciled with its database: %s", self.directory, self.reconciled)
+                self._persist()
+            else:  # a reader (`fbm similar`) leaves the file to the server, which may be writing it
+                log.info("index %s: live writes not yet in its FAISS file, applied in memory: %s", self.directory, self.reconciled)
 
 
 def _check_vectors(vectors: np.ndarray, n_rows: int) -> None:
@@ -1028,10 +1041,9 @@ def _held_lock(path: Path, exclusive: bool, busy: str) -> int:
 
 
 def _temporary(path: Path) -> Path:
-    """A temporary name for a new version of `path`, this process's own: two processes with the
-    index open (the server checkpointing, `fbm similar` saving what it reconciled) never write
-    into one file. The last rename wins, and a FAISS file that lags its database is reconciled
-    when it is next opened."""
+    """A temporary name for a new version of `path`, this process's own: two processes writing the
+    index (a server checkpointing, a build) never write into one file. The last rename wins, and a
+    FAISS file that lags its database is reconciled when it is next opened."""
     return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 

@@ -129,7 +129,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from listings.categories import CategoryEncoder, canonical_category
-    from listings.data import without_controls
+    from listings.data import checked_price, without_controls
     from retrieval.index import ListingIndex, check_search, format_results
     from retrieval.query import search_like_listing, search_similar
 
@@ -143,10 +143,17 @@ def cmd_similar(args: argparse.Namespace) -> int:
         raise ValueError("give a listing text (--text), one or more photos (--image) or both, or an indexed listing (--like)")
     if args.category is not None and not args.category.strip():
         raise ValueError("--category is empty: give a root category or a category path, or leave the option out")
-    check_search(args.k, args.min_price, args.max_price, config.index.max_k, ("-k", "--min-price", "--max-price"))
+    prices = {}
+    for option, raw in (("--min-price", args.min_price), ("--max-price", args.max_price)):
+        try:
+            prices[option] = checked_price(raw)  # as the API reads a price
+        except ValueError as exc:
+            raise ValueError(f"{option}: {exc}") from None
+    min_price, max_price = prices["--min-price"], prices["--max-price"]
+    check_search(args.k, min_price, max_price, config.index.max_k, ("-k", "--min-price", "--max-price"))
     check_photo_paths(args.image)
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
-    filters = {"k": args.k, "category": category, "min_price": args.min_price, "max_price": args.max_price}
+    filters = {"k": args.k, "category": category, "min_price": min_price, "max_price": max_price}
     with ListingIndex.open(config.paths.index, config.index) as index:
         index.check_category(category)  # before any model loads
         if args.like:
@@ -398,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--like", metavar="PRODUCT_ID", help="instead of a text or photos: listings like this indexed listing (no model runs)")
     similar.add_argument("-k", type=int, default=10, help="how many listings (default 10)")
     similar.add_argument("--category", help="only listings in this root category (any case) or under a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'")
-    similar.add_argument("--min-price", type=float, help="only listings at or above this price (GBP)")
-    similar.add_argument("--max-price", type=float, help="only listings at or below this price (GBP)")
+    similar.add_argument("--min-price", help="only listings at or above this price (pounds: 45, 45.50 or £1,234.00)")
+    similar.add_argument("--max-price", help="only listings at or below this price (pounds)")
     similar.set_defaults(handler=cmd_similar)
 
     bench = commands.add_parser("bench", parents=[settings], help="measure pipeline, accuracy, serving and retrieval; write BENCHMARKS.md")

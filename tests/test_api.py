@@ -158,6 +158,8 @@ def test_more_like_an_indexed_listing_by_its_own_modalities(client):
     assert client.get("/listings/..%2Fetc/similar").status_code in (404, 422)
     blank = client.get("/listings/prod-00/similar?k=&min_price=&category=&max_price=70")  # blank filters are not given, as in a form
     assert blank.status_code == 200 and blank.json()["results"] and all(r["price"] <= 70 for r in blank.json()["results"] if r["price"] is not None)
+    as_listed = client.get("/listings/prod-00/similar", params={"max_price": "£70.00"})  # a price as the catalogue writes it
+    assert as_listed.status_code == 200 and as_listed.json()["results"] == blank.json()["results"]
     empty_title = client.post("/listings", data={"title": ""}, headers={"X-API-Key": KEY})
     assert empty_title.status_code == 422 and empty_title.json()["detail"] == "title: required: it was not sent, or sent empty"
 
@@ -171,6 +173,7 @@ def test_health_categories_photos_and_page(client, artifacts):
 
     photo = client.get("/images/img-03")
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert photo.headers["x-content-type-options"] == "nosniff"  # a browser never reads a photo as a page
     assert client.get("/images/img-03.jpg").content == photo.content
     assert Image.open(io.BytesIO(photo.content)).size == (256, 256)
 
@@ -250,6 +253,8 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "min_price": "-1"}, None, 422, "min_price"),
     ("/similar", {"txt": "chair", "max_price": "nan"}, None, 422, "max_price"),
     ("/similar", {"txt": "chair", "max_price": "inf"}, None, 422, "max_price"),
+    ("/similar", {"txt": "chair", "max_price": "1_000"}, None, 422, "'1_000' is not a price: give pounds, such as 45, 45.50 or £1,234.00"),
+    ("/similar", {"txt": "chair", "max_price": "Free"}, None, 422, "'Free' is not a price"),
     ("/similar", {}, None, 422, "a photo (img), a text (txt) or both"),
 ]
 
@@ -554,6 +559,8 @@ def test_an_added_listing_joins_the_categories_as_spelt_and_its_text_loses_contr
     assert created.json()["category"] == "Phones, Mobile Phones & Telecoms / Home Phones / Corded"  # not a second 'home PHONES'
     listing = writable.get("/listings/live-phone/similar").json()["listing"]
     assert listing["title"] == "Corded phone [31m" and listing["location"] == "Le eds X-Injected: 1"
+    blank = writable.post("/listings", data={**form, "title": "\u200b\u200b"}, headers=auth)  # zero-width spaces only
+    assert blank.status_code == 422 and "title is empty" in blank.json()["detail"]
     too_long = writable.post("/listings", data={**form, "category": "Other Goods / " + "z" * 300}, headers=auth)
     assert too_long.status_code == 422 and "category" in too_long.json()["detail"]
 
@@ -673,7 +680,9 @@ def test_bad_listing_ids_on_delete(writable):
     auth = {"X-API-Key": KEY}
     assert writable.delete("/listings/no-such-listing", headers=auth).status_code == 404
     assert writable.delete("/listings/bad.id", headers=auth).status_code == 422
-    assert writable.get("/health").json()["listings"] == 12
+    dry_run = writable.delete("/listings/prod-01?dry_run=1", headers=auth)  # a caller expecting a dry run
+    assert dry_run.status_code == 422 and "unknown field(s) 'dry_run'" in dry_run.json()["detail"]
+    assert writable.get("/health").json()["listings"] == 12  # nothing deleted
 
 
 # --- serving -----------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ def test_control_characters_become_spaces():
     assert clean_text("Le\x00eds\r\nX-Injected:\x7f 1") == "Le eds X-Injected: 1"
     assert clean_description("Problem\u202a+44 7448\u202cIf") == "Problem +44 7448 If"
     assert split_category("Home & Garden / \x01\x1b[31mred") == ["Home & Garden", "[31mred"]
+    assert clean_title("\u200b\ufeff\u2060") == "" and clean_title("oak\u200bchair") == "oak chair"  # zero-width: no blank title that looks written
+    assert clean_text("👨\u200d👩\u200d👧") == "👨\u200d👩\u200d👧"  # a joiner inside an emoji (or a word of some scripts) stays
 
 
 def test_posted_by_cleaning_takes_linear_time_on_hostile_text():

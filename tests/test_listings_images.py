@@ -341,6 +341,26 @@ def test_a_photo_with_metadata_is_cleaned_and_encoded_again(metadata):
         assert close(pixel(stored.convert("RGB"), SIZE - 4 if turned else 3, 3), (255, 0, 0), 40)
 
 
+@pytest.mark.parametrize(
+    "smuggled",
+    [
+        lambda jpeg: jpeg[:2] + b"\xff\xe4" + (2 + 26).to_bytes(2, "big") + b"GPS 51.5007,-0.1246 home.." + jpeg[2:],  # an APP4 segment
+        lambda jpeg: jpeg + b"<html><script>alert(document.domain)</script>",  # bytes after the end of the image
+        lambda jpeg: jpeg[:-2] + b"\xff\xfe\x00\x06note\xff\xd9",  # a comment after the scans
+    ],
+    ids=["application-segment", "after-the-end", "comment-after-the-scans"],
+)
+def test_what_pillow_skips_in_a_photo_is_not_stored_as_sent(smuggled):
+    """Pillow reads these files as plain RGB JPEGs; the bytes a seller hid in them must not reach
+    the photo store, which serves its files as they are."""
+    sent = smuggled(encode(Image.effect_noise((SIZE, SIZE), 80).convert("RGB"), "JPEG", quality=80))
+    with Image.open(io.BytesIO(sent)) as opened:
+        assert opened.size == (SIZE, SIZE) and set(opened.info) <= {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi"}
+    encoded, pixels = stored_form(sent, SIZE)
+    assert pixels is None and encoded != sent
+    assert not any(secret in encoded for secret in (b"GPS", b"script", b"note"))
+
+
 def test_a_truncated_photo_in_the_clean_form_is_refused():
     sent = encode(Image.effect_noise((SIZE, SIZE), 80).convert("RGB"), "JPEG")
     with pytest.raises(ImageError) as refused:

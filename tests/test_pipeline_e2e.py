@@ -238,8 +238,9 @@ def test_similar_checks_its_filters_as_the_api_does(trained_pipeline, capsys):
         (["--category", "Home & Garden / Attic"], "no listing in category 'Home & Garden / Attic'; 'Home & Garden' has: "),
         (["-k", "0"], "-k must be between 1 and 100, got 0"),
         (["--min-price", "20", "--max-price", "10"], "--min-price 20 is above --max-price 10"),
-        (["--max-price", "nan"], "--max-price must be a price of 0 or more, got nan"),
-        (["--min-price=-5"], "--min-price must be a price of 0 or more, got -5"),
+        (["--max-price", "nan"], "--max-price: 'nan' is not a price: give pounds, such as 45, 45.50 or £1,234.00"),
+        (["--min-price=-5"], "--min-price: '-5' is not a price"),
+        (["--max-price", "1e13"], "--max-price: '1e13' is not a price"),  # above the most a price can be, as the API says
         (["--image", str(config.paths.reports.parent)], f"--image {config.paths.reports.parent}: not a file\n"),
         (["--category", " "], "--category is empty"),
         (["--set", "data.image_size=200000", "--image", photo], "data.image_size is 200000: set data.image_size="),  # before cleaning at that size

@@ -1,6 +1,7 @@
 """The listing index on hand-made vectors: ranking by the modalities given, filters, updates, crashes, threads."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -8,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,8 +188,8 @@ def test_k_is_bounded(index):
         index.search(E[0], None, k=0)
     with pytest.raises(ValueError, match="needs an image vector"):
         index.search(None, None)
-    for price in (float("nan"), float("inf"), -1.0):
-        with pytest.raises(ValueError, match="min_price must be a price of 0 or more"):
+    for price in (float("nan"), float("inf"), -1.0, 2e12):
+        with pytest.raises(ValueError, match="min_price must be a price from 0 to 1e"):
             index.search(E[0], None, min_price=price)
     with pytest.raises(ValueError, match="shape"):
         index.search(np.ones(D + 1), None)
@@ -284,7 +286,7 @@ def test_an_open_that_fails_while_reconciling_releases_the_index(tmp_path, monke
         index._unsaved = 0  # as after a crash: the add is in SQLite only
     monkeypatch.setattr(index_module, "write_faiss_file", _crash)
     with pytest.raises(_Crash):
-        ListingIndex.open(tmp_path, IndexConfig())
+        ListingIndex.open(tmp_path, IndexConfig(), serving=True)  # the serving open saves what it reconciled
     monkeypatch.undo()
     _build(tmp_path).close()  # no lock left behind
 
@@ -348,6 +350,14 @@ def _crash(*_args, **_kwargs):
     raise _Crash
 
 
+def _die(index: ListingIndex) -> None:
+    """What the kernel does for a process killed with the index open: its locks go, nothing is written."""
+    for descriptor in (index._lock_fd, index._serving_fd):
+        if descriptor >= 0:
+            os.close(descriptor)
+    index._db.close()
+
+
 def test_crash_between_database_and_index_write_reopens_consistent(tmp_path, monkeypatch):
     every_write = IndexConfig(checkpoint_every=1)
     index = _build(tmp_path, config=every_write)
@@ -355,20 +365,50 @@ def test_crash_between_database_and_index_write_reopens_consistent(tmp_path, mon
     with pytest.raises(_Crash):
         index.add(_row("added", "Appliances"), E[3], E[3])  # committed in SQLite, never written to FAISS
     monkeypatch.undo()
-    reopened = ListingIndex.open(tmp_path, every_write)
+    _die(index)
+    reopened = ListingIndex.open(tmp_path, every_write, serving=True)
     assert reopened.reconciled == {"re_added": 1, "removed": 0}
     assert len(reopened) == 6 and reopened.info()["faiss_vectors"] == 6
     assert reopened.search(E[3], E[3], k=1).hits[0].product_id == "added"
     monkeypatch.setattr(index_module, "write_faiss_file", _crash)
     with pytest.raises(_Crash):
         reopened.delete("same")
-    monkeypatch.undo()  # `reopened` is never closed: the process died
-    with ListingIndex.open(tmp_path, IndexConfig()) as reopened:
-        assert reopened.reconciled == {"re_added": 0, "removed": 1}
+    monkeypatch.undo()
+    _die(reopened)
+    with ListingIndex.open(tmp_path, IndexConfig(), serving=True) as reopened:
+        assert reopened.reconciled == {"re_added": 0, "removed": 1}  # the re-add was saved when reconciled
         assert len(reopened) == 5 and reopened.info()["faiss_vectors"] == 5
         assert "same" not in _ids(reopened.search(E[0], E[0], k=10))
     with ListingIndex.open(tmp_path, IndexConfig()) as clean:
         assert clean.reconciled == {"re_added": 0, "removed": 0}
+
+
+def test_a_reader_applies_unsaved_live_writes_in_memory_and_writes_nothing(tmp_path, monkeypatch, caplog):
+    """`fbm similar` beside a server whose live writes are not checkpointed yet (the normal state):
+    it sees them, leaves the FAISS file to the server, and says nothing alarming."""
+    server = _build(tmp_path, config=IndexConfig(checkpoint_every=100))
+    server.add(_row("added", "Appliances"), E[3], E[3])
+    server.delete("same")
+    faiss_file = next(tmp_path.glob("vectors-*.faiss"))
+    checkpoint = faiss_file.read_bytes()
+    monkeypatch.setattr(index_module, "write_faiss_file", _crash)  # as on a read-only copy
+    with caplog.at_level(logging.INFO, logger=index_module.__name__), ListingIndex.open(tmp_path, IndexConfig()) as reader:
+        assert reader.reconciled == {"re_added": 1, "removed": 1}
+        assert _ids(reader.search(E[3], E[3], k=1)) == ["added"] and "same" not in _ids(reader.search(E[0], E[0], k=10))
+    assert faiss_file.read_bytes() == checkpoint and not list(tmp_path.glob("*.tmp"))
+    assert [record.levelname for record in caplog.records] == ["INFO"] and "applied in memory" in caplog.text
+    monkeypatch.undo()
+    server.close()
+
+
+def test_serving_an_index_folder_this_user_cannot_write_is_refused_in_one_line(tmp_path, monkeypatch):
+    _build(tmp_path).close()
+    real_access = os.access
+    monkeypatch.setattr(index_module.os, "access", lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
+    with pytest.raises(IndexStateError, match="cannot be written by this user: the server records live listings"):
+        ListingIndex.open(tmp_path, IndexConfig(), serving=True)
+    with ListingIndex.open(tmp_path, IndexConfig()) as reader:  # reading needs no write
+        assert len(reader) == len(CATALOGUE)
 
 
 def test_writes_between_checkpoints_survive_a_crash_and_close_writes_them(tmp_path):
@@ -379,7 +419,8 @@ def test_writes_between_checkpoints_survive_a_crash_and_close_writes_them(tmp_pa
     index.add(_row("added", "Appliances"), E[3], E[3])
     index.delete("same")
     assert faiss_file.read_bytes() == checkpoint and index.info()["writes_since_checkpoint"] == 2
-    with ListingIndex.open(tmp_path, config) as after_crash:  # the first one never closed: as if killed
+    _die(index)
+    with ListingIndex.open(tmp_path, config, serving=True) as after_crash:
         assert after_crash.reconciled == {"re_added": 1, "removed": 1}
         assert _ids(after_crash.search(E[3], E[3], k=1)) == ["added"] and "same" not in _ids(after_crash.search(E[0], E[0], k=10))
         checkpoint = faiss_file.read_bytes()  # reconciling wrote one
@@ -455,6 +496,37 @@ def test_concurrent_adds_and_searches(tmp_path):
         assert not errors, errors[0]
         assert len(index) == 200 + 40 - 10
         assert index.info()["faiss_vectors"] == len(index)
+
+
+def test_a_listing_being_replaced_never_reads_as_missing(tmp_path):
+    """A replace deletes the old row and inserts the new one in one transaction: readers of the
+    shared connection (more like this, category checks, photo serving) never see it half done."""
+    vectors, rows = _clustered(50)
+    missing: list[str] = []
+    stop = threading.Event()
+    with ListingIndex.build(tmp_path, vectors, rows, IndexConfig()) as index:
+        index.add(_row("replaced", "Root 0 / Only here"), E[0], E[0])
+
+        def read_loop() -> None:
+            while not stop.is_set():
+                if index.stored("replaced") is None:
+                    missing.append("stored")
+                if not index.has_photo("replaced-1"):
+                    missing.append("photo")
+                try:
+                    index.check_category("Root 0 / Only here")
+                except ValueError:
+                    missing.append("category")
+
+        readers = [threading.Thread(target=read_loop) for _ in range(3)]
+        for thread in readers:
+            thread.start()
+        for _ in range(300):
+            index.add(_row("replaced", "Root 0 / Only here"), E[0], E[0])
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert not missing, f"{len(missing)} reads saw the listing gone: {sorted(set(missing))}"
 
 
 def test_stored_returns_the_metadata_vector_halves_and_words_or_none(tmp_path):

@@ -19,14 +19,14 @@ from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
 from retrieval.query import index_listing
 
-router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key)], responses=WRITE)
+# a field the route does not read is refused, in the form or the URL (`DELETE …?dry_run=1` deleted)
+router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key), Depends(fields_in_place_and_once)], responses=WRITE)
 
 
 @router.post(
     "/listings",
     response_model=ListingCreated,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(fields_in_place_and_once)],
     responses=BAD_INPUT,
     summary="Add a listing",
 )

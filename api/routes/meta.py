@@ -61,7 +61,7 @@ def image(
         photo = None
     if photo is None:  # unknown, or the photo of a listing deleted since
         raise HTTPException(404, f"no photo {image_id!r}")
-    headers = {"Cache-Control": "no-cache", "ETag": f'"{hashlib.sha256(photo).hexdigest()[:32]}"'}
+    headers = {"Cache-Control": "no-cache", "ETag": f'"{hashlib.sha256(photo).hexdigest()[:32]}"', "X-Content-Type-Options": "nosniff"}
     if if_none_match is not None and {"*", headers["ETag"]} & {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     return Response(photo, media_type="image/jpeg", headers=headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict
@@ -15,15 +16,15 @@ from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
-from listings.data import ID_PATTERN, MAX_PRICE
+from listings.data import ID_PATTERN, MAX_PRICE, checked_price
 from retrieval.index import SearchResult, check_search
 from retrieval.query import search_like_listing, search_similar
 
 router = APIRouter(tags=["search"], dependencies=[Depends(fields_in_place_and_once)])
 
-_PRICE = {"ge": 0, "le": MAX_PRICE, "allow_inf_nan": False, "description": "in the listings' currency"}
-Price = Annotated[float | None, Form(**_PRICE)]
-PriceQuery = Annotated[float | None, Query(**_PRICE)]
+_PRICE = {"ge": 0, "le": MAX_PRICE, "allow_inf_nan": False, "description": "pounds: 45, 45.50 or £1,234.00 (the catalogue's form)"}
+Price = Annotated[float | None, BeforeValidator(checked_price), Form(**_PRICE)]
+PriceQuery = Annotated[float | None, BeforeValidator(checked_price), Query(**_PRICE)]
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
 MAX_CATEGORY_CHARS = 300
 K_DESCRIPTION = "how many listings, 1 to index.max_k (100)"
