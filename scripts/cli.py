@@ -85,9 +85,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         from text_model.preprocess import check_nltk_data
 
         check_nltk_data()  # before `train all` spends minutes on the image branch
-    summaries = {stage: run_stage(stage, config) for stage in stages}
+    summaries = {stage: train_stage(stage, config, args.force) for stage in stages}
     print(json.dumps(summaries, indent=2, default=str))
     return 0
+
+
+def train_stage(stage: str, config: Config, force: bool) -> dict:
+    """Run a training stage unless it is up to date (`scripts.freshness`); `prepare` always runs
+    (seconds), and gives the same files for the same dataset, so the stages after it can be skipped."""
+    if stage == "prepare":
+        return run_stage(stage, config)
+    from scripts import freshness
+
+    current = freshness.fingerprint(stage, config) if all(path.is_file() for path in freshness.input_files(stage, config)) else ""
+    if current and not force and freshness.up_to_date(stage, config, current):
+        where = freshness.output_dir(stage, config)
+        print(f"== {stage} == up to date: {where} was trained from these inputs, settings and code (--force trains it again)", file=sys.stderr)
+        return {"skipped": "up to date", "outputs": str(where)}
+    summary = run_stage(stage, config)  # with an input missing, the stage says which and how to make it
+    freshness.record(stage, config, freshness.fingerprint(stage, config))
+    return summary
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -369,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[settings], help="train a stage, or all of them in order")
     train.add_argument(
         "stage", choices=["image", "text", "combined", "all"], help="image, text, combined (needs both branches), or all: prepare → image → text → combined"
+    )
+    train.add_argument(
+        "--force", action="store_true", help="train every stage named, even one whose inputs, settings and code are those it was trained on"
     )
     train.set_defaults(handler=cmd_train)
 

@@ -20,6 +20,32 @@ def _settings(config) -> list[str]:
     return ["--artifacts", config.data.artifacts_dir]
 
 
+def test_train_skips_a_stage_trained_from_the_same_inputs_settings_and_code(trained_pipeline, tmp_path, capsys):
+    """`make run` again: a stage whose fingerprint is unchanged is skipped; a changed setting, a
+    changed input, a missing output or --force trains it again."""
+    config, _ = trained_pipeline
+    artifacts = shutil.copytree(config.paths.root, tmp_path / "artifacts", ignore=shutil.ignore_patterns("cache"))  # others read the shared one
+    argv = ["train", "combined", "--artifacts", str(artifacts)]
+    model = artifacts / "combined_model" / "model.pt"
+
+    def trained(extra: list[str] = []) -> bool:
+        before = model.stat().st_mtime_ns
+        assert main([*argv, *extra]) == 0
+        skipped = "== combined == up to date" in capsys.readouterr().err
+        assert skipped == (model.stat().st_mtime_ns == before)
+        return not skipped
+
+    assert trained()  # no fingerprint recorded yet
+    assert not trained()
+    assert trained(["--set", "fusion.dropout=0.4"]) and not trained(["--set", "fusion.dropout=0.4"])
+    assert trained(["--set", "fusion.dropout=0.4", "--force"])
+    summary = artifacts / "text_model" / "summary.json"
+    summary.write_text(summary.read_text() + " ")  # an input of the fusion: the text branch's outputs
+    assert trained(["--set", "fusion.dropout=0.4"])
+    (artifacts / "combined_model" / "curves.png").unlink()
+    assert trained(["--set", "fusion.dropout=0.4"])
+
+
 def test_every_stage_leaves_its_artifacts(trained_pipeline):
     config, _ = trained_pipeline
     paths = config.paths

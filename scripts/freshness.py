@@ -1,0 +1,103 @@
+"""Whether a training stage is up to date, so that `fbm train` run again skips it.
+
+A stage's fingerprint is a digest of what its outputs depend on: the files it reads (the prepared
+listings, or the branches' outputs for the fusion), the settings it uses, the code of the packages
+it runs, the pinned requirements, and for the image branch the backbone weights at hand and
+whether a GPU is. It is written beside the outputs once the stage has finished
+(`fingerprint.json`, with the size of each output file), and the stage is up to date while the
+fingerprint is the same and every output is still there at its size. Any change retrains; a stage
+retrained gives its successors new inputs, so they are retrained too. Not in the fingerprint: the
+NLTK data the text branch tokenizes with (`--force` after replacing it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from listings.config import REPO_ROOT, Config
+
+FINGERPRINT_FILE = "fingerprint.json"
+REQUIREMENTS = REPO_ROOT / "requirements.txt"
+# the code each stage runs, by package; `listings` (data, settings, metrics) is every stage's
+STAGE_PACKAGES = {
+    "image": ("listings", "image_model"),
+    "text": ("listings", "text_model"),
+    "combined": ("listings", "image_model", "text_model", "combined_model"),
+}
+STAGE_SETTINGS = {"image": ("data", "image"), "text": ("data", "text"), "combined": ("data", "fusion")}
+# data settings that name places, not what is computed (the listings read are hashed themselves)
+PLACES = ("data_dir", "artifacts_dir", "nltk_data", "workers")
+
+
+def output_dir(stage: str, config: Config) -> Path:
+    return {"image": config.paths.image_model, "text": config.paths.text_model, "combined": config.paths.combined_model}[stage]
+
+
+def input_files(stage: str, config: Config) -> list[Path]:
+    """The files a stage reads: the prepared listings for a branch, both branches' outputs for the fusion."""
+    paths = config.paths
+    if stage == "combined":
+        return [path for stage_dir in (paths.image_model, paths.text_model) for path in output_files(stage_dir)]
+    return [paths.listings, paths.splits, paths.categories]
+
+
+def output_files(stage_dir: Path) -> list[Path]:
+    return sorted(path for path in stage_dir.rglob("*") if path.is_file() and path.name != FINGERPRINT_FILE)
+
+
+def fingerprint(stage: str, config: Config) -> str:
+    """The digest of everything the stage's outputs depend on (the module docstring lists it)."""
+    digest = hashlib.sha256()
+    for path in input_files(stage, config):
+        digest.update(path.name.encode() + b"\0" + _file_digest(path).encode())
+    settings = {name: dataclasses.asdict(getattr(config, name)) for name in STAGE_SETTINGS[stage]}
+    for place in PLACES:
+        settings["data"].pop(place)
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for package in STAGE_PACKAGES[stage]:
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + _file_digest(path).encode())
+    digest.update(_file_digest(REQUIREMENTS).encode())
+    if stage == "image":
+        digest.update(json.dumps(_image_environment()).encode())
+    return digest.hexdigest()
+
+
+def up_to_date(stage: str, config: Config, current: str) -> bool:
+    """Whether the stage's recorded fingerprint is `current` and its outputs are all still there."""
+    record = output_dir(stage, config) / FINGERPRINT_FILE
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(recorded, dict) or recorded.get("fingerprint") != current or not recorded.get("outputs"):
+        return False
+    stage_dir = output_dir(stage, config)
+    return all((stage_dir / name).is_file() and (stage_dir / name).stat().st_size == size for name, size in recorded["outputs"].items())
+
+
+def record(stage: str, config: Config, current: str) -> None:
+    """Write the fingerprint the stage's outputs were made from, once the stage has finished."""
+    stage_dir = output_dir(stage, config)
+    outputs = {str(path.relative_to(stage_dir)): path.stat().st_size for path in output_files(stage_dir)}
+    (stage_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": current, "outputs": outputs}, indent=1))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _image_environment() -> dict:
+    """What the image branch finds on this machine: `image.backbone=auto` picks ResNet-50 once its
+    weights are in the torch cache, and `image.device=auto` a GPU once torch sees one."""
+    import torch
+
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    weights = sorted((path.name, path.stat().st_size) for path in checkpoints.glob("*")) if checkpoints.is_dir() else []
+    return {"torch_checkpoints": weights, "cuda": torch.cuda.is_available()}
