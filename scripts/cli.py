@@ -68,6 +68,17 @@ STAGES = {  # stage → the function that runs it on a Config (imported when run
 }
 
 
+def trained_config(args: argparse.Namespace) -> Config:
+    """`build_config` for a command that uses the trained models, naming any stage trained from
+    inputs that have changed since (`scripts.freshness.stale_stages`)."""
+    from scripts.freshness import stale_stages
+
+    config = build_config(args)
+    for warning in stale_stages(config):
+        print(warning, file=sys.stderr)
+    return config
+
+
 def run_stage(stage: str, config: Config) -> dict:
     """Run one pipeline stage; its summary gains `stage_wall_time_s`."""
     module, function = STAGES[stage].split(":")
@@ -97,20 +108,24 @@ def train_stage(stage: str, config: Config, force: bool) -> dict:
         return run_stage(stage, config)
     from scripts import freshness
 
-    current = freshness.fingerprint(stage, config) if all(path.is_file() for path in freshness.input_files(stage, config)) else ""
+    have_inputs = all(path.is_file() for path in freshness.input_files(stage, config))
+    inputs = freshness.inputs_digest(stage, config) if have_inputs else ""
+    current = freshness.fingerprint(stage, config, inputs) if have_inputs else ""  # before the stage: code edited meanwhile is not trained
     if current and not force and freshness.up_to_date(stage, config, current):
         where = freshness.output_dir(stage, config)
         print(f"== {stage} == up to date: {where} was trained from these inputs, settings and code (--force trains it again)", file=sys.stderr)
         return {"skipped": "up to date", "outputs": str(where)}
+    freshness.forget(stage, config)  # an interrupted stage leaves no record
     summary = run_stage(stage, config)  # with an input missing, the stage says which and how to make it
-    freshness.record(stage, config, freshness.fingerprint(stage, config))
+    if current:
+        freshness.record(stage, config, current, inputs)
     return summary
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from combined_model.evaluate import PREDICTIONS_FILE, evaluate, format_table, report_dir, write_outputs
 
-    config = build_config(args)  # refuses an empty --data: not the test split scored in its place
+    config = trained_config(args)  # refuses an empty --data: not the test split scored in its place
     if args.json is not None:
         writable_file(args.json, "--json")  # before the evaluation, not after it
     result, predictions = evaluate(config, args.data)  # an explicit --data is the directory to score
@@ -132,7 +147,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE
     from retrieval.index import check_search
 
-    config = build_config(args)
+    config = trained_config(args)
     if args.k is not None and not args.evaluate:
         raise ValueError("-k sets the neighbours per query of --evaluate: give both, or neither")
     args.k = 10 if args.k is None else args.k
@@ -150,7 +165,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from retrieval.index import ListingIndex, check_search, format_results
     from retrieval.query import search_like_listing, search_similar
 
-    config = build_config(args)
+    config = trained_config(args)
     has_text = bool(args.text and args.text.strip())
     if args.like is not None and not args.like.strip():
         raise ValueError("--like needs a product id (the last column of a results table)")
@@ -196,7 +211,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from api.schemas import PredictionOut
     from combined_model.inference import Predictor
 
-    config = build_config(args)
+    config = trained_config(args)
     if args.data is not None:
         return classify_a_directory(args, config)
     if args.out is not None:
@@ -329,7 +344,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.server import serve
 
-    config = build_config(args)
+    config = trained_config(args)
     if args.host:
         config.serve.host = args.host
     if args.port is not None:

@@ -5,15 +5,19 @@ listings, or the branches' outputs for the fusion), the settings it uses, the co
 it runs, the pinned requirements, and for the image branch the backbone weights at hand and
 whether a GPU is. It is written beside the outputs once the stage has finished
 (`fingerprint.json`, with the size of each output file), and the stage is up to date while the
-fingerprint is the same and every output is still there at its size. Any change retrains; a stage
-retrained gives its successors new inputs, so they are retrained too. Not in the fingerprint: the
-NLTK data the text branch tokenizes with (`--force` after replacing it).
+fingerprint is the same and every output is still there as written. The fingerprint is taken
+before the stage starts (code edited while it trains is not counted as trained) and the record is
+removed first, so a stage interrupted half-way is never up to date. Any change retrains; a stage
+retrained gives its successors new inputs, so they are retrained too, and until they are, the
+commands that use them say so (`stale_stages`). Not in the fingerprint: the NLTK data the text
+branch tokenizes with (`--force` after replacing it).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from listings.config import REPO_ROOT, Config
@@ -47,11 +51,18 @@ def output_files(stage_dir: Path) -> list[Path]:
     return sorted(path for path in stage_dir.rglob("*") if path.is_file() and path.name != FINGERPRINT_FILE)
 
 
-def fingerprint(stage: str, config: Config) -> str:
-    """The digest of everything the stage's outputs depend on (the module docstring lists it)."""
+def inputs_digest(stage: str, config: Config) -> str:
+    """The digest of the files the stage reads."""
     digest = hashlib.sha256()
     for path in input_files(stage, config):
         digest.update(path.name.encode() + b"\0" + _file_digest(path).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(stage: str, config: Config, inputs: str) -> str:
+    """The digest of everything the stage's outputs depend on (the module docstring lists it), from
+    the digest of its input files (`inputs_digest`)."""
+    digest = hashlib.sha256(inputs.encode())
     settings = {name: dataclasses.asdict(getattr(config, name)) for name in STAGE_SETTINGS[stage]}
     for place in PLACES:
         settings["data"].pop(place)
@@ -61,28 +72,58 @@ def fingerprint(stage: str, config: Config) -> str:
             digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + _file_digest(path).encode())
     digest.update(_file_digest(REQUIREMENTS).encode())
     if stage == "image":
-        digest.update(json.dumps(_image_environment()).encode())
+        digest.update(json.dumps(_image_environment(config)).encode())
     return digest.hexdigest()
 
 
 def up_to_date(stage: str, config: Config, current: str) -> bool:
-    """Whether the stage's recorded fingerprint is `current` and its outputs are all still there."""
-    record = output_dir(stage, config) / FINGERPRINT_FILE
+    """Whether the stage's recorded fingerprint is `current` and its outputs are all still as written."""
+    recorded = _recorded(stage, config)
+    if recorded.get("fingerprint") != current or not isinstance(recorded.get("outputs"), dict) or not recorded["outputs"]:
+        return False
+    stage_dir = output_dir(stage, config)
+    return all((stage_dir / name).is_file() and _file_digest(stage_dir / name) == digest for name, digest in recorded["outputs"].items())
+
+
+def forget(stage: str, config: Config) -> None:
+    """Remove the stage's record before it runs: outputs it leaves half rewritten are never up to date."""
+    record_path = output_dir(stage, config) / FINGERPRINT_FILE
+    if record_path.is_dir() and not record_path.is_symlink():
+        shutil.rmtree(record_path)
+    else:
+        record_path.unlink(missing_ok=True)
+
+
+def record(stage: str, config: Config, current: str, inputs: str) -> None:
+    """Write the fingerprint the stage's outputs were made from (taken before it ran), once it has finished."""
+    stage_dir = output_dir(stage, config)
+    outputs = {str(path.relative_to(stage_dir)): _file_digest(path) for path in output_files(stage_dir)}
+    (stage_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": current, "inputs": inputs, "outputs": outputs}, indent=1))
+
+
+def stale_stages(config: Config) -> list[str]:
+    """Warnings for the trained stages whose inputs have changed since they were trained (the text
+    branch retrained alone leaves the fusion fitted to the one before); stages trained without a
+    record (the tests', the benchmark's) are not judged."""
+    warnings = []
+    for stage in STAGE_PACKAGES:
+        recorded = _recorded(stage, config)
+        if "inputs" in recorded and all(path.is_file() for path in input_files(stage, config)):
+            if recorded["inputs"] != inputs_digest(stage, config):
+                what = "branches" if stage == "combined" else "prepared listings"
+                warnings.append(
+                    f"warning: {output_dir(stage, config)} was trained from other {what} than those now in {config.paths.root}: "
+                    "`fbm train all` brings every stage up to date"
+                )
+    return warnings
+
+
+def _recorded(stage: str, config: Config) -> dict:
     try:
-        recorded = json.loads(record.read_text())
+        recorded = json.loads((output_dir(stage, config) / FINGERPRINT_FILE).read_text())
     except (OSError, ValueError):
-        return False
-    if not isinstance(recorded, dict) or recorded.get("fingerprint") != current or not recorded.get("outputs"):
-        return False
-    stage_dir = output_dir(stage, config)
-    return all((stage_dir / name).is_file() and (stage_dir / name).stat().st_size == size for name, size in recorded["outputs"].items())
-
-
-def record(stage: str, config: Config, current: str) -> None:
-    """Write the fingerprint the stage's outputs were made from, once the stage has finished."""
-    stage_dir = output_dir(stage, config)
-    outputs = {str(path.relative_to(stage_dir)): path.stat().st_size for path in output_files(stage_dir)}
-    (stage_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": current, "outputs": outputs}, indent=1))
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def _file_digest(path: Path) -> str:
@@ -93,11 +134,15 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _image_environment() -> dict:
+def _image_environment(config: Config) -> dict:
     """What the image branch finds on this machine: `image.backbone=auto` picks ResNet-50 once its
     weights are in the torch cache, and `image.device=auto` a GPU once torch sees one."""
     import torch
 
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    weights = sorted((path.name, path.stat().st_size) for path in checkpoints.glob("*")) if checkpoints.is_dir() else []
-    return {"torch_checkpoints": weights, "cuda": torch.cuda.is_available()}
+    environment = {}
+    if config.image.backbone == "auto":
+        checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+        environment["torch_checkpoints"] = sorted((p.name, p.stat().st_size) for p in checkpoints.glob("*")) if checkpoints.is_dir() else []
+    if config.image.device == "auto":
+        environment["cuda"] = torch.cuda.is_available()
+    return environment

@@ -41,9 +41,50 @@ def test_train_skips_a_stage_trained_from_the_same_inputs_settings_and_code(trai
     assert trained(["--set", "fusion.dropout=0.4", "--force"])
     summary = artifacts / "text_model" / "summary.json"
     summary.write_text(summary.read_text() + " ")  # an input of the fusion: the text branch's outputs
+    assert main(["classify", "--artifacts", str(artifacts), "--text", "oak chair"]) == 0  # until retrained, the fusion is named stale
+    assert "combined_model was trained from other branches than those now in" in capsys.readouterr().err
     assert trained(["--set", "fusion.dropout=0.4"])
     (artifacts / "combined_model" / "curves.png").unlink()
     assert trained(["--set", "fusion.dropout=0.4"])
+    sidecar = artifacts / "combined_model" / "model.json"
+    sidecar.write_text(sidecar.read_text().replace('"late"', '"xxxx"'))  # an output changed, its size the same
+    assert trained(["--set", "fusion.dropout=0.4"])
+
+
+def test_a_stage_interrupted_or_edited_while_training_is_not_up_to_date(trained_pipeline, tmp_path, monkeypatch, capsys):
+    """The record goes before a stage runs and the fingerprint is taken before it starts: a stage
+    stopped half-way, or whose code changed while it trained, trains again next time."""
+    import combined_model.train
+    import scripts.freshness
+
+    config, _ = trained_pipeline
+    artifacts = shutil.copytree(config.paths.root, tmp_path / "artifacts", ignore=shutil.ignore_patterns("cache"))
+    argv = ["train", "combined", "--artifacts", str(artifacts)]
+    assert main(argv) == 0
+    real_train = combined_model.train.train_combined
+
+    def interrupted(stage_config):
+        model = artifacts / "combined_model" / "model.pt"
+        model.write_bytes(b"\0" * model.stat().st_size)  # rewritten in place, not yet with the new weights
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(combined_model.train, "train_combined", interrupted)
+    assert main([*argv, "--force"]) == 130
+    monkeypatch.setattr(combined_model.train, "train_combined", real_train)
+    capsys.readouterr()
+    assert main(argv) == 0 and "up to date" not in capsys.readouterr().err  # not skipped with a half-written model
+
+    def edited_while_training(stage_config):
+        summary = real_train(stage_config)
+        monkeypatch.setattr(scripts.freshness, "REQUIREMENTS", Path(__file__))  # as if `git pull` changed the pins meanwhile
+        return summary
+
+    monkeypatch.setattr(combined_model.train, "train_combined", edited_while_training)
+    assert main([*argv, "--force"]) == 0
+    monkeypatch.setattr(combined_model.train, "train_combined", real_train)
+    capsys.readouterr()
+    assert main(argv) == 0 and "up to date" not in capsys.readouterr().err  # the change was not trained: it is now
+    assert main(argv) == 0 and "up to date" in capsys.readouterr().err
 
 
 def test_every_stage_leaves_its_artifacts(trained_pipeline):
