@@ -232,4 +232,6 @@ def _plain_message(error: dict) -> str:
         return "send a file here (curl -F img=@photo.jpg), not a text value"
     if error.get("type") == "string_type" and hasattr(error.get("input"), "filename"):
         return "send text here, not a file"
+    if error.get("type") == "value_error":  # our own validators' words (a price), without pydantic's "Value error, "
+        return message.removeprefix("Value error, ")
     return message

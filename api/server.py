@@ -84,6 +84,7 @@ def server_options(config: Config) -> dict[str, object]:
         "host": config.serve.host,
         "port": config.serve.port,
         "http": JsonErrorsHttpToolsProtocol,
+        "ws": "none",  # no route speaks WebSocket: an Upgrade header is an ordinary request, not a bodiless 403
         "log_level": "info",
         "timeout_graceful_shutdown": 10,
     }

@@ -253,7 +253,7 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "min_price": "-1"}, None, 422, "min_price"),
     ("/similar", {"txt": "chair", "max_price": "nan"}, None, 422, "max_price"),
     ("/similar", {"txt": "chair", "max_price": "inf"}, None, 422, "max_price"),
-    ("/similar", {"txt": "chair", "max_price": "1_000"}, None, 422, "'1_000' is not a price: give pounds, such as 45, 45.50 or £1,234.00"),
+    ("/similar", {"txt": "chair", "max_price": "1_000"}, None, 422, "max_price: '1_000' is not a price: give pounds, such as 45, 45.50 or £1,234.00"),
     ("/similar", {"txt": "chair", "max_price": "Free"}, None, 422, "'Free' is not a price"),
     ("/similar", {}, None, 422, "a photo (img), a text (txt) or both"),
 ]
@@ -461,6 +461,16 @@ def test_a_request_that_is_not_http_gets_a_json_error_and_the_server_goes_on(art
         with _raw_connection(url) as sock:
             sock.sendall(b"GET /categories HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _read_reply(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_an_upgrade_header_is_an_ordinary_request(artifacts):
+    """No route speaks WebSocket: a request asking to upgrade gets the route's JSON, not uvicorn's bodiless 403."""
+    config = tiny_config(artifacts)
+    upgrade = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    with live_server(config, fake_services(config)) as url, _raw_connection(url) as sock:
+        sock.sendall(b"GET /categories HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n")
+        head, _, body = _read_reply(sock).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["categories"] == CLASSES
 
 
 def test_a_request_head_that_never_ends_is_refused_before_it_is_held(artifacts):

@@ -5,12 +5,13 @@ Needs Debian's `chromium` and `chromium-driver` (CI installs them); skipped with
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from listings.config import Config
-from test_api_fakes import CLASSES, fake_services, live_server, synthetic_photo, tiny_config
+from test_api_fakes import CLASSES, FakePredictor, fake_services, live_server, synthetic_photo, tiny_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -126,3 +127,30 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         in_view = "const r = document.getElementById('status').getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
         wait.until(lambda d: d.execute_script(in_view))
         assert not browser.find_element(By.ID, "results-section").is_displayed()  # the earlier answer is gone
+
+
+def test_the_last_search_asked_for_is_the_one_drawn(tmp_path, browser):
+    """A slow search (the model busy) answering after the "More like this" clicked meanwhile does not
+    replace its results; a price is typed as the catalogue writes it; focus follows the new results."""
+    config = tiny_config(tmp_path / "artifacts")
+    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        browser.find_element(By.ID, "text").send_keys("oak dining chair")
+        browser.find_element(By.ID, "max-price").send_keys("£1,000.00")
+        browser.find_element(By.ID, "search").click()
+        wait.until(lambda d: "listings, ranked by" in d.find_element(By.ID, "status").text)
+        prices = [c.find_element(By.CSS_SELECTOR, ".price").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
+        assert prices and all(p.startswith("£") for p in prices)
+
+        card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
+        title = card.find_element(By.CSS_SELECTOR, ".title").text
+        more = card.find_element(By.CSS_SELECTOR, ".more-like")
+        assert title in more.get_attribute("aria-label")
+        browser.find_element(By.ID, "search").click()  # slow: the model sleeps a second
+        more.click()  # fast: no model runs
+        wait.until(lambda d: title in d.find_element(By.ID, "results-heading").text)
+        assert browser.switch_to.active_element.get_attribute("id") == "results-heading"
+        time.sleep(1.5)  # the slow search has answered by now
+        assert title in browser.find_element(By.ID, "results-heading").text
+        assert not browser.find_element(By.ID, "search").get_attribute("disabled")

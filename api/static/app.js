@@ -81,6 +81,7 @@ function drawResults(results) {
     );
     const more = element("button", "more-like secondary", "More like this");
     more.type = "button";
+    more.setAttribute("aria-label", `More like “${listing.title || "(untitled)"}”`);
     more.addEventListener("click", () => moreLike(listing));
     body.append(more);
     card.append(body);
@@ -98,13 +99,18 @@ function filters() {
   return fields;
 }
 
-// Fetch one search and draw it; true when it was answered, false when refused or failed (said in the status).
+let latest = 0;  // the number of the last search asked for: an earlier one answering later is not drawn
+
+// Fetch one search and draw it; true when it was answered, false when refused or failed (said in the
+// status) or when a later search was asked for meanwhile (its answer is the one the user wants).
 async function ask(url, options, onAnswer) {
+  const number = ++latest;
   status.textContent = "Searching…";
   $("search").disabled = true;
   try {
     const response = await fetch(url, options);
     const answer = await response.json();
+    if (number !== latest) return false;
     if (!response.ok) {
       clearAnswer();  // the results of an earlier search are not the answer to this one
       status.textContent = `Refused: ${answer.detail}`;
@@ -115,11 +121,14 @@ async function ask(url, options, onAnswer) {
     status.textContent = `${answer.results.length} listings, ranked by ${answer.modalities.join(" + ")}`;
     return true;
   } catch (error) {
+    if (number !== latest) return false;
     clearAnswer();
-    status.textContent = `The search failed: ${error}`;
+    status.textContent = error instanceof TypeError
+      ? "The server is not answering: is fbm serve running?"
+      : `The search failed: ${error}`;
     return false;
   } finally {
-    $("search").disabled = false;
+    if (number === latest) $("search").disabled = false;
   }
 }
 
@@ -129,8 +138,11 @@ async function moreLike(listing) {
     $("prediction").hidden = true;
     $("results-heading").textContent = `Listings like “${answer.listing.title}”`;
   });
-  // the button may be far below the form: bring the new results, or the refusal, into view
-  (answered ? $("results-section") : status).scrollIntoView({ behavior: "smooth", block: answered ? "start" : "center" });
+  // the button may be far below the form, and is gone with the old results: bring the new results,
+  // or the refusal, into view, and keyboard focus with them
+  const target = answered ? $("results-heading") : status;
+  target.scrollIntoView({ behavior: "smooth", block: answered ? "start" : "center" });
+  if (answered) target.focus();
 }
 
 async function search(event) {
@@ -176,5 +188,8 @@ drop.addEventListener("drop", (event) => {
 photo.addEventListener("change", showPreview);
 $("preview").addEventListener("error", () => { $("preview").hidden = true; });  // not a picture the browser draws
 form.addEventListener("submit", search);
+$("text").addEventListener("keydown", (event) => {  // Enter writes a new line in the description; Ctrl+Enter searches
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+});
 $("clear").addEventListener("click", clearAll);
 loadCategories();
