@@ -49,6 +49,11 @@ def dataset_photo(tmp_path: Path) -> Path:
     return path
 
 
+def card_texts(browser, selector: str) -> list[str]:
+    """One field's text on every result card, in order."""
+    return [card.find_element(By.CSS_SELECTOR, selector).text for card in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
+
+
 @pytest.fixture
 def browser(tmp_path):
     options = webdriver.ChromeOptions()
@@ -100,7 +105,7 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         category.find_element(By.XPATH, "option[text()='Home & Garden']").click()
         browser.find_element(By.ID, "search").click()
         wait.until(lambda d: "4 listings" in d.find_element(By.ID, "status").text)
-        categories = [c.find_element(By.CSS_SELECTOR, ".category").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
+        categories = card_texts(browser, ".category")
         assert categories and all(c.startswith("Home & Garden") for c in categories)
 
         # "More like this" on a result: the listings like it, the listing itself not among them
@@ -110,7 +115,7 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         wait.until(lambda d: title in d.find_element(By.ID, "results-heading").text)
         wait.until(lambda d: "listings, ranked by" in d.find_element(By.ID, "status").text)
         assert not browser.find_element(By.ID, "prediction").is_displayed()
-        titles = [c.find_element(By.CSS_SELECTOR, ".title").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
+        titles = card_texts(browser, ".title")
         assert titles and title not in titles
 
         # a refused "More like this" (an empty price range) says so where the user is looking
@@ -140,7 +145,7 @@ def test_the_last_search_asked_for_is_the_one_drawn(tmp_path, browser):
         browser.find_element(By.ID, "max-price").send_keys("£1,000.00")
         browser.find_element(By.ID, "search").click()
         wait.until(lambda d: "listings, ranked by" in d.find_element(By.ID, "status").text)
-        prices = [c.find_element(By.CSS_SELECTOR, ".price").text for c in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
+        prices = card_texts(browser, ".price")
         assert prices and all(p.startswith("£") for p in prices)
 
         card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
