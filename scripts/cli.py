@@ -108,17 +108,15 @@ def train_stage(stage: str, config: Config, force: bool) -> dict:
         return run_stage(stage, config)
     from scripts import freshness
 
-    have_inputs = all(path.is_file() for path in freshness.input_files(stage, config))
-    inputs = freshness.inputs_digest(stage, config) if have_inputs else ""
-    current = freshness.fingerprint(stage, config, inputs) if have_inputs else ""  # before the stage: code edited meanwhile is not trained
-    if current and not force and freshness.up_to_date(stage, config, current):
+    digests = freshness.digests(stage, config)  # before the stage: code edited meanwhile is not trained
+    if digests and not force and freshness.up_to_date(stage, config, digests[0]):
         where = freshness.output_dir(stage, config)
         print(f"== {stage} == up to date: {where} was trained from these inputs, settings and code (--force trains it again)", file=sys.stderr)
         return {"skipped": "up to date", "outputs": str(where)}
     freshness.forget(stage, config)  # an interrupted stage leaves no record
     summary = run_stage(stage, config)  # with an input missing, the stage says which and how to make it
-    if current:
-        freshness.record(stage, config, current, inputs)
+    if digests:
+        freshness.record(stage, config, *digests)
     return summary
 
 

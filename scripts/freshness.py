@@ -76,6 +76,14 @@ def fingerprint(stage: str, config: Config, inputs: str) -> str:
     return digest.hexdigest()
 
 
+def digests(stage: str, config: Config) -> tuple[str, str] | None:
+    """(`fingerprint`, `inputs_digest`) of a stage, taken before it runs; None while an input is missing."""
+    if not all(path.is_file() for path in input_files(stage, config)):
+        return None
+    inputs = inputs_digest(stage, config)
+    return fingerprint(stage, config, inputs), inputs
+
+
 def up_to_date(stage: str, config: Config, current: str) -> bool:
     """Whether the stage's recorded fingerprint is `current` and its outputs are all still as written."""
     recorded = _recorded(stage, config)

@@ -54,6 +54,12 @@ def card_texts(browser, selector: str) -> list[str]:
     return [card.find_element(By.CSS_SELECTOR, selector).text for card in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
 
 
+def first_result(browser):
+    """The first result card's title and its "More like this" button."""
+    card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
+    return card.find_element(By.CSS_SELECTOR, ".title").text, card.find_element(By.CSS_SELECTOR, ".more-like")
+
+
 @pytest.fixture
 def browser(tmp_path):
     options = webdriver.ChromeOptions()
@@ -109,9 +115,8 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         assert categories and all(c.startswith("Home & Garden") for c in categories)
 
         # "More like this" on a result: the listings like it, the listing itself not among them
-        card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
-        title = card.find_element(By.CSS_SELECTOR, ".title").text
-        card.find_element(By.CSS_SELECTOR, ".more-like").click()
+        title, more = first_result(browser)
+        more.click()
         wait.until(lambda d: title in d.find_element(By.ID, "results-heading").text)
         wait.until(lambda d: "listings, ranked by" in d.find_element(By.ID, "status").text)
         assert not browser.find_element(By.ID, "prediction").is_displayed()
@@ -148,9 +153,7 @@ def test_the_last_search_asked_for_is_the_one_drawn(tmp_path, browser):
         prices = card_texts(browser, ".price")
         assert prices and all(p.startswith("£") for p in prices)
 
-        card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
-        title = card.find_element(By.CSS_SELECTOR, ".title").text
-        more = card.find_element(By.CSS_SELECTOR, ".more-like")
+        title, more = first_result(browser)
         assert title in more.get_attribute("aria-label")
         browser.find_element(By.ID, "search").click()  # slow: the model sleeps a second
         more.click()  # fast: no model runs
