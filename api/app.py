@@ -1,7 +1,7 @@
 """The FastAPI application: `create_app(config, services)`.
 
 Models and index are loaded once (by `api.server.serve` before the server starts, or here in the
-lifespan when no services are given); one inference thread runs them through a micro-batcher, a
+lifespan when no services are given); inference threads (one per core by default) run them through a micro-batcher, a
 small pool decodes uploaded photos and prepares the models' inputs, and every error a client can cause is a 4xx JSON
 `{"detail": "..."}`.
 """

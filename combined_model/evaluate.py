@@ -21,14 +21,13 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from combined_model.features import concat_embeddings
-from combined_model.fusion import EARLY, LATE, combine, single_branch
+from combined_model.fusion import EARLY, LATE
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.config import Config
-from listings.data import MissingColumnsError, listing_text, read_dataset, write_table
+from listings.data import MissingColumnsError, dataset_photos, listing_text, photo_path, read_dataset, write_table
 from listings.images import ImageError, clean_photo, file_digest
-from listings.metrics import figure, per_class, per_product, plural, summarise
+from listings.metrics import NO_ANSWER, answers, figure, no_answer_where_absent, per_class, per_product, plural, summarise
 from listings.prepare import Prepared, load_prepared
 from text_model.baseline import TfidfSvmBaseline
 
@@ -83,7 +82,7 @@ def directory_set(config: Config, data_dir: str) -> EvalSet:
 
 def images_of(data_dir: str) -> Path:
     """The photo folder of a marketplace-format directory; a ValueError when it has none."""
-    image_dir = Path(data_dir) / "images"
+    image_dir = dataset_photos(data_dir)
     if not image_dir.is_dir():
         raise ValueError(f"{image_dir} not found: a marketplace-format directory holds Products.csv, Images.csv and images/")
     return image_dir
@@ -98,7 +97,7 @@ def ids_seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: 
     fitted_photos = {digest for digests in fitted["image_digests"] for digest in digests}
 
     def seen(product_id: str, image_ids: list[str]) -> bool:
-        paths = (image_dir / f"{image_id}.jpg" for image_id in image_ids)
+        paths = (photo_path(image_dir, image_id) for image_id in image_ids)
         return product_id in fitted_ids or any(path.is_file() and file_digest(path) in fitted_photos for path in paths)
 
     return [pid for pid, ids in zip(listings["product_id"], listings["image_ids"]) if seen(pid, ids)]
@@ -111,7 +110,7 @@ def load_photos(image_ids_per_listing: pd.Series, image_dir: Path, size: int, ma
         mine = []
         for image_id in image_ids:
             try:
-                mine.append(clean_photo(image_dir / f"{image_id}.jpg", size, max_pixels))
+                mine.append(clean_photo(photo_path(image_dir, image_id), size, max_pixels))
             except ImageError as exc:
                 skipped[image_id] = exc.reason
         photos.append(mine)
@@ -144,15 +143,13 @@ def row_probabilities(
         items = list(zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS]))
         prepared = [predictor.prepare(images, text, require_input=False) for images, text in items]
         out = predictor.branch_outputs(prepared)
-        fusion = predictor.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
         tfidf_probs = listing_tfidf(tfidf, prepared, out, [text for _, text in items])
-        late = predictor.late
-        parts["image"].append(single_branch(out.image_probs, out.has_image))
-        parts["text"].append(single_branch(out.text_probs, out.has_text))
-        parts["combined"].append(combine(out.image_probs, out.text_probs, fusion, out.has_image, out.has_text, EARLY, late))
-        parts["late_fusion"].append(combine(out.image_probs, out.text_probs, None, out.has_image, out.has_text, LATE, late, tfidf_probs))
+        parts["image"].append(no_answer_where_absent(out.image_probs, out.has_image))
+        parts["text"].append(no_answer_where_absent(out.text_probs, out.has_text))
+        parts["combined"].append(predictor.fuse(out, EARLY, None))
+        parts["late_fusion"].append(predictor.fuse(out, LATE, tfidf_probs))
         parts["tfidf_baseline"].append(tfidf_probs)
-        hog_probs = np.full((len(out.owner), len(predictor.classes)), 1.0 / len(predictor.classes), np.float32)
+        hog_probs = np.full((len(out.owner), len(predictor.classes)), np.nan, np.float32)  # no photo: no answer
         batch_photos = [p for images, _ in items for p in images]
         if batch_photos:
             hog_probs[out.has_image] = hog.predict_proba(batch_photos)
@@ -179,8 +176,8 @@ def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.Data
         # no photo to score: null figures (a NaN would make the metrics files invalid JSON)
         per_image[name] = summarise(labels[owner][has_image], probs[has_image]) if has_image.any() else dict.fromkeys(models[name])
         per_class_f1[name] = per_class(labels, product_probs[name], classes)
-        confusions[name] = confusion(labels, product_probs[name].argmax(axis=1), len(classes)).tolist()
-    product_pred = {name: probs.argmax(axis=1) for name, probs in product_probs.items()}
+        confusions[name] = confusion(labels, answers(product_probs[name]), len(classes)).tolist()
+    product_pred = {name: answers(probs) for name, probs in product_probs.items()}
     served = "combined" if predictor.method == EARLY else "late_fusion"  # the model `/combined` answers with
     photos_scored = np.bincount(owner[has_image], minlength=n)
     result = {
@@ -221,7 +218,7 @@ def listing_predictions(listings: pd.DataFrame, classes: list[str], product_prob
         "photos_scored": photos,
     })
     for name, probs in product_probs.items():
-        frame[name] = [classes[i] for i in probs.argmax(axis=1)]
+        frame[name] = [classes[i] if i != NO_ANSWER else "" for i in answers(probs)]  # no input: no answer
     frame["served_correct"] = served_probs.argmax(axis=1) == labels
     frame["served_confidence"] = served_probs.max(axis=1).round(4)
     frame["served_p_root"] = served_probs[np.arange(len(labels)), labels].round(4)
@@ -242,8 +239,10 @@ def fairness_warnings(eval_set: EvalSet, n_products: int) -> list[str]:
 
 
 def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts of (true, answered) class pairs; a listing the model gave no answer (NO_ANSWER) is left out."""
+    answered = pred != NO_ANSWER
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, pred), 1)
+    np.add.at(matrix, (labels[answered], pred[answered]), 1)
     return matrix
 
 

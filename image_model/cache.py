@@ -24,6 +24,7 @@ from tqdm import tqdm
 from image_model.model import ImageNetwork
 from image_model.preprocess import make_view, to_batch
 from listings.config import CLEAN_IMAGES_FORM
+from listings.data import photo_path
 from listings.images import ImageError, clean_image
 
 
@@ -172,7 +173,7 @@ def _load_views(
     loaded, pixels, skipped = [], [], {}
     for image_id in image_ids:
         try:
-            image = clean_image(Path(image_dir) / f"{image_id}.jpg", clean_size)
+            image = clean_image(photo_path(image_dir, image_id), clean_size)
         except ImageError as exc:
             skipped[image_id] = exc.reason
             continue

@@ -34,20 +34,20 @@ from image_model.backbones import (
     pretrained_state_dict,
     resnet50_weight_options,
     resolve_backbone,
-    sha256_file,
 )
 from image_model.baseline import HogSvmBaseline, hog_features
 from image_model.cache import FeatureCache, FillStats, cache_key, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE
 from image_model.model import Architecture, ImageNetwork, build_network, training_device
 from image_model.preprocess import make_view, to_batch
+from listings.artifacts import CURVES_FILE, SUMMARY_FILE, sha256_file
 from listings.config import Config
+from listings.data import photo_path
 from listings.images import clean_image
 from listings.metrics import per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
-CURVES_FILE = "curves.png"
 NAIVE_SAMPLE = 256  # training images timed through the naive loop (trunk run every step)
 SVM_CS = (3e-6, 1e-5, 3e-5)  # the baseline's C, chosen on validation photos (larger C overfits 1,764-d HOG)
 EVAL_BATCH = 512
@@ -123,7 +123,7 @@ def train_image(config: Config) -> dict:
     network, data, fill, photos = run.network, run.data, run.fill, run.photos
     history, best_epoch, initial_val_loss = fit(network, data["train"], data["val"], config)
     naive = time_naive_loop(network, run.image_dir, data["train"], config)
-    branch = {split: _evaluate(_predict(network, data[split].features[0])[2], data[split]) for split in ("val", "test")}
+    branch = {split: score_split(predict_features(network, data[split].features[0])[2], data[split]) for split in ("val", "test")}
     network.cpu()  # exported and saved from the CPU, where it is served
 
     out_dir = config.paths.image_model
@@ -166,7 +166,7 @@ def train_image(config: Config) -> dict:
     }
     _save(network, run.classes, run.weights_file, run.weights_sha, config, summary, history, out_dir)
     summary["wall_time_s"] = round(time.perf_counter() - start, 1)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), file=sys.stderr)
     return summary
 
@@ -214,7 +214,7 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
     steps_per_epoch = math.ceil(n / settings.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps_per_epoch, settings.epochs * steps_per_epoch))
 
-    initial_loss = _predict(network, val.features[0], val.labels)[0]
+    initial_loss = predict_features(network, val.features[0], val.labels)[0]
     history: list[dict] = []
     best = {"score": -1.0, "epoch": 0, "state": _trained_state(network)}
     for epoch in range(1, settings.epochs + 1):
@@ -236,8 +236,8 @@ def fit(network: ImageNetwork, train: SplitData, val: SplitData, config: Config)
             correct += int((logits.argmax(1) == labels).sum())
         train_seconds = time.perf_counter() - epoch_start
 
-        val_loss, _, val_probs = _predict(network, val.features[0], val.labels)
-        val_scores = _evaluate(val_probs, val)
+        val_loss, _, val_probs = predict_features(network, val.features[0], val.labels)
+        val_scores = score_split(val_probs, val)
         record = {
             "epoch": epoch,
             "train_loss": total_loss / n,
@@ -280,7 +280,7 @@ def _warmup_cosine(warmup_steps: int, total_steps: int):
 
 
 @torch.inference_mode()
-def _predict(network: ImageNetwork, features: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+def predict_features(network: ImageNetwork, features: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """(mean cross-entropy or nan, embeddings, probabilities) of cached cut features, in eval mode."""
     network.eval()
     embeddings, logits = [], []
@@ -313,7 +313,7 @@ def time_naive_loop(network: ImageNetwork, image_dir: Path, train: SplitData, co
         pixels = []
         for row in rows:
             image_id = train.image_ids[row]
-            image = clean_image(image_dir / f"{image_id}.jpg", config.data.image_size)
+            image = clean_image(photo_path(image_dir, image_id), config.data.image_size)
             pixels.append(make_view(image, settings.input_size, int(rng.integers(settings.views)), image_id, seed))
         trunk_start = time.perf_counter()
         cut = model.cut_features(to_batch(pixels)).clone()
@@ -360,13 +360,14 @@ def scores(probs: np.ndarray, labels: np.ndarray, product_index: np.ndarray, pro
     return {"image": summarise(labels, probs), "product": summarise(product_labels, product_probs)}
 
 
-def _evaluate(probs: np.ndarray, data: SplitData) -> dict[str, dict[str, float]]:
+def score_split(probs: np.ndarray, data: SplitData) -> dict[str, dict[str, float]]:
+    """Accuracy and macro-F1 of a split's photo probabilities, per photo and per product (the mean of its photos')."""
     return scores(probs, data.labels.numpy(), data.product_index, data.product_labels)
 
 
 def export_embeddings(network: ImageNetwork, plain_features: torch.Tensor, image_ids: list[str], path: Path) -> dict:
     """The 256-d embedding and probabilities of every usable photo (plain view) for fusion and the index."""
-    _, embeddings, probs = _predict(network, plain_features)
+    _, embeddings, probs = predict_features(network, plain_features)
     np.savez(path, image_ids=np.array(image_ids, dtype=str), embeddings=embeddings.astype(np.float32), probs=probs.astype(np.float32))
     return {"path": str(path), "photos": len(image_ids), "dim": int(embeddings.shape[1]) if len(embeddings) else network.architecture.embed_dim}
 
@@ -374,7 +375,7 @@ def export_embeddings(network: ImageNetwork, plain_features: torch.Tensor, image
 def train_baseline(config: Config, image_dir: Path, photos: pd.DataFrame, classes: list[str]) -> dict:
     """HOG + linear SVM on the same photos and split; C chosen on validation photos."""
     start = time.perf_counter()
-    images = (clean_image(image_dir / f"{i}.jpg", config.data.image_size) for i in tqdm(photos["image_id"], desc="HOG photos", unit="img"))
+    images = (clean_image(photo_path(image_dir, i), config.data.image_size) for i in tqdm(photos["image_id"], desc="HOG photos", unit="img"))
     features = hog_features(images, config.data.workers)
     split = photos["split"].to_numpy()
     labels = photos["label"].to_numpy(np.int64)

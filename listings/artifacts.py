@@ -5,10 +5,15 @@ Weights are loaded with `torch.load(weights_only=True)`: plain tensors only, nev
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any, Iterable
+
+# what every training stage writes beside its model: its curves per epoch and a JSON summary
+CURVES_FILE = "curves.png"
+SUMMARY_FILE = "summary.json"
 
 
 def require_files(paths: Iterable[Path], command: str) -> None:
@@ -42,3 +47,12 @@ def first_line(exc: Exception) -> str:
     reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
     text = (reason.group(1) if reason else text).strip()
     return re.split(r"(?<=\.)\s|\n", text, maxsplit=1)[0][:200] or type(exc).__name__
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's content, read in blocks (weights files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

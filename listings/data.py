@@ -20,7 +20,9 @@ import pandas as pd
 PRODUCT_COLUMNS = ["id", "product_name", "category", "product_description", "price", "location"]
 LISTING_COLUMNS = ["product_id", "title", "description", "price", "location", "category", "root", "image_ids"]
 
-_TITLE_SUFFIX = re.compile(r"\s*\|\s*in\s+[^|]*\|\s*Gumtree\s*$", re.IGNORECASE)
+# " | in Leeds, West Yorkshire | Gumtree": the end of every scraped title, and where a title ends in
+# a listing pasted whole from the site
+_GUMTREE_SUFFIX = re.compile(r"\s*\|\s*in\s+[^|]{0,200}\|\s*Gumtree\b", re.IGNORECASE)
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*"
 # "25 February 2022", "25. February 2022", "February 25, 2022"
 _DATE = rf"(?:\d{{1,2}}\.?\s+{_MONTH}\s+\d{{4}}|{_MONTH}\s+\d{{1,2}},?\s+\d{{4}})"
@@ -43,11 +45,21 @@ _NUMERIC_REFERENCE = re.compile(r"&#(?:([xX])([0-9a-fA-F]+)|([0-9]+))(;?)")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 # "£1,234.00", "£75", "1234.5": pounds, with thousands commas or none; anything else is no price
-_PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?")
+_PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?", re.ASCII)  # ASCII digits: not "٤٥" or "４５"
 # Listing and photo ids are UUID-like tokens: letters, digits, '-' and '_' only, so an id can never
 # name a path (no '/', '.', or '\\'). The API checks its ids with the same pattern (pydantic's regex).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 _ID = re.compile(ID_PATTERN)
+
+
+def dataset_photos(data_dir: str | Path) -> Path:
+    """The photo folder of a marketplace-format directory."""
+    return Path(data_dir) / "images"
+
+
+def photo_path(directory: str | Path, image_id: str) -> Path:
+    """Photo `image_id` in a folder of photos (a dataset's, the cleaned-photo cache, the added photos)."""
+    return Path(directory) / f"{image_id}.jpg"
 
 
 class DatasetError(ValueError):
@@ -64,7 +76,7 @@ class MissingColumnsError(DatasetError):
 
 def clean_title(raw: object) -> str:
     """Strip the ` | in <Town>, <County> | Gumtree` suffix and tidy whitespace."""
-    return _tidy(_TITLE_SUFFIX.sub("", clean_text(raw)))
+    return _tidy(_GUMTREE_SUFFIX.sub("", clean_text(raw)))
 
 
 def clean_description(raw: object) -> str:
@@ -75,6 +87,14 @@ def clean_description(raw: object) -> str:
 def listing_text(title: str, description: str) -> str:
     """The text a listing is classified and searched by: its title, then its description."""
     return _tidy(f"{title}. {description}" if title and description else title or description)
+
+
+def clean_listing_text(raw: object) -> str:
+    """A text given whole, title then description (a query, or a listing pasted from the site), cleaned
+    as `clean_title` and `clean_description` clean those fields for training: the Gumtree suffix ends
+    the title wherever it stands, and the "Posted by" boilerplate goes. Text already cleaned is
+    returned with the same tokens, so a listing's `listing_text` may be cleaned again."""
+    return _tidy(_POSTED_BY.sub(". ", _GUMTREE_SUFFIX.sub(". ", clean_text(raw)))).lstrip(". ").strip()
 
 
 def parse_price(raw: object) -> float | None:

@@ -18,6 +18,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from listings.data import photo_path
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not half a picture
 LETTERBOX_FILL = (0, 0, 0)  # the dataset's photos are letterboxed on black
 JPEG_QUALITY = 95
@@ -340,8 +342,8 @@ def build_clean_cache(
     cleaned_from = json.loads(sources_path.read_text()) if sources_path.is_file() else {}
 
     def one(image_id: str) -> tuple[str, str | None, str | None]:
-        source = source_dir / f"{image_id}.jpg"
-        target = cache_dir / f"{image_id}.jpg"
+        source = photo_path(source_dir, image_id)
+        target = photo_path(cache_dir, image_id)
         try:
             require_file(source)
             digest = file_digest(source)

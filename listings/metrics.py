@@ -5,26 +5,44 @@ import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 
+NO_ANSWER = -1  # the answer of a model that had no input
+
+
+def no_answer_where_absent(probs: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """A model's probability rows, NaN where it had no input (the image models on a listing without
+    a photo): no answer, which the metrics score as wrong rather than as a guess of the first class."""
+    return np.where(present[:, None], probs, np.nan).astype(np.float32)
+
+
+def answers(probs: np.ndarray) -> np.ndarray:
+    """Each row's most probable class; NO_ANSWER for a row of NaN."""
+    answered = ~np.isnan(probs).any(axis=1)
+    return np.where(answered, np.nan_to_num(probs, nan=0.0).argmax(axis=1), NO_ANSWER)
+
+
 def summarise(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro-F1 and top-3 accuracy of probability rows against integer labels.
+    """Accuracy, macro-F1 and top-3 accuracy of probability rows against integer labels; a row of
+    NaN (no answer) is wrong.
 
     Macro-F1 averages over the classes the labels hold: a class absent from the data (a small
     evaluation set of a few categories) would otherwise count as F1 0 and drag the mean down."""
     labels = np.asarray(labels)
     if len(labels) == 0:
         return {"accuracy": float("nan"), "macro_f1": float("nan"), "top3": float("nan")}
-    pred = probs.argmax(axis=1)
-    top3 = np.argsort(-probs, axis=1)[:, :3]
+    pred = answers(probs)
+    top3 = np.argsort(-np.nan_to_num(probs, nan=0.0), axis=1)[:, :3]
+    in_top3 = (top3 == labels[:, None]).any(axis=1) & (pred != NO_ANSWER)
     return {
         "accuracy": float((pred == labels).mean()),
         "macro_f1": float(f1_score(labels, pred, average="macro", labels=np.unique(labels), zero_division=0)),
-        "top3": float((top3 == labels[:, None]).any(axis=1).mean()),
+        "top3": float(in_top3.mean()),
     }
 
 
 def per_class(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of every class (a row without an answer counts against its class's recall)."""
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, probs.argmax(axis=1), labels=range(len(classes)), zero_division=0
+        labels, answers(probs), labels=range(len(classes)), zero_division=0
     )
     return {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

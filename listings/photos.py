@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from listings.config import Config
+from listings.data import photo_path
 from listings.images import STORED_JPEG, stored_jpeg
 
 
@@ -28,7 +29,7 @@ class PhotoStore:
 
     def path(self, image_id: str) -> Path | None:
         for directory in (self.catalogue_dir, self.added_dir):
-            candidate = directory / f"{image_id}.jpg"
+            candidate = photo_path(directory, image_id)
             if candidate.is_file():
                 return candidate
         return None
@@ -37,7 +38,7 @@ class PhotoStore:
         """A photo added through the API while `data.image_size` was another size: it is in that
         size's folder beside this one's (`fbm index` cleans it again at this size)."""
         for directory in sorted(self._added_dirs()):
-            candidate = directory / f"{image_id}.jpg"
+            candidate = photo_path(directory, image_id)
             if directory != self.added_dir and candidate.is_file():
                 return candidate
         return None
@@ -50,7 +51,7 @@ class PhotoStore:
         unless it is given one."""
         self.added_dir.mkdir(parents=True, exist_ok=True)
         image_id = image_id or str(uuid.uuid4())
-        target = self.added_dir / f"{image_id}.jpg"
+        target = photo_path(self.added_dir, image_id)
         temporary = target.with_suffix(".tmp")
         with temporary.open("wb") as handle:
             handle.write(photo.info.get(STORED_JPEG) or stored_jpeg(photo))  # as cleaned: no second encoding
@@ -77,4 +78,4 @@ class PhotoStore:
         are never touched."""
         for directory in self._added_dirs():
             for image_id in image_ids:
-                (directory / f"{image_id}.jpg").unlink(missing_ok=True)
+                photo_path(directory, image_id).unlink(missing_ok=True)

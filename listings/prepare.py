@@ -16,7 +16,7 @@ import pandas as pd
 from listings.artifacts import require_files
 from listings.categories import CategoryEncoder
 from listings.config import Config, Paths
-from listings.data import DatasetError, read_dataset, read_jsonl, write_jsonl
+from listings.data import DatasetError, dataset_photos, read_dataset, read_jsonl, write_jsonl
 from listings.images import build_clean_cache
 from listings.splits import SPLITS, group_products, split_products
 
@@ -87,7 +87,7 @@ def prepare(config: Config) -> dict:
     all_ids = [image_id for ids in listings["image_ids"] for image_id in ids]
     digests, skipped = build_clean_cache(
         all_ids,
-        data_dir / "images",
+        dataset_photos(data_dir),
         paths.clean_images(config.data.image_size),
         config.data.image_size,
         config.data.max_image_pixels,

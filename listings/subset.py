@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from listings.data import split_category
+from listings.data import dataset_photos, photo_path, split_category
 
 
 def subset_dataset(source: Path, target: Path, per_class: int, skip_per_class: int = 0) -> Path:
@@ -23,9 +23,9 @@ def subset_dataset(source: Path, target: Path, per_class: int, skip_per_class: i
     chosen = products[with_photo].groupby(root[with_photo], sort=True).nth(range(skip_per_class, skip_per_class + per_class))
     chosen_images = images[images["product_id"].isin(set(chosen["id"]))]
 
-    (target / "images").mkdir(parents=True, exist_ok=True)
+    dataset_photos(target).mkdir(parents=True, exist_ok=True)
     for frame, name in ((chosen, "Products.csv"), (chosen_images, "Images.csv")):
         frame.drop(columns=[c for c in frame.columns if c.startswith("Unnamed")]).to_csv(target / name, lineterminator="\n")
     for image_id in chosen_images["id"]:
-        shutil.copyfile(source / "images" / f"{image_id}.jpg", target / "images" / f"{image_id}.jpg")
+        shutil.copyfile(photo_path(dataset_photos(source), image_id), photo_path(dataset_photos(target), image_id))
     return target

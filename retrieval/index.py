@@ -266,9 +266,6 @@ class SearchResult:
     hits: list[Hit]
     modalities: tuple[str, ...]  # which of ("image", "text") ranked the results
 
-    def to_dict(self) -> dict:
-        return {"modalities": list(self.modalities), "results": [asdict(hit) for hit in self.hits]}
-
 
 def format_results(result: SearchResult, title_width: int = 48) -> str:
     """A table of search results with their scores, for the command line."""

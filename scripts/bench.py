@@ -136,14 +136,14 @@ class Query:
 
 def sample_queries(config: Config, n: int = 64) -> list[Query]:
     """Test-split listings that have a photo and a text, as a client would send them."""
-    from listings.data import listing_text
+    from listings.data import dataset_photos, listing_text, photo_path
     from listings.prepare import load_prepared
 
     prepared = load_prepared(config)
     test = prepared.split("test")
     test = test[test["image_ids"].map(len) > 0].head(n)
     return [
-        Query((Path(config.data.data_dir) / "images" / f"{ids[0]}.jpg").read_bytes(), listing_text(title, description))
+        Query(photo_path(dataset_photos(config.data.data_dir), ids[0]).read_bytes(), listing_text(title, description))
         for ids, title, description in zip(test["image_ids"], test["title"], test["description"])
     ]
 

@@ -68,13 +68,13 @@ STAGES = {  # stage → the function that runs it on a Config (imported when run
 }
 
 
-def trained_config(args: argparse.Namespace) -> Config:
+def trained_config(args: argparse.Namespace, index: bool = True) -> Config:
     """`build_config` for a command that uses the trained models, naming any stage trained from
-    inputs that have changed since (`scripts.freshness.stale_stages`)."""
+    inputs that have changed since, and with `index` an index built from them (`scripts.freshness.stale_stages`)."""
     from scripts.freshness import stale_stages
 
     config = build_config(args)
-    for warning in stale_stages(config):
+    for warning in stale_stages(config, index):
         print(warning, file=sys.stderr)
     return config
 
@@ -123,7 +123,7 @@ def train_stage(stage: str, config: Config, force: bool) -> dict:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from combined_model.evaluate import PREDICTIONS_FILE, evaluate, format_table, report_dir, write_outputs
 
-    config = trained_config(args)  # refuses an empty --data: not the test split scored in its place
+    config = trained_config(args, index=False)  # refuses an empty --data: not the test split scored in its place
     if args.json is not None:
         writable_file(args.json, "--json")  # before the evaluation, not after it
     result, predictions = evaluate(config, args.data)  # an explicit --data is the directory to score
@@ -145,12 +145,16 @@ def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE
     from retrieval.index import check_search
 
-    config = trained_config(args)
+    from scripts import freshness
+
+    config = trained_config(args, index=False)  # the index is rebuilt
     if args.k is not None and not args.evaluate:
         raise ValueError("-k sets the neighbours per query of --evaluate: give both, or neither")
     args.k = 10 if args.k is None else args.k
     check_search(args.k, None, None, config.index.max_k, ("-k", "", ""))  # before the index is rebuilt
+    inputs = freshness.index_digest(config)  # before the build: a branch retrained meanwhile is not indexed
     print(format_build(run_stage("index", config)))
+    freshness.record_index(config, inputs)
     if args.evaluate:
         print(format_evaluation(evaluate_retrieval(config, k=args.k)))
         print("written: " + ", ".join(str(config.paths.reports / name) for name in (EVALUATION_FILE, PRECISION_FIGURE, EXAMPLES_FIGURE)))
@@ -159,12 +163,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from listings.categories import CategoryEncoder, canonical_category
-    from listings.data import checked_price, without_controls
+    from listings.data import checked_price, clean_listing_text, without_controls
     from retrieval.index import ListingIndex, check_search, format_results
     from retrieval.query import search_like_listing, search_similar
 
     config = trained_config(args)
-    has_text = bool(args.text and args.text.strip())
+    has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
     if args.like is not None and not args.like.strip():
         raise ValueError("--like needs a product id (the last column of a results table)")
     if args.like and (args.image or has_text):
@@ -208,8 +212,9 @@ def cmd_similar(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from api.schemas import PredictionOut
     from combined_model.inference import Predictor
+    from listings.data import clean_listing_text
 
-    config = trained_config(args)
+    config = trained_config(args, index=False)
     if args.data is not None:
         return classify_a_directory(args, config)
     if args.out is not None:
@@ -219,7 +224,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     args.top = 5 if args.top is None else args.top
     if args.text == "-":
         args.text = sys.stdin.read()
-    has_text = bool(args.text and args.text.strip())
+    has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
     if args.top < 0:
         raise ValueError(f"--top must be 0 (every category) or more, got {args.top}")
     if args.mode == "text" and args.image or args.mode == "image" and has_text:

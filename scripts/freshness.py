@@ -4,13 +4,17 @@ A stage's fingerprint is a digest of what its outputs depend on: the files it re
 listings, or the branches' outputs for the fusion), the settings it uses, the code of the packages
 it runs, the pinned requirements, and for the image branch the backbone weights at hand and
 whether a GPU is. It is written beside the outputs once the stage has finished
-(`fingerprint.json`, with the size of each output file), and the stage is up to date while the
-fingerprint is the same and every output is still there as written. The fingerprint is taken
+(`fingerprint.json`, with the SHA-256 of each output file), and the stage is up to date while the
+fingerprint is the same and every output is still there, its content as written. The fingerprint is taken
 before the stage starts (code edited while it trains is not counted as trained) and the record is
 removed first, so a stage interrupted half-way is never up to date. Any change retrains; a stage
 retrained gives its successors new inputs, so they are retrained too, and until they are, the
 commands that use them say so (`stale_stages`). Not in the fingerprint: the NLTK data the text
 branch tokenizes with (`--force` after replacing it).
+
+The index is no training stage (`fbm index` always rebuilds it, and the server changes it live),
+but it holds the branches' embeddings and the listings' metadata: `fbm index` records the digest
+of those inputs beside it, and the commands that search it say when they have changed since.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
+from listings.artifacts import sha256_file
 from listings.config import REPO_ROOT, Config
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -47,15 +52,20 @@ def input_files(stage: str, config: Config) -> list[Path]:
     return [paths.listings, paths.splits, paths.categories]
 
 
+def index_input_files(config: Config) -> list[Path]:
+    """What the index is built from: the prepared listings and both branches' outputs."""
+    return [config.paths.listings, *input_files("combined", config)]
+
+
 def output_files(stage_dir: Path) -> list[Path]:
     return sorted(path for path in stage_dir.rglob("*") if path.is_file() and path.name != FINGERPRINT_FILE)
 
 
 def inputs_digest(stage: str, config: Config) -> str:
-    """The digest of the files the stage reads."""
+    """The digest of the files the stage reads ("index": those `fbm index` reads)."""
     digest = hashlib.sha256()
-    for path in input_files(stage, config):
-        digest.update(path.name.encode() + b"\0" + _file_digest(path).encode())
+    for path in index_input_files(config) if stage == "index" else input_files(stage, config):
+        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
     return digest.hexdigest()
 
 
@@ -69,8 +79,8 @@ def fingerprint(stage: str, config: Config, inputs: str) -> str:
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for package in STAGE_PACKAGES[stage]:
         for path in sorted((REPO_ROOT / package).rglob("*.py")):
-            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + _file_digest(path).encode())
-    digest.update(_file_digest(REQUIREMENTS).encode())
+            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + sha256_file(path).encode())
+    digest.update(sha256_file(REQUIREMENTS).encode())
     if stage == "image":
         digest.update(json.dumps(_image_environment(config)).encode())
     return digest.hexdigest()
@@ -90,7 +100,7 @@ def up_to_date(stage: str, config: Config, current: str) -> bool:
     if recorded.get("fingerprint") != current or not isinstance(recorded.get("outputs"), dict) or not recorded["outputs"]:
         return False
     stage_dir = output_dir(stage, config)
-    return all((stage_dir / name).is_file() and _file_digest(stage_dir / name) == digest for name, digest in recorded["outputs"].items())
+    return all((stage_dir / name).is_file() and sha256_file(stage_dir / name) == digest for name, digest in recorded["outputs"].items())
 
 
 def forget(stage: str, config: Config) -> None:
@@ -105,14 +115,29 @@ def forget(stage: str, config: Config) -> None:
 def record(stage: str, config: Config, current: str, inputs: str) -> None:
     """Write the fingerprint the stage's outputs were made from (taken before it ran), once it has finished."""
     stage_dir = output_dir(stage, config)
-    outputs = {str(path.relative_to(stage_dir)): _file_digest(path) for path in output_files(stage_dir)}
+    outputs = {str(path.relative_to(stage_dir)): sha256_file(path) for path in output_files(stage_dir)}
     (stage_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": current, "inputs": inputs, "outputs": outputs}, indent=1))
 
 
-def stale_stages(config: Config) -> list[str]:
+def index_digest(config: Config) -> str | None:
+    """The digest of the index's inputs, taken before `fbm index` builds it; None while one is missing."""
+    return inputs_digest("index", config) if all(path.is_file() for path in index_input_files(config)) else None
+
+
+def record_index(config: Config, inputs: str | None) -> None:
+    """Write the digest of the inputs the index was built from beside it (none known: no record)."""
+    record_path = config.paths.index / FINGERPRINT_FILE
+    if inputs is None:
+        record_path.unlink(missing_ok=True)
+    else:
+        record_path.write_text(json.dumps({"inputs": inputs}, indent=1))
+
+
+def stale_stages(config: Config, index: bool = True) -> list[str]:
     """Warnings for the trained stages whose inputs have changed since they were trained (the text
-    branch retrained alone leaves the fusion fitted to the one before); stages trained without a
-    record (the tests', the benchmark's) are not judged."""
+    branch retrained alone leaves the fusion fitted to the one before), and, with `index`, for an
+    index built from other branches or listings; stages trained without a record (the tests', the
+    benchmark's) are not judged."""
     warnings = []
     for stage in STAGE_PACKAGES:
         recorded = _recorded(stage, config)
@@ -123,23 +148,25 @@ def stale_stages(config: Config) -> list[str]:
                     f"warning: {output_dir(stage, config)} was trained from other {what} than those now in {config.paths.root}: "
                     "`fbm train all` brings every stage up to date"
                 )
+    recorded = _read_record(config.paths.index / FINGERPRINT_FILE)
+    if index and "inputs" in recorded and recorded["inputs"] != index_digest(config):
+        warnings.append(
+            f"warning: the index in {config.paths.index} was built from other models or listings than those now in {config.paths.root}: "
+            "searches compare new query vectors with old ones until `fbm index` rebuilds it (listings added through the API are kept)"
+        )
     return warnings
 
 
 def _recorded(stage: str, config: Config) -> dict:
+    return _read_record(output_dir(stage, config) / FINGERPRINT_FILE)
+
+
+def _read_record(path: Path) -> dict:
     try:
-        recorded = json.loads((output_dir(stage, config) / FINGERPRINT_FILE).read_text())
+        recorded = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return recorded if isinstance(recorded, dict) else {}
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _image_environment(config: Config) -> dict:

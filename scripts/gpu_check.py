@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from listings.config import Config
+from listings.data import dataset_photos, photo_path
 from listings.images import clean_photo
 from listings.subset import subset_dataset
 from scripts.cli import run_stage
@@ -52,7 +53,7 @@ def served_on_cpu_matches_export(data_dir: Path, artifacts: Path) -> dict:
     ids = [str(image_id) for image_id in export["image_ids"][:PARITY_PHOTOS]]
     photos = []
     for image_id in ids:
-        with open(data_dir / "images" / f"{image_id}.jpg", "rb") as handle:
+        with open(photo_path(dataset_photos(data_dir), image_id), "rb") as handle:
             photos.append(clean_photo(handle, config.data.image_size, config.data.max_image_pixels))
     embeddings, probs = branch.embed_and_predict(photos)
     trained_embeddings, trained_probs = export["embeddings"][: len(ids)], export["probs"][: len(ids)]

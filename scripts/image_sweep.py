@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from image_model.train import _evaluate, _predict, fit, prepare_training
+from image_model.train import fit, predict_features, prepare_training, score_split
 from listings.config import Config
 from scripts.cli import build_config, settings_parser
 
@@ -29,7 +29,7 @@ def run_variant(base: Config, overrides: list[str]) -> dict:
     start = time.perf_counter()
     run = prepare_training(config)
     history, best_epoch, _ = fit(run.network, run.data["train"], run.data["val"], config)
-    val = _evaluate(_predict(run.network, run.data["val"].features[0])[2], run.data["val"])
+    val = score_split(predict_features(run.network, run.data["val"].features[0])[2], run.data["val"])
     return {
         "variant": " ".join(overrides) or "defaults",
         "val_photo": val["image"]["accuracy"],

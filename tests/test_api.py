@@ -91,6 +91,18 @@ def test_image_text_and_combined_predict_from_the_inputs_given(client):
         assert_prediction(fallback.json(), used)
 
 
+def test_a_listing_pasted_from_the_site_reads_as_its_cleaned_text(client):
+    """The Gumtree title suffix and the "Posted by" boilerplate (its categories leak the label) are
+    cleaned from a query as prepare cleans them from the catalogue."""
+    pasted = "Oak dining chair | in Leeds, West Yorkshire | Gumtree\nPosted by Sam in Home & Garden, Dining in Leeds. 25 February 2022 Solid oak, seats four"
+    clean = "Oak dining chair. Solid oak, seats four"
+    for path in ("/text", "/combined"):
+        answers = [client.post(path, data={"txt": text}).json() for text in (pasted, clean)]
+        assert answers[0] == answers[1]
+    found = [client.post("/similar", data={"txt": text}).json() for text in (pasted, clean)]
+    assert found[0] == found[1]
+
+
 def test_several_photos_of_one_listing_and_other_formats_are_accepted(client):
     png = io.BytesIO()
     synthetic_photo("blue", "square").convert("RGBA").save(png, format="PNG")
@@ -256,6 +268,8 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "max_price": "1_000"}, None, 422, "max_price: '1_000' is not a price: give pounds, such as 45, 45.50 or £1,234.00"),
     ("/similar", {"txt": "chair", "max_price": "Free"}, None, 422, "'Free' is not a price"),
     ("/similar", {}, None, 422, "a photo (img), a text (txt) or both"),
+    ("/text", {"txt": "Posted by Sam in Phones, Apple in Leeds. 25 February 2022"}, None, 422, "txt is empty"),  # boilerplate only
+    ("/similar", {"txt": " | in Leeds, West Yorkshire | Gumtree"}, None, 422, "a photo (img), a text (txt) or both"),
 ]
 
 

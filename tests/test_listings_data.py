@@ -11,6 +11,7 @@ from listings.data import (
     LISTING_COLUMNS,
     DatasetError,
     clean_description,
+    clean_listing_text,
     clean_text,
     clean_title,
     listing_text,
@@ -40,6 +41,20 @@ def test_titles_lose_the_gumtree_suffix_and_html_entities(listings):
     assert listings.loc["p-mirror", "title"] == "Mirror wall art"
     assert listings.loc["p-dvd", "title"] == 'Tom & Jerry "Classic" DVDs'
     assert not listings["title"].str.contains(r"\||Gumtree").any()
+
+
+def test_a_listing_pasted_whole_is_cleaned_as_its_fields_are(quirky_dataset, listings):
+    """Title (with its Gumtree suffix) and description (with "Posted by" boilerplate) pasted as one
+    text, as a user queries the API, read as the listing's cleaned text; cleaning it again changes nothing."""
+    raw = pd.read_csv(quirky_dataset / "Products.csv", lineterminator="\n").set_index("id")
+    for product_id, row in listings.iterrows():
+        cleaned = listing_text(row["title"], row["description"])
+        pasted = f"{raw.loc[product_id, 'product_name']}\r\n{raw.loc[product_id, 'product_description']}"
+        assert clean_listing_text(pasted) == cleaned, product_id
+        assert clean_listing_text(cleaned) == cleaned
+    assert clean_listing_text("Sofa | in Leeds, West Yorkshire | Gumtree") == "Sofa."
+    assert clean_listing_text("Posted by Sam in Phones, Apple in Leeds. 25 February 2022") == ""
+    assert clean_listing_text(None) == ""
 
 
 def test_location_kept_in_its_own_field(listings):
@@ -301,6 +316,8 @@ def test_listings_to_classify_need_no_category(quirky_dataset):
         ("$1e5", None),
         ("€20", None),
         ("£12,34", None),
+        ("٤٥", None),  # digits of other scripts (float() reads them) are no price
+        ("£４５.００", None),
         ("£1,000,000,000,000", 1e12),
         ("£1,000,000,000,000.01", None),  # above what a price filter may ask for
         ("£" + "9" * 400, None),  # float() of 400 digits is inf: "no price" that passed every price filter

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from listings.metrics import summarise
+from listings.metrics import NO_ANSWER, answers, no_answer_where_absent, per_class, summarise
 
 
 def one_hot(pred: list[int], n_classes: int) -> np.ndarray:
@@ -21,3 +21,15 @@ def test_macro_f1_averages_over_the_classes_the_data_holds():
 def test_macro_f1_counts_every_present_class_even_one_never_predicted():
     scores = summarise(np.array([0, 1]), one_hot([0, 0], 3))
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_a_model_without_input_gives_no_answer_and_is_wrong():
+    """A listing without a photo gave the image models uniform probabilities, whose argmax named the
+    first class: right by chance whenever that was its category. No input is now no answer."""
+    labels = np.array([0, 1, 0])
+    probs = no_answer_where_absent(one_hot([0, 1, 2], 3), np.array([False, True, True]))
+    assert list(answers(probs)) == [NO_ANSWER, 1, 2]
+    scores = summarise(labels, probs)
+    assert scores["accuracy"] == pytest.approx(1 / 3) and scores["top3"] == pytest.approx(2 / 3)
+    assert scores["macro_f1"] == pytest.approx((0 + 1) / 2)  # class 0: never answered right
+    assert per_class(labels, probs, ["a", "b", "c"])["a"]["recall"] == 0

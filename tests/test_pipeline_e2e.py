@@ -87,6 +87,23 @@ def test_a_stage_interrupted_or_edited_while_training_is_not_up_to_date(trained_
     assert main(argv) == 0 and "up to date" in capsys.readouterr().err
 
 
+def test_a_search_names_an_index_built_from_other_branches(trained_pipeline, tmp_path, capsys):
+    """A branch retrained after `fbm index` leaves the index holding the old embeddings and words:
+    `fbm similar` and `fbm serve` say so until `fbm index` rebuilds it; `fbm classify` uses no index."""
+    config, _ = trained_pipeline
+    artifacts = shutil.copytree(config.paths.root, tmp_path / "artifacts", ignore=shutil.ignore_patterns("cache"))
+    settings = ["--artifacts", str(artifacts)]
+    stale = "was built from other models or listings"
+    assert main(["index", *settings]) == 0
+    assert main(["similar", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
+    export = artifacts / "text_model" / "summary.json"
+    export.write_text(export.read_text() + " ")  # as if the text branch had been retrained
+    assert main(["similar", *settings, "--text", "oak chair"]) == 0 and stale in capsys.readouterr().err
+    assert main(["classify", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
+    assert main(["index", *settings]) == 0 and stale not in capsys.readouterr().err
+    assert main(["similar", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
+
+
 def test_every_stage_leaves_its_artifacts(trained_pipeline):
     config, _ = trained_pipeline
     paths = config.paths
@@ -193,6 +210,12 @@ def test_evaluation_data_without_photos_writes_strict_json(trained_pipeline, tmp
     assert result["n_images"] == 0 and result["per_image"]["image"] == {"accuracy": None, "macro_f1": None, "top3": None}
     printed = capsys.readouterr().out
     assert "no usable photo" in printed and "nan" not in printed
+    for model in ("image", "hog_svm_baseline"):  # no photo: no answer, wrong (not the first category's guess)
+        assert result["models"][model] == {"accuracy": 0.0, "macro_f1": 0.0, "top3": 0.0}
+    assert result["either_branch_right"] == result["models"]["text"]["accuracy"]
+    (report_dir,) = config.paths.reports.glob("data-no_photos-*")
+    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    assert (predictions["image"] == "").all() and (predictions["hog_svm_baseline"] == "").all() and (predictions["text"] != "").all()
 
 
 def _copy_with_own_products(unseen: Path, data: Path) -> tuple[Path, pd.DataFrame]:

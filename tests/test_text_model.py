@@ -17,7 +17,7 @@ from nltk.stem import SnowballStemmer
 from pipeline import SHARED_DATA, have_shared_data, needs_nltk_data, shared_subset, tiny_config
 
 from listings.config import REPO_ROOT, Config, TextConfig
-from listings.data import listing_text, load_listings
+from listings.data import clean_description, clean_listing_text, clean_title, listing_text, load_listings
 from listings.metrics import summarise
 from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline
 from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FILE, TextBranch
@@ -141,6 +141,24 @@ def test_tokenize_gives_the_tokens_of_nltks_sentence_split_word_tokenize(monkeyp
     monkeypatch.setattr(nltk.tokenize, "word_tokenize", lambda text, preserve_line=False: one_line(text))  # sentences split first
     assert [tokenize(text) for text in texts] == ours
     assert ours[0] == ["great", "80", "mother", "day", "gift", "two", "dvd"]
+
+
+@needs_nltk_data
+def test_a_listing_pasted_whole_has_the_tokens_training_gave_its_fields():
+    """A user pastes a listing from the site as one text (title with its Gumtree suffix, then the
+    description with its "Posted by" boilerplate): the query's cleaning gives the tokens training saw."""
+    import pandas as pd
+
+    if not have_shared_data():
+        pytest.skip("needs the dataset in ../shared/fbm")
+    raw = pd.read_csv(SHARED_DATA / "Products.csv", lineterminator="\n", nrows=600)
+    differ = []
+    for title, description in zip(raw["product_name"].fillna(""), raw["product_description"].fillna("")):
+        trained = tokenize(listing_text(clean_title(title), clean_description(description)))
+        if tokenize(clean_listing_text(f"{title}\n{description}")) != trained:
+            differ.append(title)
+    assert not differ
+    assert raw["product_name"].str.contains("Gumtree").all() and raw["product_description"].str.contains("Posted by").any()
 
 
 @needs_nltk_data

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from gensim.models import KeyedVectors
 from torch import nn
 from tqdm import tqdm
 
+from listings.artifacts import CURVES_FILE, SUMMARY_FILE
 from listings.config import Config, TextConfig
 from listings.data import listing_text
 from listings.metrics import summarise
@@ -34,8 +36,6 @@ from text_model.word2vec import nearest_neighbours, plot_tsne, save_vectors, tra
 
 WORD2VEC_FILE = "word2vec.bin"
 TSNE_FILE = "word2vec_tsne.png"
-CURVES_FILE = "curves.png"
-SUMMARY_FILE = "summary.json"
 PROBE_WORDS = ("sofa", "iphone", "drill")
 EVAL_SPLITS = ("val", "test")
 
@@ -132,11 +132,7 @@ def train_text(config: Config) -> dict:
     start = time.perf_counter()
     vectors = train_word2vec(train_tokens, cfg, seed)
     word2vec_time = time.perf_counter() - start
-    save_vectors(vectors, out / WORD2VEC_FILE)
-    neighbours = nearest_neighbours(vectors, [(tokenize(word, cfg.stem) or [word])[0] for word in PROBE_WORDS], topn=8)
-    for word, similar in neighbours.items():
-        print(f"word2vec neighbours of {word!r}: " + (", ".join(w for w, _ in similar) or "(not in the vocabulary)"), file=sys.stderr)
-    plot_tsne(vectors, out / TSNE_FILE, seed=seed)
+    neighbours = save_word2vec(vectors, out, cfg.stem, seed)
 
     baseline = TfidfSvmBaseline(classes, stem=cfg.stem).fit(train_tokens, labels[rows["train"]])
     baseline.save(out / BASELINE_DIR)
@@ -169,22 +165,7 @@ def train_text(config: Config) -> dict:
     }
     (out / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False), encoding="utf-8")
 
-    # Export through the served branch, so the fusion and the index see exactly what the API computes.
-    branch = TextBranch.load(config)
-    embeddings, probs, known = branch.embed_tokens(tokens)
-    tfidf = TfidfSvmBaseline.load(config)
-    words = tfidf.word_rows(tokens)
-    np.savez(
-        out / EXPORT_FILE,
-        product_ids=np.asarray(listings["product_id"].astype(str).tolist(), dtype=str),
-        embeddings=embeddings,
-        probs=probs,
-        known_tokens=known,
-        tfidf_probs=tfidf.predict_proba_tokens(tokens),  # late fusion may weigh them
-        word_indptr=words.indptr,  # each listing's TF-IDF word row (CSR): the index re-ranks by it
-        word_columns=words.indices,
-        word_weights=words.data,
-    )
+    probs, known = export_listings(config, tokens, listings["product_id"].astype(str).tolist())
     cnn_metrics = {split: summarise(labels[rows[split]], probs[rows[split]]) for split in EVAL_SPLITS if len(rows[split])}
 
     summary = {
@@ -204,6 +185,37 @@ def train_text(config: Config) -> dict:
     (out / SUMMARY_FILE).write_text(json.dumps(summary | {"history": history}, indent=2, ensure_ascii=False), encoding="utf-8")
     print(format_summary(summary), file=sys.stderr)
     return summary
+
+
+def save_word2vec(vectors: KeyedVectors, out: Path, stem: bool, seed: int) -> dict[str, list[tuple[str, float]]]:
+    """Save the word vectors and their t-SNE map; print and return the probe words' nearest neighbours."""
+    save_vectors(vectors, out / WORD2VEC_FILE)
+    neighbours = nearest_neighbours(vectors, [(tokenize(word, stem) or [word])[0] for word in PROBE_WORDS], topn=8)
+    for word, similar in neighbours.items():
+        print(f"word2vec neighbours of {word!r}: " + (", ".join(w for w, _ in similar) or "(not in the vocabulary)"), file=sys.stderr)
+    plot_tsne(vectors, out / TSNE_FILE, seed=seed)
+    return neighbours
+
+
+def export_listings(config: Config, tokens: list[list[str]], product_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every listing's embedding, probabilities and TF-IDF rows, computed by the saved branch as the
+    API loads it (so the fusion and the index see exactly what serving computes); returns the
+    probabilities and each text's count of known tokens."""
+    embeddings, probs, known = TextBranch.load(config).embed_tokens(tokens)
+    tfidf = TfidfSvmBaseline.load(config)
+    words = tfidf.word_rows(tokens)
+    np.savez(
+        config.paths.text_model / EXPORT_FILE,
+        product_ids=np.asarray(product_ids, dtype=str),
+        embeddings=embeddings,
+        probs=probs,
+        known_tokens=known,
+        tfidf_probs=tfidf.predict_proba_tokens(tokens),  # late fusion may weigh them
+        word_indptr=words.indptr,  # each listing's TF-IDF word row (CSR): the index re-ranks by it
+        word_columns=words.indices,
+        word_weights=words.data,
+    )
+    return probs, known
 
 
 def format_summary(summary: dict) -> str:
