@@ -1,5 +1,5 @@
 """`fbm serve`: load the models and the index, then serve the API with uvicorn on `config.serve.port`
-(uvloop and httptools, from requirements.txt, which uvicorn chooses when they are installed)."""
+(uvloop, which uvicorn picks when it is installed, and httptools through `JsonErrorsHttpToolsProtocol`, both from requirements.txt)."""
 from __future__ import annotations
 
 import errno

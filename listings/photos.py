@@ -1,5 +1,9 @@
 """Listing photos by id, as every stage after `fbm prepare` finds them: the catalogue's cleaned
-photos, then those added with listings through the API (`POST /listings`)."""
+photos, then those added with listings through the API (`POST /listings`).
+
+The store of added photos lives here, with the listing data, rather than in `api/`: the index
+rebuild (`retrieval.build`) embeds the listings added live from their stored photos, and a stage
+never imports a later one."""
 from __future__ import annotations
 
 import os

@@ -1,6 +1,6 @@
 """Train/val/test split by product, stratified by root category.
 
-Products that share a photo (the same pixels under two image ids) are kept together, so no
+Products that share a photo (the same file bytes under two image ids) are kept together, so no
 picture is seen in training and scored in test.
 """
 from __future__ import annotations

@@ -25,7 +25,9 @@ def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_p
             assert row["non_2xx"] == 0, (endpoint, row)
             assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
             assert row["throughput_rps"] > 0 and row["throughput_over_raw"] > 0
-            assert row["server_cpu_ms_per_request"] > 0 and row["client_cpu_ms_per_request"] >= 0
+            # the kernel counts CPU in clock ticks (10 ms): 4 quick /text requests can fall inside one
+            assert row["server_cpu_ms_per_request"] >= 0 and row["client_cpu_ms_per_request"] >= 0
+    assert sum(row["server_cpu_ms_per_request"] for rows in serving["endpoints"].values() for row in rows) > 0
     for endpoint, raw in serving["raw"]["endpoints"].items():
         assert raw["cpu_ms_per_listing"] > 0, endpoint
     assert serving["server_peak_rss_mib"] > 0

@@ -7,11 +7,13 @@ INVALID = {422: {"model": Error, "description": "a field is missing or invalid, 
 BAD_INPUT = {
     400: {"model": Error, "description": "the body is not a well-formed form"},
     413: {"model": Error, "description": "the body, a photo or its pixel count is over the limit"},
+    415: {"model": Error, "description": "the body is not a form (multipart/form-data or application/x-www-form-urlencoded)"},
     **INVALID,
 }
 WRITE = {
     401: {"model": Error, "description": "missing or wrong X-API-Key header"},
     403: {"model": Error, "description": "writes are disabled: the server has no FBM_API_KEY"},
+    503: {"model": Error, "description": "the disk refused the write (full or read-only); nothing was changed"},
 }
 NOT_FOUND = {404: {"model": Error, "description": "no such listing or photo"}}
 INVALID_QUERY = {422: {"model": Error, "description": "a parameter is missing or invalid"}}
