@@ -18,8 +18,8 @@ from combined_model.features import concat_embeddings, text_is_used
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
 from image_model.inference import ImageBranch
 from listings.artifacts import first_line, load_weights, read_json, require_files
-from listings.data import clean_listing_text
 from listings.config import Config
+from listings.data import clean_listing_text
 from text_model.baseline import TfidfSvmBaseline
 from text_model.inference import TextBranch
 

@@ -144,7 +144,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.build import EVALUATION_FILE, evaluate_retrieval, format_build, format_evaluation
     from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE
     from retrieval.index import check_search
-
     from scripts import freshness
 
     config = trained_config(args, index=False)  # the index is rebuilt
