@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from listings.config import Config
+from listings.data import clean_listing_text
 from listings.images import ImageError, clean_photo
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -202,6 +203,14 @@ def checked_text(text: str | None, config: Config, field: str = "txt", required:
     if len(text) > config.serve.max_text_chars:
         raise HTTPException(422, f"{field} has {len(text):,} characters; at most {config.serve.max_text_chars:,} are accepted")
     return text
+
+
+def checked_query_text(txt: str | None, config: Config, required: bool = False) -> str | None:
+    """A query's text (`txt`) held to the length limit as sent, then cleaned as `fbm prepare` cleans a
+    listing's fields (`clean_listing_text`: a listing pasted whole loses its Gumtree suffix and
+    boilerplate); None when nothing is left, unless `required`."""
+    checked_text(txt, config)
+    return checked_text(clean_listing_text(txt), config, required=required)
 
 
 async def cleaned_photos(uploads: list[UploadFile] | None, config: Config, pool: Executor) -> list[Image.Image]:

@@ -270,7 +270,7 @@ def format_table(result: dict) -> str:
     if result["skipped_images"]:
         lines.append(f"skipped photos: {result['skipped_images']}")
     if result["n_images"] == 0:
-        lines.append("no usable photo: the image and HOG models had nothing to see, their figures are of uniform guesses")
+        lines.append("no usable photo: the image and HOG models had nothing to see and gave no answer, scored as wrong")
     return "\n".join(lines)
 
 

@@ -246,6 +246,8 @@ BAD_REQUESTS = [
     ("/text", {}, None, 422, "txt"),
     ("/text", {"txt": "   "}, None, 422, "txt is empty"),
     ("/text", {"txt": "word " * 5000}, None, 422, "at most 20,000"),
+    ("/text", {"txt": "chair" + " " * 30_000 + "table"}, None, 422, "txt has 30,010 characters"),  # the limit is on what was sent
+    ("/similar", {"txt": "&amp;" * 5000}, None, 422, "txt has 25,000 characters"),
     ("/combined", {}, None, 422, "a photo (img), a text (txt) or both"),
     ("/image", {}, {"img": ("notes.txt", b"hello, I am not a picture")}, 422, "not an image: the accepted formats are JPEG, PNG"),
     ("/image", {}, {"img": ("half.jpg", _truncated_jpeg())}, 422, "truncated"),
@@ -692,6 +694,7 @@ def test_a_deleted_catalogue_listings_photos_are_no_longer_served(writable, tmp_
         ({"title": "chair", "product_id": "../../etc"}, "product_id"),
         ({"title": "chair", "price": "-5"}, "price"),
         ({"title": "chair", "description": "x" * 30_000}, "at most 20,000"),
+        ({"title": "chair", "description": "&amp;" * 5000}, "description has 25,000 characters"),  # as sent, not as cleaned
     ],
 )
 def test_bad_listings_are_refused(writable, form, words):

@@ -49,6 +49,7 @@ async def add_listing(
     Title and description are cleaned as `fbm prepare` cleans them (marketplace suffix and "Posted
     by" boilerplate stripped), the photos as training cleaned them and stored, so `GET /images/{id}`
     serves them."""
+    checked_text(description, config, field="description")  # the limit holds for what was sent, before cleaning (the title's is the schema's)
     description = checked_text(clean_text(description), config, field="description") or ""  # line breaks (CRLF from a browser) count as one space
     title = checked_text(clean_title(title), config, field="title", required=True)
     text = checked_text(listing_text(title, clean_description(description)), config, field="title + description")

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, predict
 from api.routes.errors import BAD_INPUT
 from api.schemas import PredictionOut
-from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
-from listings.data import clean_listing_text
+from api.uploads import checked_query_text, cleaned_photos, fields_in_place_and_once
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(fields_in_place_and_once)], responses=BAD_INPUT)
 
@@ -27,7 +26,7 @@ async def predict_image(img: Photos, config: ConfigDep, batcher: BatcherDep, poo
 
 @router.post("/text", response_model=PredictionOut, summary="Category from text")
 async def predict_text(txt: Text, config: ConfigDep, batcher: BatcherDep) -> PredictionOut:
-    text = checked_text(clean_listing_text(txt), config, required=True)
+    text = checked_query_text(txt, config, required=True)
     return PredictionOut.of(await predict(batcher, [], text, "text"))
 
 
@@ -37,7 +36,7 @@ async def predict_combined(
 ) -> PredictionOut:
     """Both inputs are used when given; with only one, the model falls back to that branch."""
     photos = await cleaned_photos(img, config, pool)
-    text = checked_text(clean_listing_text(txt), config)
+    text = checked_query_text(txt, config)
     if not photos and not text:
         raise HTTPException(422, "send a photo (img), a text (txt) or both")
     return PredictionOut.of(await predict(batcher, photos, text, "combined"))
