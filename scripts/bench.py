@@ -436,6 +436,7 @@ def machine() -> dict:
 
 
 def markdown(result: dict) -> str:
+    """BENCHMARKS.md: the machine, then a section for each part that ran."""
     m = result["machine"]
     lines = [
         "# Benchmarks",
@@ -444,111 +445,138 @@ def markdown(result: dict) -> str:
         f"(Python {m['python']}, torch {m['torch']}, commit {m['commit']}, {m['date']}).",
         "Regenerate with the same command; absolute times drift between machines, ratios less so.",
     ]
-    goals = result.get("goals", [])
-    if goals:
-        lines += ["", "## Goals (from the issues) against this run", ""]
-        if result["plan"]["quick"]:
-            lines += ["A quick run trains on a subset with tiny settings: its figures are not comparable with the goals.", ""]
-        lines += ["| issue | goal | target | measured | met |", "|---:|---|---:|---:|:---:|"]
-        lines += [
-            f"| #{g['issue']} | {g['goal']} | {'≥' if g['at_least'] else '≤'} {_figure(g['target'], g['unit'])} | "
-            f"{_figure(g['measured'], g['unit'])} | {'yes' if g['met'] else '**no**'} |"
-            for g in goals
-        ]
+    lines += _goals_section(result.get("goals", []), result["plan"]["quick"])
     if "pipeline" in result:
-        p = result["pipeline"]
-        lines += ["", "## Pipeline (cold cache, one run)", "", "| stage | seconds |", "|---|---:|"]
-        lines += [f"| {stage} | {s} |" for stage, s in p["stage_seconds"].items()]
-        lines += [
-            f"| **`fbm train all`** (prepare → image → text → combined) | **{p['train_all_seconds']}** |",
-            "",
-            f"Image backbone `{p['image_backbone']}`: trunk {p['trunk_images_per_s']} images/s in the training loop "
-            f"({p['cache_fill_images_per_s']} images/s filling the feature cache); an epoch on the cache takes "
-            f"{p['epoch_seconds_on_cache']} s against an estimated {p['naive_epoch_seconds_estimate']} s when the frozen trunk "
-            f"runs every step (**×{p['naive_over_cache_epoch_ratio']}**). Served fusion: `{p['combined_served_method']}` (chosen on validation); "
-            f"late-fusion weights {LateWeights.from_json(p['late_fusion_weights']).describe()}.",
-        ]
+        lines += _pipeline_section(result["pipeline"])
     if "accuracy" in result:
-        a = result["accuracy"]
-        lines += [
-            "",
-            f"## Accuracy ({a['source']}: {a['n_products']} products, {a['n_images']} photos; per product)",
-            "",
-            "| model | accuracy | macro-F1 | top-3 |",
-            "|---|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {f'**{name}** (served)' if name == a['served'] else name} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | {v['top3']:.3f} |"
-            for name, v in a["models"].items()
-        ]
+        lines += _accuracy_section(result["accuracy"])
     if "serving" in result:
-        s = result["serving"]
-        lines += [
-            "",
-            f"## Serving (a real `fbm serve` on loopback; median of {result['plan']['repeats']} runs; server peak RSS {s['server_peak_rss_mib']} MiB)",
-            "",
-            f"Raw model throughput, measured just before each endpoint's load (in-process, no HTTP, photos already decoded, "
-            f"in the server's layout: {s['raw']['workers']} passes side by side × {s['raw']['torch_threads']} torch thread(s); "
-            f"best batch of {', '.join(map(str, RAW_BATCHES))} listings): "
-            + ", ".join(
-                f"{e} {r['listings_per_s']} listings/s (batch {r['batch']}; {r['cpu_ms_per_listing']} ms of CPU per listing)"
-                for e, r in s["raw"]["endpoints"].items()
-            )
-            + ". The load generator runs on the same cores as the server; the CPU columns say what each request cost "
-            "the server process and the generator.",
-            "",
-            "| endpoint | concurrency | p50 ms | p95 ms | p99 ms | req/s | req/s ÷ raw | server CPU ms/req | generator CPU ms/req | non-2xx |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for endpoint, rows in s["endpoints"].items():
-            lines += [
-                f"| /{endpoint} | {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['throughput_over_raw']} "
-                f"| {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | {r['non_2xx']} |"
-                for r in rows
-            ]
+        lines += _serving_section(result["serving"], result["plan"]["repeats"])
     if "retrieval" in result:
-        r = result["retrieval"]
-        lines += [
-            "",
-            f"## Retrieval quality (test listings against an index of the {r['catalogue']:,} train + validation listings)",
-            "",
-            f"Precision@{r['k']}: the share of results in the query's root category (chance {r['chance_precision']}) and in its "
-            f"full category path, the same kind of item (chance {r['chance_path_precision']}); a query with text re-ranks the "
-            f"best candidates by its words. Search latency without the model on an index of all {r['latency_index_size']:,} "
-            "listings, the query listing excluded.",
-            "",
-            f"| query | root precision@{r['k']} | path precision@{r['k']} | queries | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        k = r["k"]
-        for mode in ("photo", "text", "both"):
-            latency = r[f"latency_ms_{mode}"] or {"p50": "–", "p99": "–"}
-            lines.append(
-                f"| {mode} | {r[f'precision@{k}_{mode}']} | {r[f'path_precision@{k}_{mode}']} | {r[f'queries_{mode}']} | {latency['p50']} | {latency['p99']} |"
-            )
-        if r["other_photo_nn_rate"] is not None:
-            lines += [
-                "",
-                f"A product's other photo is its photo query's nearest neighbour for {r['other_photo_nn_rate']} of "
-                f"{r['other_photo_queries']:,} queries (an index of all {r['other_photo_index_size']:,} photos).",
-            ]
+        lines += _retrieval_section(result["retrieval"])
     if "scale" in result:
-        r = result["scale"]
+        lines += _scale_section(result["scale"])
+    return "\n".join(lines) + "\n"
+
+
+def _heading(title: str) -> list[str]:
+    return ["", f"## {title}", ""]
+
+
+def _goals_section(goals: list[dict], quick: bool) -> list[str]:
+    """The issues' goals against this run's figures."""
+    if not goals:
+        return []
+    lines = _heading("Goals (from the issues) against this run")
+    if quick:
+        lines += ["A quick run trains on a subset with tiny settings: its figures are not comparable with the goals.", ""]
+    lines += ["| issue | goal | target | measured | met |", "|---:|---|---:|---:|:---:|"]
+    lines += [
+        f"| #{g['issue']} | {g['goal']} | {'≥' if g['at_least'] else '≤'} {_figure(g['target'], g['unit'])} | "
+        f"{_figure(g['measured'], g['unit'])} | {'yes' if g['met'] else '**no**'} |"
+        for g in goals
+    ]
+    return lines
+
+
+def _pipeline_section(p: dict) -> list[str]:
+    """The cold-cache training run: stage times and the feature cache's speed-up."""
+    lines = [*_heading("Pipeline (cold cache, one run)"), "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {stage} | {s} |" for stage, s in p["stage_seconds"].items()]
+    lines += [
+        f"| **`fbm train all`** (prepare → image → text → combined) | **{p['train_all_seconds']}** |",
+        "",
+        f"Image backbone `{p['image_backbone']}`: trunk {p['trunk_images_per_s']} images/s in the training loop "
+        f"({p['cache_fill_images_per_s']} images/s filling the feature cache); an epoch on the cache takes "
+        f"{p['epoch_seconds_on_cache']} s against an estimated {p['naive_epoch_seconds_estimate']} s when the frozen trunk "
+        f"runs every step (**×{p['naive_over_cache_epoch_ratio']}**). Served fusion: `{p['combined_served_method']}` (chosen on validation); "
+        f"late-fusion weights {LateWeights.from_json(p['late_fusion_weights']).describe()}.",
+    ]
+    return lines
+
+
+def _accuracy_section(a: dict) -> list[str]:
+    """Every model's product-level accuracy."""
+    lines = [
+        *_heading(f"Accuracy ({a['source']}: {a['n_products']} products, {a['n_images']} photos; per product)"),
+        "| model | accuracy | macro-F1 | top-3 |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {f'**{name}** (served)' if name == a['served'] else name} | {v['accuracy']:.3f} | {v['macro_f1']:.3f} | {v['top3']:.3f} |"
+        for name, v in a["models"].items()
+    ]
+    return lines
+
+
+def _serving_section(s: dict, repeats: int) -> list[str]:
+    """The raw model's throughput and each endpoint's load, against it."""
+    lines = [
+        *_heading(f"Serving (a real `fbm serve` on loopback; median of {repeats} runs; server peak RSS {s['server_peak_rss_mib']} MiB)"),
+        f"Raw model throughput, measured just before each endpoint's load (in-process, no HTTP, photos already decoded, "
+        f"in the server's layout: {s['raw']['workers']} passes side by side × {s['raw']['torch_threads']} torch thread(s); "
+        f"best batch of {', '.join(map(str, RAW_BATCHES))} listings): "
+        + ", ".join(
+            f"{e} {r['listings_per_s']} listings/s (batch {r['batch']}; {r['cpu_ms_per_listing']} ms of CPU per listing)"
+            for e, r in s["raw"]["endpoints"].items()
+        )
+        + ". The load generator runs on the same cores as the server; the CPU columns say what each request cost "
+        "the server process and the generator.",
+        "",
+        "| endpoint | concurrency | p50 ms | p95 ms | p99 ms | req/s | req/s ÷ raw | server CPU ms/req | generator CPU ms/req | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for endpoint, rows in s["endpoints"].items():
+        lines += [
+            f"| /{endpoint} | {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['throughput_over_raw']} "
+            f"| {r['server_cpu_ms_per_request']} | {r['client_cpu_ms_per_request']} | {r['non_2xx']} |"
+            for r in rows
+        ]
+    return lines
+
+
+def _retrieval_section(r: dict) -> list[str]:
+    """Retrieval precision and search latency on the dataset."""
+    lines = [
+        *_heading(f"Retrieval quality (test listings against an index of the {r['catalogue']:,} train + validation listings)"),
+        f"Precision@{r['k']}: the share of results in the query's root category (chance {r['chance_precision']}) and in its "
+        f"full category path, the same kind of item (chance {r['chance_path_precision']}); a query with text re-ranks the "
+        f"best candidates by its words. Search latency without the model on an index of all {r['latency_index_size']:,} "
+        "listings, the query listing excluded.",
+        "",
+        f"| query | root precision@{r['k']} | path precision@{r['k']} | queries | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    k = r["k"]
+    for mode in ("photo", "text", "both"):
+        latency = r[f"latency_ms_{mode}"] or {"p50": "–", "p99": "–"}
+        lines.append(
+            f"| {mode} | {r[f'precision@{k}_{mode}']} | {r[f'path_precision@{k}_{mode}']} | {r[f'queries_{mode}']} | {latency['p50']} | {latency['p99']} |"
+        )
+    if r["other_photo_nn_rate"] is not None:
         lines += [
             "",
-            f"## Retrieval at scale ({r['n']:,} synthetic clustered vectors × {r['dim']}, `{r['kind']}` index, {r['threads']} threads)",
-            "",
-            f"Build {r['build_s']} s; index {r['index_memory_mib']} MiB (vectors alone {r['vectors_mib']} MiB), process peak RSS "
-            f"{r['peak_rss_mib']} MiB; exact search {r['exact_search_ms_per_query_batched']} ms/query batched. "
-            f"Served setting ef_search={r['ef_search']}: recall@10 **{r['recall@10']}** against exact search, "
-            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['queries_per_s_2_searchers']} queries/s with 2 searchers. "
-            f"Writing the index file (a live index's checkpoint, every `index.checkpoint_every` writes) takes {r.get('checkpoint_write_s', '?')} s.",
-            "",
-            "| ef_search | recall@10 | p50 ms | p99 ms |",
-            "|---:|---:|---:|---:|",
+            f"A product's other photo is its photo query's nearest neighbour for {r['other_photo_nn_rate']} of "
+            f"{r['other_photo_queries']:,} queries (an index of all {r['other_photo_index_size']:,} photos).",
         ]
-        lines += [f"| {ef} | {v['recall']} | {v['p50_ms']} | {v['p99_ms']} |" for ef, v in r["ef_sweep"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _scale_section(r: dict) -> list[str]:
+    """The approximate index on synthetic vectors at scale."""
+    lines = [
+        *_heading(f"Retrieval at scale ({r['n']:,} synthetic clustered vectors × {r['dim']}, `{r['kind']}` index, {r['threads']} threads)"),
+        f"Build {r['build_s']} s; index {r['index_memory_mib']} MiB (vectors alone {r['vectors_mib']} MiB), process peak RSS "
+        f"{r['peak_rss_mib']} MiB; exact search {r['exact_search_ms_per_query_batched']} ms/query batched. "
+        f"Served setting ef_search={r['ef_search']}: recall@10 **{r['recall@10']}** against exact search, "
+        f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['queries_per_s_2_searchers']} queries/s with 2 searchers. "
+        f"Writing the index file (a live index's checkpoint, every `index.checkpoint_every` writes) takes {r.get('checkpoint_write_s', '?')} s.",
+        "",
+        "| ef_search | recall@10 | p50 ms | p99 ms |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {ef} | {v['recall']} | {v['p50_ms']} | {v['p99_ms']} |" for ef, v in r["ef_sweep"].items()]
+    return lines
 
 
 def run_bench(config: Config, plan: BenchPlan, parts: tuple[str, ...], fresh: bool, command: str) -> dict:
