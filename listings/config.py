@@ -177,6 +177,8 @@ class Config:
             raise ValueError(f"unknown setting {key!r} (have: {', '.join(fields)})")
         try:
             value = _convert(raw.strip(), getattr(section, field_name))
+            if value == "" and field_name not in _MAY_BE_EMPTY:
+                raise ValueError("the value is empty" + (" (a path: the current directory is not meant in its place)" if field_name.endswith(("_dir", "_data")) else ""))
             _check_range(field_name, value)
             _check_choice(f"{section_name}.{field_name}", value)
         except ValueError as exc:
@@ -184,10 +186,15 @@ class Config:
         setattr(section, field_name, value)
 
     def validate(self) -> None:
-        """What no single setting shows: the split fractions must sum to 1."""
+        """What no single setting shows: the split fractions must sum to 1, and a photo must fit in a request."""
         fractions = (self.data.train_frac, self.data.val_frac, self.data.test_frac)
         if abs(sum(fractions) - 1.0) > 1e-6:
             raise ValueError(f"data.train_frac, val_frac and test_frac must sum to 1, got {' + '.join(map(str, fractions))} = {sum(fractions):g}")
+        if self.serve.max_upload_bytes > self.serve.max_request_bytes:
+            raise ValueError(
+                f"serve.max_upload_bytes ({self.serve.max_upload_bytes:,}) is above serve.max_request_bytes ({self.serve.max_request_bytes:,}): "
+                "a photo that large could never arrive in a request"
+            )
 
     def sections(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self)]
@@ -207,7 +214,12 @@ _MINIMUM = {
         "max_k", "rerank_candidates", "checkpoint_every", "ef_construction", "ef_search", "port", "kernel_sizes",
     )
 } | {"hnsw_m": 2}  # an HNSW graph of one link per node crashes FAISS
-_MAXIMUM = {"port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "label_smoothing": 1, "term_weight": 1}
+_MAXIMUM = {"port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "label_smoothing": 1, "term_weight": 1} | {
+    # sizes of a network, and threads: far above any use, below what fails with an allocation error
+    "embed_dim": 4096, "channels": 4096, "w2v_dim": 1024, "hidden": 8192, "hnsw_m": 256,
+    "inference_workers": 64, "torch_threads": 256, "decode_workers": 64, "workers": 64, "w2v_workers": 64,
+}
+_MAY_BE_EMPTY = {"api_key"}  # empty: writes refused
 _BELOW_ONE = {"dropout"}  # 0 to less than 1
 _ABOVE_ZERO = {"lr"}
 

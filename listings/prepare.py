@@ -67,9 +67,9 @@ def split_warnings(sizes: dict[str, int]) -> list[str]:
     """What an empty split leaves undone (a category needs 6 products to reach validation, 7 for test)."""
     warnings = []
     if not (sizes["train"] and sizes["val"]):
-        warnings.append(f"the split {sizes} has no {'training' if not sizes['train'] else 'validation'} products: training needs both (about 6 products per category)")
+        warnings.append(f"the split {sizes} has no {'training' if not sizes['train'] else 'validation'} products: training needs both (about 6 products per category).")
     if not sizes["test"]:
-        warnings.append("no test products: `fbm evaluate` needs --data DIR")
+        warnings.append("No test products: `fbm evaluate` needs --data DIR.")
     return warnings
 
 

@@ -113,8 +113,12 @@ def train_stage(stage: str, config: Config, force: bool) -> dict:
         where = freshness.output_dir(stage, config)
         print(f"== {stage} == up to date: {where} was trained from these inputs, settings and code (--force trains it again)", file=sys.stderr)
         return {"skipped": "up to date", "outputs": str(where)}
-    freshness.forget(stage, config)  # an interrupted stage leaves no record
-    summary = run_stage(stage, config)  # with an input missing, the stage says which and how to make it
+    recorded = freshness.forget(stage, config)  # an interrupted stage leaves no record
+    try:
+        summary = run_stage(stage, config)  # with an input missing, the stage says which and how to make it
+    except Exception:
+        freshness.restore_if_untouched(stage, config, recorded)  # refused before it changed its outputs
+        raise
     if digests:
         freshness.record(stage, config, *digests)
     return summary
@@ -150,7 +154,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.k is not None and not args.evaluate:
         raise ValueError("-k sets the neighbours per query of --evaluate: give both, or neither")
     args.k = 10 if args.k is None else args.k
-    check_search(args.k, None, None, config.index.max_k, ("-k", "", ""))  # before the index is rebuilt
+    if args.evaluate:
+        check_search(args.k, None, None, config.index.max_k, ("-k", "", ""))  # before the index is rebuilt
     inputs = freshness.index_digest(config)  # before the build: a branch retrained meanwhile is not indexed
     print(format_build(run_stage("index", config)))
     freshness.record_index(config, inputs)

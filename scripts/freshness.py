@@ -38,6 +38,8 @@ STAGE_PACKAGES = {
 STAGE_SETTINGS = {"image": ("data", "image"), "text": ("data", "text"), "combined": ("data", "fusion")}
 # data settings that name places, not what is computed (the listings read are hashed themselves)
 PLACES = ("data_dir", "artifacts_dir", "nltk_data", "workers")
+# data settings of the photos, which the text branch never reads
+PHOTO_SETTINGS = ("image_size", "max_image_pixels")
 
 
 def output_dir(stage: str, config: Config) -> Path:
@@ -74,7 +76,7 @@ def fingerprint(stage: str, config: Config, inputs: str) -> str:
     the digest of its input files (`inputs_digest`)."""
     digest = hashlib.sha256(inputs.encode())
     settings = {name: dataclasses.asdict(getattr(config, name)) for name in STAGE_SETTINGS[stage]}
-    for place in PLACES:
+    for place in PLACES + (PHOTO_SETTINGS if stage == "text" else ()):
         settings["data"].pop(place)
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for package in STAGE_PACKAGES[stage]:
@@ -97,19 +99,34 @@ def digests(stage: str, config: Config) -> tuple[str, str] | None:
 def up_to_date(stage: str, config: Config, current: str) -> bool:
     """Whether the stage's recorded fingerprint is `current` and its outputs are all still as written."""
     recorded = _recorded(stage, config)
-    if recorded.get("fingerprint") != current or not isinstance(recorded.get("outputs"), dict) or not recorded["outputs"]:
+    return recorded.get("fingerprint") == current and up_to_date_outputs(output_dir(stage, config), recorded)
+
+
+def up_to_date_outputs(stage_dir: Path, recorded: dict) -> bool:
+    """Whether every output the record lists is still in `stage_dir` with the content it recorded."""
+    outputs = recorded.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
         return False
-    stage_dir = output_dir(stage, config)
-    return all((stage_dir / name).is_file() and sha256_file(stage_dir / name) == digest for name, digest in recorded["outputs"].items())
+    return all((stage_dir / name).is_file() and sha256_file(stage_dir / name) == digest for name, digest in outputs.items())
 
 
-def forget(stage: str, config: Config) -> None:
-    """Remove the stage's record before it runs: outputs it leaves half rewritten are never up to date."""
+def forget(stage: str, config: Config) -> dict:
+    """Remove the stage's record before it runs: outputs it leaves half rewritten are never up to
+    date. Returns the record removed, for `restore_if_untouched`."""
+    recorded = _recorded(stage, config)
     record_path = output_dir(stage, config) / FINGERPRINT_FILE
     if record_path.is_dir() and not record_path.is_symlink():
         shutil.rmtree(record_path)
     else:
         record_path.unlink(missing_ok=True)
+    return recorded
+
+
+def restore_if_untouched(stage: str, config: Config, recorded: dict) -> None:
+    """Put back the record `forget` removed when the stage failed (a setting refused, an error)
+    before it changed any of its outputs: the model it had is still the one recorded."""
+    if recorded.get("fingerprint") and up_to_date_outputs(output_dir(stage, config), recorded):
+        (output_dir(stage, config) / FINGERPRINT_FILE).write_text(json.dumps(recorded, indent=1))
 
 
 def record(stage: str, config: Config, current: str, inputs: str) -> None:

@@ -56,6 +56,15 @@ def test_override_converts_to_the_field_type():
         ("data.image_size=0", "expected 1 or more"),
         ("index.hnsw_m=1", "expected 2 or more"),
         ("serve.port=70000", "expected at most 65535"),
+        # an empty path was the current directory: `prepare` wrote ./data there
+        ("data.artifacts_dir=", r"bad value for data.artifacts_dir: the value is empty \(a path"),
+        ("data.data_dir= ", "the value is empty"),
+        ("serve.host=", "the value is empty"),
+        # sizes that failed with an allocation error (or a thread error) after minutes of work
+        ("text.embed_dim=1000000000000", "expected at most 4096"),
+        ("text.w2v_dim=1000000000", "expected at most 1024"),
+        ("fusion.hidden=1000000000000", "expected at most 8192"),
+        ("serve.inference_workers=100000", "expected at most 64"),
     ],
 )
 def test_bad_overrides_are_clear_errors(assignment, message):
@@ -84,13 +93,32 @@ def test_cli_reports_a_bad_setting_without_a_traceback(tmp_path: Path, capsys):
 
 def test_settings_of_their_allowed_range_are_kept():
     config = Config()
-    for assignment in ("serve.inference_workers=0", "fusion.hidden=0", "image.dropout=0", "index.term_weight=1", "image.patience=0", "image.device=cpu", "image.trainable=none"):
+    for assignment in ("serve.inference_workers=0", "fusion.hidden=0", "image.dropout=0", "index.term_weight=1", "image.patience=0", "image.device=cpu", "image.trainable=none", "serve.api_key="):
         config.override(assignment)
-    assert config.serve.inference_workers == 0 and config.index.term_weight == 1.0
+    assert config.serve.inference_workers == 0 and config.index.term_weight == 1.0 and config.serve.api_key == ""
     assert (config.image.device, config.image.trainable) == ("cpu", "none")
+
+
+def test_a_photo_limit_above_the_request_limit_is_refused(tmp_path: Path, capsys):
+    argv = ["serve", "--artifacts", str(tmp_path), "--set", "serve.max_upload_bytes=100000000", "--set", "serve.max_request_bytes=1000"]
+    assert main(argv) == 2
+    assert "a photo that large could never arrive in a request" in capsys.readouterr().err
 
 
 def test_split_fractions_that_do_not_sum_to_one_are_refused_before_any_work(tmp_path: Path, capsys):
     argv = ["prepare", "--data", str(tmp_path), "--artifacts", str(tmp_path / "a"), "--set", "data.train_frac=0.8"]
     assert main(argv) == 2
     assert "must sum to 1, got 0.8 + 0.15 + 0.15 = 1.1" in capsys.readouterr().err
+
+
+def test_the_text_branch_is_not_retrained_for_a_photo_setting():
+    """The text branch never reads photos: the cleaned photos' size or pixel limit leave it up to date."""
+    from scripts.freshness import fingerprint
+
+    config, photos_changed = Config(), Config()
+    photos_changed.override("data.image_size=128")
+    photos_changed.override("data.max_image_pixels=1000")
+    assert fingerprint("text", config, "inputs") == fingerprint("text", photos_changed, "inputs")
+    assert fingerprint("image", config, "inputs") != fingerprint("image", photos_changed, "inputs")
+    photos_changed.override("data.seed=7")
+    assert fingerprint("text", config, "inputs") != fingerprint("text", photos_changed, "inputs")

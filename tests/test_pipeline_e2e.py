@@ -63,6 +63,15 @@ def test_a_stage_interrupted_or_edited_while_training_is_not_up_to_date(trained_
     assert main(argv) == 0
     real_train = combined_model.train.train_combined
 
+    def refused(stage_config):
+        raise ValueError("a setting this stage refuses before it writes anything")
+
+    monkeypatch.setattr(combined_model.train, "train_combined", refused)
+    assert main([*argv, "--force"]) == 2
+    monkeypatch.setattr(combined_model.train, "train_combined", real_train)
+    capsys.readouterr()
+    assert main(argv) == 0 and "up to date" in capsys.readouterr().err  # the model it had is still the one recorded
+
     def interrupted(stage_config):
         model = artifacts / "combined_model" / "model.pt"
         model.write_bytes(b"\0" * model.stat().st_size)  # rewritten in place, not yet with the new weights
@@ -94,7 +103,7 @@ def test_a_search_names_an_index_built_from_other_branches(trained_pipeline, tmp
     artifacts = shutil.copytree(config.paths.root, tmp_path / "artifacts", ignore=shutil.ignore_patterns("cache"))
     settings = ["--artifacts", str(artifacts)]
     stale = "was built from other models or listings"
-    assert main(["index", *settings]) == 0
+    assert main(["index", *settings, "--set", "index.max_k=5"]) == 0  # -k is --evaluate's: its default of 10 is not checked
     assert main(["similar", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
     export = artifacts / "text_model" / "summary.json"
     export.write_text(export.read_text() + " ")  # as if the text branch had been retrained

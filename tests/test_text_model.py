@@ -161,6 +161,12 @@ def test_a_listing_pasted_whole_has_the_tokens_training_gave_its_fields():
     assert raw["product_name"].str.contains("Gumtree").all() and raw["product_description"].str.contains("Posted by").any()
 
 
+def test_word2vec_with_no_word_frequent_enough_says_which_setting():
+    """gensim's own error ("you must first build vocabulary") named neither the cause nor the setting."""
+    with pytest.raises(ValueError, match="no word occurs text.w2v_min_count=100 times"):
+        train_word2vec([["oak", "chair"], ["pine", "table"]], TextConfig(w2v_min_count=100), seed=0)
+
+
 @needs_nltk_data
 def test_tokenize_handles_none_and_double_encoded_entities():
     assert tokenize(None) == []  # type: ignore[arg-type]
