@@ -19,10 +19,12 @@ of those inputs beside it, and the commands that search it say when they have ch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from listings.artifacts import sha256_file
 from listings.config import REPO_ROOT, Config
@@ -47,27 +49,25 @@ def output_dir(stage: str, config: Config) -> Path:
 
 
 def input_files(stage: str, config: Config) -> list[Path]:
-    """The files a stage reads: the prepared listings for a branch, both branches' outputs for the fusion."""
+    """The files a stage reads: the prepared listings for a branch, both branches' outputs for the
+    fusion, and both for the index ("index")."""
     paths = config.paths
+    if stage == "index":
+        return [paths.listings, *input_files("combined", config)]
     if stage == "combined":
         return [path for stage_dir in (paths.image_model, paths.text_model) for path in output_files(stage_dir)]
     return [paths.listings, paths.splits, paths.categories]
-
-
-def index_input_files(config: Config) -> list[Path]:
-    """What the index is built from: the prepared listings and both branches' outputs."""
-    return [config.paths.listings, *input_files("combined", config)]
 
 
 def output_files(stage_dir: Path) -> list[Path]:
     return sorted(path for path in stage_dir.rglob("*") if path.is_file() and path.name != FINGERPRINT_FILE)
 
 
-def inputs_digest(stage: str, config: Config) -> str:
-    """The digest of the files the stage reads ("index": those `fbm index` reads)."""
+def inputs_digest(stage: str, config: Config, file_digest: Callable[[Path], str] = sha256_file) -> str:
+    """The digest of the files the stage reads (`file_digest` may remember files shared by stages)."""
     digest = hashlib.sha256()
-    for path in index_input_files(config) if stage == "index" else input_files(stage, config):
-        digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
+    for path in input_files(stage, config):
+        digest.update(path.name.encode() + b"\0" + file_digest(path).encode())
     return digest.hexdigest()
 
 
@@ -136,9 +136,9 @@ def record(stage: str, config: Config, current: str, inputs: str) -> None:
     (stage_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": current, "inputs": inputs, "outputs": outputs}, indent=1))
 
 
-def index_digest(config: Config) -> str | None:
+def index_digest(config: Config, file_digest: Callable[[Path], str] = sha256_file) -> str | None:
     """The digest of the index's inputs, taken before `fbm index` builds it; None while one is missing."""
-    return inputs_digest("index", config) if all(path.is_file() for path in index_input_files(config)) else None
+    return inputs_digest("index", config, file_digest) if all(path.is_file() for path in input_files("index", config)) else None
 
 
 def record_index(config: Config, inputs: str | None) -> None:
@@ -154,19 +154,20 @@ def stale_stages(config: Config, index: bool = True) -> list[str]:
     """Warnings for the trained stages whose inputs have changed since they were trained (the text
     branch retrained alone leaves the fusion fitted to the one before), and, with `index`, for an
     index built from other branches or listings; stages trained without a record (the tests', the
-    benchmark's) are not judged."""
+    benchmark's) are not judged. Each file is read once, though several stages read it."""
+    file_digest = functools.cache(sha256_file)
     warnings = []
     for stage in STAGE_PACKAGES:
         recorded = _recorded(stage, config)
         if "inputs" in recorded and all(path.is_file() for path in input_files(stage, config)):
-            if recorded["inputs"] != inputs_digest(stage, config):
+            if recorded["inputs"] != inputs_digest(stage, config, file_digest):
                 what = "branches" if stage == "combined" else "prepared listings"
                 warnings.append(
                     f"warning: {output_dir(stage, config)} was trained from other {what} than those now in {config.paths.root}: "
                     "`fbm train all` brings every stage up to date"
                 )
     recorded = _read_record(config.paths.index / FINGERPRINT_FILE)
-    if index and "inputs" in recorded and recorded["inputs"] != index_digest(config):
+    if index and "inputs" in recorded and recorded["inputs"] != index_digest(config, file_digest):
         warnings.append(
             f"warning: the index in {config.paths.index} was built from other models or listings than those now in {config.paths.root}: "
             "searches compare new query vectors with old ones until `fbm index` rebuilds it (listings added through the API are kept)"
