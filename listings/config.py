@@ -208,12 +208,17 @@ class Config:
 _MINIMUM = {
     name: 1
     for name in (
-        "epochs", "batch_size", "trunk_batch_size", "image_size", "input_size", "views", "embed_dim", "w2v_dim", "w2v_window",
+        "epochs", "batch_size", "trunk_batch_size", "views", "embed_dim", "w2v_dim", "w2v_window",
         "w2v_negative", "w2v_min_count", "w2v_epochs", "w2v_workers", "channels", "max_tokens", "workers", "decode_workers",
         "batch_max_photos", "max_photos", "max_text_chars", "max_upload_bytes", "max_request_bytes", "max_image_pixels",
         "max_k", "rerank_candidates", "checkpoint_every", "ef_construction", "ef_search", "port", "kernel_sizes",
     )
-} | {"hnsw_m": 2}  # an HNSW graph of one link per node crashes FAISS
+} | {
+    "hnsw_m": 2,  # an HNSW graph of one link per node crashes FAISS
+    # a photo's side: the image networks reduce it 32-fold, to one feature per 32x32 pixels
+    "image_size": 32,
+    "input_size": 32,
+}
 _MAXIMUM = {"port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "label_smoothing": 1, "term_weight": 1} | {
     # sizes of a network, and threads: far above any use, below what fails with an allocation error
     "embed_dim": 4096, "channels": 4096, "w2v_dim": 1024, "hidden": 8192, "hnsw_m": 256,

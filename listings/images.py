@@ -330,8 +330,9 @@ def build_clean_cache(
     workers: int = 2,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Write `<cache_dir>/<id>.jpg` (`stored_form`) for every image not cached yet, or cached from
-    another source file (a photo replaced under the same id: `<cache_dir>.sources.json`, beside the
-    photos, keeps the digest of the source each was cleaned from).
+    another source file (a photo replaced under the same id) or under another pixel limit (a limit
+    lowered refuses photos it had let in): `<cache_dir>.sources.json`, beside the photos, keeps the
+    digest of the source each was cleaned from and the limit it was cleaned under.
 
     Returns (digests of the usable images' sources, reasons for the skipped ones), both keyed by
     image id. An image whose source file has gone is skipped as missing even when a cleaned copy is cached.
@@ -341,13 +342,16 @@ def build_clean_cache(
     sources_path = cache_dir.with_name(cache_dir.name + ".sources.json")
     cleaned_from = json.loads(sources_path.read_text()) if sources_path.is_file() else {}
 
+    def cleaned_under(digest: str) -> str:
+        return f"{digest} max_pixels={max_pixels}"
+
     def one(image_id: str) -> tuple[str, str | None, str | None]:
         source = photo_path(source_dir, image_id)
         target = photo_path(cache_dir, image_id)
         try:
             require_file(source)
             digest = file_digest(source)
-            if not target.exists() or cleaned_from.get(image_id) != digest:
+            if not target.exists() or cleaned_from.get(image_id) != cleaned_under(digest):
                 tmp = target.with_suffix(".tmp")
                 tmp.write_bytes(stored_form(source, size, max_pixels)[0])
                 tmp.replace(target)
@@ -364,6 +368,6 @@ def build_clean_cache(
             else:
                 skipped[image_id] = reason
     tmp = sources_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cleaned_from | digests))
+    tmp.write_text(json.dumps(cleaned_from | {image_id: cleaned_under(digest) for image_id, digest in digests.items()}))
     tmp.replace(sources_path)
     return digests, skipped

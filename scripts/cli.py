@@ -76,6 +76,8 @@ def trained_config(args: argparse.Namespace, index: bool = True) -> Config:
     config = build_config(args)
     for warning in stale_stages(config, index):
         print(warning, file=sys.stderr)
+    if config.image.device == "cuda":
+        print(f"note: image.device=cuda is where the image branch trains; fbm {args.command} runs the trained models on the CPU, as they are served", file=sys.stderr)
     return config
 
 

@@ -1,9 +1,9 @@
 """Whether a training stage is up to date, so that `fbm train` run again skips it.
 
 A stage's fingerprint is a digest of what its outputs depend on: the files it reads (the prepared
-listings, or the branches' outputs for the fusion), the settings it uses, the code of the packages
-it runs, the pinned requirements, and for the image branch the backbone weights at hand and
-whether a GPU is. It is written beside the outputs once the stage has finished
+listings, or the branches' outputs for the fusion), the settings it uses (not those of speed
+alone), the code of the packages it runs, the pinned requirements, and for the image branch the
+backbone weights at hand and whether a GPU is. It is written beside the outputs once the stage has finished
 (`fingerprint.json`, with the SHA-256 of each output file), and the stage is up to date while the
 fingerprint is the same and every output is still there, its content as written. The fingerprint is taken
 before the stage starts (code edited while it trains is not counted as trained) and the record is
@@ -42,6 +42,9 @@ STAGE_SETTINGS = {"image": ("data", "image"), "text": ("data", "text"), "combine
 PLACES = ("data_dir", "artifacts_dir", "nltk_data", "workers")
 # data settings of the photos, which the text branch never reads
 PHOTO_SETTINGS = ("image_size", "max_image_pixels")
+# settings of how fast a stage runs, not of what it computes (the trunk's outputs are the same at
+# any batch size, and its feature cache is shared across them)
+SPEED_SETTINGS = {"image": ("trunk_batch_size",)}
 
 
 def output_dir(stage: str, config: Config) -> Path:
@@ -78,6 +81,9 @@ def fingerprint(stage: str, config: Config, inputs: str) -> str:
     settings = {name: dataclasses.asdict(getattr(config, name)) for name in STAGE_SETTINGS[stage]}
     for place in PLACES + (PHOTO_SETTINGS if stage == "text" else ()):
         settings["data"].pop(place)
+    for section, names in SPEED_SETTINGS.items():
+        for name in names if section in settings else ():
+            settings[section].pop(name)
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for package in STAGE_PACKAGES[stage]:
         for path in sorted((REPO_ROOT / package).rglob("*.py")):

@@ -53,7 +53,8 @@ def test_override_converts_to_the_field_type():
         ("text.kernel_sizes=", "expected at least one number"),
         ("text.kernel_sizes=3,0", "expected 1 or more"),
         ("serve.inference_workers=-1", "expected a finite number of 0 or more"),
-        ("data.image_size=0", "expected 1 or more"),
+        ("data.image_size=0", "expected 32 or more"),
+        ("image.input_size=1", "expected 32 or more"),  # a network of stride 32 was trained on single pixels
         ("index.hnsw_m=1", "expected 2 or more"),
         ("serve.port=70000", "expected at most 65535"),
         # an empty path was the current directory: `prepare` wrote ./data there
@@ -122,3 +123,14 @@ def test_the_text_branch_is_not_retrained_for_a_photo_setting():
     assert fingerprint("image", config, "inputs") != fingerprint("image", photos_changed, "inputs")
     photos_changed.override("data.seed=7")
     assert fingerprint("text", config, "inputs") != fingerprint("text", photos_changed, "inputs")
+
+
+def test_the_image_branch_is_not_retrained_for_the_trunk_batch_size():
+    """How many photos the frozen trunk takes at once changes its speed, not its features."""
+    from scripts.freshness import fingerprint
+
+    config, faster = Config(), Config()
+    faster.override("image.trunk_batch_size=64")
+    assert fingerprint("image", config, "inputs") == fingerprint("image", faster, "inputs")
+    faster.override("image.batch_size=64")
+    assert fingerprint("image", config, "inputs") != fingerprint("image", faster, "inputs")

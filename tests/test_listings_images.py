@@ -295,6 +295,12 @@ def test_build_clean_cache_counts_skipped_files_and_reuses_the_cache(tmp_path: P
     assert digests_again == {k: v for k, v in digests.items() if k != "copy"}
     assert skipped_again == {**skipped, "copy": "missing"}
 
+    # a lower pixel limit checks the cached photos again: the 60x30 ones are now over it
+    cleaned_again.clear()
+    digests_lower, skipped_lower = build_clean_cache(ids, source, cache, 32, max_pixels=1_000, workers=2)
+    assert set(cleaned_again) == {"truncated", "empty", "text", "bomb", "rgb", "rgba", "cmyk"}
+    assert set(digests_lower) == {"rgba", "cmyk"} and skipped_lower["rgb"] == "too_large"
+
 
 def test_a_fresh_photo_is_cleaned_into_the_pixels_the_cache_holds(tmp_path):
     """Serving (`clean_photo`) and training (the cleaned-image cache) see the same pixels."""

@@ -113,6 +113,13 @@ def test_a_search_names_an_index_built_from_other_branches(trained_pipeline, tmp
     assert main(["similar", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
 
 
+def test_a_training_device_is_named_as_such_where_the_models_run_on_the_cpu(trained_pipeline, capsys):
+    config, _ = trained_pipeline
+    argv = ["classify", "--artifacts", str(config.paths.root), "--set", "image.device=cuda", "--text", "oak chair"]
+    assert main(argv) == 0
+    assert "image.device=cuda is where the image branch trains; fbm classify runs the trained models on the CPU" in capsys.readouterr().err
+
+
 def test_every_stage_leaves_its_artifacts(trained_pipeline):
     config, _ = trained_pipeline
     paths = config.paths
