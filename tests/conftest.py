@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-PRODUCTS_HEADER = ["Unnamed: 0", "id", "product_name", "category", "product_description", "price", "location"]
+from marketplace import PRODUCTS_HEADER, csv_line, image_bytes
 
 # (id, product_name, category, product_description, price, location, image ids)
 QUIRKY_PRODUCTS = [
@@ -61,22 +61,6 @@ QUIRKY_PRODUCTS = [
 # img-f2 is truncated, img-f3 has no file, img-b1 holds the same bytes as img-m1 (a duplicated photo),
 # img-c1 is a PNG with alpha under a .jpg name.
 QUIRKY_BROKEN = {"img-f2": "truncated", "img-f3": "missing"}
-
-
-def csv_line(fields: list[str]) -> str:
-    """One CSV row as the marketplace writes it: quoted only when needed, rows end in '\\n'."""
-    out = []
-    for value in fields:
-        if any(c in value for c in ',"\r\n'):
-            value = '"' + value.replace('"', '""') + '"'
-        out.append(value)
-    return ",".join(out) + "\n"
-
-
-def image_bytes(color: tuple[int, ...], size: tuple[int, int] = (48, 32), mode: str = "RGB", fmt: str = "JPEG") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, color).save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 @pytest.fixture

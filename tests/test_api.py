@@ -21,7 +21,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
-from api.uploads import Utf8FormMiddleware
+from fastapi import HTTPException
+
+from api.uploads import BodyLimitMiddleware, Utf8FormMiddleware
 from listings.images import clean_image, stored_jpeg
 from retrieval.index import ListingIndex
 from test_api_fakes import CLASSES, FakePredictor, fake_services, jpeg_bytes, live_server, synthetic_photo, tiny_config
@@ -389,6 +391,21 @@ def test_a_character_split_between_two_chunks_of_a_form_is_read_whole():
 
 async def _next(messages):
     return next(messages)
+
+
+def test_the_body_limit_counts_every_chunk_of_a_body_that_streams_in():
+    """Five chunks of 100 bytes, none over the 250-byte limit on its own: refused once the third arrives."""
+
+    async def reading_app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+
+    messages = iter([{"type": "http.request", "body": b"x" * 100, "more_body": True}] * 5 + [{"type": "http.request", "body": b""}])
+    scope = {"type": "http", "headers": [(b"content-type", b"multipart/form-data; boundary=zz")]}
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(BodyLimitMiddleware(reading_app, max_bytes=250, max_other_bytes=250)(scope, lambda: _next(messages), None))
+    assert refused.value.status_code == 413
+    assert len(list(messages)) == 3  # the third chunk went past the limit: the rest were never read
 
 
 def test_a_body_that_is_not_multipart_is_held_to_the_longest_text(client):

@@ -107,6 +107,32 @@ def test_a_batch_scores_the_tfidf_model_of_each_listing_with_a_photo():
     assert not out.tfidf_probs[out.owner == 1].any()  # a text alone is the text CNN's
 
 
+@pytest.mark.parametrize("mode", ["image", "combined"])
+def test_a_listings_probabilities_are_the_mean_over_its_photos(mode, monkeypatch):
+    """Fusion is per photo (with the listing's text), and the listing's answer is the mean of its photos'."""
+    predictor = random_predictor()
+
+    def by_colour(views: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:  # a random network tells photos apart too little
+        colours = np.array([view.reshape(-1, 3).mean(axis=0) / 255 for view in views], dtype=np.float32)
+        embeddings = np.zeros((len(views), predictor.image.embed_dim), np.float32)
+        embeddings[:, :3] = colours
+        logits = np.zeros((len(views), len(CLASSES)), np.float32)
+        logits[:, :3] = 4 * colours
+        return embeddings, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    monkeypatch.setattr(predictor.image, "embed_views", by_colour)
+    photos = [synthetic_photo("red", "circle"), synthetic_photo("blue", "square")]
+    text = "Red velvet armchair"
+
+    def probabilities(prediction) -> np.ndarray:
+        return np.array([prediction.probabilities[prediction.classes.index(name)] for name in CLASSES])
+
+    alone = [probabilities(predictor.predict([photo], text, mode)) for photo in photos]
+    both = probabilities(predictor.predict(photos, text, mode))
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)
+    np.testing.assert_allclose(both, np.mean(alone, axis=0), atol=1e-5)
+
+
 def test_served_late_fusion_weighs_the_tfidf_model_of_the_listing_text():
     predictor = random_predictor()
     photo, title = synthetic_photo("green", "square"), "Green oak dining chair"

@@ -83,6 +83,56 @@ def test_train_combined_lowers_loss_and_saves_a_reloadable_model(tmp_path):
     model.load_state_dict(torch.load(config.paths.combined_model / MODEL_FILE, weights_only=True))
 
 
+def test_validation_chooses_the_weights_the_epoch_and_the_served_fusion(tmp_path, monkeypatch):
+    """Every choice is made on the validation split, none on test: the late-fusion weights, the
+    fusion classifier's epoch and which fusion is served (here validation prefers early fusion and
+    test late fusion, as scripted below)."""
+    import combined_model.train as train_module
+
+    config = _synthetic_artifacts(tmp_path)
+    split_of, fused, weighed = {}, [], []
+    gather_split, fuse, choose, score = train_module.gather, train_module.fused_probs, train_module.choose_late_weights, train_module.product_metrics
+
+    def gathering(frame, *args):
+        out = gather_split(frame, *args)
+        split_of[id(out)] = frame["split"].iloc[0]
+        return out
+
+    def fusing(model, out, method, late):
+        probs = fuse(model, out, method, late)
+        fused.append((probs, method))
+        return probs
+
+    scripted = {("val", EARLY): 0.9, ("val", LATE): 0.5, ("test", EARLY): 0.1, ("test", LATE): 0.8}
+
+    def scoring(out, probs):
+        metrics = score(out, probs)
+        method = next((method for fused_probs, method in fused if fused_probs is probs), None)
+        if method is not None and split_of.get(id(out)) in ("val", "test") and weighed:  # the final scores, after fit_fusion's own
+            metrics["accuracy"] = scripted[split_of[id(out)], method]
+        return metrics
+
+    monkeypatch.setattr(train_module, "gather", gathering)
+    monkeypatch.setattr(train_module, "fused_probs", fusing)
+    monkeypatch.setattr(train_module, "choose_late_weights", lambda val: weighed.append(val) or choose(val))
+    monkeypatch.setattr(train_module, "product_metrics", scoring)
+    summary = train_combined(config)
+
+    products = pd.read_json(config.paths.listings, lines=True)
+    assert len(weighed) == 1 and list(weighed[0].labels) == list(products.loc[products["split"] == "val", "label"])
+    assert summary["served_method"] == EARLY
+    sidecar = json.loads((config.paths.combined_model / SIDECAR_FILE).read_text())
+    history = sidecar["history"]
+    best = max(range(len(history)), key=lambda epoch: history[epoch]["val_accuracy"])
+    assert best < len(history) - 1  # the best epoch is not the last: keeping the last would show
+    model = FusionClassifier(sidecar["in_dim"], len(CLASSES), sidecar["hidden"], sidecar["dropout"])
+    model.load_state_dict(torch.load(config.paths.combined_model / MODEL_FILE, weights_only=True))
+    model.eval()
+    x_val, y_val = train_module._tensors(gather_split(products[products["split"] == "val"], *load_branch_exports(config), len(CLASSES)))
+    with torch.no_grad():
+        assert torch.nn.functional.cross_entropy(model(x_val), y_val).item() == pytest.approx(history[best]["val_loss"], rel=1e-5)
+
+
 def test_missing_modality_falls_back_to_the_branch_with_input():
     image = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.0, 0.0]], np.float32)
     text = np.array([[0.1, 0.9], [0.7, 0.3], [0.3, 0.7], [0.0, 0.0]], np.float32)

@@ -125,6 +125,18 @@ def test_the_text_branch_is_not_retrained_for_a_photo_setting():
     assert fingerprint("text", config, "inputs") != fingerprint("text", photos_changed, "inputs")
 
 
+@pytest.mark.parametrize(
+    ("stage", "setting"),
+    [("image", "image.trainable=none"), ("text", "text.max_tokens=100"), ("combined", "fusion.dropout=0.4"), ("text", "data.seed=7")],
+)
+def test_a_stage_is_retrained_for_a_setting_of_its_own(stage, setting):
+    from scripts.freshness import fingerprint
+
+    changed = Config()
+    changed.override(setting)
+    assert fingerprint(stage, Config(), "inputs") != fingerprint(stage, changed, "inputs")
+
+
 def test_the_image_branch_is_not_retrained_for_the_trunk_batch_size():
     """How many photos the frozen trunk takes at once changes its speed, not its features."""
     from scripts.freshness import fingerprint

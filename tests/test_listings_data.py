@@ -10,20 +10,21 @@ import pytest
 from listings.data import (
     LISTING_COLUMNS,
     DatasetError,
+    checked_price,
     clean_description,
     clean_listing_text,
     clean_text,
     clean_title,
     listing_text,
     load_listings,
-    read_dataset,
-    write_table,
     parse_price,
+    read_dataset,
     read_jsonl,
     split_category,
     unescape_html,
     unify_spellings,
     write_jsonl,
+    write_table,
 )
 
 
@@ -325,6 +326,18 @@ def test_listings_to_classify_need_no_category(quirky_dataset):
 )
 def test_parse_price(raw, expected):
     assert parse_price(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [None, "", "  "])
+def test_a_blank_price_given_is_no_price(raw):
+    assert checked_price(raw) is None
+
+
+@pytest.mark.parametrize("raw", ["Free", "-5", "1e3"])
+def test_a_price_given_that_is_no_price_is_refused(raw):
+    with pytest.raises(ValueError, match="is not a price"):
+        checked_price(raw)
+
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from listings.metrics import NO_ANSWER, answers, no_answer_where_absent, per_class, summarise
+from listings.metrics import NO_ANSWER, answers, no_answer_where_absent, per_class, per_product, summarise
 
 
 def one_hot(pred: list[int], n_classes: int) -> np.ndarray:
@@ -33,3 +33,18 @@ def test_a_model_without_input_gives_no_answer_and_is_wrong():
     assert scores["accuracy"] == pytest.approx(1 / 3) and scores["top3"] == pytest.approx(2 / 3)
     assert scores["macro_f1"] == pytest.approx((0 + 1) / 2)  # class 0: never answered right
     assert per_class(labels, probs, ["a", "b", "c"])["a"]["recall"] == 0
+
+
+def test_top3_counts_a_category_ranked_third_and_not_one_ranked_fourth():
+    probs = np.array([[0.5, 0.3, 0.2, 0.0]], dtype=np.float32)
+    third = summarise(np.array([2]), probs)
+    assert third["accuracy"] == 0 and third["top3"] == 1
+    assert summarise(np.array([3]), probs)["top3"] == 0
+
+
+def test_a_products_probabilities_are_the_mean_of_its_photos():
+    """One confident photo does not outvote two that agree (the maximum would say class 0)."""
+    photos = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [1.0, 0.0]], dtype=np.float32)
+    products = per_product(photos, np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(products[:2], [[1.4 / 3, 1.6 / 3], [1.0, 0.0]], rtol=1e-6)
+    assert products[0].argmax() == 1

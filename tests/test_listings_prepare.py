@@ -14,6 +14,7 @@ from listings.config import SHARED, Config
 from listings.data import DatasetError
 from listings.prepare import load_prepared
 from listings.splits import SPLITS
+from marketplace import PRODUCTS_HEADER, csv_line, image_bytes
 from scripts.cli import main
 
 FBM = SHARED / "fbm"
@@ -193,3 +194,28 @@ def test_prepare_on_the_full_dataset(tmp_path: Path, capsys):
     assert summary["classes"] == 13
     assert sum(summary["split_sizes"].values()) == 6098
     assert "products: 6,098" in printed and "images: 10,721" in printed
+
+
+def test_prepare_keeps_two_categories_products_sharing_a_photo_in_one_split(tmp_path: Path, capsys):
+    """The same photo posted in two categories: with 20 products a category, each split gets some,
+    and for every seed the two posts still land in one split."""
+    root = tmp_path / "shared-photo"
+    (root / "images").mkdir(parents=True)
+    products, images = [csv_line(PRODUCTS_HEADER)], [csv_line(["", "id", "product_id"])]
+    for number in range(40):
+        product_id = f"{'ab'[number // 20]}{number % 20}"
+        category = ("Appliances / Kettles", "Toys / Games")[number // 20]
+        products.append(csv_line([str(number), product_id, f"Item {product_id}", category, f"Nice {product_id}", "£5", "Leeds"]))
+        images.append(csv_line([str(number), f"img-{product_id}", product_id]))
+        colour = (200, 30, 30) if number % 20 == 0 else (number * 5, number * 3, 90)  # a0 and b0: one photo
+        (root / "images" / f"img-{product_id}.jpg").write_bytes(image_bytes(colour))
+    (root / "Products.csv").write_text("".join(products))
+    (root / "Images.csv").write_text("".join(images))
+    for seed in range(6):
+        artifacts = tmp_path / f"artifacts-{seed}"
+        assert main(["prepare", "--data", str(root), "--artifacts", str(artifacts), "--set", f"data.seed={seed}"]) == 0
+        splits = json.loads((artifacts / "data" / "splits.json").read_text())
+        assert all(splits.values())
+        split_of = {product_id: split for split, ids in splits.items() for product_id in ids}
+        assert split_of["a0"] == split_of["b0"], seed
+    capsys.readouterr()

@@ -94,6 +94,12 @@ def test_products_without_photos_are_their_own_group():
     assert len({groups["a"], groups["b"], groups["d"]}) == 3
 
 
+def test_a_product_that_joins_two_groups_merges_them_whatever_the_order():
+    """b shares one photo with a and another with c, and comes last: all three are one group."""
+    groups = group_products({"a": ["d1"], "c": ["d2"], "b": ["d1", "d2"]})
+    assert groups["a"] == groups["b"] == groups["c"]
+
+
 def test_a_tiny_class_is_still_assigned():
     assignment = split_products(["x", "y", "z"], ["big", "big", "tiny"], FRACTIONS, seed=0)
     assert set(assignment) == {"x", "y", "z"}

@@ -273,16 +273,18 @@ def test_rows_left_out_of_evaluation_data_are_reported(trained_pipeline, tmp_pat
 
 
 def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(trained_pipeline, tmp_path, capsys):
-    """A missing and a corrupt photo are skipped and counted; listings of the training split are
-    scored but named, as their figures flatter the models."""
+    """A missing and a corrupt photo are skipped and counted; listings of the training and
+    validation splits are scored but named, as their figures flatter the models."""
     config, unseen = trained_pipeline
     data = tmp_path / "mixed"
     (data / "images").mkdir(parents=True)
     products = pd.read_csv(unseen / "Products.csv", lineterminator="\n", dtype=str, index_col=0)
     images = pd.read_csv(unseen / "Images.csv", lineterminator="\n", dtype=str, index_col=0)
-    train_ids = set(pd.read_json(config.paths.listings, lines=True).query("split == 'train'")["product_id"])
+    prepared = pd.read_json(config.paths.listings, lines=True)
+    chosen_ids = [*prepared.query("split == 'train'")["product_id"].head(2), *prepared.query("split == 'val'")["product_id"].head(1)]
     trained = pd.read_csv(Path(config.data.data_dir) / "Products.csv", lineterminator="\n", dtype=str, index_col=0)
-    trained = trained[trained["id"].isin(train_ids)].head(3)
+    trained = trained[trained["id"].isin(chosen_ids)]
+    assert len(trained) == 3
     trained_images = pd.read_csv(Path(config.data.data_dir) / "Images.csv", lineterminator="\n", dtype=str, index_col=0)
     trained_images = trained_images[trained_images["product_id"].isin(trained["id"])]
     # and one posted again: a new product id and photo id, the same photo file as a training listing's

@@ -117,6 +117,14 @@ def test_query_listing_is_excluded(index):
     assert len(result.hits) == 3
 
 
+@pytest.mark.parametrize("filters", [{"category": "Appliances"}, {"min_price": 0}, {"max_price": 1000}], ids=str)
+def test_the_query_listing_is_excluded_under_a_filter_too(index, filters):
+    """The query listing passes each of these filters: it is left out all the same."""
+    result = index.search(E[0], E[0], k=10, exclude_product_id="same", **filters)
+    assert "same" not in _ids(result) and result.hits
+    assert "same" not in _ids(search_like_listing(index, "same", k=10, **filters)[1])
+
+
 def test_filters_apply_inside_the_search(index):
     assert set(_ids(index.search(None, E[0], k=10, category="appliances"))) == {"same", "photo-only-match", "no-photo"}
     assert _ids(index.search(None, E[0], k=10, category="Home & Garden / Dining")) == ["unrelated"]

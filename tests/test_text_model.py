@@ -103,6 +103,7 @@ def tiny_branch(stem: bool = False, seed: int = 0) -> TextBranch:
         ("PS4 with 64GB card and 45x45cm mirror", ["ps4", "64gb", "card", "45x45cm", "mirror"]),
         ("The sofas are in the houses", ["sofa", "house"]),
         ("Collection only.Great condition,barely used 2.5m cable", ["collection", "great", "condition", "barely", "used", "2.5m", "cable"]),
+        ("a 2 seater sofa, 3 drawers", ["2", "seater", "sofa", "3", "drawer"]),  # counts are kept
         ("a the and of with it is", []),
         ("", []),
         ("!!! ### 😀 --- ... *** ||| £ $", []),
