@@ -287,6 +287,18 @@ def server_load(url: str, server_pid: int, requests: list[Request], total: int, 
     return summary
 
 
+def serving_row(concurrency: int, runs: list[dict], raw_listings_per_s: float) -> dict:
+    """One row of the serving table from repeated loads (`server_load`'s summaries): the median of
+    each figure; every answer that was not a 2xx and every request that got no answer; the median
+    throughput over the raw model's."""
+    row = {"concurrency": concurrency, "requests": runs[0]["requests"]}
+    for key in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_request", "client_cpu_ms_per_request"):
+        row[key] = round(float(np.median([r[key] for r in runs])), 2)
+    row["non_2xx"] = sum(n for r in runs for status, n in r["statuses"].items() if not status.startswith("2")) + sum(r["errors"] for r in runs)
+    row["throughput_over_raw"] = round(row["throughput_rps"] / raw_listings_per_s, 2)
+    return row
+
+
 def bench_serving(config: Config, plan: BenchPlan) -> dict:
     queries = sample_queries(config)
     raw = RawThroughput(config, queries)
@@ -303,11 +315,7 @@ def bench_serving(config: Config, plan: BenchPlan) -> dict:
             rows = []
             for concurrency in plan.concurrencies:
                 runs = [server_load(url, server.pid, requests, plan.requests_per_client * concurrency, concurrency) for _ in range(plan.repeats)]
-                row = {"concurrency": concurrency, "requests": runs[0]["requests"]}
-                for key in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps", "server_cpu_ms_per_request", "client_cpu_ms_per_request"):
-                    row[key] = round(float(np.median([r[key] for r in runs])), 2)
-                row["non_2xx"] = sum(n for r in runs for status, n in r["statuses"].items() if not status.startswith("2")) + sum(r["errors"] for r in runs)
-                row["throughput_over_raw"] = round(row["throughput_rps"] / reference["listings_per_s"], 2)
+                row = serving_row(concurrency, runs, reference["listings_per_s"])
                 rows.append(row)
                 print(f"serving /{endpoint} c{concurrency}: {row}", file=sys.stderr)
             results["endpoints"][endpoint] = rows

@@ -23,7 +23,7 @@ from PIL import Image
 from api.app import create_app
 from fastapi import HTTPException
 
-from api.uploads import BodyLimitMiddleware, Utf8FormMiddleware
+from api.uploads import BodyLimitMiddleware, MultipartEndMiddleware, Utf8FormMiddleware
 from listings.images import clean_image, stored_jpeg
 from retrieval.index import ListingIndex
 from test_api_fakes import CLASSES, FakePredictor, fake_services, jpeg_bytes, live_server, synthetic_photo, tiny_config
@@ -179,8 +179,10 @@ def test_more_like_an_indexed_listing_by_its_own_modalities(client):
 
 
 def test_health_categories_photos_and_page(client, artifacts):
-    health = client.get("/health").json()
+    response = client.get("/health")
+    health = response.json()
     assert health["status"] == "ok" and health["listings"] == 12
+    assert "directory" not in health["index"] and str(artifacts) not in response.text  # no server path to a client
     assert health["models"] == {"image": "fake-image", "text": "fake-text", "fusion": "fake-fusion"}
     assert health["index"]["count"] == 12 and health["index"]["dim"] == 512
     assert client.get("/categories").json() == {"categories": CLASSES}
@@ -391,6 +393,25 @@ def test_a_character_split_between_two_chunks_of_a_form_is_read_whole():
 
 async def _next(messages):
     return next(messages)
+
+
+def test_a_closing_boundary_split_between_two_chunks_is_seen_wherever_it_splits():
+    body = b'--zz\r\nContent-Disposition: form-data; name="txt"\r\n\r\noak chair\r\n--zz--\r\n'
+    closing = body.index(b"--zz--")
+    for cut in range(closing, closing + len(b"--zz--") + 1):
+        received = bytearray()
+
+        async def reading_app(scope, receive, send):
+            while True:
+                message = await receive()
+                received.extend(message.get("body", b""))
+                if not message.get("more_body"):
+                    return
+
+        messages = iter([{"type": "http.request", "body": body[:cut], "more_body": True}, {"type": "http.request", "body": body[cut:]}])
+        scope = {"type": "http", "headers": [(b"content-type", b"multipart/form-data; boundary=zz")]}
+        asyncio.run(MultipartEndMiddleware(reading_app)(scope, lambda: _next(messages), None))  # no 400 "cut short"
+        assert bytes(received) == body, cut - closing
 
 
 def test_the_body_limit_counts_every_chunk_of_a_body_that_streams_in():
@@ -778,6 +799,34 @@ def test_the_batcher_keeps_one_bad_item_from_failing_its_neighbours_and_skips_ca
         batcher.stop()
     assert batcher.items == 8  # every request but the refused, the poisoned and the cancelled one was answered
     assert max(predictor.batch_sizes) > 1 and max(predictor.batch_sizes) <= 8
+
+
+def test_requests_that_fill_the_photo_cap_exactly_share_one_pass():
+    """Waiting requests join a pass up to `max_photos` photos, that many included."""
+    import threading
+
+    from api.batching import MicroBatcher
+
+    started, release, passes = threading.Event(), threading.Event(), []
+
+    def run_batch(items):
+        passes.append([item.text for item in items])
+        if items[0].text == "blocker":
+            started.set()
+            release.wait(10)
+        return FakePredictor().predict_prepared(items)
+
+    batcher = MicroBatcher(FakePredictor().prepare, run_batch, max_photos=4)
+    batcher.start()
+    try:
+        blocker = batcher.submit([synthetic_photo("red", "circle")], "blocker", "combined")
+        assert started.wait(10)
+        pairs = [batcher.submit([synthetic_photo("red", "circle")] * 2, name, "combined") for name in ("a", "b")]
+        release.set()
+        assert [future.result(10).modalities for future in (blocker, *pairs)] == [["image", "text"]] * 3
+    finally:
+        batcher.stop()
+    assert passes == [["blocker"], ["a", "b"]]
 
 
 def test_two_inference_threads_run_passes_side_by_side_and_stop_answers_what_is_queued():

@@ -74,3 +74,23 @@ def test_the_report_says_when_the_code_measured_is_not_the_commit(tmp_path, monk
     assert len(clean) >= 7 and "+" not in clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert bench.machine()["commit"] == clean + "+uncommitted"
+
+
+def test_a_serving_row_is_the_median_over_the_raw_model_and_counts_every_failure():
+    def run(throughput: float, statuses: dict, errors: int) -> dict:
+        figures = {"p50_ms": 5.0, "p95_ms": 6.0, "p99_ms": 7.0, "server_cpu_ms_per_request": 3.0, "client_cpu_ms_per_request": 0.5}
+        return {"requests": 8, "throughput_rps": throughput, "statuses": statuses, "errors": errors, **figures}
+
+    runs = [run(10.0, {"200": 7, "503": 1}, 2), run(12.0, {"200": 8}, 0), run(30.0, {"200": 6, "422": 2}, 0)]
+    row = bench.serving_row(16, runs, raw_listings_per_s=40.0)
+    assert row["throughput_rps"] == 12.0 and row["throughput_over_raw"] == 0.3  # the median run over the raw model
+    assert row["non_2xx"] == 1 + 2 + 2  # answers that were not 2xx, and requests never answered
+
+
+def test_a_goal_met_exactly_is_met_and_the_slowest_query_is_judged():
+    accuracy = {"served": "late_fusion", "models": {"image": {"accuracy": 0.5}, "text": {"accuracy": 0.5}, "late_fusion": {"accuracy": 0.88}}}
+    latency = {f"latency_ms_{query}": {"p50": p50} for query, p50 in (("photo", 1.0), ("text", 7.0), ("both", 2.0))}
+    goals = {g["goal"]: g for g in bench.goal_rows({"accuracy": accuracy, "retrieval": {**latency, "precision@10_both": 0.9}})}
+    assert goals["served fusion, test product accuracy"]["met"] is True  # 0.88 ≥ 0.88
+    dataset_query = goals["query p50 at the dataset's size, model excluded"]
+    assert dataset_query["measured"] == 7.0 and dataset_query["met"] is False  # text's 7 ms, not photo's 1 ms

@@ -83,6 +83,9 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["classify", "--image", "no-such-photo.jpg"], "--image no-such-photo.jpg: no such file"),  # before the models load
         (["classify", "--image", "/tmp"], "--image /tmp: not a file"),
         (["similar", "--image", "no-such-photo.jpg"], "--image no-such-photo.jpg: no such file"),  # before the index opens
+        (["similar", "--text", "oak chair", "--min-price", "50", "--max-price", "10"], "--min-price 50 is above --max-price 10"),
+        (["similar", "--text", "oak chair", "--max-price", "lots"], "--max-price: 'lots' is not a price"),
+        (["similar", "--text", "oak chair", "--max-price", "-3"], "--max-price: '-3' is not a price"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(tmp_path: Path, argv, message, capsys):

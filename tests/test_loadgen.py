@@ -68,3 +68,14 @@ def test_a_refused_connection_is_an_error_not_a_crash():
 def test_load_is_only_sent_to_loopback(url):
     with pytest.raises(ValueError, match="loopback"):
         run_load(url, lambda i: form_request("/ok"), requests=1, concurrency=1)
+
+
+def test_percentiles_and_throughput_are_of_the_answered_requests():
+    """p50/p95/p99 are percentiles of the latencies, and requests per second count answers, not
+    connections that failed."""
+    from scripts.loadgen import LoadResult
+
+    result = LoadResult(concurrency=2, requests=100, wall_s=10.0, latencies_ms=[float(i) for i in range(1, 101)], statuses={200: 100}, errors=20, client_cpu_s=0.1)
+    summary = result.summary()
+    assert (summary["p50_ms"], summary["p95_ms"], summary["p99_ms"]) == (50.5, 95.0, 99.0)
+    assert summary["throughput_rps"] == 10.0 and summary["errors"] == 20

@@ -25,7 +25,9 @@ from retrieval.index import (
     LiveChanges,
     build_lock,
     fold_photos,
+    index_kind,
     listing_vectors,
+    make_faiss_index,
     read_live_changes,
     score_from_inner_product,
 )
@@ -350,6 +352,69 @@ def test_flat_below_threshold(index):
     assert (info["kind"], info["dim"], info["count"], info["without_image"]) == (FLAT, 2 * D, 5, 1)
 
 
+def _clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """n listings around 8 topics, each with a photo and a text, priced 0, 1, 2, ..."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, 2 * D))
+    topic = rng.integers(0, 8, n)
+    raw = centres[topic] + rng.normal(scale=0.3, size=(n, 2 * D))
+    return listing_vectors(raw[:, :D], np.ones(n, bool), raw[:, D:], np.ones(n, bool)), [_row(f"p{i}", f"Root {topic[i]} / Sub", float(i)) for i in range(n)]
+
+
+def test_a_catalogue_of_exactly_the_threshold_gets_the_exact_index(tmp_path):
+    """Up to `exact_threshold` listings, IndexFlatIP; one more, HNSW."""
+    config = IndexConfig(exact_threshold=5)
+    assert index_kind(make_faiss_index(5, 2 * D, config)) == FLAT
+    assert index_kind(make_faiss_index(6, 2 * D, config)) == HNSW
+    with _build(tmp_path, config=config) as index:  # the catalogue's five listings
+        assert index.info()["kind"] == FLAT
+
+
+def test_deleted_listings_left_in_an_hnsw_graph_do_not_cost_results(tmp_path):
+    """Deleted listings stay in an HNSW graph as tombstones: a query for as many listings as are
+    live still gets every one of them."""
+    vectors, rows = _clustered(20)
+    with ListingIndex.build(tmp_path, vectors, rows, IndexConfig(exact_threshold=10, hnsw_m=8, ef_construction=40, ef_search=64)) as index:
+        assert index.info()["kind"] == HNSW
+        for i in range(5):
+            index.delete(f"p{i}")
+        assert len(index) == 15 and index.info()["tombstones"] == 5
+        assert sorted(_ids(index.search(vectors[7, :D], vectors[7, D:], k=15))) == sorted(f"p{i}" for i in range(5, 20))
+
+
+def test_a_deleted_listing_without_a_photo_is_forgotten_by_photo_queries_too(index):
+    index.add(_row("text-only", "Appliances"), None, E[1])
+    assert index.info()["without_image"] == 2
+    index.delete("text-only")
+    assert index.info()["without_image"] == 1
+    assert sorted(_ids(index.search(E[0], None, k=4))) == ["photo-only-match", "same", "text-only-match", "unrelated"]
+
+
+def test_hnsw_searches_at_least_k_deep_when_k_is_above_ef_search(tmp_path):
+    """efSearch is raised to k for a query of more listings than `ef_search`: the k returned are
+    nearly the true top k (searched only ef_search deep, recall fell from 0.96 to 0.84)."""
+    rng = np.random.default_rng(0)
+    half, n, k = 8, 4000, 40
+    raw = rng.normal(size=(n, 2 * half)).astype(np.float32)
+    vectors = listing_vectors(raw[:, :half], np.ones(n, bool), raw[:, half:], np.ones(n, bool))
+    recalls = []
+    with ListingIndex.build(tmp_path, vectors, [_row(f"p{i}", "Appliances") for i in range(n)], IndexConfig(exact_threshold=100, hnsw_m=8, ef_construction=40, ef_search=16)) as index:
+        for q in range(60):
+            truth = {f"p{i}" for i in np.argsort(-(vectors @ vectors[q]))[:k]}
+            found = _ids(index.search(vectors[q, :half], vectors[q, half:], k=k))
+            assert len(found) == k
+            recalls.append(len(truth & set(found)) / k)
+    assert np.mean(recalls) >= 0.92
+
+
+def test_a_build_with_a_product_twice_is_refused_in_words(tmp_path):
+    """One row per product; the command line reports a ValueError in one line (an sqlite
+    IntegrityError would be a traceback)."""
+    vectors = listing_vectors(np.stack([E[0], E[1]]), [True, True], np.stack([E[0], E[1]]), [True, True])
+    with pytest.raises(ValueError, match="unique"):
+        ListingIndex.build(tmp_path, vectors, [_row("same", "Appliances"), _row("same", "Appliances")], IndexConfig())
+
+
 class _Crash(Exception):
     pass
 
@@ -364,6 +429,23 @@ def _die(index: ListingIndex) -> None:
         if descriptor >= 0:
             os.close(descriptor)
     index._db.close()
+
+
+def test_a_listing_re_added_on_open_keeps_its_modalities(tmp_path, monkeypatch):
+    """A photo-only listing in SQLite but not yet in FAISS is re-added on open as photo-only: found
+    by a photo query, not by a text one, and counted as without a text."""
+    every_write = IndexConfig(checkpoint_every=1)
+    index = _build(tmp_path, config=every_write)
+    monkeypatch.setattr(index_module, "write_faiss_file", _crash)
+    with pytest.raises(_Crash):
+        index.add(_row("photo-only", "Appliances"), E[3], None)
+    monkeypatch.undo()
+    _die(index)
+    with ListingIndex.open(tmp_path, every_write, serving=True) as reopened:
+        assert reopened.reconciled["re_added"] == 1
+        assert (reopened.info()["without_image"], reopened.info()["without_text"]) == (1, 1)
+        assert _ids(reopened.search(E[3], None, k=1)) == ["photo-only"]
+        assert "photo-only" not in _ids(reopened.search(None, E[3], k=10))
 
 
 def test_crash_between_database_and_index_write_reopens_consistent(tmp_path, monkeypatch):
@@ -561,6 +643,22 @@ def _terms(weights: dict[int, float]) -> Terms:
     columns = np.array(sorted(weights), dtype=np.int32)
     values = np.array([weights[c] for c in columns], dtype=np.float32)
     return Terms(columns, values / np.linalg.norm(values))
+
+
+def test_re_ranked_hits_carry_their_own_blended_scores_in_descending_order(tmp_path):
+    near_ps4 = E[0] + 0.05 * E[2]
+    rows = [_row("ps4", "Video Games / PS4"), _row("xbox", "Video Games / Xbox")]
+    words = [_terms({1: 1.0, 2: 1.0}), _terms({3: 1.0, 2: 1.0})]
+    vectors = listing_vectors(np.zeros((2, D), np.float32), [False, False], np.stack([E[0], near_ps4]), [True, True])
+    config = IndexConfig()
+    with ListingIndex.build(tmp_path, vectors, rows, config, words) as index:
+        plain = {hit.product_id: hit.score for hit in index.search(None, E[0], k=2).hits}
+        result = index.search(None, E[0], k=2, terms=_terms({3: 1.0}))
+        assert _ids(result) == ["xbox", "ps4"]  # the words overturn the embeddings' order
+        scores = [hit.score for hit in result.hits]
+        assert scores == sorted(scores, reverse=True)
+        beta = config.term_weight
+        assert scores[0] == pytest.approx((1 - beta) * plain["xbox"] + beta * float(words[1].weights[1]), abs=1e-5)
 
 
 def test_term_cosines_match_the_dense_cosine():

@@ -187,6 +187,13 @@ def test_other_photo_rate_leaves_the_query_photo_out():
     assert rate == {"other_photo_nn_rate": 0.5, "other_photo_queries": 2, "other_photo_index_size": 3}
 
 
+def test_bench_recall_is_against_exact_search_not_the_index_itself():
+    """A deliberately weak HNSW (efSearch 1 for 10 neighbours) shows a recall well below 1."""
+    weak = IndexConfig(exact_threshold=1000, hnsw_m=4, ef_construction=8, ef_search=1)
+    result = bench_scale(n=3000, dim=32, queries=30, config=weak, ef_sweep=(1,), chunk=1000)
+    assert result["kind"] == "hnsw" and result["recall@10"] < 0.8 and result["goals_met"] is False
+
+
 def test_bench_runs_small_and_meets_recall():
     result = bench_scale(n=3000, dim=32, queries=50, config=IndexConfig(exact_threshold=1000), ef_sweep=(32,), chunk=1000)
     assert result["kind"] == "hnsw" and set(result["ef_sweep"]) == {"32", "256"}
