@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-from combined_model.evaluate import listing_tfidf
-from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, gather, load_branch_exports, load_export
+from combined_model.classify import answer_rows
+from combined_model.evaluate import confusion, listing_tfidf
+from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_branch_exports, load_export
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, sharpen, single_branch
-from combined_model.inference import PreparedListing
-from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, train_combined
+from combined_model.inference import Prediction, PreparedListing
+from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, late_weight_grid, train_combined
 from listings.categories import CategoryEncoder
 from listings.config import Config
 from listings.data import write_jsonl
-from listings.metrics import per_product
+from listings.metrics import NO_ANSWER, per_product
 
 CLASSES = ["Appliances", "Baby & Kids Stuff", "Computers & Software"]
 
@@ -250,3 +251,40 @@ def test_report_lists_the_confident_mistakes_in_one_safe_row_each():
         "| Other Goods | Appliances | 0.500 | 0.200 | 1 |",
     ]
     assert not any(line.startswith("| product id") for line in _confident_mistakes(predictions[predictions["served_correct"]], "late_fusion"))
+
+
+def test_late_grid_holds_the_single_branch_and_tfidf_only_mixes():
+    grid = {(w.image, w.text, w.tfidf) for w in late_weight_grid()}
+    assert {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.5, 0.0, 0.5)} <= grid
+    assert len(grid) == 231  # every point of the 0.05 simplex grid
+
+
+def _outputs(n: int = 6) -> BranchOutputs:
+    labels = np.arange(n) % 3
+    right = np.eye(3, dtype=np.float32)[labels] * 0.8 + 0.2 / 3
+    ones = np.ones(n, bool)
+    return BranchOutputs(labels, np.arange(n), np.zeros((n, 4), np.float32), right, ones, np.zeros((n, 4), np.float32), right.copy(), ones, right.copy())
+
+
+def test_tied_late_weights_go_to_the_even_two_branch_mix():
+    """Every mix is right on every product here: the tie goes to no TF-IDF, then image and text closest to each other."""
+    assert choose_late_weights(_outputs()) == LateWeights(0.5, 0.5, 0.0, 1.0)
+
+
+def test_confusion_rows_are_true_classes_and_columns_answers():
+    labels = np.array([0, 0, 1, 2])
+    pred = np.array([1, 1, 1, NO_ANSWER])
+    matrix = confusion(labels, pred, 3)
+    assert matrix.tolist() == [[0, 2, 0], [0, 1, 0], [0, 0, 0]]
+
+
+def test_classified_rows_give_the_runner_ups_own_probability():
+    listings = pd.DataFrame({"product_id": ["p1", "p2"], "title": ["sofa", ""], "category": ["", ""]})
+    answers = [
+        Prediction("a", ["a", "b", "c"], [0.6, 0.3, 0.1], ["text"]),
+        Prediction("a", ["a", "b", "c"], [1 / 3] * 3, []),
+    ]
+    rows = answer_rows(listings, answers)
+    assert rows["predicted"].tolist() == ["a", ""] and rows["runner_up"].tolist() == ["b", ""]
+    assert rows["probability"].iloc[0] == 0.6 and rows["runner_up_probability"].iloc[0] == 0.3
+    assert pd.isna(rows["runner_up_probability"].iloc[1])

@@ -15,11 +15,12 @@ from PIL import Image, ImageDraw
 
 from image_model.backbones import build_split, hub_checkpoint, pretrained_state_dict, resnet50_weight_options, resolve_backbone
 from image_model.baseline import HogSvmBaseline
-from image_model.cache import FeatureCache, fill_views, view_name
+from image_model.cache import FeatureCache, cache_key, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, ImageBranch
 from image_model.model import Architecture, build_network
 from image_model.preprocess import eval_view, make_view, to_batch
-from image_model.train import CURVES_FILE, train_image
+from image_model import train as train_module
+from image_model.train import CURVES_FILE, SplitData, _trained_state, _warmup_cosine, fit, train_baseline, train_image
 from listings.categories import CategoryEncoder
 from listings.config import Config
 from listings.data import write_jsonl
@@ -365,3 +366,139 @@ def test_fbm_weights_without_a_network_is_a_one_line_error(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "could not download ResNet-50's ImageNet weights" in err and "Traceback" not in err
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in err
+
+
+def _noise_photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+def test_augmented_views_are_drawn_per_image():
+    """Each photo gets its own random crop/flip/jitter for a view: the same view of two photos must not share one draw."""
+    photo = _noise_photo()
+    views = [make_view(photo, 64, 1, image_id, 42) for image_id in ("img-a", "img-b", "img-c")]
+    assert not np.array_equal(views[0], views[1]) and not np.array_equal(views[1], views[2])
+
+
+def test_to_batch_keeps_rows_rows_and_columns_columns():
+    rng = np.random.default_rng(1)
+    view = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    batch = to_batch([view])
+    assert batch.shape == (1, 3, 8, 8)
+    for c in range(3):
+        np.testing.assert_allclose(batch[0, c].numpy(), view[:, :, c] / 255.0, rtol=0, atol=1e-7)
+
+
+def test_cache_key_separates_precisions():
+    """bfloat16 and float32 trunks give different features: they must not share a cache."""
+    assert cache_key("b", "0" * 64, 224, "c", "bfloat16", 256) != cache_key("b", "0" * 64, 224, "c", "float32", 256)
+
+
+def test_augmented_view_names_carry_the_seed():
+    """Augmented views depend on data.seed: another seed must not reuse the cached views of the first."""
+    assert view_name(1, 0) != view_name(1, 1) and view_name(2, 0) != view_name(2, 7)
+    assert view_name(0, 0) == view_name(0, 5)  # the plain view does not depend on the seed
+
+
+def test_resnet50_last_block_cut_keeps_every_block():
+    """Cutting before the last block moves it to the tail; trunk then tail computes the whole frozen network."""
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    state = resnet50().state_dict()
+    cut = build_split("resnet50", "last_block", 64, state)
+    whole = build_split("resnet50", "none", 64, state)
+    for part in (cut.trunk, cut.tail, whole.trunk):
+        part.eval()
+    pixels = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(cut.tail(cut.trunk(pixels)), whole.trunk(pixels), rtol=1e-4, atol=1e-5)
+
+
+def _head_only_network():
+    torch.manual_seed(0)
+    return build_network(Architecture("efficientnet_lite0", "none", 64, 3, 16, 0.0, "float32"))
+
+
+def _cached_split(n: int, seed: int) -> SplitData:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    features = torch.randn(2, n, 1280, generator=g).half()
+    return SplitData([f"i{k}" for k in range(n)], labels, np.arange(n), labels.numpy(), features)
+
+
+def _fit_config(epochs: int, patience: int) -> Config:
+    config = Config()
+    config.image.epochs, config.image.patience, config.image.batch_size, config.image.lr = epochs, patience, 8, 1e-2
+    return config
+
+
+def _scripted_validation(monkeypatch, network, accuracies):
+    """score_split answers the scripted validation product accuracy of each epoch and snapshots the trained state."""
+    snapshots, real = [], train_module.score_split
+    calls = iter(accuracies)
+
+    def scoring(probs, data):
+        scores = real(probs, data)
+        scores["product"]["accuracy"] = next(calls)
+        snapshots.append(_trained_state(network))
+        return scores
+
+    monkeypatch.setattr(train_module, "score_split", scoring)
+    return snapshots
+
+
+def test_image_fit_keeps_the_best_validation_epoch(monkeypatch):
+    network = _head_only_network()
+    snapshots = _scripted_validation(monkeypatch, network, [0.2, 0.9, 0.3, 0.4])
+    history, best_epoch, _ = fit(network, _cached_split(24, 0), _cached_split(9, 1), _fit_config(epochs=4, patience=10))
+    assert len(history) == 4 and best_epoch == 2
+    final = _trained_state(network)
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+    assert any(not torch.equal(final[k], snapshots[-1][k]) for k in final)
+
+
+def test_image_fit_stops_after_patience_epochs_without_improvement(monkeypatch):
+    network = _head_only_network()
+    _scripted_validation(monkeypatch, network, [0.5] + [0.4] * 9)
+    history, best_epoch, _ = fit(network, _cached_split(24, 0), _cached_split(9, 1), _fit_config(epochs=10, patience=2))
+    assert best_epoch == 1 and len(history) == 1 + 2
+
+
+def test_warmup_starts_above_zero_and_reaches_the_full_rate():
+    factor = _warmup_cosine(4, 20)
+    assert factor(0) == pytest.approx(0.25)  # the first step already learns
+    assert factor(3) == pytest.approx(1.0)  # warm-up ends at the full rate
+    assert factor(4) == pytest.approx(1.0) and factor(20) == pytest.approx(0.0)
+
+
+def test_hog_svm_c_is_chosen_on_validation_photos_never_test(tmp_path, monkeypatch):
+    photos = pd.DataFrame({
+        "image_id": [f"i{k}" for k in range(12)],
+        "product_id": [f"p{k}" for k in range(12)],
+        "label": [k % 2 for k in range(12)],
+        "split": ["train"] * 6 + ["val"] * 3 + ["test"] * 3,
+    })
+    scored_rows = []
+
+    class FakeModel:
+        def proba_from_features(self, features):
+            scored_rows.append(sorted(int(r) for r in features[:, 0]))
+            return np.full((len(features), 2), 0.5, np.float32)
+
+        def save(self, *args):
+            pass
+
+    class FakeBaseline:
+        @staticmethod
+        def fit(features, labels, classes, c, seed):
+            return FakeModel()
+
+    monkeypatch.setattr(train_module, "HogSvmBaseline", FakeBaseline)
+    monkeypatch.setattr(train_module, "clean_image", lambda *a, **k: None)
+    monkeypatch.setattr(train_module, "hog_features", lambda images, workers: (list(images), np.arange(12, dtype=np.float32)[:, None])[1])
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path)
+    train_baseline(config, tmp_path, photos, ["a", "b"])
+    choice_calls = scored_rows[: len(train_module.SVM_CS)]
+    assert all(rows == [6, 7, 8] for rows in choice_calls), choice_calls

@@ -403,3 +403,10 @@ def test_tables_for_people_open_as_text_in_a_spreadsheet(tmp_path):
     back = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert list(back.columns) == ["product_id", "title"] and list(back["product_id"]) == ["NA", "-a1", "p3", "p4"]  # ids untouched
     assert list(back["title"]) == ["'=HYPERLINK(\"http://evil.example\",\"click\")", "'+cmd|' /C calc'!A0", "'@SUM(1+1)", "£5 sofa = bargain"]
+
+
+def test_controls_written_as_html_entities_are_removed_too():
+    """A bidi override or NUL sent as a numeric entity (&#8238; &#0;) is decoded, then removed like a raw one."""
+    for cleaned in (clean_text("a&#8238;b&#x202E;c&#0;d&#27;e"), clean_title("Sofa&#8238;gnp.exe | in Leeds, Leeds | Gumtree"), clean_description("x&#8203;y")):
+        assert not any(ch in cleaned for ch in "\u202e\x00\x1b\u200b"), repr(cleaned)
+    assert clean_text("a&#8238;b") == "a b"

@@ -19,7 +19,9 @@ from pipeline import SHARED_DATA, have_shared_data, needs_nltk_data, shared_subs
 from listings.config import REPO_ROOT, Config, TextConfig
 from listings.data import clean_description, clean_listing_text, clean_title, listing_text, load_listings
 from listings.metrics import summarise
-from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline
+from text_model import train as text_train
+from text_model import word2vec as w2v_module
+from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline, ngrams
 from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FILE, TextBranch
 from text_model.model import TextCNN, TextCNNShape
 from text_model.preprocess import NounLemmatizer, tokenize
@@ -529,3 +531,55 @@ def test_train_text_export_is_reproduced_by_the_reloaded_branch(trained_text):
         baseline_probs = TfidfSvmBaseline.load(config).predict_proba([texts[i] for i in rows])
         assert summary["tfidf_svm_baseline"][split] == summarise(labels[rows], baseline_probs)
         assert np.allclose(exported["tfidf_probs"][rows], baseline_probs, atol=1e-6)
+
+
+def test_word2vec_is_skip_gram_with_negative_sampling(monkeypatch):
+    made = []
+    real = w2v_module.Word2Vec
+
+    def recording(**kwargs):
+        made.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(w2v_module, "Word2Vec", recording)
+    cfg = TextConfig(w2v_dim=8, w2v_min_count=1, w2v_epochs=1, w2v_negative=7, w2v_window=3)
+    w2v_module.train_word2vec([["sofa", "table", "lamp"], ["drill", "saw"]], cfg, seed=0)
+    (kwargs,) = made
+    assert kwargs["sg"] == 1 and kwargs["hs"] == 0 and kwargs["negative"] == 7 and kwargs["window"] == 3
+
+
+def test_the_last_window_of_a_text_counts():
+    """Kernel 2 over a 3-token text has two windows; the second (tokens 2-3) must reach the max-pool."""
+    torch.manual_seed(0)
+    model = TextCNN(TextCNNShape(vocab_size=20, word_dim=8, n_classes=3, kernel_sizes=(2,), channels=32, dropout=0.0)).eval()
+    with torch.no_grad():
+        a, _ = model(*pad_batch([[5, 6, 7]], model.min_length))
+        b, _ = model(*pad_batch([[5, 6, 9]], model.min_length))
+    assert not torch.allclose(a, b)
+
+
+def test_text_fit_keeps_the_best_validation_epoch(monkeypatch):
+    torch.manual_seed(0)
+    model = TextCNN(TextCNNShape(vocab_size=12, word_dim=8, n_classes=3, channels=8, dropout=0.0))
+    snapshots, accuracies, real = [], iter([0.3, 0.9, 0.4]), text_train.summarise
+
+    def scripted(labels, probs):
+        scores = real(labels, probs)
+        scores["accuracy"] = next(accuracies)
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return scores
+
+    monkeypatch.setattr(text_train, "summarise", scripted)
+    rng = np.random.default_rng(0)
+    ids = [list(rng.integers(2, 12, 6)) for _ in range(18)]
+    labels = np.arange(18) % 3
+    cfg = TextConfig(epochs=3, patience=5, batch_size=6, lr=1e-2)
+    history = fit_cnn(model, ids[:12], labels[:12], ids[12:], labels[12:], cfg, seed=0)
+    assert len(history) == 3
+    final = model.state_dict()
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+
+
+def test_ngrams_include_the_last_token_and_last_bigram():
+    assert ngrams(["a", "b", "c"], 2) == ["a", "b", "c", "a b", "b c"]
+    assert ngrams(["solo"], 2) == ["solo"]
