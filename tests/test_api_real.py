@@ -180,3 +180,10 @@ def test_add_and_delete_with_real_embeddings(real):
     assert hits[0]["product_id"] == product_id
     assert real.delete(f"/listings/{product_id}", headers=auth).status_code == 200
     assert real.get("/health").json()["listings"] == 12
+
+
+def test_one_known_word_is_not_low_confidence():
+    predictor = random_predictor()
+    word = next(w for w in predictor.text.vocab.words[2:] if predictor.text.encode(w)[1] == 1)
+    assert not predictor.predict([], word, "text").low_confidence
+    assert predictor.predict([], "zzzz qqqq", "text").low_confidence

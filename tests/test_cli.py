@@ -11,8 +11,9 @@ import pytest
 
 import scripts.cli as cli
 from api.server import check_port_free
+from combined_model.inference import Prediction
 from listings.config import Config
-from scripts.cli import bar_mark, build_parser, main
+from scripts.cli import bar_mark, build_parser, format_prediction, main
 
 
 def test_fbm_alone_lists_its_commands(capsys):
@@ -160,3 +161,18 @@ def test_checking_an_output_path_leaves_no_folder_behind(tmp_path: Path, capsys)
     """`--json a/b/m.json` is checked (its folders made, then removed) before the work, which fails here."""
     assert main(["evaluate", "--artifacts", str(tmp_path / "empty"), "--json", str(tmp_path / "a" / "b" / "m.json")]) == 2
     assert "fbm prepare" in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+
+def test_top_zero_is_accepted_as_every_category(tmp_path: Path, capsys):
+    """`--top 0` lists every category: it is not refused as a bad --top (the run stops later, at the missing models)."""
+    assert main(["classify", "--text", "oak chair", "--top", "0", "--artifacts", str(tmp_path / "empty")]) == 2
+    assert "--top must be" not in capsys.readouterr().err
+
+
+def test_bars_are_proportional_and_low_confidence_is_said():
+    prediction = Prediction("a", ["a", "b", "c"], [0.5, 0.3, 0.2], ["text"], low_confidence=True)
+    lines = format_prediction(prediction, 3, bar_width=30).splitlines()
+    assert [line.count(bar_mark()) for line in lines[:3]] == [15, 9, 6]
+    assert lines[3] == "from text" and lines[4].startswith("low confidence")
+    prediction.low_confidence = False
+    assert "low confidence" not in format_prediction(prediction, 3)

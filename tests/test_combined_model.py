@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,13 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from combined_model.classify import answer_rows
-from combined_model.evaluate import confusion, listing_tfidf
+import combined_model.classify as classify
+from combined_model.classify import answer_rows, classified_file, classify_directory
+from combined_model.evaluate import MODELS, confusion, format_table, listing_predictions, listing_tfidf
+from combined_model.report import write_report
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_branch_exports, load_export
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, sharpen, single_branch
 from combined_model.inference import Prediction, PreparedListing
 from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, late_weight_grid, train_combined
 from listings.categories import CategoryEncoder
+from listings.artifacts import CURVES_FILE
 from listings.config import Config
 from listings.data import write_jsonl
 from listings.metrics import NO_ANSWER, per_product
@@ -288,3 +292,84 @@ def test_classified_rows_give_the_runner_ups_own_probability():
     assert rows["predicted"].tolist() == ["a", ""] and rows["runner_up"].tolist() == ["b", ""]
     assert rows["probability"].iloc[0] == 0.6 and rows["runner_up_probability"].iloc[0] == 0.3
     assert pd.isna(rows["runner_up_probability"].iloc[1])
+
+
+def test_each_mode_has_its_own_default_csv():
+    assert classified_file("combined") == "classified.csv"
+    assert len({classified_file(mode) for mode in ("combined", "image", "text")}) == 3
+
+
+class _FakePredictor:
+    """Answers 'a' from whatever inputs it is given."""
+
+    def prepare(self, images, text, mode="combined", require_input=True):
+        return images, text
+
+    def predict_prepared(self, prepared):
+        return [Prediction("a", ["a", "b"], [0.9, 0.1], ["image"] * bool(images) + ["text"] * bool(text)) for images, text in prepared]
+
+
+def test_photo_counts_span_every_batch_and_count_only_photos_over_the_limit(quirky_dataset: Path, tmp_path, monkeypatch):
+    monkeypatch.setattr(classify.Predictor, "load", staticmethod(lambda config: _FakePredictor()))
+    monkeypatch.setattr(classify, "BATCH_LISTINGS", 2)  # mirror + dvd, fridge + bike, chair
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    config.serve.max_photos = 2  # the fridge's third photo (img-f3, missing) is not read
+    frame, summary = classify_directory(config, str(quirky_dataset))
+    assert summary["photos_over_limit"] == 1
+    assert summary["skipped_images"] == {"truncated": 1}  # img-f2, in the second of three batches
+    assert frame.set_index("product_id")["photos_skipped"].to_dict() == {"p-mirror": 0, "p-dvd": 0, "p-fridge": 1, "p-bike": 0, "p-chair": 0}
+    assert frame["photos_used"].tolist() == [2, 0, 1, 1, 1]
+
+
+def _result() -> dict:
+    classes = ["a", "b"]
+    models = {name: {"accuracy": 0.5 + i / 100, "macro_f1": 0.3 + i / 100, "top3": 0.9 + i / 100} for i, name in enumerate(MODELS)}
+    return {
+        "source": "somewhere", "n_products": 4, "n_images": 3, "models": models, "served": "late_fusion",
+        "either_branch_right": 0.625, "any_late_input_right": 0.875,
+        "per_image": {name: dict(m) for name, m in models.items()},
+        "per_class": {name: {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for c in classes} for name in MODELS},
+        "confusion": {name: [[1, 1], [1, 1]] for name in MODELS}, "classes": classes,
+        "unknown_categories": {"Pets": 2}, "rows_dropped": {}, "seen_in_training": 0, "warnings": [], "skipped_images": {},
+    }
+
+
+def _predictions() -> pd.DataFrame:
+    return pd.DataFrame({
+        "product_id": ["p1", "p2"], "title": ["sofa", "drill"], "category": ["a / x", "b / y"], "root": ["a", "b"],
+        "photos_scored": [1, 2], "late_fusion": ["b", "b"], "served_correct": [False, True],
+        "served_confidence": [0.8, 0.9], "served_p_root": [0.2, 0.9],
+    })
+
+
+def test_the_printed_table_shows_each_figure_in_its_column():
+    lines = format_table(_result()).splitlines()
+    image = next(line for line in lines if line.startswith("image "))
+    assert image.split()[1:4] == ["0.500", "0.300", "0.900"]
+    assert next(line for line in lines if line.startswith("either branch right")).split()[3] == "0.625"
+    assert next(line for line in lines if line.startswith("any late input")).split()[3] == "0.875"
+    assert "skipped listings with categories the model does not know: {'Pets': 2}" in lines
+
+
+def test_the_report_holds_the_figures_the_unknown_categories_and_its_curves(tmp_path):
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    config.paths.image_model.mkdir(parents=True)
+    (config.paths.image_model / CURVES_FILE).write_bytes(b"png")
+    out_dir = tmp_path / "reports"
+    out_dir.mkdir()
+    report = write_report(config, _result(), _predictions(), out_dir).read_text()
+    assert "| image | 0.500 | 0.300 | 0.900 | 0.500 |" in report
+    assert "Listings skipped for an unknown category: Pets 2" in report
+    curves = [line for line in report.splitlines() if "training curves](" in line]
+    assert len(curves) == 1 and (out_dir / curves[0].split("](")[1].rstrip(")")).is_file()
+
+
+def test_predictions_give_the_served_models_probability_of_the_true_category():
+    listings = pd.DataFrame({"product_id": ["p1", "p2"], "title": ["sofa", "drill"], "category": ["a / x", "b / y"], "label": [1, 1]})
+    probs = np.array([[0.7, 0.3], [0.1, 0.9]], np.float32)
+    frame = listing_predictions(listings, ["a", "b"], {"late_fusion": probs}, "late_fusion", np.array([1, 0]))
+    assert frame["served_confidence"].tolist() == pytest.approx([0.7, 0.9])
+    assert frame["served_p_root"].tolist() == pytest.approx([0.3, 0.9])
+    assert frame["served_correct"].tolist() == [False, True] and frame["late_fusion"].tolist() == ["a", "b"]

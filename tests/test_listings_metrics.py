@@ -48,3 +48,11 @@ def test_a_products_probabilities_are_the_mean_of_its_photos():
     products = per_product(photos, np.array([0, 0, 0, 1]), 3)
     np.testing.assert_allclose(products[:2], [[1.4 / 3, 1.6 / 3], [1.0, 0.0]], rtol=1e-6)
     assert products[0].argmax() == 1
+
+
+def test_per_class_precision_and_recall_are_not_swapped():
+    labels = np.array([0, 0, 1])
+    probs = np.eye(2, dtype=np.float32)[[0, 1, 1]]
+    figures = per_class(labels, probs, ["a", "b"])
+    assert figures["a"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2})
+    assert figures["b"] == pytest.approx({"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})

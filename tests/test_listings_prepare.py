@@ -12,7 +12,7 @@ from PIL import Image
 
 from listings.config import SHARED, Config
 from listings.data import DatasetError
-from listings.prepare import load_prepared
+from listings.prepare import format_summary, load_prepared, split_warnings
 from listings.splits import SPLITS
 from marketplace import PRODUCTS_HEADER, csv_line, image_bytes
 from scripts.cli import main
@@ -219,3 +219,20 @@ def test_prepare_keeps_two_categories_products_sharing_a_photo_in_one_split(tmp_
         split_of = {product_id: split for split, ids in splits.items() for product_id in ids}
         assert split_of["a0"] == split_of["b0"], seed
     capsys.readouterr()
+
+
+def test_the_summary_counts_skipped_photos_not_their_reasons():
+    summary = {
+        "data_dir": "d", "wall_time_s": 1.0, "products": 3, "images": 5, "images_usable": 2, "classes": 2,
+        "products_without_images": 1, "duplicate_image_ids": 0, "rows_dropped": {},
+        "images_skipped": {"truncated": 2, "missing": 1}, "split_sizes": {"train": 2, "val": 1, "test": 0},
+        "per_class": {"a": 2, "b": 1},
+    }
+    assert "  skipped images: 3 {'truncated': 2, 'missing': 1}" in format_summary(summary).splitlines()
+
+
+def test_an_empty_test_split_is_warned_of_whatever_the_other_splits_hold():
+    no_test = "No test products: `fbm evaluate` needs --data DIR."
+    assert split_warnings({"train": 5, "val": 2, "test": 0}) == [no_test]
+    assert no_test in split_warnings({"train": 5, "val": 0, "test": 0})
+    assert split_warnings({"train": 5, "val": 2, "test": 1}) == []

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from combined_model.evaluate import MODELS
+from combined_model.fusion import EARLY
 from listings.data import listing_text, read_dataset
 from scripts.cli import main
 
@@ -548,3 +549,33 @@ def test_a_rebuild_keeps_live_changes_and_is_refused_under_a_server(trained_pipe
             if old.image_vec is not None:
                 assert float(new.image_vec @ old.image_vec) == pytest.approx(float(old.image_vec @ old.image_vec), rel=1e-3)
     assert main(["similar", *_settings(served), "--like", "live-both", "-k", "2"]) == 0
+
+
+def test_ceilings_and_served_model_are_those_of_the_listings_answers(trained_pipeline, tmp_path):
+    config, unseen = trained_pipeline
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", *_settings(config), "--data", str(unseen), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    method = json.loads((config.paths.combined_model / "model.json").read_text())["served_method"]
+    assert result["served"] == ("combined" if method == EARLY else "late_fusion")  # the model `/combined` answers with
+    (report_dir,) = config.paths.reports.glob(f"data-{unseen.name}-*")
+    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
+
+    def share_right(models):
+        return pd.concat([predictions[m] == predictions["root"] for m in models], axis=1).any(axis=1).mean()
+
+    assert result["either_branch_right"] == pytest.approx(share_right(["image", "text"]))
+    assert result["any_late_input_right"] == pytest.approx(share_right(["image", "text", "tfidf_baseline"]))
+
+
+def test_a_listing_without_a_photo_has_none_scored(trained_pipeline, tmp_path):
+    config, unseen = trained_pipeline
+    data = tmp_path / "no_photos"
+    data.mkdir()
+    (data / "images").symlink_to(unseen / "images")
+    (data / "Products.csv").write_bytes((unseen / "Products.csv").read_bytes())
+    (data / "Images.csv").write_text("id,product_id\n")
+    assert main(["evaluate", *_settings(config), "--data", str(data)]) == 0
+    (report_dir,) = config.paths.reports.glob("data-no_photos-*")
+    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    assert (predictions["photos_scored"] == "0").all()

@@ -583,3 +583,12 @@ def test_text_fit_keeps_the_best_validation_epoch(monkeypatch):
 def test_ngrams_include_the_last_token_and_last_bigram():
     assert ngrams(["a", "b", "c"], 2) == ["a", "b", "c", "a b", "b c"]
     assert ngrams(["solo"], 2) == ["solo"]
+
+
+def test_the_served_branch_truncates_to_its_max_tokens():
+    vocab = Vocabulary.from_words(["sofa", "table"])
+    branch = TextBranch(TextCNN(TextCNNShape(len(vocab), 16, 2, channels=8)), vocab, {"classes": ["a", "b"], "stem": False, "max_tokens": 3})
+    assert branch.encode_tokens(["sofa", "zzz", "table", "table", "sofa"]) == ([2, UNK_ID, 3], 2)
+    embeddings, probs, known = branch.embed_tokens([["sofa", "table", "sofa", "table", "table"], ["sofa", "table", "sofa"]])
+    np.testing.assert_array_equal(embeddings[0], embeddings[1])  # what lies past max_tokens changes nothing
+    assert known.tolist() == [3, 3]
