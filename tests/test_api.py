@@ -15,17 +15,20 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
-from fastapi import HTTPException
-
 from api.uploads import BodyLimitMiddleware, MultipartEndMiddleware, Utf8FormMiddleware
 from listings.images import clean_image, stored_jpeg
+from listings.photos import PhotoStore
 from retrieval.index import ListingIndex
+from retrieval.query import search_similar
 from test_api_fakes import CLASSES, FakePredictor, fake_services, jpeg_bytes, live_server, synthetic_photo, tiny_config
 
 KEY = "test-key-123"
@@ -872,8 +875,12 @@ def test_inference_layout_defaults_to_one_single_threaded_pass_per_core(tmp_path
 def test_serve_refuses_to_start_without_trained_models(tmp_path):
     from api.server import serve
 
+    config = tiny_config(tmp_path)
+    with socket.socket() as probe:  # a free port: 8008 may be serving `make run`'s models on this machine
+        probe.bind(("127.0.0.1", 0))
+        config.serve.host, config.serve.port = probe.getsockname()
     with pytest.raises(FileNotFoundError, match="combined_model"):
-        serve(tiny_config(tmp_path))
+        serve(config)
 
 
 _SERVE_FAKE = """
@@ -972,3 +979,155 @@ def test_a_fault_of_the_server_is_a_json_500(tmp_path, monkeypatch):
         fault = client.delete("/listings/prod-01", headers={"X-API-Key": KEY})
     services.index.close()
     assert fault.status_code == 500 and fault.json() == {"detail": "internal error (ZeroDivisionError): the server could not answer this request"}
+
+
+def _add(client, product_id: str, colour: str) -> str:
+    photo = jpeg_bytes(synthetic_photo(colour, "circle"))
+    created = client.post("/listings", data={"title": "Red lamp", "product_id": product_id}, files={"img": ("a.jpg", photo)}, headers={"X-API-Key": KEY})
+    assert created.status_code == 201, created.text
+    return created.json()["image_ids"][0]
+
+
+def test_similar_returns_ten_listings_when_k_is_not_given(client):
+    photo = jpeg_bytes(synthetic_photo("green", "square"))
+    found = client.post("/similar", files={"img": ("a.jpg", photo)}, data={"txt": "green oak chair"})  # all 12 listings qualify
+    assert found.status_code == 200 and len(found.json()["results"]) == 10
+
+
+def test_deleting_a_listing_removes_its_added_photo_files(writable):
+    photos = writable.app.state.services.photos
+    image_id = _add(writable, "lamp-del", "red")
+    assert photos.path(image_id) is not None
+    assert writable.delete("/listings/lamp-del", headers={"X-API-Key": KEY}).status_code == 200
+    assert photos.path(image_id) is None  # the file, not only the index's reference
+
+
+def test_replacing_a_listing_removes_the_old_photo_files_and_keeps_the_new(writable):
+    photos = writable.app.state.services.photos
+    old, new = _add(writable, "lamp-rep", "red"), _add(writable, "lamp-rep", "blue")
+    assert photos.path(old) is None and photos.path(new) is not None
+
+
+def test_a_refused_listing_leaves_no_photo_file_behind(writable, monkeypatch):
+    """index.add refusing the listing (ValueError) is a 422, and the photos stored for it go."""
+    services = writable.app.state.services
+    stored, add_photo = [], services.photos.add
+    monkeypatch.setattr(services.photos, "add", lambda photo: stored.append(add_photo(photo)) or stored[-1])
+    monkeypatch.setattr(services.index, "add", lambda *args, **kwargs: (_ for _ in ()).throw(ValueError("the listing's vectors are zero")))
+    photo = jpeg_bytes(synthetic_photo("red", "circle"))
+    refused = writable.post("/listings", data={"title": "Oak chair"}, files={"img": ("a.jpg", photo)}, headers={"X-API-Key": KEY})
+    assert refused.status_code == 422 and "could not be indexed" in refused.json()["detail"]
+    assert stored and all(services.photos.path(image_id) is None for image_id in stored)
+
+
+@pytest.mark.parametrize("if_none_match", ["*", "W/{etag}", '"other", W/{etag}'])
+def test_a_cache_holding_the_photo_by_any_or_a_weak_tag_gets_a_304(client, if_none_match):
+    etag = client.get("/images/img-03").headers["etag"]
+    again = client.get("/images/img-03", headers={"If-None-Match": if_none_match.format(etag=etag)})
+    assert again.status_code == 304 and not again.content
+
+
+def test_requests_before_the_models_and_index_are_loaded_are_a_503(artifacts):
+    """Without the lifespan having run (no services yet), every route that needs them says so."""
+    app = create_app(tiny_config(artifacts))
+    client = TestClient(app)  # not entered: the start-up has not run
+    photo = jpeg_bytes(synthetic_photo("red", "circle"))
+    for response in (client.post("/image", files={"img": ("a.jpg", photo)}), client.post("/text", data={"txt": "chair"}), client.get("/categories")):
+        assert response.status_code == 503 and response.json()["detail"] == "the models and the index are still loading"
+
+
+def test_an_input_the_model_refuses_is_a_422_naming_it(client, monkeypatch):
+    async def refuse(photos, text, mode):
+        raise ValueError("text prediction needs input")
+
+    monkeypatch.setattr(client.app.state.batcher, "predict", refuse)
+    response = client.post("/text", data={"txt": "chair"})
+    assert response.status_code == 422 and response.json()["detail"] == "text prediction needs input"
+
+
+def test_a_photo_of_exactly_the_byte_limit_is_accepted_and_one_byte_more_refused(artifacts):
+    photo = jpeg_bytes(synthetic_photo("red", "circle"))
+    for limit, status in ((len(photo), 200), (len(photo) - 1, 413)):
+        for client in serving(tiny_config(artifacts, max_upload_bytes=limit)):
+            assert client.post("/image", files={"img": ("a.jpg", photo)}).status_code == status, limit
+
+
+def test_a_content_type_in_capitals_is_checked_as_a_form(client):
+    """Media types are case-insensitive: `Multipart/Form-Data` is still checked for unknown fields."""
+    body = b'--zz\r\nContent-Disposition: form-data; name="txt"\r\n\r\noak chair\r\n--zz\r\nContent-Disposition: form-data; name="text"\r\n\r\noak\r\n--zz--\r\n'
+    response = client.post("/text", content=body, headers={"content-type": "Multipart/Form-Data; boundary=zz"})
+    assert response.status_code == 422 and "unknown field(s) 'text'" in response.json()["detail"]
+
+
+def test_an_added_listings_description_is_indexed_without_its_posted_by_boilerplate(writable):
+    """The boilerplate names categories (it leaks the label): the listing is embedded as prepare cleans it."""
+    index = writable.app.state.services.index
+    for product_id, description in (("raw", "Five shelves. Posted by Sam in Home & Garden, Furniture in Leeds."), ("clean", "Five shelves.")):
+        form = {"title": "Walnut bookcase", "description": description, "product_id": product_id}
+        assert writable.post("/listings", data=form, headers={"X-API-Key": KEY}).status_code == 201
+    assert index.stored("raw").text_vec.tolist() == index.stored("clean").text_vec.tolist()
+
+
+class RecordingIndex:
+    def __init__(self):
+        self.calls = []
+
+    def search(self, image_vec, text_vec, **kwargs):
+        self.calls.append(("search", text_vec, kwargs))
+        return "found"
+
+
+class Words:
+    def row(self, tokens):
+        return ("row", tuple(tokens))
+
+
+def test_search_similar_re_ranks_by_the_query_words_with_the_filters_given():
+    index = RecordingIndex()
+    prediction = SimpleNamespace(low_confidence=False, image_embedding=None, text_embedding=np.ones(4), text_tokens=["oak", "chair"])
+    assert search_similar(index, prediction, Words(), k=3, category="Appliances") == "found"
+    (_, _, kwargs), = index.calls
+    assert kwargs == {"terms": ("row", ("oak", "chair")), "k": 3, "category": "Appliances"}
+
+
+@pytest.fixture
+def load_with(monkeypatch, tmp_path):
+    """`load_services` over the fake catalogue and a given stand-in predictor (no torch thread change)."""
+    from api import services
+    from combined_model.inference import Predictor
+    from retrieval.terms import TermWeights
+
+    config = tiny_config(tmp_path)
+    fake_services(config).index.close()  # builds the catalogue
+    monkeypatch.setattr(services, "set_torch_threads", lambda config: (1, 1))
+    monkeypatch.setattr(TermWeights, "load", lambda config, tfidf=None: None)
+    opened = []
+
+    def load(predictor):
+        predictor.tfidf = None
+        monkeypatch.setattr(Predictor, "load", lambda config: predictor)
+        loaded = services.load_services(config)
+        opened.append(loaded.index)
+        return loaded
+
+    yield config, load
+    for index in opened:
+        index.close()
+
+
+def test_start_up_removes_added_photos_no_listing_shows(load_with):
+    config, load = load_with
+    orphan = PhotoStore.for_config(config).add(Image.new("RGB", (256, 256)))  # a write killed before indexing
+    loaded = load(FakePredictor())
+    assert loaded.photos.path(orphan) is None and loaded.photos.path("img-00") is not None
+
+
+def test_start_up_warms_up_the_model_and_names_missing_nltk_data(load_with):
+    _, load = load_with
+
+    class NoNltkData(FakePredictor):
+        def predict_many(self, items, mode="combined"):
+            raise LookupError("Resource stopwords not found")
+
+    with pytest.raises(ValueError, match="Resource stopwords not found"):
+        load(NoNltkData())

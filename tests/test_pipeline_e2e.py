@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from combined_model.evaluate import MODELS
+from combined_model.evaluate import MODELS, report_dir
 from combined_model.fusion import EARLY
 from listings.data import listing_text, read_dataset
 from scripts.cli import main
@@ -160,18 +160,23 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     assert models["tfidf_baseline"]["accuracy"] <= result["any_late_input_right"]
     assert "tfidf_baseline" in capsys.readouterr().out
 
-    (report_dir,) = config.paths.reports.glob(f"data-{unseen.name}-*")
-    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    reports = report_dir(config, str(unseen))
+    predictions = pd.read_csv(reports / "predictions.csv", dtype=str, keep_default_na=False)
     products = pd.read_csv(unseen / "Products.csv", lineterminator="\n")
     assert sorted(predictions["product_id"]) == sorted(products["id"])
     assert set(MODELS) <= set(predictions.columns) and predictions["photos_scored"].astype(int).sum() == result["n_images"]
     for name in MODELS:  # each model's column holds the answers its accuracy was computed from
         assert (predictions[name] == predictions["root"]).mean() == pytest.approx(models[name]["accuracy"])
+    served_method = json.loads((config.paths.combined_model / "model.json").read_text())["served_method"]
+    assert result["served"] == ("combined" if served_method == EARLY else "late_fusion")  # the model `/combined` answers with
     served = predictions[result["served"]]
     assert (predictions["served_correct"] == (served == predictions["root"]).map(str)).all()
+    for ceiling, inputs in (("either_branch_right", ["image", "text"]), ("any_late_input_right", ["image", "text", "tfidf_baseline"])):
+        right = pd.concat([predictions[name] == predictions["root"] for name in inputs], axis=1).any(axis=1)
+        assert result[ceiling] == pytest.approx(right.mean())
     assert (predictions["served_confidence"].astype(float) >= predictions["served_p_root"].astype(float)).all()
     assert all(category.startswith(root) for category, root in zip(predictions["category"], predictions["root"]))  # the full path
-    report = (report_dir / "report.md").read_text()
+    report = (reports / "report.md").read_text()
     assert f"most confident mistakes ({(predictions['served_correct'] == 'False').sum()} of {n_products} listings wrong)" in report
 
 
@@ -230,9 +235,9 @@ def test_evaluation_data_without_photos_writes_strict_json(trained_pipeline, tmp
     for model in ("image", "hog_svm_baseline"):  # no photo: no answer, wrong (not the first category's guess)
         assert result["models"][model] == {"accuracy": 0.0, "macro_f1": 0.0, "top3": 0.0}
     assert result["either_branch_right"] == result["models"]["text"]["accuracy"]
-    (report_dir,) = config.paths.reports.glob("data-no_photos-*")
-    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    predictions = pd.read_csv(report_dir(config, str(data)) / "predictions.csv", dtype=str, keep_default_na=False)
     assert (predictions["image"] == "").all() and (predictions["hog_svm_baseline"] == "").all() and (predictions["text"] != "").all()
+    assert (predictions["photos_scored"] == "0").all()
 
 
 def _copy_with_own_products(unseen: Path, data: Path) -> tuple[Path, pd.DataFrame]:
@@ -310,9 +315,9 @@ def test_unreadable_photos_are_counted_and_listings_seen_in_training_flagged(tra
     seen = [*trained["id"], "reposted-1"]
     printed = capsys.readouterr().out
     assert "warning: 4 of these" in printed and all(product_id in printed for product_id in seen)
-    report_dir = next(config.paths.reports.glob("data-mixed-*"))
-    assert "**Warning:** 4 of these" in (report_dir / "report.md").read_text()
-    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
+    reports = report_dir(config, str(data))
+    assert "**Warning:** 4 of these" in (reports / "report.md").read_text()
+    predictions = pd.read_csv(reports / "predictions.csv", dtype=str, keep_default_na=False)
     assert set(predictions.loc[predictions["seen_in_training"] == "True", "product_id"]) == set(seen)
 
 
@@ -549,33 +554,3 @@ def test_a_rebuild_keeps_live_changes_and_is_refused_under_a_server(trained_pipe
             if old.image_vec is not None:
                 assert float(new.image_vec @ old.image_vec) == pytest.approx(float(old.image_vec @ old.image_vec), rel=1e-3)
     assert main(["similar", *_settings(served), "--like", "live-both", "-k", "2"]) == 0
-
-
-def test_ceilings_and_served_model_are_those_of_the_listings_answers(trained_pipeline, tmp_path):
-    config, unseen = trained_pipeline
-    out = tmp_path / "metrics.json"
-    assert main(["evaluate", *_settings(config), "--data", str(unseen), "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-    method = json.loads((config.paths.combined_model / "model.json").read_text())["served_method"]
-    assert result["served"] == ("combined" if method == EARLY else "late_fusion")  # the model `/combined` answers with
-    (report_dir,) = config.paths.reports.glob(f"data-{unseen.name}-*")
-    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
-
-    def share_right(models):
-        return pd.concat([predictions[m] == predictions["root"] for m in models], axis=1).any(axis=1).mean()
-
-    assert result["either_branch_right"] == pytest.approx(share_right(["image", "text"]))
-    assert result["any_late_input_right"] == pytest.approx(share_right(["image", "text", "tfidf_baseline"]))
-
-
-def test_a_listing_without_a_photo_has_none_scored(trained_pipeline, tmp_path):
-    config, unseen = trained_pipeline
-    data = tmp_path / "no_photos"
-    data.mkdir()
-    (data / "images").symlink_to(unseen / "images")
-    (data / "Products.csv").write_bytes((unseen / "Products.csv").read_bytes())
-    (data / "Images.csv").write_text("id,product_id\n")
-    assert main(["evaluate", *_settings(config), "--data", str(data)]) == 0
-    (report_dir,) = config.paths.reports.glob("data-no_photos-*")
-    predictions = pd.read_csv(report_dir / "predictions.csv", dtype=str, keep_default_na=False)
-    assert (predictions["photos_scored"] == "0").all()
