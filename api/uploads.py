@@ -9,6 +9,7 @@ import asyncio
 import re
 from collections import Counter
 from concurrent.futures import Executor
+from typing import Callable
 
 from fastapi import HTTPException, Request, UploadFile
 from PIL import Image
@@ -17,7 +18,6 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from listings.config import Config
-from listings.data import clean_listing_text
 from listings.images import ImageError, clean_photo
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -192,25 +192,29 @@ def route_fields(route: object) -> set[str] | None:
     return names
 
 
-def checked_text(text: str | None, config: Config, field: str = "txt", required: bool = False) -> str | None:
-    """Strip a text field; None when absent or blank, unless `required`."""
+def checked_text(
+    text: str | None, config: Config, field: str = "txt", required: bool = False, clean: Callable[[str], str] | None = None
+) -> str | None:
+    """Strip a text field and hold it to the length limit as sent; with `clean` (e.g.
+    `clean_listing_text`, which strips a pasted listing's Gumtree suffix and boilerplate as `fbm
+    prepare` does), clean it and hold what is left to the limit too. None when nothing is left,
+    unless `required`."""
     text = (text or "").strip()
+    _check_length(text, config, field)
+    if clean is not None and text:
+        text = clean(text).strip()
+        _check_length(text, config, field)
     if not text:
         if required:
             wanted = "the listing's title" if field == "title" else "a description of the listing"
             raise HTTPException(422, f"{field} is empty: send {wanted}")
         return None
-    if len(text) > config.serve.max_text_chars:
-        raise HTTPException(422, f"{field} has {len(text):,} characters; at most {config.serve.max_text_chars:,} are accepted")
     return text
 
 
-def checked_query_text(txt: str | None, config: Config, required: bool = False) -> str | None:
-    """A query's text (`txt`) held to the length limit as sent, then cleaned as `fbm prepare` cleans a
-    listing's fields (`clean_listing_text`: a listing pasted whole loses its Gumtree suffix and
-    boilerplate); None when nothing is left, unless `required`."""
-    checked_text(txt, config)
-    return checked_text(clean_listing_text(txt), config, required=required)
+def _check_length(text: str, config: Config, field: str) -> None:
+    if len(text) > config.serve.max_text_chars:
+        raise HTTPException(422, f"{field} has {len(text):,} characters; at most {config.serve.max_text_chars:,} are accepted")
 
 
 async def cleaned_photos(uploads: list[UploadFile] | None, config: Config, pool: Executor) -> list[Image.Image]:

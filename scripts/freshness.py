@@ -3,8 +3,8 @@
 A stage's fingerprint is a digest of what its outputs depend on: the files it reads (the prepared
 listings, or the branches' outputs for the fusion), the settings it uses (not those of speed
 alone), the code of the packages it runs, the pinned requirements, and for the image branch the
-backbone weights at hand and whether a GPU is. It is written beside the outputs once the stage has finished
-(`fingerprint.json`, with the SHA-256 of each output file), and the stage is up to date while the
+backbone weights at hand and whether a GPU is. It is written beside the outputs once the stage has
+finished (`fingerprint.json`, with the SHA-256 of each output file), and the stage is up to date while the
 fingerprint is the same and every output is still there, its content as written. The fingerprint is taken
 before the stage starts (code edited while it trains is not counted as trained) and the record is
 removed first, so a stage interrupted half-way is never up to date. Any change retrains; a stage
@@ -38,13 +38,16 @@ STAGE_PACKAGES = {
     "combined": ("listings", "image_model", "text_model", "combined_model"),
 }
 STAGE_SETTINGS = {"image": ("data", "image"), "text": ("data", "text"), "combined": ("data", "fusion")}
-# data settings that name places, not what is computed (the listings read are hashed themselves)
+# data settings that name places or set the speed, not what is computed (the listings read are hashed themselves)
 PLACES = ("data_dir", "artifacts_dir", "nltk_data", "workers")
-# data settings of the photos, which the text branch never reads
-PHOTO_SETTINGS = ("image_size", "max_image_pixels")
-# settings of how fast a stage runs, not of what it computes (the trunk's outputs are the same at
-# any batch size, and its feature cache is shared across them)
-SPEED_SETTINGS = {"image": ("trunk_batch_size",)}
+# the settings, by section, that each stage's outputs do not depend on: besides PLACES, the photos'
+# for the text branch, which never reads them, and the trunk's batch size (its outputs are the same
+# at any, and its feature cache is shared across them)
+NOT_FINGERPRINTED = {
+    "image": {"data": PLACES, "image": ("trunk_batch_size",)},
+    "text": {"data": PLACES + ("image_size", "max_image_pixels")},
+    "combined": {"data": PLACES},
+}
 
 
 def output_dir(stage: str, config: Config) -> Path:
@@ -79,10 +82,8 @@ def fingerprint(stage: str, config: Config, inputs: str) -> str:
     the digest of its input files (`inputs_digest`)."""
     digest = hashlib.sha256(inputs.encode())
     settings = {name: dataclasses.asdict(getattr(config, name)) for name in STAGE_SETTINGS[stage]}
-    for place in PLACES + (PHOTO_SETTINGS if stage == "text" else ()):
-        settings["data"].pop(place)
-    for section, names in SPEED_SETTINGS.items():
-        for name in names if section in settings else ():
+    for section, names in NOT_FINGERPRINTED[stage].items():
+        for name in names:
             settings[section].pop(name)
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for package in STAGE_PACKAGES[stage]:

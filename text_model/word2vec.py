@@ -16,7 +16,17 @@ logging.getLogger("gensim").setLevel(logging.WARNING)
 def train_word2vec(token_lists: list[list[str]], cfg: TextConfig, seed: int) -> KeyedVectors:
     """Word vectors of every word seen at least `cfg.w2v_min_count` times; a ValueError when none is."""
     sentences = [tokens for tokens in token_lists if tokens]
-    model = Word2Vec(sg=1, hs=0, negative=cfg.w2v_negative, vector_size=cfg.w2v_dim, window=cfg.w2v_window, min_count=cfg.w2v_min_count, epochs=cfg.w2v_epochs, seed=seed, workers=cfg.w2v_workers)
+    model = Word2Vec(
+        sg=1,  # skip-gram
+        hs=0,  # with negative sampling
+        negative=cfg.w2v_negative,
+        vector_size=cfg.w2v_dim,
+        window=cfg.w2v_window,
+        min_count=cfg.w2v_min_count,
+        epochs=cfg.w2v_epochs,
+        seed=seed,
+        workers=cfg.w2v_workers,
+    )
     model.build_vocab(sentences)
     if not len(model.wv):
         raise ValueError(f"no word occurs text.w2v_min_count={cfg.w2v_min_count} times in the training texts: lower it")

@@ -49,8 +49,8 @@ async def add_listing(
     Title and description are cleaned as `fbm prepare` cleans them (marketplace suffix and "Posted
     by" boilerplate stripped), the photos as training cleaned them and stored, so `GET /images/{id}`
     serves them."""
-    checked_text(description, config, field="description")  # the limit holds for what was sent, before cleaning (the title's is the schema's)
-    description = checked_text(clean_text(description), config, field="description") or ""  # line breaks (CRLF from a browser) count as one space
+    # the limit holds for what was sent and for what cleaning leaves (line breaks, CRLF from a browser, count as one space); the title's is the schema's
+    description = checked_text(description, config, field="description", clean=clean_text) or ""
     title = checked_text(clean_title(title), config, field="title", required=True)
     text = checked_text(listing_text(title, clean_description(description)), config, field="title + description")
     category = known_category(category, services.predictor.classes)

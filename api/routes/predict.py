@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, predict
 from api.routes.errors import BAD_INPUT
 from api.schemas import PredictionOut
-from api.uploads import checked_query_text, cleaned_photos, fields_in_place_and_once
+from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
+from listings.data import clean_listing_text
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(fields_in_place_and_once)], responses=BAD_INPUT)
 
@@ -26,7 +27,7 @@ async def predict_image(img: Photos, config: ConfigDep, batcher: BatcherDep, poo
 
 @router.post("/text", response_model=PredictionOut, summary="Category from text")
 async def predict_text(txt: Text, config: ConfigDep, batcher: BatcherDep) -> PredictionOut:
-    text = checked_query_text(txt, config, required=True)
+    text = checked_text(txt, config, required=True, clean=clean_listing_text)
     return PredictionOut.of(await predict(batcher, [], text, "text"))
 
 
@@ -36,7 +37,7 @@ async def predict_combined(
 ) -> PredictionOut:
     """Both inputs are used when given; with only one, the model falls back to that branch."""
     photos = await cleaned_photos(img, config, pool)
-    text = checked_query_text(txt, config)
+    text = checked_text(txt, config, clean=clean_listing_text)
     if not photos and not text:
         raise HTTPException(422, "send a photo (img), a text (txt) or both")
     return PredictionOut.of(await predict(batcher, photos, text, "combined"))

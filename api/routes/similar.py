@@ -13,10 +13,10 @@ from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingMeta, ListingOut, PredictionOut, SimilarOut, SimilarToListingOut
 from api.services import Services
-from api.uploads import checked_query_text, cleaned_photos, fields_in_place_and_once
+from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
-from listings.data import ID_PATTERN, MAX_PRICE, checked_price
+from listings.data import ID_PATTERN, MAX_PRICE, checked_price, clean_listing_text
 from retrieval.index import SearchResult, check_search
 from retrieval.query import search_like_listing, search_similar
 
@@ -47,7 +47,7 @@ async def similar(
     """Ranked by the inputs given: photo, text, or both. The query's predicted category comes along."""
     category = await checked_filters(k, category, min_price, max_price, config, services)
     photos = await cleaned_photos(img, config, pool)
-    text = checked_query_text(txt, config)
+    text = checked_text(txt, config, clean=clean_listing_text)
     if not photos and not text:
         raise HTTPException(422, "send a photo (img), a text (txt) or both")
     prediction = await predict(batcher, photos, text, "combined")
