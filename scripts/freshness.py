@@ -1,7 +1,7 @@
 """Whether a training stage is up to date, so that `fbm train` run again skips it.
 
-A stage's fingerprint is a digest of what its outputs depend on: the files it reads (the prepared
-listings, or the branches' outputs for the fusion), the settings it uses (not those of speed
+A stage's fingerprint is a digest of what its outputs depend on: the files it reads (of the prepared
+listings, the fields the branch reads; the branches' outputs for the fusion), the settings it uses (not those of speed
 alone), the code of the packages it runs, the pinned requirements, and for the image branch the
 backbone weights at hand and whether a GPU is. It is written beside the outputs once the stage has
 finished (`fingerprint.json`, with the SHA-256 of each output file), and the stage is up to date while the
@@ -48,6 +48,12 @@ NOT_FINGERPRINTED = {
     "text": {"data": PLACES + ("image_size", "max_image_pixels")},
     "combined": {"data": PLACES},
 }
+# the prepared listings' fields each branch reads: another field changed (a price, a location) leaves
+# both branches up to date, and the index (which shows every field) stale
+BRANCH_FIELDS = {
+    "image": ("product_id", "label", "split", "image_ids", "image_digests"),
+    "text": ("product_id", "label", "split", "title", "description"),
+}
 
 
 def output_dir(stage: str, config: Config) -> Path:
@@ -73,7 +79,23 @@ def inputs_digest(stage: str, config: Config, file_digest: Callable[[Path], str]
     """The digest of the files the stage reads (`file_digest` may remember files shared by stages)."""
     digest = hashlib.sha256()
     for path in input_files(stage, config):
-        digest.update(path.name.encode() + b"\0" + file_digest(path).encode())
+        read = fields_digest(path, BRANCH_FIELDS[stage]) if stage in BRANCH_FIELDS and path == config.paths.listings else file_digest(path)
+        digest.update(path.name.encode() + b"\0" + read.encode())
+    return digest.hexdigest()
+
+
+def fields_digest(listings_file: Path, fields: tuple[str, ...]) -> str:
+    """The digest of `fields` of every row of a JSON-lines listings file, in its order (a line that is
+    no listing counts whole: the stage that reads it says what is wrong)."""
+    digest = hashlib.sha256()
+    with listings_file.open("rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            read = json.dumps([row.get(field) for field in fields]).encode() if isinstance(row, dict) else line
+            digest.update(read + b"\n")
     return digest.hexdigest()
 
 

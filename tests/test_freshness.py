@@ -1,6 +1,10 @@
 """`scripts.freshness`: which trained stages, and whether the index, were made from the inputs now there."""
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from listings.config import Config
 from scripts import freshness
 
@@ -32,3 +36,57 @@ def test_a_command_that_rebuilds_the_index_is_not_warned_about_it(tmp_path):
     (config.paths.image_model / "model.pt").write_text("retrained")
     assert len(freshness.stale_stages(config)) == 1
     assert freshness.stale_stages(config, index=False) == []
+
+
+def written_listings(tmp_path, **changes) -> Config:
+    """Two prepared listings (with `changes` to the first one's fields) and the other files a branch reads."""
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    paths = config.paths
+    for path in (paths.splits, paths.categories, paths.image_model / "model.pt", paths.text_model / "model.pt"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.name)
+    rows = [
+        {"product_id": "p1", "title": "oak chair", "description": "solid oak", "price": 20.0, "location": "Leeds",
+         "category": "Home & Garden / Chairs", "root": "Home & Garden", "image_ids": ["a"], "image_digests": ["d1"], "label": 0, "split": "train"},
+        {"product_id": "p2", "title": "ps4", "description": "two pads", "price": 150.0, "location": "York",
+         "category": "Video Games & Consoles", "root": "Video Games & Consoles", "image_ids": ["b"], "image_digests": ["d2"], "label": 1, "split": "val"},
+    ]
+    rows[0].update(changes)
+    paths.listings.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return config
+
+
+def digests_of(config: Config) -> dict[str, str]:
+    return {stage: freshness.inputs_digest(stage, config) for stage in ("image", "text", "index")}
+
+
+@pytest.mark.parametrize(
+    "changes, changed",
+    [
+        ({"price": 25.0, "location": "Hull"}, {"index"}),
+        ({"category": "Home & Garden / Stools"}, {"index"}),
+        ({"title": "oak stool"}, {"text", "index"}),
+        ({"description": "solid pine"}, {"text", "index"}),
+        ({"image_digests": ["d3"]}, {"image", "index"}),
+        ({"image_ids": ["c"]}, {"image", "index"}),
+        ({"label": 1}, {"image", "text", "index"}),
+        ({"split": "test"}, {"image", "text", "index"}),
+        ({"product_id": "p3"}, {"image", "text", "index"}),
+    ],
+)
+def test_a_branch_is_retrained_for_the_listing_fields_it_reads_only(tmp_path, changes, changed):
+    """A price or a location changed retrains neither branch (it only makes the index stale); a
+    listing's words retrain the text branch, its photos the image branch, its label or split both."""
+    before = digests_of(written_listings(tmp_path / "before"))
+    after = digests_of(written_listings(tmp_path / "after", **changes))
+    assert {stage for stage in before if before[stage] != after[stage]} == changed
+
+
+def test_a_listings_line_that_is_no_listing_counts_whole(tmp_path):
+    config = written_listings(tmp_path)
+    before = digests_of(config)
+    with config.paths.listings.open("a") as f:
+        f.write("{not json\n")
+    after = digests_of(config)
+    assert all(before[stage] != after[stage] for stage in before)
