@@ -29,7 +29,8 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     """One row per listing of `data_dir` (`answer_rows`), and a summary of what was read and answered.
     Photos are read a batch at a time (a large directory is not held in memory), at most
     `serve.max_photos` per listing as the API takes; none in text mode."""
-    dataset = read_dataset(data_dir, labelled=False)  # refuses a file, or a directory without its two CSV files
+    # refuses a file, or a directory without Products.csv (or without Images.csv, unless in text mode)
+    dataset = read_dataset(data_dir, labelled=False, metadata=False, photos=mode != "text")
     listings = dataset.listings
     if not len(listings):
         left_out = f" (CSV rows left out: {dict(dataset.dropped)})" if dataset.dropped else ""

@@ -67,7 +67,7 @@ def directory_set(config: Config, data_dir: str) -> EvalSet:
     """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
     prepared = load_prepared(config)
     try:
-        dataset = read_dataset(data_dir)  # refuses a file, or a directory without its two CSV files
+        dataset = read_dataset(data_dir, metadata=False)  # refuses a file, or a directory without its two CSV files
     except MissingColumnsError as exc:
         if "category" not in exc.missing:
             raise
@@ -232,7 +232,7 @@ def fairness_warnings(eval_set: EvalSet, n_products: int) -> list[str]:
         return []
     named = ", ".join(seen[:SEEN_IDS_NAMED]) + (", …" if len(seen) > SEEN_IDS_NAMED else "")
     return [
-        f"{len(seen)} of these {n_products} listings are in the splits the models trained on or were "
+        f"{len(seen)} of these {n_products} listings {'is' if len(seen) == 1 else 'are'} in the splits the models trained on or were "
         "chosen on (train or validation: the same product id or an identical photo): their figures flatter the models "
         f"(product ids {named}; every one is marked in predictions.csv's seen_in_training column)"
     ]

@@ -5,8 +5,10 @@ Weights are loaded with `torch.load(weights_only=True)`: plain tensors only, nev
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,3 +58,16 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hold_lock(path: Path, exclusive: bool, busy: Exception) -> int:
+    """A descriptor holding a lock on `path` (made if missing), never waited for: raises `busy`
+    when another process holds one that conflicts. Closing the descriptor, or the process ending,
+    releases it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise busy from None
+    return descriptor

@@ -236,16 +236,16 @@ def _check_range(name: str, value: object) -> None:
     for number in numbers:
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             continue
-        if not math.isfinite(number) or number < 0:
-            raise ValueError(f"expected a finite number of 0 or more, got {number}")
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {number}")
+        if name in _ABOVE_ZERO and number <= 0:
+            raise ValueError(f"expected a number above 0, got {number}")
         if number < _MINIMUM.get(name, 0):
-            raise ValueError(f"expected {_MINIMUM[name]} or more, got {number}")
+            raise ValueError(f"expected {_MINIMUM.get(name, 0)} or more, got {number}")
         if number > _MAXIMUM.get(name, math.inf):
             raise ValueError(f"expected a number from 0 to 1, got {number}" if _MAXIMUM[name] == 1 else f"expected at most {_MAXIMUM[name]}, got {number}")
         if name in _BELOW_ONE and number >= 1:
             raise ValueError(f"expected a number from 0 to less than 1, got {number}")
-        if name in _ABOVE_ZERO and number == 0:
-            raise ValueError(f"expected a number above 0, got {number}")
 
 
 def _check_choice(key: str, value: object) -> None:
@@ -286,6 +286,11 @@ class Paths:
     """Where every artifact lives under the artifacts directory."""
 
     root: Path
+
+    @property
+    def training_lock(self) -> Path:
+        """Held by `fbm prepare` and `fbm train` while they write: one at a time on these artifacts."""
+        return self.root / "TRAINING.lock"
 
     # listing data (fbm prepare)
     @property

@@ -153,25 +153,29 @@ class Dataset:
         }
 
 
-def read_dataset(data_dir: str | Path, labelled: bool = True) -> Dataset:
+def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = True, photos: bool = True) -> Dataset:
     """Read a marketplace-format directory into one clean row per product, counting the rows left
     out: a product id seen before, an id that is empty or not a plain token (an id names a file:
     `../x` must not), a product with no category, photo rows repeated, of no listed product, or of
     a product left out (counted apart, not twice as a mystery).
-    Listings to classify need not be `labelled`: their category column may be empty or absent."""
+    Listings to classify need not be `labelled`: their category column may be empty or absent.
+    Without `metadata`, the price and location columns may be absent (no model reads them; blank
+    then). Without `photos`, Images.csv is neither needed nor read, and no listing has a photo."""
     data_dir = Path(data_dir)
     _refuse_a_file(data_dir)
     dropped: dict[str, list[str]] = {}
-    products = _read_csv(data_dir / "Products.csv", PRODUCT_COLUMNS if labelled else [c for c in PRODUCT_COLUMNS if c != "category"])
-    images = _read_csv(data_dir / "Images.csv", ["id", "product_id"])
+    optional = ([] if labelled else ["category"]) + ([] if metadata else ["price", "location"])
+    products = _read_csv(data_dir / "Products.csv", [column for column in PRODUCT_COLUMNS if column not in optional])
+    for column in optional:
+        if column not in products.columns:
+            products[column] = ""
+    images = _read_csv(data_dir / "Images.csv", ["id", "product_id"]) if photos else pd.DataFrame({"id": [], "product_id": []}, dtype=str)
     listed = set(products["id"])
 
     products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dropped)
     products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)
     if labelled:
         products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dropped)
-    elif "category" not in products.columns:
-        products["category"] = ""
     images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dropped)
     images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dropped)
     images = _keep(images, images["product_id"].isin(listed), "photos: of no listed product", dropped)

@@ -110,6 +110,7 @@ def build_index(config: Config) -> dict:
         live, warnings = previous_live_changes(config)
         products = load_product_embeddings(config)
         replaced = set(live.deleted) | {listing.product_id for listing, _ in live.added}
+        catalogue_deleted = int(products.listings["product_id"].isin(live.deleted).sum())
         products = products.subset((products.has_image | products.has_text) & ~products.listings["product_id"].isin(replaced).to_numpy())
         rows, vectors, terms = products.listings.to_dict("records"), products.vectors(), products.terms
         kept, dropped = embed_live_listings(config, live.added, vectors.shape[1] // 2)
@@ -126,7 +127,7 @@ def build_index(config: Config) -> dict:
     index = ListingIndex.build(config.paths.index, vectors, rows, config.index, terms, carried, lock=lock)
     summary = index.info() | {
         "live_added_kept": len(kept),
-        "live_deleted_kept": len(live.deleted),
+        "live_deleted_kept": catalogue_deleted,
         "warnings": warnings,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }

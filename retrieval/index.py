@@ -79,6 +79,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from listings.artifacts import hold_lock
 from listings.config import IndexConfig
 from listings.data import MAX_PRICE, split_category, without_controls
 from retrieval.terms import Terms, term_cosines
@@ -1016,25 +1017,13 @@ def _lock(directory: Path, exclusive: bool) -> int:
         busy = f"the index in {directory} is open in another process (a running `fbm serve`?): stop it, then rebuild"
     else:
         busy = f"the index in {directory} is being rebuilt by another process: try again when `fbm index` has finished"
-    return _held_lock(directory / LOCK_FILE, exclusive, busy)
+    return hold_lock(directory / LOCK_FILE, exclusive, IndexInUseError(busy))
 
 
 def _serving_lock(directory: Path) -> int:
     """A descriptor holding the exclusive lock on the index's SERVING file, of the one process serving it."""
     busy = f"the index in {directory} is served by another process (a running `fbm serve`): stop it, or serve a copy of the artifacts"
-    return _held_lock(directory / SERVING_LOCK_FILE, True, busy)
-
-
-def _held_lock(path: Path, exclusive: bool, busy: str) -> int:
-    """A descriptor holding a lock on `path`, never waited for: IndexInUseError(`busy`) when another
-    process holds one that conflicts. Closing the descriptor, or the process ending, releases it."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        raise IndexInUseError(busy) from None
-    return descriptor
+    return hold_lock(directory / SERVING_LOCK_FILE, True, IndexInUseError(busy))
 
 
 def _temporary(path: Path) -> Path:

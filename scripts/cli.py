@@ -51,10 +51,34 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
+@contextmanager
+def writing_artifacts(config: Config):
+    """Hold the artifacts' training lock while a command writes them: two `fbm prepare` or `fbm
+    train` at once would write the same files, so the second is refused. A command refused before
+    it wrote anything leaves no artifacts folder behind."""
+    from listings.artifacts import hold_lock
+
+    root, lock = config.paths.root, config.paths.training_lock
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    busy = ValueError(f"another `fbm prepare` or `fbm train` is writing {root}: wait for it to finish, or give this one other --artifacts")
+    descriptor = hold_lock(lock, True, busy)
+    try:
+        yield
+    finally:
+        os.close(descriptor)
+        if created and list(root.iterdir()) == [lock]:
+            lock.unlink()
+            root.rmdir()
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from listings.prepare import format_summary, prepare
 
-    print(format_summary(prepare(build_config(args))))
+    config = build_config(args)
+    with writing_artifacts(config):
+        summary = prepare(config)
+    print(format_summary(summary))
     return 0
 
 
@@ -98,7 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from text_model.preprocess import check_nltk_data
 
         check_nltk_data()  # before `train all` spends minutes on the image branch
-    summaries = {stage: train_stage(stage, config, args.force) for stage in stages}
+    with writing_artifacts(config):
+        summaries = {stage: train_stage(stage, config, args.force) for stage in stages}
     print(json.dumps(summaries, indent=2, default=str))
     return 0
 
@@ -237,7 +262,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
         unused = "--image" if args.mode == "text" else "--text"
         raise ValueError(f"--mode {args.mode} reads only --{args.mode}: leave out {unused}, or use --mode combined")
     if not args.image and not has_text:
-        raise ValueError({"image": "give a photo (--image)", "text": "give a listing text (--text)"}.get(args.mode, "give a listing text (--text), one or more photos (--image) or both"))
+        wanted = {"image": "give a photo (--image)", "text": "give a listing text (--text)"}.get(args.mode, "give a listing text (--text), one or more photos (--image) or both")
+        empty = "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): " if args.text and args.mode != "image" else ""
+        raise ValueError(empty + wanted)
     check_photo_paths(args.image)
     predictor = Predictor.load(config)  # before cleaning: it refuses a data.image_size its model was not trained at
     photos = [photo_for_query(Path(path), config) for path in args.image]
@@ -438,8 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--text", help="a listing title and/or description ('-': read it from standard input)")
     classify.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     classify.add_argument("--mode", choices=["combined", "image", "text"], default="combined", help="the model to ask, as the API's /combined, /image and /text (default combined)")
-    classify.add_argument("--top", type=int, help="categories to list (default 5; 0 for all)")
-    classify.add_argument("--json", action="store_true", help="print the API's answer (pred, classes, probabilities, modalities, low_confidence)")
+    classify.add_argument("--top", type=int, help="categories the table lists (default 5; 0 for all); not with --json")
+    classify.add_argument(
+        "--json", action="store_true", help="print the API's answer, every category (pred, classes, probabilities, modalities, low_confidence); not with --top"
+    )
     classify.add_argument("--out", metavar="FILE", help="with --data DIR: the CSV of answers (default: classified.csv, or classified-<mode>.csv, in the reports folder of DIR that evaluate uses; the path is printed)")
     classify.set_defaults(handler=cmd_classify, empty_data_hint="give the directory of listings to classify, or leave --data out to classify one listing")
 

@@ -1,16 +1,17 @@
 """Whether a training stage is up to date, so that `fbm train` run again skips it.
 
-A stage's fingerprint is a digest of what its outputs depend on: the files it reads (of the prepared
-listings, the fields the branch reads; the branches' outputs for the fusion), the settings it uses (not those of speed
-alone), the code of the packages it runs, the pinned requirements, and for the image branch the
-backbone weights at hand and whether a GPU is. It is written beside the outputs once the stage has
-finished (`fingerprint.json`, with the SHA-256 of each output file), and the stage is up to date while the
-fingerprint is the same and every output is still there, its content as written. The fingerprint is taken
-before the stage starts (code edited while it trains is not counted as trained) and the record is
-removed first, so a stage interrupted half-way is never up to date. Any change retrains; a stage
-retrained gives its successors new inputs, so they are retrained too, and until they are, the
-commands that use them say so (`stale_stages`). Not in the fingerprint: the NLTK data the text
-branch tokenizes with (`--force` after replacing it).
+A stage's fingerprint is a digest of what its outputs depend on: what it reads (for a branch, some
+fields of the prepared listings and the category names; for the fusion, the branches' outputs), the
+settings it uses (not those of speed alone), the code of the packages it runs, the pinned
+requirements, and for the image branch the backbone weights at hand and whether a GPU is. It is
+written beside the outputs once the stage has finished (`fingerprint.json`, with the SHA-256 of each
+output file), and the stage is up to date while the fingerprint is the same and every output is
+still there, its content as written. The fingerprint is taken before the stage starts (code edited
+while it trains is not counted as trained) and the record is removed first, so a stage interrupted
+half-way is never up to date. Any change retrains; a stage retrained gives its successors new
+inputs, so they are retrained too, and until they are, the commands that use them say so
+(`stale_stages`). Not in the fingerprint: the NLTK data the text branch tokenizes with (`--force`
+after replacing it).
 
 The index is no training stage (`fbm index` always rebuilds it, and the server changes it live),
 but it holds the branches' embeddings and the listings' metadata: `fbm index` records the digest
@@ -79,9 +80,22 @@ def inputs_digest(stage: str, config: Config, file_digest: Callable[[Path], str]
     """The digest of the files the stage reads (`file_digest` may remember files shared by stages)."""
     digest = hashlib.sha256()
     for path in input_files(stage, config):
-        read = fields_digest(path, BRANCH_FIELDS[stage]) if stage in BRANCH_FIELDS and path == config.paths.listings else file_digest(path)
-        digest.update(path.name.encode() + b"\0" + read.encode())
+        digest.update(path.name.encode() + b"\0" + read_digest(stage, path, config, file_digest).encode())
     return digest.hexdigest()
+
+
+def read_digest(stage: str, path: Path, config: Config, file_digest: Callable[[Path], str]) -> str:
+    """The digest of what a stage reads of one input file: a branch reads the fields `BRANCH_FIELDS`
+    names of the prepared listings and the category names (not their sub-categories' counts);
+    every other file is read whole."""
+    if stage in BRANCH_FIELDS and path == config.paths.listings:
+        return fields_digest(path, BRANCH_FIELDS[stage])
+    if stage in BRANCH_FIELDS and path == config.paths.categories:
+        try:
+            return hashlib.sha256(json.dumps(json.loads(path.read_bytes())["classes"]).encode()).hexdigest()
+        except (ValueError, TypeError, KeyError):  # no encoder's file: its bytes count, and the stage says what is wrong
+            pass
+    return file_digest(path)
 
 
 def fields_digest(listings_file: Path, fields: tuple[str, ...]) -> str:
@@ -199,7 +213,8 @@ def stale_stages(config: Config, index: bool = True) -> list[str]:
     if index and "inputs" in recorded and recorded["inputs"] != index_digest(config, file_digest):
         warnings.append(
             f"warning: the index in {config.paths.index} was built from other models or listings than those now in {config.paths.root}: "
-            "searches compare new query vectors with old ones until `fbm index` rebuilds it (listings added through the API are kept)"
+            "until `fbm index` rebuilds it, searches may compare new query vectors with old ones, or show a listing's old price, "
+            "location or words (listings added through the API are kept)"
         )
     return warnings
 

@@ -72,7 +72,8 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["bench", "--reuse", "--json", "/"], "--json / is a folder"),
         (["bench", "--reuse", "--parts", "pipeline,accuracy"], "drop --reuse or leave out pipeline"),
         (["classify"], "give a listing text (--text), one or more photos (--image) or both"),  # not "run fbm train"
-        (["classify", "--text", "   "], "give a listing text (--text), one or more photos (--image) or both"),
+        (["classify", "--text", "   "], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give a listing text"),
+        (["classify", "--text", "\x01\x02", "--mode", "text"], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give a listing text (--text)\n"),
         (["classify", "--mode", "image", "--text", "oak chair"], "--mode image reads only --image: leave out --text"),
         (["classify", "--mode", "text", "--text", "oak chair", "--image", "a.jpg"], "--mode text reads only --text: leave out --image"),
         (["classify", "--text", "oak chair", "--top", "-1"], "--top must be 0 (every category) or more, got -1"),
@@ -176,3 +177,23 @@ def test_bars_are_proportional_and_low_confidence_is_said():
     assert lines[3] == "from text" and lines[4].startswith("low confidence")
     prediction.low_confidence = False
     assert "low confidence" not in format_prediction(prediction, 3)
+
+
+@pytest.mark.parametrize("command", [["prepare"], ["train", "combined"]])
+def test_a_second_writer_of_the_artifacts_is_refused(tmp_path: Path, capsys, command):
+    """Two `fbm prepare` (or `fbm train`) at once on one artifacts folder would write the same files:
+    while one holds the training lock, another is refused in one line, and writes nothing."""
+    from listings.artifacts import hold_lock
+
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    config.paths.root.mkdir()
+    descriptor = hold_lock(config.paths.training_lock, True, AssertionError("the test's lock is free"))
+    try:
+        assert main([*command, "--artifacts", str(config.paths.root)]) == 2
+        assert f"another `fbm prepare` or `fbm train` is writing {config.paths.root}: wait for it to finish" in capsys.readouterr().err
+        assert [path.name for path in config.paths.root.iterdir()] == ["TRAINING.lock"]
+    finally:
+        os.close(descriptor)
+    assert main([*command, "--artifacts", str(config.paths.root), "--data", str(tmp_path / "no-dataset")]) == 2
+    assert "writing" not in capsys.readouterr().err  # the lock was released: refused for what is missing instead

@@ -373,3 +373,11 @@ def test_predictions_give_the_served_models_probability_of_the_true_category():
     assert frame["served_confidence"].tolist() == pytest.approx([0.7, 0.9])
     assert frame["served_p_root"].tolist() == pytest.approx([0.3, 0.9])
     assert frame["served_correct"].tolist() == [False, True] and frame["late_fusion"].tolist() == ["a", "b"]
+
+
+@pytest.mark.parametrize("seen, verb", [(["p1"], "is"), (["p1", "p2"], "are")])
+def test_the_fairness_warning_counts_in_words(seen, verb):
+    from combined_model.evaluate import EvalSet, fairness_warnings
+
+    assert fairness_warnings(EvalSet(pd.DataFrame(), Path("."), {}, "new", seen), 6)[0].startswith(f"{len(seen)} of these 6 listings {verb} in the splits")
+    assert fairness_warnings(EvalSet(pd.DataFrame(), Path("."), {}, "new", []), 6) == []

@@ -38,14 +38,19 @@ def test_a_command_that_rebuilds_the_index_is_not_warned_about_it(tmp_path):
     assert freshness.stale_stages(config, index=False) == []
 
 
-def written_listings(tmp_path, **changes) -> Config:
-    """Two prepared listings (with `changes` to the first one's fields) and the other files a branch reads."""
+CATEGORIES = {"classes": ["Home & Garden", "Video Games & Consoles"], "paths": {"Home & Garden / Chairs": 1, "Video Games & Consoles": 1}}
+
+
+def written_listings(tmp_path, categories: dict = CATEGORIES, **changes) -> Config:
+    """Two prepared listings (with `changes` to the first one's fields), their categories and the
+    other files a branch reads."""
     config = Config()
     config.data.artifacts_dir = str(tmp_path / "artifacts")
     paths = config.paths
-    for path in (paths.splits, paths.categories, paths.image_model / "model.pt", paths.text_model / "model.pt"):
+    for path in (paths.splits, paths.image_model / "model.pt", paths.text_model / "model.pt"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(path.name)
+    paths.categories.write_text(json.dumps(categories))
     rows = [
         {"product_id": "p1", "title": "oak chair", "description": "solid oak", "price": 20.0, "location": "Leeds",
          "category": "Home & Garden / Chairs", "root": "Home & Garden", "image_ids": ["a"], "image_digests": ["d1"], "label": 0, "split": "train"},
@@ -90,3 +95,16 @@ def test_a_listings_line_that_is_no_listing_counts_whole(tmp_path):
         f.write("{not json\n")
     after = digests_of(config)
     assert all(before[stage] != after[stage] for stage in before)
+
+
+def test_the_branches_read_the_category_names_not_the_sub_categories(tmp_path):
+    """A listing moved between sub-categories of one root changes the encoder's counts per path, not
+    what either branch learns (the listing's own category field makes the index stale, above); a
+    category renamed changes both."""
+    before = digests_of(written_listings(tmp_path / "before"))
+    moved = {**CATEGORIES, "paths": {"Home & Garden / Stools": 1, "Video Games & Consoles": 1}}
+    after = digests_of(written_listings(tmp_path / "moved", categories=moved))
+    assert {stage for stage in before if before[stage] != after[stage]} == set()
+    renamed = {**CATEGORIES, "classes": ["Home and Garden", "Video Games & Consoles"]}
+    after = digests_of(written_listings(tmp_path / "renamed", categories=renamed))
+    assert {stage for stage in before if before[stage] != after[stage]} == {"image", "text"}

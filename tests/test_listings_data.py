@@ -284,6 +284,28 @@ def test_photos_of_a_product_left_out_are_counted_apart(quirky_dataset):
     assert dataset.dropped_ids["products: id not a token of letters, digits, - and _"] == ["bad.id"]
 
 
+def test_listings_to_score_need_no_price_or_location_and_text_alone_no_photos(quirky_dataset):
+    """`fbm evaluate --data` and `classify --data` read no price or location (blank when absent), and
+    `classify --mode text` no Images.csv; `fbm prepare` needs them all (the index shows them)."""
+    products = quirky_dataset / "Products.csv"
+    whole = read_dataset(quirky_dataset).listings
+    frame = pd.read_csv(products, dtype=str, keep_default_na=False).drop(columns=["price", "location"])
+    frame.to_csv(products, index=False)
+    with pytest.raises(DatasetError, match=r"lacks column\(s\) \['price', 'location'\]"):
+        read_dataset(quirky_dataset)
+    listings = read_dataset(quirky_dataset, metadata=False).listings
+    assert list(listings["product_id"]) == list(whole["product_id"]) and list(listings["title"]) == list(whole["title"])
+    assert listings["price"].isna().all() and set(listings["location"]) == {""}
+    assert list(listings["image_ids"]) == list(whole["image_ids"])
+
+    (quirky_dataset / "Images.csv").unlink()
+    with pytest.raises(DatasetError, match="Images.csv not found"):
+        read_dataset(quirky_dataset, metadata=False)
+    text_only = read_dataset(quirky_dataset, labelled=False, metadata=False, photos=False)
+    assert list(text_only.listings["product_id"]) == list(whole["product_id"])
+    assert set(map(len, text_only.listings["image_ids"])) == {0} and not any(reason.startswith("photos") for reason in text_only.dropped)
+
+
 def test_listings_to_classify_need_no_category(quirky_dataset):
     products = quirky_dataset / "Products.csv"
     rows = products.read_text(encoding="utf-8")

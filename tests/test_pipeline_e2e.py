@@ -191,9 +191,12 @@ def test_evaluating_another_directory_keeps_the_test_split_report(trained_pipeli
     other = json.loads((other_dir / "metrics.json").read_text())
     assert other["source"] == str(unseen) and (other_dir / "report.md").exists()
     namesake = shutil.copytree(unseen, tmp_path / "elsewhere" / unseen.name)  # same name, another folder
+    products = pd.read_csv(namesake / "Products.csv", lineterminator="\n", dtype=str, keep_default_na=False)
+    products.drop(columns=["price", "location"]).to_csv(namesake / "Products.csv", index=False)  # which no model reads
     assert main(["evaluate", *_settings(config), "--data", str(namesake)]) == 0
     assert json.loads((other_dir / "metrics.json").read_text())["source"] == str(unseen)
-    assert len(list(reports.glob(f"data-{unseen.name}-*"))) == 2
+    (namesake_dir,) = set(reports.glob(f"data-{unseen.name}-*")) - {other_dir}
+    assert json.loads((namesake_dir / "metrics.json").read_text())["models"] == other["models"]
 
 
 def test_a_directory_without_images_csv_is_a_clear_error(trained_pipeline, tmp_path, capsys):
@@ -433,15 +436,23 @@ def test_classify_a_directory_of_new_listings_answers_each_as_one_listing_is(tra
     assert main(["evaluate", *_settings(config), "--data", str(new)]) == 2  # no category to score against
     assert f"`fbm classify --data {new}` answers listings without one" in capsys.readouterr().err
 
-    text_only = tmp_path / "text-only.csv"  # the text model needs no photo, nor a photo folder
+    text_only = tmp_path / "text-only.csv"  # the text model needs no photo, nor a photo folder, nor Images.csv
     shutil.move(new / "images", tmp_path / "moved-images")
     assert main(["classify", *_settings(config), "--data", str(new)]) == 2
     assert "images not found" in (refused := capsys.readouterr().err) and "`--mode text` answers from the listings' text alone" in refused
+    shutil.move(new / "Images.csv", tmp_path / "moved-Images.csv")
+    shutil.copy(new / "Products.csv", tmp_path / "kept-Products.csv")
+    pd.concat([products, blank]).drop(columns=["price", "location"]).to_csv(new / "Products.csv", index=False)  # which no model reads
     assert main(["classify", *_settings(config), "--data", str(new), "--mode", "text", "--out", str(text_only)]) == 0
-    assert "40 of 40 listings answered by the text model" not in capsys.readouterr().out  # the blank listing has no text
+    assert f"{len(products)} of {len(products) + 1} listings answered by the text model" in capsys.readouterr().out  # the blank one has no text
     by_text = pd.read_csv(text_only, dtype=str, keep_default_na=False)
+    assert list(by_text["product_id"]) == [*products["id"], "blank-1"]
     assert set(by_text["photos_used"]) == {"0"} and set(by_text["modalities"]) == {"text", ""}
+    assert main(["classify", *_settings(config), "--data", str(new), "--mode", "combined"]) == 2
+    assert "Images.csv not found" in capsys.readouterr().err
     shutil.move(tmp_path / "moved-images", new / "images")
+    shutil.move(tmp_path / "moved-Images.csv", new / "Images.csv")
+    shutil.move(tmp_path / "kept-Products.csv", new / "Products.csv")
     nothing = shutil.copytree(new, tmp_path / "nothing")
     pd.DataFrame({"id": ["x"], "product_id": ["blank-1"]}).to_csv(nothing / "Images.csv", index=False)
     products_frame = pd.read_csv(nothing / "Products.csv", dtype=str, keep_default_na=False)
@@ -513,7 +524,8 @@ def test_every_endpoint_serves_the_trained_tiny_pipeline(trained_pipeline, tmp_p
 
 def test_a_rebuild_keeps_live_changes_and_is_refused_under_a_server(trained_pipeline, tmp_path, capsys):
     """`fbm index` after `POST /listings` and `DELETE /listings/{id}`: the added listings stay (embedded
-    again from their stored photo and text), the deleted catalogue listing stays out; while a server
+    again from their stored photo and text), the deleted catalogue listing stays out (and is the only
+    one counted as such: a listing added, then deleted, was none); while a server
     holds the index open, the rebuild is refused and the server keeps working."""
     import shutil
 
@@ -535,6 +547,8 @@ def test_a_rebuild_keeps_live_changes_and_is_refused_under_a_server(trained_pipe
         assert client.post("/listings", headers=auth, files={"img": ("a.jpg", photo, "image/jpeg")}, data={"title": title, "product_id": "live-both"}).status_code == 201
         assert client.post("/listings", headers=auth, data={"title": title, "description": "as new", "product_id": "live-text"}).status_code == 201
         assert client.delete(f"/listings/{gone}", headers=auth).status_code == 200
+        assert client.post("/listings", headers=auth, data={"title": title, "product_id": "live-gone"}).status_code == 201
+        assert client.delete("/listings/live-gone", headers=auth).status_code == 200  # no catalogue listing: not counted as one
         assert main(["index", *_settings(served)]) == 2
         assert "open in another process" in capsys.readouterr().err
         assert client.get("/listings/live-both/similar", params={"k": 2}).status_code == 200  # the server's files are untouched
