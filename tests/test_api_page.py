@@ -133,9 +133,10 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         last = browser.find_elements(By.CSS_SELECTOR, ".more-like")[-1]
         browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", last)
         last.click()
-        wait.until(lambda d: "Refused: min_price 500 is above max_price 100" in d.find_element(By.ID, "status").text)
+        wait.until(lambda d: "Refused: Min price 500 is above Max price 100" in d.find_element(By.ID, "status").text)  # the page's labels
         in_view = "const r = document.getElementById('status').getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
         wait.until(lambda d: d.execute_script(in_view))
+        assert browser.switch_to.active_element.get_attribute("id") == "status"  # the button went with the results
         assert not browser.find_element(By.ID, "results-section").is_displayed()  # the earlier answer is gone
 
 
@@ -162,3 +163,41 @@ def test_the_last_search_asked_for_is_the_one_drawn(tmp_path, browser):
         time.sleep(1.5)  # the slow search has answered by now
         assert title in browser.find_element(By.ID, "results-heading").text
         assert not browser.find_element(By.ID, "search").get_attribute("disabled")
+
+
+def test_clear_drops_a_search_on_its_way_and_a_search_keeps_the_focus(tmp_path, browser):
+    """Clear pressed while a slow search runs leaves the page empty when its answer arrives; Search,
+    pressed from the keyboard, has the focus again once the results are drawn; a file dropped beside
+    the photo box is taken as the photo, not opened in place of the page."""
+    config = tiny_config(tmp_path / "artifacts")
+    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        browser.find_element(By.ID, "text").send_keys("oak dining chair")
+        browser.find_element(By.ID, "search").click()
+        browser.find_element(By.ID, "clear").click()
+        time.sleep(1.5)  # the search has answered by now
+        assert not browser.find_element(By.ID, "results-section").is_displayed()
+        assert not browser.find_element(By.ID, "prediction").is_displayed()
+        assert browser.find_element(By.ID, "status").text == "" and browser.find_element(By.ID, "search").is_enabled()
+
+        browser.find_element(By.ID, "text").send_keys("oak dining chair")
+        search = browser.find_element(By.ID, "search")
+        browser.execute_script("arguments[0].focus()", search)
+        search.send_keys("\n")
+        wait.until(lambda d: "listings, ranked by" in d.find_element(By.ID, "status").text)
+        assert browser.switch_to.active_element.get_attribute("id") == "search"
+
+        dropped = browser.execute_script(
+            "const files = new DataTransfer(); files.items.add(new File(['x'], 'chair.jpg', {type: 'image/jpeg'}));"
+            "const event = new DragEvent('drop', {dataTransfer: files, bubbles: true, cancelable: true});"
+            "document.getElementById('text').dispatchEvent(event);"
+            "return [event.defaultPrevented, document.getElementById('photo').files.length, document.getElementById('drop-hint').textContent];"
+        )
+        assert dropped == [True, 1, "chair.jpg"]
+
+        caveat = "drawPrediction(arguments[0], arguments[1]); return document.getElementById('modalities').textContent;"
+        weak = {"pred": "A", "classes": ["A", "B"], "probabilities": [0.4, 0.3], "modalities": ["image"], "low_confidence": False}
+        assert browser.execute_script(caveat, weak, True) == "from the image (uncertain: B is 30.0%; the description is not used: no word of it is known)"
+        sure = {**weak, "probabilities": [0.9, 0.1], "modalities": ["image", "text"]}
+        assert browser.execute_script(caveat, sure, True) == "from the image + text"

@@ -7,6 +7,11 @@ const form = $("search-form");
 const photo = $("photo");
 const status = $("status");
 const price = new Intl.NumberFormat("en-GB", { style: "currency", currency: "GBP" });
+const percent = (p) => `${(100 * p).toFixed(1)}%`;
+// the API's field names, as the page labels its fields (a refusal names the field to mend)
+const LABELS = { txt: "Description", img: "Photo", min_price: "Min price", max_price: "Max price", k: "Results" };
+const inPageWords = (detail) => String(detail).replace(/\b(txt|img|min_price|max_price|k)\b/g, (name) => LABELS[name]);
+const counted = (n) => (n === 0 ? "No listings" : n === 1 ? "1 listing" : `${n} listings`);
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -35,10 +40,20 @@ function showPreview() {
   if (file) $("preview").src = URL.createObjectURL(file);
 }
 
-function drawPrediction(prediction) {
+// What the user should know of how far to trust the category: a description with no word the model
+// knows, or a category under even odds; and a description typed but not used.
+function caveats(prediction, typed) {
+  const notes = [];
+  if (prediction.low_confidence) notes.push("low confidence: no word of the description is known");
+  else if (prediction.probabilities[0] < 0.5) notes.push(`uncertain: ${prediction.classes[1]} is ${percent(prediction.probabilities[1])}`);
+  if (typed && !prediction.modalities.includes("text")) notes.push("the description is not used: no word of it is known");
+  return notes.length ? ` (${notes.join("; ")})` : "";
+}
+
+function drawPrediction(prediction, typed) {
   $("pred").textContent = prediction.pred;
   const used = prediction.modalities.join(" + ") || "nothing";
-  $("modalities").textContent = `from the ${used}` + (prediction.low_confidence ? " (low confidence: few known words)" : "");
+  $("modalities").textContent = `from the ${used}${caveats(prediction, typed)}`;
   const bars = $("bars");
   bars.replaceChildren();
   prediction.classes.slice(0, 5).forEach((name, i) => {
@@ -47,9 +62,9 @@ function drawPrediction(prediction) {
     row.append(element("span", "bar-label", name));
     const track = element("span", "bar-track");
     const bar = element("span", "bar");
-    bar.style.width = `${(100 * p).toFixed(1)}%`;
+    bar.style.width = percent(p);
     track.append(bar);
-    row.append(track, element("span", "bar-value", `${(100 * p).toFixed(1)}%`));
+    row.append(track, element("span", "bar-value", percent(p)));
     bars.append(row);
   });
   $("prediction").hidden = false;
@@ -64,7 +79,7 @@ function drawResults(results) {
     if (listing.image_ids.length) {
       const img = element("img");
       img.loading = "lazy";
-      img.alt = listing.title;
+      img.alt = "";  // the title is right below it
       img.src = `/images/${encodeURIComponent(listing.image_ids[0])}`;
       picture.append(img);
     } else {
@@ -105,6 +120,7 @@ let latest = 0;  // the number of the last search asked for: an earlier one answ
 // status) or when a later search was asked for meanwhile (its answer is the one the user wants).
 async function ask(url, options, onAnswer) {
   const number = ++latest;
+  const searchHadFocus = document.activeElement === $("search");  // disabled, it loses the focus
   status.textContent = "Searching…";
   $("search").disabled = true;
   try {
@@ -113,12 +129,12 @@ async function ask(url, options, onAnswer) {
     if (number !== latest) return false;
     if (!response.ok) {
       clearAnswer();  // the results of an earlier search are not the answer to this one
-      status.textContent = `Refused: ${answer.detail}`;
+      status.textContent = `Refused: ${inPageWords(answer.detail)}`;
       return false;
     }
     onAnswer(answer);
     drawResults(answer.results);
-    status.textContent = `${answer.results.length} listings, ranked by ${answer.modalities.join(" + ")}`;
+    status.textContent = `${counted(answer.results.length)}, ranked by ${answer.modalities.join(" + ")}`;
     return true;
   } catch (error) {
     if (number !== latest) return false;
@@ -128,7 +144,10 @@ async function ask(url, options, onAnswer) {
       : `The search failed: ${error}`;
     return false;
   } finally {
-    if (number === latest) $("search").disabled = false;
+    if (number === latest) {
+      $("search").disabled = false;
+      if (searchHadFocus && document.activeElement === document.body) $("search").focus();
+    }
   }
 }
 
@@ -142,7 +161,7 @@ async function moreLike(listing) {
   // or the refusal, into view, and keyboard focus with them
   const target = answered ? $("results-heading") : status;
   target.scrollIntoView({ behavior: "smooth", block: answered ? "start" : "center" });
-  if (answered) target.focus();
+  target.focus();
 }
 
 async function search(event) {
@@ -157,7 +176,7 @@ async function search(event) {
   }
   for (const [field, value] of filters()) data.append(field, value);
   await ask("/similar", { method: "POST", body: data }, (answer) => {
-    drawPrediction(answer.prediction);
+    drawPrediction(answer.prediction, Boolean(text));
     $("results-heading").textContent = "Similar listings";
   });
 }
@@ -168,16 +187,23 @@ function clearAnswer() {
 }
 
 function clearAll() {
+  latest++;  // a search still on its way is no longer wanted
+  $("search").disabled = false;
   form.reset();
   showPreview();
   clearAnswer();
   status.textContent = "";
 }
 
+// Files dropped anywhere on the page are the photos to search by (the browser would otherwise open
+// a file dropped beside the box in place of the page); text dragged into the description is not.
 const drop = $("drop");
-drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+const carriesFiles = (event) => event.dataTransfer && event.dataTransfer.types.includes("Files");
+drop.addEventListener("dragover", (event) => { if (carriesFiles(event)) drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (event) => {
+document.addEventListener("dragover", (event) => { if (carriesFiles(event)) event.preventDefault(); });
+document.addEventListener("drop", (event) => {
+  if (!carriesFiles(event)) return;
   event.preventDefault();
   drop.classList.remove("over");
   if (event.dataTransfer.files.length) {
