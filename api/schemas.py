@@ -54,6 +54,17 @@ class CategoriesOut(BaseModel):
     categories: list[str]
 
 
+class LimitsOut(BaseModel):
+    """What the server takes in one request, so that a client can check before sending."""
+
+    max_text_chars: int = Field(description="characters of txt (and of a new listing's description), as sent")
+    max_photos: int = Field(description="photos (img fields) in one request")
+    max_photo_bytes: int = Field(description="bytes of one photo file")
+    max_request_bytes: int = Field(description="bytes of a whole request body")
+    max_photo_pixels: int = Field(description="pixels (width × height) of one photo")
+    max_k: int = Field(description="results one search returns at most")
+
+
 class HealthOut(BaseModel):
     status: str
     models: dict[str, str]

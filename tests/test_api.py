@@ -206,7 +206,7 @@ def test_health_categories_photos_and_page(client, artifacts):
     assert "/similar" in client.get("/openapi.json").json()["paths"]
 
 
-@pytest.mark.parametrize("path", ["/health", "/categories", "/images/img-03", "/", "/static/app.js", "/docs", "/listings/prod-01/similar"])
+@pytest.mark.parametrize("path", ["/health", "/categories", "/limits", "/images/img-03", "/", "/static/app.js", "/docs", "/listings/prod-01/similar"])
 def test_head_answers_like_get_without_a_body(client, path):
     """What uptime probes and `curl -I` send: the GET's status and headers, no body."""
     get, head = client.get(path), client.head(path)
@@ -235,6 +235,13 @@ def test_openapi_shows_the_configured_limits(artifacts):
         assert client.post("/similar", data={"txt": "chair", "k": "38"}).status_code == 422
         like = {p["name"]: p["schema"] for p in schema["paths"]["/listings/{product_id}/similar"]["get"]["parameters"]}
         assert like["k"]["maximum"] == 37 and client.get("/listings/prod-00/similar", params={"k": 38}).status_code == 422
+        limits = client.get("/limits").json()  # the same limits for a client to check before sending (the search page does)
+        assert limits == {
+            "max_text_chars": config.serve.max_text_chars, "max_photos": 3, "max_photo_bytes": config.serve.max_upload_bytes,
+            "max_request_bytes": config.serve.max_request_bytes, "max_photo_pixels": config.data.max_image_pixels, "max_k": 37,
+        }
+        too_long = "a" * (config.serve.max_text_chars + 1)
+        assert client.post("/text", data={"txt": too_long[:-1]}).status_code == 200 and client.post("/text", data={"txt": too_long}).status_code == 422
 
 
 # --- bad input: a 4xx JSON error that says what was wrong, and the server keeps serving ---------

@@ -201,3 +201,34 @@ def test_clear_drops_a_search_on_its_way_and_a_search_keeps_the_focus(tmp_path, 
         assert browser.execute_script(caveat, weak, True) == "from the image (uncertain: B is 30.0%; the description is not used: no word of it is known)"
         sure = {**weak, "probabilities": [0.9, 0.1], "modalities": ["image", "text"]}
         assert browser.execute_script(caveat, sure, True) == "from the image + text"
+
+
+def test_the_page_checks_the_servers_limits_before_sending(tmp_path, browser):
+    """A description or a number of photos over the server's limits (GET /limits) is named on the
+    page as it is typed or chosen, and not sent; within them again, the search runs."""
+    config = tiny_config(tmp_path / "artifacts", max_text_chars=50, max_photos=1)
+    photo = dataset_photo(tmp_path)
+    second = tmp_path / "second.jpg"
+    second.write_bytes(photo.read_bytes())
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.execute_script("return limits !== null"))
+        text = browser.find_element(By.ID, "text")
+        text.send_keys("oak chair " * 6)
+        status = browser.find_element(By.ID, "status")
+        wait.until(lambda d: status.text == "Description: 59 characters, at most 50.")
+        assert text.get_attribute("aria-invalid") == "true"
+        browser.find_element(By.ID, "search").click()
+        time.sleep(0.5)
+        assert status.text == "Description: 59 characters, at most 50." and not browser.find_elements(By.CSS_SELECTOR, ".result-card")
+        text.clear()
+        text.send_keys("oak chair")
+        wait.until(lambda d: status.text == "")  # within the limit again: the message goes
+        browser.find_element(By.ID, "photo").send_keys(f"{photo}\n{second}")
+        wait.until(lambda d: status.text == "Photo: 2 photos, at most 1.")
+        browser.find_element(By.ID, "clear").click()
+        assert status.text == "" and browser.find_element(By.ID, "text").get_attribute("aria-invalid") == "false"
+        browser.find_element(By.ID, "text").send_keys("oak chair")
+        browser.find_element(By.ID, "search").click()
+        wait.until(lambda d: "listings, ranked by text" in status.text)

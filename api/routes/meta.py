@@ -1,4 +1,4 @@
-"""`GET /health`, `/categories`, `/images/{image_id}` and the search page at `/`."""
+"""`GET /health`, `/categories`, `/limits`, `/images/{image_id}` and the search page at `/`."""
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path
 from fastapi.responses import FileResponse, Response
 
-from api.deps import ServicesDep
+from api.deps import ConfigDep, ServicesDep
 from api.routes.errors import INVALID, NOT_FOUND
-from api.schemas import CategoriesOut, HealthOut
+from api.schemas import CategoriesOut, HealthOut, LimitsOut
 from listings.data import ID_PATTERN
 
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
@@ -35,6 +35,19 @@ def health(services: ServicesDep) -> HealthOut:
 @router.get("/categories", response_model=CategoriesOut, summary="The categories the model predicts")
 def categories(services: ServicesDep) -> CategoriesOut:
     return CategoriesOut(categories=list(services.predictor.classes))
+
+
+@router.get("/limits", response_model=LimitsOut, summary="What one request may carry")
+async def limits(config: ConfigDep) -> LimitsOut:
+    serve = config.serve
+    return LimitsOut(
+        max_text_chars=serve.max_text_chars,
+        max_photos=serve.max_photos,
+        max_photo_bytes=serve.max_upload_bytes,
+        max_request_bytes=serve.max_request_bytes,
+        max_photo_pixels=config.data.max_image_pixels,
+        max_k=config.index.max_k,
+    )
 
 
 @router.get(

@@ -20,6 +20,37 @@ function element(tag, className, text) {
   return node;
 }
 
+let limits = null;  // GET /limits: what one request may carry, checked here before sending
+
+async function loadLimits() {
+  try {
+    const response = await fetch("/limits");
+    if (response.ok) limits = await response.json();
+  } catch (error) {
+    // the server is not answering: loadCategories says so
+  }
+}
+
+// What in the form the server would refuse for its size, in the page's words; "" when nothing.
+function overLimits() {
+  if (!limits) return "";
+  const chars = $("text").value.trim().length;
+  if (chars > limits.max_text_chars) {
+    return `Description: ${chars.toLocaleString("en-GB")} characters, at most ${limits.max_text_chars.toLocaleString("en-GB")}.`;
+  }
+  if (photo.files.length > limits.max_photos) return `Photo: ${photo.files.length} photos, at most ${limits.max_photos}.`;
+  const big = [...photo.files].find((file) => file.size > limits.max_photo_bytes);
+  if (big) return `Photo: ${big.name} is ${(big.size / 2 ** 20).toFixed(1)} MB, at most ${(limits.max_photo_bytes / 2 ** 20).toFixed(1)} MB.`;
+  return "";
+}
+
+function showOverLimits() {
+  const problem = overLimits();
+  $("text").setAttribute("aria-invalid", String(problem.startsWith("Description")));
+  if (problem || status.dataset.limit) status.textContent = problem;
+  status.dataset.limit = problem ? "shown" : "";
+}
+
 async function loadCategories() {
   try {
     const response = await fetch("/categories");
@@ -174,6 +205,11 @@ async function search(event) {
     status.textContent = "Add a photo or a description first.";
     return;
   }
+  const problem = overLimits();
+  if (problem) {
+    status.textContent = problem;
+    return;
+  }
   for (const [field, value] of filters()) data.append(field, value);
   await ask("/similar", { method: "POST", body: data }, (answer) => {
     drawPrediction(answer.prediction, Boolean(text));
@@ -191,6 +227,7 @@ function clearAll() {
   $("search").disabled = false;
   form.reset();
   showPreview();
+  showOverLimits();
   clearAnswer();
   status.textContent = "";
 }
@@ -209,9 +246,11 @@ document.addEventListener("drop", (event) => {
   if (event.dataTransfer.files.length) {
     photo.files = event.dataTransfer.files;
     showPreview();
+    showOverLimits();
   }
 });
-photo.addEventListener("change", showPreview);
+photo.addEventListener("change", () => { showPreview(); showOverLimits(); });
+$("text").addEventListener("input", showOverLimits);
 $("preview").addEventListener("error", () => { $("preview").hidden = true; });  // not a picture the browser draws
 form.addEventListener("submit", search);
 $("text").addEventListener("keydown", (event) => {  // Enter writes a new line in the description; Ctrl+Enter searches
@@ -219,3 +258,4 @@ $("text").addEventListener("keydown", (event) => {  // Enter writes a new line i
 });
 $("clear").addEventListener("click", clearAll);
 loadCategories();
+loadLimits();
