@@ -17,11 +17,13 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from api.batching import MicroBatcher
+from api.deps import API_KEY_HEADER, api_key_refusal
 from api.routes import listings, meta, predict, similar
 from api.routes.meta import STATIC_DIR
 from api.services import Services, inference_layout, load_services
@@ -76,6 +78,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BlankQueryMiddleware)
     app.add_middleware(TrailingSlashMiddleware)
+    app.add_middleware(WriteKeyMiddleware, config=config)  # added last, so it runs first: before any body is read
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)
@@ -106,6 +109,27 @@ class HeadAsGetMiddleware:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class WriteKeyMiddleware:
+    """Refuse a write (`POST /listings`, `DELETE /listings/{id}`) without the API key as soon as its
+    headers are in: the routes' own check ran once the whole upload had been received and spooled,
+    so anyone could make the server read megabytes (and `Expect: 100-continue` was answered 100)."""
+
+    def __init__(self, app: ASGIApp, config: Config):
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "").rstrip("/")
+        if scope["type"] == "http" and scope["method"] in ("POST", "DELETE") and (path == "/listings" or path.startswith("/listings/")):
+            key = Headers(scope=scope).get(API_KEY_HEADER)
+            refusal = api_key_refusal(key, self.config)
+            if refusal is not None:
+                response = JSONResponse({"detail": refusal.detail}, refusal.status_code, headers=refusal.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BlankQueryMiddleware:

@@ -41,11 +41,21 @@ async def get_decode_pool(request: Request) -> Executor:
     return request.app.state.decode_pool
 
 
-async def require_api_key(key: Annotated[str | None, Security(_api_key)], config: Annotated[Config, Depends(get_config)]) -> None:
+def api_key_refusal(key: str | None, config: Config) -> HTTPException | None:
+    """Why a write with this key is refused (403: writes disabled, 401: a missing or wrong key); None when it may go on."""
     if not config.serve.api_key:
-        raise HTTPException(403, "writes are disabled: the server was started without FBM_API_KEY")
+        return HTTPException(403, "writes are disabled: the server was started without FBM_API_KEY")
     if not key or not hmac.compare_digest(key.encode("utf-8"), config.serve.api_key.encode("utf-8")):
-        raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header", headers={"WWW-Authenticate": API_KEY_HEADER})
+        return HTTPException(401, f"missing or wrong {API_KEY_HEADER} header", headers={"WWW-Authenticate": API_KEY_HEADER})
+    return None
+
+
+async def require_api_key(key: Annotated[str | None, Security(_api_key)], config: Annotated[Config, Depends(get_config)]) -> None:
+    """The write routes' dependency (it documents the key in OpenAPI); `WriteKeyMiddleware` has
+    already refused a bad key before the body was read."""
+    refusal = api_key_refusal(key, config)
+    if refusal is not None:
+        raise refusal
 
 
 ConfigDep = Annotated[Config, Depends(get_config)]

@@ -2,11 +2,15 @@
 (uvloop, which uvicorn picks when it is installed, and httptools through `JsonErrorsHttpToolsProtocol`, both from requirements.txt)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -78,11 +82,32 @@ class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, which also stops gracefully on SIGHUP (the terminal that ran `make run`
+    closed): in-flight requests finish and the index saves its live writes, as on SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = signal.signal(signal.SIGHUP, self.handle_exit)
+            try:
+                yield
+            finally:
+                signal.signal(signal.SIGHUP, previous)
+
+
 def server_options(config: Config) -> dict[str, object]:
-    """uvicorn's settings for the API: `config.serve`'s host and port, httptools with JSON errors."""
+    """uvicorn's settings for the API: `config.serve`'s host and port, httptools with JSON errors,
+    and the client address as the connection shows it unless `serve.trusted_proxies` names the
+    reverse proxies whose X-Forwarded-For header is believed (uvicorn believes 127.0.0.1's)."""
     return {
         "host": config.serve.host,
         "port": config.serve.port,
+        "proxy_headers": bool(config.serve.trusted_proxies),
+        "forwarded_allow_ips": config.serve.trusted_proxies or None,
         "http": JsonErrorsHttpToolsProtocol,
         "ws": "none",  # no route speaks WebSocket: an Upgrade header is an ordinary request, not a bodiless 403
         "log_level": "info",
@@ -94,8 +119,22 @@ def serve(config: Config) -> None:
     """Load everything first, so a missing or corrupt artifact fails here with one message naming it
     (FileNotFoundError / ValueError), then serve until interrupted."""
     check_port_free(config.serve.host, config.serve.port)  # before the models load, not after
+    if not config.serve.api_key.isascii():  # a header's bytes are read as Latin-1: such a key could never match
+        raise ValueError("FBM_API_KEY must be ASCII (letters, digits, punctuation), as HTTP headers carry it")
+    check_trained(config)
     services = load_services(config)
     if not config.serve.api_key:
         log.warning("FBM_API_KEY is not set: POST /listings and DELETE /listings are refused")
     app = create_app(config, services, close_services=True)  # live writes since the last checkpoint saved at shutdown
-    uvicorn.run(app, **server_options(config))
+    Server(uvicorn.Config(app, **server_options(config))).run()
+
+
+def check_trained(config: Config) -> None:
+    """A FileNotFoundError saying what to do when nothing at all is trained in the artifacts folder
+    (a new Docker volume, a mistyped FBM_ARTIFACTS), rather than naming the first missing file."""
+    paths = config.paths
+    if not any(path.exists() for path in (paths.image_model, paths.text_model, paths.combined_model, paths.index)):
+        raise FileNotFoundError(
+            f"no trained models in {paths.root}: build them with `make run` (or `fbm train all`, then `fbm index`) where the "
+            "dataset is, into this folder (for Docker, the folder mounted at /artifacts)"
+        )

@@ -139,6 +139,7 @@ class ServeConfig:
     torch_threads: int = 0  # torch threads inside each pass; 0: cores ÷ inference_workers
     batch_max_photos: int = 8  # micro-batch cap: requests waiting while the model runs share a pass
     decode_workers: int = 2  # photos decoded at once (bounds the memory of large uploads)
+    trusted_proxies: str = ""  # addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated); empty: none
 
 
 @dataclass
@@ -224,7 +225,7 @@ _MAXIMUM = {"port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "labe
     "embed_dim": 4096, "channels": 4096, "w2v_dim": 1024, "hidden": 8192, "hnsw_m": 256,
     "inference_workers": 64, "torch_threads": 256, "decode_workers": 64, "workers": 64, "w2v_workers": 64,
 }
-_MAY_BE_EMPTY = {"api_key"}  # empty: writes refused
+_MAY_BE_EMPTY = {"api_key", "trusted_proxies"}  # empty: writes refused; no proxy believed
 _BELOW_ONE = {"dropout"}  # 0 to less than 1
 _ABOVE_ZERO = {"lr"}
 

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -886,8 +887,15 @@ def test_serve_refuses_to_start_without_trained_models(tmp_path):
     with socket.socket() as probe:  # a free port: 8008 may be serving `make run`'s models on this machine
         probe.bind(("127.0.0.1", 0))
         config.serve.host, config.serve.port = probe.getsockname()
-    with pytest.raises(FileNotFoundError, match="combined_model"):
+    config.serve.api_key = "clé"
+    with pytest.raises(ValueError, match="FBM_API_KEY must be ASCII"):
         serve(config)
+    config.serve.api_key = ""
+    with pytest.raises(FileNotFoundError, match=r"no trained models in .*: build them with `make run`"):
+        serve(config)  # nothing trained there at all (a new Docker volume): what to do, not one stage's file
+    config.paths.image_model.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="combined_model"):
+        serve(config)  # some stages trained: the one missing is named
 
 
 _SERVE_FAKE = """
@@ -904,10 +912,11 @@ server.serve(config)
 """
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_serve_saves_the_live_writes_when_it_stops(tmp_path, stop):
-    """`fbm serve` stopped by SIGTERM (docker stop, systemd, kill) or Ctrl-C checkpoints the index:
-    a clean stop must not leave the next start to reconcile as after a crash."""
+    """`fbm serve` stopped by SIGTERM (docker stop, systemd, kill), Ctrl-C or SIGHUP (the terminal
+    that ran `make run` closed) checkpoints the index: a clean stop must not leave the next start
+    to reconcile as after a crash."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -943,7 +952,7 @@ def test_an_index_of_another_dimension_is_refused_naming_its_file(artifacts):
 
 @pytest.mark.parametrize(
     "broken, failure",
-    [("index.add", sqlite3.OperationalError("unable to open database file")), ("photos.add", PermissionError(13, "Permission denied"))],
+    [("index.add", sqlite3.OperationalError("unable to open database file")), ("photos.add", PermissionError(13, "Permission denied", "/srv/secret/photo.tmp"))],
 )
 def test_a_write_the_disk_refuses_is_a_json_503_that_leaves_no_photo_behind(writable, monkeypatch, broken, failure):
     """It was Starlette's plain-text 500, and the photos already stored stayed as orphans."""
@@ -961,6 +970,7 @@ def test_a_write_the_disk_refuses_is_a_json_503_that_leaves_no_photo_behind(writ
     response = writable.post("/listings", data={"title": "Oak chair", "product_id": "refused"}, files={"img": ("a.jpg", photo)}, headers={"X-API-Key": KEY})
     assert response.status_code == 503 and response.headers["content-type"] == "application/json"
     assert "the listing could not be stored" in response.json()["detail"] and "nothing was added" in response.json()["detail"]
+    assert "/srv/secret" not in response.text and f"{type(failure).__name__}: " in response.json()["detail"]  # no server path to a client
     assert all(services.photos.path(image_id) is None for image_id in stored)
     monkeypatch.undo()
     assert writable.get("/listings/refused/similar").status_code == 404
@@ -1138,3 +1148,33 @@ def test_start_up_warms_up_the_model_and_names_missing_nltk_data(load_with):
 
     with pytest.raises(ValueError, match="Resource stopwords not found"):
         load(NoNltkData())
+
+
+def test_forwarded_headers_are_believed_only_from_the_proxies_named(tmp_path):
+    """uvicorn believes X-Forwarded-For from 127.0.0.1 by default, so a local client could write any
+    address into the access log; the server believes none unless `serve.trusted_proxies` names them."""
+    from api.server import server_options
+
+    config = tiny_config(tmp_path)
+    assert server_options(config)["proxy_headers"] is False
+    config.override("serve.trusted_proxies=10.0.0.2,10.0.0.3")
+    assert (server_options(config)["proxy_headers"], server_options(config)["forwarded_allow_ips"]) == (True, "10.0.0.2,10.0.0.3")
+
+
+@pytest.mark.parametrize("key, status", [("wrong", b"401"), (None, b"401")])
+def test_a_write_without_the_key_is_refused_before_its_body_is_read(tmp_path, key, status):
+    """A 5 MB upload announced with a wrong or no key gets its 401 at once, not `100 Continue` (an
+    invitation to send it) nor an answer only once all of it has been received and spooled."""
+    config = tiny_config(tmp_path, api_key=KEY)
+    with live_server(config, fake_services(config)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            head = [b"POST /listings HTTP/1.1", b"Host: x", b"Content-Type: multipart/form-data; boundary=b", b"Content-Length: 5000000", b"Expect: 100-continue"]
+            connection.sendall(b"\r\n".join(head + ([b"X-API-Key: " + key.encode()] if key else [])) + b"\r\n\r\n")
+            answer = connection.recv(4096)  # no body sent: a server that waited for it would time out here
+        assert answer.startswith(b"HTTP/1.1 " + status) and b"missing or wrong X-API-Key header" in answer
+        deleted = urllib.request.Request(f"{url}/listings/prod-01", method="DELETE", headers={"X-API-Key": "wrong"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(deleted, timeout=10)
+        assert refused.value.code == 401 and json.loads(refused.value.read())["detail"] == "missing or wrong X-API-Key header"
+        assert urllib.request.urlopen(f"{url}/listings/prod-01/similar", timeout=10).status == 200  # a read needs no key

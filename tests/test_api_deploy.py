@@ -11,7 +11,8 @@ import tomllib
 import pytest
 import yaml
 
-from listings.config import REPO_ROOT, ServeConfig
+from api.server import server_options
+from listings.config import REPO_ROOT, Config, ServeConfig
 from test_api_fakes import fake_services, live_server, tiny_config
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -40,6 +41,9 @@ def test_compose_file_defines_the_api_service_on_8008_with_artifacts_restart_and
     assert api["build"] == "." or api["build"].get("context") == "."
     assert f"{ServeConfig().port}:8008" in [str(p) for p in api["ports"]]
     assert api["restart"] in {"always", "unless-stopped", "on-failure"}
+    grace = re.fullmatch(r"(\d+)s", str(api["stop_grace_period"]))  # Docker's 10 s would kill the server before it saves
+    assert grace and int(grace.group(1)) >= 2 * server_options(Config())["timeout_graceful_shutdown"]
+    assert api["mem_limit"] == "2g"  # `deploy.resources` is ignored by docker-compose v1 without --compatibility
 
     assert "/artifacts" in [volume.split(":")[1] for volume in api["volumes"]]
     assert api["environment"]["FBM_ARTIFACTS"] == "/artifacts"

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
 import uuid
 from typing import Annotated
@@ -18,6 +20,8 @@ from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
 from retrieval.query import index_listing
+
+log = logging.getLogger(__name__)
 
 # a field the route does not read is refused, in the form or the URL (`DELETE …?dry_run=1` deleted)
 router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key), Depends(fields_in_place_and_once)], responses=WRITE)
@@ -76,7 +80,7 @@ async def add_listing(
         raise HTTPException(422, f"the listing could not be indexed: {exc}") from exc
     except (OSError, sqlite3.Error) as exc:  # a disk full or read-only: nothing was indexed
         discard_photos(services, image_ids)
-        raise HTTPException(503, f"the listing could not be stored ({type(exc).__name__}: {exc}); nothing was added") from exc
+        raise HTTPException(503, f"the listing could not be stored ({disk_refusal(exc)}); nothing was added") from exc
     if replaced is not None:
         discard_photos(services, [image_id for image_id in replaced.image_ids if image_id not in image_ids])
     return ListingCreated(
@@ -90,11 +94,19 @@ async def delete_listing(product_id: ProductId, services: ServicesDep) -> Listin
     try:
         listing = await run_in_threadpool(services.index.delete, product_id)
     except (OSError, sqlite3.Error) as exc:  # a disk full or read-only: nothing was deleted
-        raise HTTPException(503, f"the listing could not be deleted ({type(exc).__name__}: {exc}); it is still indexed") from exc
+        raise HTTPException(503, f"the listing could not be deleted ({disk_refusal(exc)}); it is still indexed") from exc
     if listing is None:
         raise HTTPException(404, f"no listing {product_id!r} in the index")
     discard_photos(services, listing.image_ids)
     return ListingDeleted(product_id=product_id, deleted=True)
+
+
+def disk_refusal(exc: Exception) -> str:
+    """Why the disk refused a write, in words for the client: the error's kind and reason, not the
+    server's paths an OSError carries (those go to the server's log)."""
+    log.warning("a write to the index or the photo store failed: %s", exc)
+    reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)  # sqlite3's reasons name no file
+    return f"{type(exc).__name__}: {reason}"
 
 
 def discard_photos(services: Services, image_ids: list[str]) -> None:
