@@ -2,6 +2,7 @@
 (uvloop, which uvicorn picks when it is installed, and httptools through `JsonErrorsHttpToolsProtocol`, both from requirements.txt)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -42,19 +43,52 @@ MAX_HEAD_BYTES = 1024 * 1024  # a request line and headers; more is refused befo
 
 
 class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, with two refusals made as the API makes every other, with a
+    """uvicorn's httptools protocol, with three refusals made as the API makes every other, with a
     JSON error: a request it cannot parse (a URL over 64 KB, raw non-ASCII bytes in the URL, a
-    garbled request line), where uvicorn writes a plain-text line, and a request whose head grows
-    past `MAX_HEAD_BYTES`, which uvicorn would keep reading into memory for as long as it is sent."""
+    garbled request line), where uvicorn writes a plain-text line; a request whose head grows past
+    `MAX_HEAD_BYTES`, which uvicorn would keep reading into memory for as long as it is sent; and a
+    request that has not arrived whole `request_timeout_s` after its connection opened or its first
+    byte came (a 408), which uvicorn would wait for for ever, a connection held by each slow client."""
+
+    request_timeout_s: float = 120.0  # `serve.request_timeout_s`, set by `server_options`
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = False  # between a request's first byte and the end of its headers
         self._head_bytes = 0  # bytes received while a head was incomplete, counted per chunk
+        self._deadline: asyncio.TimerHandle | None = None  # for the request on its way
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline = self.loop.call_later(self.request_timeout_s, self._request_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.request_timeout_s, self._request_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        super().on_message_complete()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _request_too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:  # the app has answered already: just hang up
+            self.transport.close()
+            return
+        self._send_json_error(b"408 Request Timeout", f"the request did not arrive whole within {self.request_timeout_s:g} s")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -108,7 +142,7 @@ def server_options(config: Config) -> dict[str, object]:
         "port": config.serve.port,
         "proxy_headers": bool(config.serve.trusted_proxies),
         "forwarded_allow_ips": config.serve.trusted_proxies or None,
-        "http": JsonErrorsHttpToolsProtocol,
+        "http": type("HttpProtocol", (JsonErrorsHttpToolsProtocol,), {"request_timeout_s": config.serve.request_timeout_s}),
         "ws": "none",  # no route speaks WebSocket: an Upgrade header is an ordinary request, not a bodiless 403
         "log_level": "info",
         "timeout_graceful_shutdown": 10,

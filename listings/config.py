@@ -139,6 +139,7 @@ class ServeConfig:
     torch_threads: int = 0  # torch threads inside each pass; 0: cores ÷ inference_workers
     batch_max_photos: int = 8  # micro-batch cap: requests waiting while the model runs share a pass
     decode_workers: int = 2  # photos decoded at once (bounds the memory of large uploads)
+    request_timeout_s: float = 120.0  # a request (headers and body) must arrive whole within this, or a 408
     trusted_proxies: str = ""  # addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated); empty: none
 
 
@@ -227,7 +228,7 @@ _MAXIMUM = {"port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "labe
 }
 _MAY_BE_EMPTY = {"api_key", "trusted_proxies"}  # empty: writes refused; no proxy believed
 _BELOW_ONE = {"dropout"}  # 0 to less than 1
-_ABOVE_ZERO = {"lr"}
+_ABOVE_ZERO = {"lr", "request_timeout_s"}
 
 
 def _check_range(name: str, value: object) -> None:

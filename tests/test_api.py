@@ -1178,3 +1178,23 @@ def test_a_write_without_the_key_is_refused_before_its_body_is_read(tmp_path, ke
             urllib.request.urlopen(deleted, timeout=10)
         assert refused.value.code == 401 and json.loads(refused.value.read())["detail"] == "missing or wrong X-API-Key header"
         assert urllib.request.urlopen(f"{url}/listings/prod-01/similar", timeout=10).status == 200  # a read needs no key
+
+
+def test_a_request_that_does_not_arrive_in_time_is_a_408_and_frees_its_connection(tmp_path):
+    """A client that connects and sends nothing, or stops half-way through its headers or its body,
+    held a connection for ever (slow-client denial of service): after `serve.request_timeout_s` it
+    gets a JSON 408 and the connection closes; the server goes on serving."""
+    config = tiny_config(tmp_path, request_timeout_s=1.0)
+    with live_server(config, fake_services(config)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        starts = [b"", b"GET /hea", b"POST /text HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntxt=oak"]
+        for start in starts:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                connection.sendall(start)
+                began = time.monotonic()
+                answer = b""
+                while chunk := connection.recv(4096):  # until the server closes the connection
+                    answer += chunk
+            assert 0.8 < time.monotonic() - began < 5, start
+            assert answer.startswith(b"HTTP/1.1 408") and b'{"detail":"the request did not arrive whole within 1 s"}' in answer, (start, answer)
+        assert urllib.request.urlopen(f"{url}/health", timeout=10).status == 200
