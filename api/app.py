@@ -7,9 +7,12 @@ small pool decodes uploaded photos and prepares the models' inputs, and every er
 """
 from __future__ import annotations
 
+import logging
+import sqlite3
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +32,8 @@ from api.routes.meta import STATIC_DIR
 from api.services import Services, inference_layout, load_services
 from api.uploads import FORM_TYPES, BodyLimitMiddleware, MultipartEndMiddleware, Utf8FormMiddleware, content_type
 from listings.config import Config
+
+log = logging.getLogger(__name__)
 
 MAX_FORM_FIELDS = 20
 DOCS_ASSETS = "/docs-assets"  # Swagger UI from its pip package: the docs work offline, no CDN
@@ -59,7 +64,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
             app.state.batcher.stop()
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
             if services is None or close_services:  # pending index writes are checkpointed
-                await run_in_threadpool(app.state.services.index.close)
+                await run_in_threadpool(close_index, app.state.services.index)
 
     app = FastAPI(
         title="fbm: marketplace listing classifier and search",
@@ -88,6 +93,16 @@ def create_app(config: Config, services: Services | None = None, close_services:
     _serve_docs(app)
     _document_configured_limits(app, config)
     return app
+
+
+def close_index(index: Any) -> None:
+    """Close the index at shutdown, saving its live writes; a disk that refuses the save (read-only,
+    full) is one line in the log, not a traceback: the writes are in the index's database, and the
+    next start re-adds them to its vectors."""
+    try:
+        index.close()
+    except (OSError, RuntimeError, sqlite3.Error) as exc:  # FAISS raises RuntimeError for a file it cannot write
+        log.error("the index could not save its live writes at shutdown (%s): the next start re-adds them from its database", exc)
 
 
 class HeadAsGetMiddleware:

@@ -65,12 +65,12 @@ def load_services(config: Config) -> Services:
     set_torch_threads(config)
     config.apply_nltk_data()
     predictor = Predictor.load(config)
+    warm_up(predictor, config)  # missing NLTK data fails here, before the index is opened (and reconciled)
     try:
         index = ListingIndex.open(config.paths.index, config.index, serving=True)
     except IndexStateError as exc:
         raise ValueError(str(exc)) from exc
     check_index_matches(index, predictor)
-    warm_up(predictor, config)
     terms = TermWeights.load(config, predictor.tfidf)  # the served late fusion's TF-IDF model, when it has one
     photos = PhotoStore.for_config(config)
     photos.remove_unreferenced(index.photo_ids())  # this process alone writes: what a killed write left behind

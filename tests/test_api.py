@@ -1146,8 +1146,15 @@ def test_start_up_warms_up_the_model_and_names_missing_nltk_data(load_with):
         def predict_many(self, items, mode="combined"):
             raise LookupError("Resource stopwords not found")
 
-    with pytest.raises(ValueError, match="Resource stopwords not found"):
-        load(NoNltkData())
+    opened = []
+    original_open = ListingIndex.open
+    ListingIndex.open = classmethod(lambda cls, *args, **kwargs: opened.append(args) or original_open.__func__(cls, *args, **kwargs))
+    try:
+        with pytest.raises(ValueError, match="Resource stopwords not found"):
+            load(NoNltkData())
+    finally:
+        ListingIndex.open = original_open
+    assert opened == []  # refused before the index was opened, and reconciled (written) for nothing
 
 
 def test_forwarded_headers_are_believed_only_from_the_proxies_named(tmp_path):
@@ -1198,3 +1205,27 @@ def test_a_request_that_does_not_arrive_in_time_is_a_408_and_frees_its_connectio
             assert 0.8 < time.monotonic() - began < 5, start
             assert answer.startswith(b"HTTP/1.1 408") and b'{"detail":"the request did not arrive whole within 1 s"}' in answer, (start, answer)
         assert urllib.request.urlopen(f"{url}/health", timeout=10).status == 200
+
+
+def test_a_compressed_body_is_a_415_that_says_to_send_it_uncompressed(client):
+    """The form parser read gzip's bytes as field names (`unknown field(s) '\\x1f\\x8b…'`)."""
+    import gzip
+
+    sent = client.post("/text", content=gzip.compress(b"txt=oak+chair"), headers={"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"})
+    assert sent.status_code == 415 and sent.json()["detail"] == "the body is sent with Content-Encoding gzip, which is not read: send it uncompressed"
+    assert client.post("/text", data={"txt": "oak chair"}, headers={"Content-Encoding": "identity"}).status_code == 200
+
+
+def test_an_index_that_cannot_save_at_shutdown_is_one_line_in_the_log(tmp_path, monkeypatch, caplog):
+    """A read-only or full disk at shutdown: the live writes stay in the index's database (the next
+    start re-adds them), and the server ends with one line saying so, not a traceback and a failed shutdown."""
+    config = tiny_config(tmp_path)
+    services = fake_services(config)
+
+    def refuse():
+        raise RuntimeError("could not open vectors.faiss.tmp for writing")
+
+    monkeypatch.setattr(services.index, "close", refuse)
+    with TestClient(create_app(config, services, close_services=True)) as running:
+        assert running.get("/health").status_code == 200
+    assert "the index could not save its live writes at shutdown (could not open vectors.faiss.tmp for writing)" in caplog.text
