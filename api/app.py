@@ -114,8 +114,11 @@ class HeadAsGetMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] != "HEAD":
+            await self.app(scope, receive, self._allowing_head(send))
             return
 
         async def headers_only(message: Message) -> None:
@@ -124,6 +127,21 @@ class HeadAsGetMiddleware:
             await send(message)
 
         await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+    @staticmethod
+    def _allowing_head(send: Send) -> Send:
+        """A 405's `Allow` header names HEAD beside GET, as it is answered."""
+
+        async def allowing_head(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                headers = [
+                    (name, value + b", HEAD" if name.lower() == b"allow" and b"GET" in value.split(b", ") else value)
+                    for name, value in message.get("headers", [])
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return allowing_head
 
 
 class WriteKeyMiddleware:

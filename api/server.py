@@ -40,6 +40,19 @@ UNPARSABLE_REQUEST = (
     "headers, then the body"
 )
 MAX_HEAD_BYTES = 1024 * 1024  # a request line and headers; more is refused before it is held
+MAX_LOGGED_PATH = 1024  # characters of a request's path and query in the access log
+
+
+class ShortPaths(logging.Filter):
+    """uvicorn's access-log line with the request's path and query cut at `MAX_LOGGED_PATH`
+    characters: a client may send URLs of up to 64 KB, and each was a log line as long."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and len(args[2]) > MAX_LOGGED_PATH:
+            path = f"{args[2][:MAX_LOGGED_PATH]}… ({len(args[2]):,} characters)"
+            record.args = (*args[:2], path, *args[3:])
+        return True
 
 
 class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
@@ -160,7 +173,9 @@ def serve(config: Config) -> None:
     if not config.serve.api_key:
         log.warning("FBM_API_KEY is not set: POST /listings and DELETE /listings are refused")
     app = create_app(config, services, close_services=True)  # live writes since the last checkpoint saved at shutdown
-    Server(uvicorn.Config(app, **server_options(config))).run()
+    server_config = uvicorn.Config(app, **server_options(config))  # sets up uvicorn's loggers
+    logging.getLogger("uvicorn.access").addFilter(ShortPaths())
+    Server(server_config).run()
 
 
 def check_trained(config: Config) -> None:

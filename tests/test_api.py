@@ -1229,3 +1229,23 @@ def test_an_index_that_cannot_save_at_shutdown_is_one_line_in_the_log(tmp_path, 
     with TestClient(create_app(config, services, close_services=True)) as running:
         assert running.get("/health").status_code == 200
     assert "the index could not save its live writes at shutdown (could not open vectors.faiss.tmp for writing)" in caplog.text
+
+
+def test_a_405_allows_head_where_get_is_allowed(client):
+    assert client.put("/health").status_code == 405 and client.put("/health").headers["allow"] == "GET, HEAD"
+    assert client.get("/similar").headers["allow"] == "POST"
+
+
+def test_the_access_log_cuts_a_long_url():
+    """A 60 KB query string was a 60 KB line of uvicorn's access log."""
+    import logging
+
+    from api.server import MAX_LOGGED_PATH, ShortPaths
+
+    long_path = "/health?" + "x" * 60_000
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', ("127.0.0.1:5", "GET", long_path, "1.1", 200), None)
+    assert ShortPaths().filter(record)
+    line = record.getMessage()
+    assert len(line) < MAX_LOGGED_PATH + 100 and line.endswith(f"… ({len(long_path):,} characters) HTTP/1.1\" 200")
+    short = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s %s %s %s %d", ("c", "GET", "/health", "1.1", 200), None)
+    assert ShortPaths().filter(short) and short.getMessage() == "c GET /health 1.1 200"
