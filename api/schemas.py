@@ -70,6 +70,7 @@ class HealthOut(BaseModel):
     models: dict[str, str]
     index: dict
     listings: int
+    writes: str = Field(description="whether POST and DELETE /listings can change the index: on, or off and why")
 
 
 class ListingCreated(BaseModel):

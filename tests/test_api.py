@@ -1249,3 +1249,21 @@ def test_the_access_log_cuts_a_long_url():
     assert len(line) < MAX_LOGGED_PATH + 100 and line.endswith(f"… ({len(long_path):,} characters) HTTP/1.1\" 200")
     short = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s %s %s %s %d", ("c", "GET", "/health", "1.1", 200), None)
     assert ShortPaths().filter(short) and short.getMessage() == "c GET /health 1.1 200"
+
+
+def test_health_says_whether_writes_can_change_the_index(tmp_path):
+    """Searches go on when the disk refuses writes; /health says so, rather than an `ok` that every
+    POST and DELETE then contradicts with a 503."""
+    import shutil
+
+    config = tiny_config(tmp_path)
+    services = fake_services(config)
+    with TestClient(create_app(config, services)) as running:
+        assert running.get("/health").json()["writes"] == "off: the server was started without FBM_API_KEY"
+        config.serve.api_key = KEY
+        assert running.get("/health").json()["writes"] == "on"
+        shutil.rmtree(config.paths.root / "api", ignore_errors=True)
+        shutil.move(services.index.directory, tmp_path / "moved-index")
+        health = running.get("/health").json()
+        assert health["status"] == "ok" and health["writes"].startswith("off: the disk refuses writes")
+        shutil.move(tmp_path / "moved-index", services.index.directory)

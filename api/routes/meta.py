@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path as FilePath
 from typing import Annotated
 
@@ -21,7 +22,7 @@ router = APIRouter(tags=["meta"])
 
 
 @router.get("/health", response_model=HealthOut, summary="Ready: models and index loaded")
-def health(services: ServicesDep) -> HealthOut:
+def health(services: ServicesDep, config: ConfigDep) -> HealthOut:
     info = json.loads(json.dumps(services.index.info(), default=str))  # plain JSON types only
     info.pop("directory", None)  # no server paths in public answers
     return HealthOut(
@@ -29,7 +30,21 @@ def health(services: ServicesDep) -> HealthOut:
         models={name: str(version) for name, version in services.predictor.versions.items()},
         index=info,
         listings=len(services.index),
+        writes=writes_state(services, config),
     )
+
+
+def writes_state(services: ServicesDep, config: ConfigDep) -> str:
+    """"on" while a write could change the index: a key is set, and the index's folder and the photo
+    store's are there and writable (searches go on without them, writes are 503s)."""
+    if not config.serve.api_key:
+        return "off: the server was started without FBM_API_KEY"
+    photos = services.photos.added_dir  # made with the first photo added: its nearest folder there counts
+    while not photos.exists() and photos != photos.parent:
+        photos = photos.parent
+    if not all(folder.is_dir() and os.access(folder, os.W_OK) for folder in (FilePath(services.index.directory), photos)):
+        return "off: the disk refuses writes (the artifacts folder is missing or read-only)"
+    return "on"
 
 
 @router.get("/categories", response_model=CategoriesOut, summary="The categories the model predicts")
