@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
@@ -82,8 +83,8 @@ def create_app(config: Config, services: Services | None = None, close_services:
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.serve.max_request_bytes, max_other_bytes=max_text_part + 64 * 1024)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BlankQueryMiddleware)
+    app.add_middleware(WriteKeyMiddleware, config=config, routes=listings.router.routes)  # before any body is read
     app.add_middleware(TrailingSlashMiddleware)
-    app.add_middleware(WriteKeyMiddleware, config=config)  # added last, so it runs first: before any body is read
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _server_error)
@@ -145,17 +146,18 @@ class HeadAsGetMiddleware:
 
 
 class WriteKeyMiddleware:
-    """Refuse a write (`POST /listings`, `DELETE /listings/{id}`) without the API key as soon as its
-    headers are in: the routes' own check ran once the whole upload had been received and spooled,
-    so anyone could make the server read megabytes (and `Expect: 100-continue` was answered 100)."""
+    """Refuse a request to a write route (`routes`: `POST /listings`, `DELETE /listings/{id}`)
+    without the API key as soon as its headers are in: the routes' own check ran once the whole
+    upload had been received and spooled, so anyone could make the server read megabytes (and
+    `Expect: 100-continue` was answered 100)."""
 
-    def __init__(self, app: ASGIApp, config: Config):
+    def __init__(self, app: ASGIApp, config: Config, routes: list[BaseRoute]):
         self.app = app
         self.config = config
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "").rstrip("/")
-        if scope["type"] == "http" and scope["method"] in ("POST", "DELETE") and (path == "/listings" or path.startswith("/listings/")):
+        if scope["type"] == "http" and any(route.matches(scope)[0] is Match.FULL for route in self.routes):
             key = Headers(scope=scope).get(API_KEY_HEADER)
             refusal = api_key_refusal(key, self.config)
             if refusal is not None:

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Callable
 
 from listings.artifacts import sha256_file
+from listings.categories import CategoryEncoder
 from listings.config import REPO_ROOT, Config
+from listings.data import read_jsonl
 
 FINGERPRINT_FILE = "fingerprint.json"
 REQUIREMENTS = REPO_ROOT / "requirements.txt"
@@ -86,31 +88,20 @@ def inputs_digest(stage: str, config: Config, file_digest: Callable[[Path], str]
 
 def read_digest(stage: str, path: Path, config: Config, file_digest: Callable[[Path], str]) -> str:
     """The digest of what a stage reads of one input file: a branch reads the fields `BRANCH_FIELDS`
-    names of the prepared listings and the category names (not their sub-categories' counts);
-    every other file is read whole."""
-    if stage in BRANCH_FIELDS and path == config.paths.listings:
-        return fields_digest(path, BRANCH_FIELDS[stage])
-    if stage in BRANCH_FIELDS and path == config.paths.categories:
-        try:
-            return hashlib.sha256(json.dumps(json.loads(path.read_bytes())["classes"]).encode()).hexdigest()
-        except (ValueError, TypeError, KeyError):  # no encoder's file: its bytes count, and the stage says what is wrong
-            pass
+    names of the prepared listings, in their order, and the category names (not the sub-categories'
+    counts); every other file, and one these readers refuse (the stage says what is wrong), counts whole."""
+    try:
+        if stage in BRANCH_FIELDS and path == config.paths.listings:
+            return _digest(read_jsonl(path).reindex(columns=list(BRANCH_FIELDS[stage])).to_json(orient="values"))
+        if stage in BRANCH_FIELDS and path == config.paths.categories:
+            return _digest(json.dumps(CategoryEncoder.load(path).classes))
+    except (ValueError, KeyError, TypeError):
+        pass
     return file_digest(path)
 
 
-def fields_digest(listings_file: Path, fields: tuple[str, ...]) -> str:
-    """The digest of `fields` of every row of a JSON-lines listings file, in its order (a line that is
-    no listing counts whole: the stage that reads it says what is wrong)."""
-    digest = hashlib.sha256()
-    with listings_file.open("rb") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                row = None
-            read = json.dumps([row.get(field) for field in fields]).encode() if isinstance(row, dict) else line
-            digest.update(read + b"\n")
-    return digest.hexdigest()
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fingerprint(stage: str, config: Config, inputs: str) -> str:

@@ -13,6 +13,8 @@ from fastapi.responses import FileResponse, Response
 from api.deps import ConfigDep, ServicesDep
 from api.routes.errors import INVALID, NOT_FOUND
 from api.schemas import CategoriesOut, HealthOut, LimitsOut
+from api.services import Services
+from listings.config import Config
 from listings.data import ID_PATTERN
 
 STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
@@ -34,7 +36,7 @@ def health(services: ServicesDep, config: ConfigDep) -> HealthOut:
     )
 
 
-def writes_state(services: ServicesDep, config: ConfigDep) -> str:
+def writes_state(services: Services, config: Config) -> str:
     """"on" while a write could change the index: a key is set, and the index's folder and the photo
     store's are there and writable (searches go on without them, writes are 503s)."""
     if not config.serve.api_key:
