@@ -271,6 +271,8 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "k": "0"}, None, 422, "k must be between 1 and 100, got 0"),
     ("/similar", {"txt": "chair", "k": "101"}, None, 422, "k must be between 1 and 100"),
     ("/similar", {"txt": "chair", "k": "ten"}, None, 422, "k"),
+    ("/similar", {"txt": "chair", "k": "5_0"}, None, 422, "k: a whole number such as 10 is wanted, got '5_0'"),  # Python's int() reads 50
+    ("/similar", {"txt": "chair", "k": "+05"}, None, 422, "k: a whole number such as 10 is wanted"),
     ("/similar", {"txt": "chair", "category": "Spaceships"}, None, 422, "unknown category 'Spaceships'"),
     ("/similar", {"txt": "chair", "category": "/"}, None, 422, "unknown category '/'"),
     # a misspelt field was dropped unsaid: the filter not applied, the photo not read

@@ -2,6 +2,7 @@
 like an indexed one ("more like this"). Both take optional category and price filters."""
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query
@@ -25,6 +26,16 @@ router = APIRouter(tags=["search"], dependencies=[Depends(fields_in_place_and_on
 _PRICE = {"ge": 0, "le": MAX_PRICE, "allow_inf_nan": False, "description": "pounds: 45, 45.50 or £1,234.00 (the catalogue's form)"}
 Price = Annotated[float | None, BeforeValidator(checked_price), Form(**_PRICE)]
 PriceQuery = Annotated[float | None, BeforeValidator(checked_price), Query(**_PRICE)]
+
+
+def whole_number(value: object) -> object:
+    """A count as a client writes one: digits only ('5_0' and '+05' are Python's int spellings, not a user's)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]+", value.strip()):
+        raise ValueError(f"a whole number such as 10 is wanted, got {value[:40]!r}")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(whole_number)]
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
 MAX_CATEGORY_CHARS = 300
 K_DESCRIPTION = "how many listings, 1 to index.max_k (100)"
@@ -39,7 +50,7 @@ async def similar(
     pool: DecodePoolDep,
     img: OptionalPhotos = None,
     txt: OptionalText = None,
-    k: Annotated[int, Form(description=K_DESCRIPTION)] = 10,
+    k: Annotated[Count, Form(description=K_DESCRIPTION)] = 10,
     category: Annotated[str | None, Form(max_length=MAX_CATEGORY_CHARS, description=CATEGORY_DESCRIPTION)] = None,
     min_price: Price = None,
     max_price: Price = None,
@@ -78,7 +89,7 @@ async def similar_to_listing(
     product_id: ProductId,
     config: ConfigDep,
     services: ServicesDep,
-    k: Annotated[int, Query(description=K_DESCRIPTION)] = 10,
+    k: Annotated[Count, Query(description=K_DESCRIPTION)] = 10,
     category: Annotated[str | None, Query(max_length=MAX_CATEGORY_CHARS, description=CATEGORY_DESCRIPTION)] = None,
     min_price: PriceQuery = None,
     max_price: PriceQuery = None,
