@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+# `make setup` installs what the product runs with (requirements.txt); `make test` and `make bench` add
+# the test tools (requirements-dev.txt).
 # This machine caps torch below the pinned pair in /etc/xdg/pip; the pins in requirements.txt rule.
 export PIP_CONSTRAINT := /dev/null
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -18,6 +21,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 prepare: setup
 	$(BIN)/fbm prepare
 
@@ -26,10 +33,10 @@ run: setup
 	$(BIN)/fbm index
 	$(BIN)/fbm serve
 
-test: setup
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-bench: setup
+bench: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/fbm bench
 

@@ -81,6 +81,10 @@ def test_dockerfile_is_a_cpu_image_with_the_code_a_non_root_user_and_a_healthche
     assert names[0] == "FROM" and re.match(r"python:3\.11", instructions[0][1])
     runs = " ".join(arg for name, arg in instructions if name == "RUN")
     assert "whl/cpu" in runs and "requirements.txt" in runs and "stopwords wordnet" in runs
+    assert "requirements-dev" not in runs, "the image serves: the test tools stay out of it"
+    runtime = (REPO_ROOT / "requirements.txt").read_text()
+    for tool in ("pytest", "selenium", "schemathesis", "hypothesis"):
+        assert f"\n{tool}==" not in runtime, f"{tool} is a test tool: it belongs in requirements-dev.txt"
 
     users = [arg for name, arg in instructions if name == "USER"]
     assert users and users[-1] not in {"root", "0"}
