@@ -12,12 +12,13 @@ import sqlite3
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -204,17 +205,19 @@ class TrailingSlashMiddleware:
 def _serve_docs(app: FastAPI) -> None:
     """The OpenAPI docs at /docs with Swagger UI's files served here (FastAPI's default fetches them
     from a CDN, a blank page on a machine without the internet)."""
-    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    files = {"swagger_js_url": "swagger-ui-bundle.js", "swagger_css_url": "swagger-ui.css", "swagger_favicon_url": "favicon-32x32.png"}
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title=f"{app.title} - docs",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
-        )
+        urls = {argument: f"{DOCS_ASSETS}/{name}" for argument, name in files.items()}
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - docs", **urls)
+
+    @app.get(DOCS_ASSETS + "/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        """Only the three files /docs loads: the package's folder also holds Swagger's demo page."""
+        if name not in files.values():
+            raise HTTPException(404, f"no docs file {name[:80]!r}")
+        return FileResponse(Path(swagger_ui_path) / name)
 
 
 def _document_configured_limits(app: FastAPI, config: Config) -> None:

@@ -204,6 +204,7 @@ def test_health_categories_photos_and_page(client, artifacts):
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn." not in docs.text
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200  # served here: the docs work offline
+    assert client.get("/docs-assets/index.html").status_code == 404  # the package's demo page (the Petstore) is not
     assert "/similar" in client.get("/openapi.json").json()["paths"]
 
 
