@@ -232,3 +232,21 @@ def test_the_page_checks_the_servers_limits_before_sending(tmp_path, browser):
         browser.find_element(By.ID, "text").send_keys("oak chair")
         browser.find_element(By.ID, "search").click()
         wait.until(lambda d: "listings, ranked by text" in status.text)
+
+
+def test_every_chosen_photo_is_previewed(tmp_path, browser):
+    """A listing may be searched by several photos: each shows as a thumbnail, and Clear empties them."""
+    config = tiny_config(tmp_path / "artifacts")
+    photo = dataset_photo(tmp_path)
+    second = tmp_path / "second.jpg"
+    synthetic_photo("red", "round").save(second)
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        browser.find_element(By.ID, "photo").send_keys(f"{photo}\n{second}")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#preview img")) == 2)
+        thumbnails = browser.find_elements(By.CSS_SELECTOR, "#preview img")
+        wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", t) for t in thumbnails))
+        assert browser.find_element(By.ID, "drop-hint").text == "2 photos"
+        browser.find_element(By.ID, "clear").click()
+        assert not browser.find_elements(By.CSS_SELECTOR, "#preview img") and not browser.find_element(By.ID, "preview").is_displayed()

@@ -62,13 +62,21 @@ async function loadCategories() {
   }
 }
 
+// Every chosen photo as a thumbnail (a listing may carry several); a file the browser cannot draw
+// shows none, and the server names it when the search is sent.
 function showPreview() {
-  const file = photo.files[0];
-  $("preview").hidden = !file;
-  $("drop-hint").textContent = file
-    ? (photo.files.length > 1 ? `${photo.files.length} photos` : file.name)
-    : "Choose or drop a photo";
-  if (file) $("preview").src = URL.createObjectURL(file);
+  const files = [...photo.files];
+  const box = $("preview");
+  for (const old of box.querySelectorAll("img")) URL.revokeObjectURL(old.src);
+  box.replaceChildren(...files.map((file, number) => {
+    const thumbnail = document.createElement("img");
+    thumbnail.alt = files.length > 1 ? `chosen photo ${number + 1}` : "the chosen photo";
+    thumbnail.addEventListener("error", () => thumbnail.remove());
+    thumbnail.src = URL.createObjectURL(file);
+    return thumbnail;
+  }));
+  box.hidden = !files.length;
+  $("drop-hint").textContent = files.length > 1 ? `${files.length} photos` : (files[0]?.name ?? "Choose or drop a photo");
 }
 
 // What the user should know of how far to trust the category: a description with no word the model
@@ -251,7 +259,6 @@ document.addEventListener("drop", (event) => {
 });
 photo.addEventListener("change", () => { showPreview(); showOverLimits(); });
 $("text").addEventListener("input", showOverLimits);
-$("preview").addEventListener("error", () => { $("preview").hidden = true; });  // not a picture the browser draws
 form.addEventListener("submit", search);
 $("text").addEventListener("keydown", (event) => {  // Enter writes a new line in the description; Ctrl+Enter searches
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
