@@ -518,7 +518,7 @@ class ListingIndex:
         try:
             if serving:
                 serving_lock = _serving_lock(directory)
-            _remove_orphaned_temporaries(directory)
+                _remove_orphaned_temporaries(directory)  # only a writer: a reader (`fbm similar`) writes nothing
             listing_index = cls._open_build(directory, current.read_text().strip(), config, lock)
         except BaseException:
             os.close(lock)
@@ -868,9 +868,21 @@ class ListingIndex:
         self._missing[TEXT].discard(faiss_id)
 
     def _wrote(self) -> None:
+        """Count a committed write, and checkpoint FAISS every `checkpoint_every` of them. A checkpoint
+        the disk refuses (full, read-only) is logged, not raised: the write is in the database, which
+        the next checkpoint, `close` or open brings FAISS up to, so the caller must not hear it failed
+        (a client would retry an add that is already done). It is tried again `checkpoint_every`
+        writes later."""
         self._unsaved += 1
-        if self._unsaved >= self.config.checkpoint_every:
+        if self._unsaved % self.config.checkpoint_every:
+            return
+        try:
             self._persist()
+        except (RuntimeError, OSError) as error:  # FAISS's writer raises RuntimeError
+            log.warning(
+                "the index's checkpoint could not be written (%s); the %d write(s) since the last one are in its database, "
+                "and the next checkpoint, shutdown or start-up saves them", str(error).splitlines()[0][:200], self._unsaved
+            )
 
     def _persist(self) -> None:
         write_faiss_file(self._index, self.faiss_path(self.directory, self.build_id))

@@ -501,6 +501,33 @@ def test_serving_an_index_folder_this_user_cannot_write_is_refused_in_one_line(t
         assert len(reader) == len(CATALOGUE)
 
 
+def test_a_checkpoint_the_disk_refuses_does_not_fail_the_write_it_follows(tmp_path, monkeypatch, caplog):
+    """The write is committed in the database: it was raised to the API as a 500 (and a client
+    retrying an add without its product id would add it twice), and so was every write after it."""
+    config = IndexConfig(checkpoint_every=2)
+    index = _build(tmp_path, config=config)
+    faiss_file = next(tmp_path.glob("vectors-*.faiss"))
+    checkpoint = faiss_file.read_bytes()
+
+    def disk_full(*_args):
+        raise RuntimeError("Error in faiss::FileIOWriter: No space left on device")
+
+    monkeypatch.setattr(index_module, "write_faiss_file", disk_full)
+    with caplog.at_level(logging.WARNING, logger=index_module.__name__):
+        index.add(_row("added", "Appliances"), E[3], E[3])
+        index.delete("same")  # the second write: its checkpoint fails
+        index.add(_row("third", "Appliances"), E[2], None)  # not retried at every write
+    assert len(caplog.records) == 1 and "No space left on device" in caplog.text and "2 write(s)" in caplog.text
+    assert index.stored("added") is not None and index.stored("same") is None
+    assert _ids(index.search(E[3], E[3], k=1)) == ["added"] and index.info()["writes_since_checkpoint"] == 3
+    monkeypatch.undo()
+    index.add(_row("fourth", "Appliances"), E[1], None)  # the disk has room again: the checkpoint is taken
+    assert index.info()["writes_since_checkpoint"] == 0 and faiss_file.read_bytes() != checkpoint
+    index.close()
+    with ListingIndex.open(tmp_path, config) as reopened:
+        assert reopened.reconciled == {"re_added": 0, "removed": 0} and len(reopened) == len(CATALOGUE) + 2
+
+
 def test_writes_between_checkpoints_survive_a_crash_and_close_writes_them(tmp_path):
     config = IndexConfig(checkpoint_every=3)
     index = _build(tmp_path, config=config)
@@ -531,7 +558,9 @@ def test_interrupted_faiss_write_and_interrupted_build_leave_the_index_usable(tm
     orphan.write_bytes(b"a checkpoint killed mid-way")
     ours = faiss_file.with_name(f"{faiss_file.name}.{os.getpid()}.7.tmp")  # a live process's write in progress
     ours.write_bytes(b"being written")
-    ListingIndex.open(tmp_path, IndexConfig()).close()
+    ListingIndex.open(tmp_path, IndexConfig()).close()  # a reader (`fbm similar`) deletes nothing: it may run on a read-only copy
+    assert orphan.exists() and ours.exists()
+    ListingIndex.open(tmp_path, IndexConfig(), serving=True).close()
     assert not orphan.exists() and ours.exists()
     ours.unlink()
     monkeypatch.setattr(index_module, "_write_atomic", _crash)  # a rebuild that dies before its commit
