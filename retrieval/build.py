@@ -93,7 +93,8 @@ def load_product_embeddings(config: Config) -> ProductEmbeddings:
     if "word_indptr" not in text_export:
         raise ValueError(f"{config.paths.text_model} holds a text export without its listings' words (an older version): rerun `fbm train text`")
     words = terms_of_rows(text_export["word_indptr"], text_export["word_columns"], text_export["word_weights"])
-    terms = [words[text_row[pid]] if pid in text_row else None for pid in listings["product_id"]]
+    # a text the branches leave unused is not searched by its words either, as for a listing added live
+    terms = [words[text_row[pid]] if used else None for pid, used in zip(listings["product_id"], has_text)]
     return ProductEmbeddings(listings, image, has_image, text, has_text, photos, terms)
 
 

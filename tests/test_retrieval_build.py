@@ -81,6 +81,8 @@ def test_product_embeddings_fold_photos_and_drop_unknown_text_beside_a_photo(tmp
     products = load_product_embeddings(_artifacts(tmp_path))
     by_id = dict(zip(products.listings["product_id"], range(len(products.listings))))
     assert products.has_image[by_id["prod-0"]] and not products.has_text[by_id["prod-0"]]  # no known word, has photos
+    assert products.terms[by_id["prod-0"]] is None  # nor searched by its words, as a listing added live is not
+    assert products.terms[by_id["prod-1"]] is not None
     assert not products.has_image[by_id["prod-15"]] and products.has_text[by_id["prod-15"]]  # no photo: its text stays
     assert products.has_image[by_id["prod-1"]] and products.has_text[by_id["prod-1"]]
     assert np.allclose(np.linalg.norm(products.image[by_id["prod-1"]]), 1.0)
@@ -175,7 +177,7 @@ def test_words_rerank_towards_the_same_kind_of_item(tmp_path):
     config.index.term_weight = 0.0
     without = evaluate_retrieval(config, k=5)
     assert with_words["path_precision@5_text"] > without["path_precision@5_text"] + 0.08
-    assert with_words["path_precision@5_both"] > without["path_precision@5_both"] + 0.15
+    assert with_words["path_precision@5_both"] > without["path_precision@5_both"] + 0.05  # a fifth of the listings' texts are unused (no known word)
     assert with_words["precision@5_text"] > 0.9 and 0 < with_words["chance_path_precision"] < with_words["chance_precision"]
 
 
