@@ -171,15 +171,19 @@ class RawThroughput:
         from combined_model.inference import Predictor
         from listings.images import clean_photo
         from retrieval.index import ListingIndex
+        from retrieval.terms import TermWeights
 
         self.workers, self.threads = set_torch_threads(config)
         self.predictor = Predictor.load(config)
         self.index = ListingIndex.open(config.paths.index, config.index)
+        self.terms = TermWeights.load(config, self.predictor.tfidf)  # the server's re-ranking by words
         self.photos = [clean_photo(io.BytesIO(q.photo), config.data.image_size, config.data.max_image_pixels) for q in queries]
         self.texts = [q.text for q in queries]
         self.predictor.predict_many([([self.photos[0]], self.texts[0])] * 2, "combined")  # warm-up
 
     def measure(self, endpoint: str) -> dict:
+        from retrieval.query import search_similar
+
         mode = "combined" if endpoint == "similar" else endpoint
         by_batch, cpu_ms = {}, {}
         for size in RAW_BATCHES:
@@ -188,8 +192,8 @@ class RawThroughput:
             def one_pass() -> int:
                 predictions = self.predictor.predict_many(batch, mode)
                 if endpoint == "similar":
-                    for p in predictions:
-                        self.index.search(p.image_embedding, p.text_embedding, k=10)
+                    for prediction in predictions:
+                        search_similar(self.index, prediction, self.terms, k=10)
                 return len(batch)
 
             runs = [self._rate(one_pass) for _ in range(3)]
