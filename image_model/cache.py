@@ -112,11 +112,14 @@ class FeatureCache:
 
     def gather(self, name: str, image_ids: list[str]) -> torch.Tensor:
         """fp16 features of `image_ids` (all must be cached), in that order, loaded into memory."""
+        if not image_ids:
+            return torch.empty((0,), dtype=torch.float16)
         ids, _, array = self.read(name)
         row = {image_id: i for i, image_id in enumerate(ids)}
+        absent = [image_id for image_id in image_ids if image_id not in row]
+        if array is None or absent:
+            raise KeyError(f"{len(absent) if array is not None else len(image_ids)} photo(s) not in the feature cache's view {name!r}, e.g. {(absent or image_ids)[0]!r}")
         index = np.array([row[i] for i in image_ids], dtype=np.int64)
-        if array is None or len(index) == 0:
-            return torch.empty((0,), dtype=torch.float16)
         return torch.from_numpy(np.ascontiguousarray(array[index]))
 
 

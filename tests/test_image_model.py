@@ -219,6 +219,11 @@ def test_a_cache_write_interrupted_before_its_commit_leaves_the_view_as_it_was(t
     cache.add("view0", ["b"], np.full((1, 4), 9, np.float16), ["db2"])
     assert cache.gather("view0", ["a", "b", "c"])[:, 0].tolist() == [0, 9, 8]
     assert len(list(tmp_path.glob("view0-*.npy"))) == 1  # the superseded and the interrupted arrays are gone
+    with pytest.raises(KeyError, match="1 photo\\(s\\) not in the feature cache's view 'view0', e.g. 'z'"):
+        cache.gather("view0", ["a", "z"])
+    with pytest.raises(KeyError, match="2 photo\\(s\\) not in the feature cache's view 'view9'"):
+        cache.gather("view9", ["a", "b"])  # a view never filled
+    assert cache.gather("view9", []).shape == (0,)
 
 
 def test_prefetched_cache_fill_matches_a_serial_one_in_order_and_values(tmp_path):
