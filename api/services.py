@@ -70,10 +70,14 @@ def load_services(config: Config) -> Services:
         index = ListingIndex.open(config.paths.index, config.index, serving=True)
     except IndexStateError as exc:
         raise ValueError(str(exc)) from exc
-    check_index_matches(index, predictor)
-    terms = TermWeights.load(config, predictor.tfidf)  # the served late fusion's TF-IDF model, when it has one
-    photos = PhotoStore.for_config(config)
-    photos.remove_unreferenced(index.photo_ids())  # this process alone writes: what a killed write left behind
+    try:
+        check_index_matches(index, predictor)
+        terms = TermWeights.load(config, predictor.tfidf)  # the served late fusion's TF-IDF model, when it has one
+        photos = PhotoStore.for_config(config)
+        photos.remove_unreferenced(index.photo_ids())  # this process alone writes: what a killed write left behind
+    except BaseException:
+        index.close()  # and its serving lock: a caller that reports the error and retries is not refused as a second server
+        raise
     return Services(predictor=predictor, index=index, photos=photos, terms=terms)
 
 

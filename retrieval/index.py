@@ -459,6 +459,7 @@ class ListingIndex:
         which of the listings were added live, and which were deleted, so the next build keeps them.
         `lock`, a `build_lock` the caller took, is the build's from then on, released on failure."""
         directory = Path(directory)
+        db = None
         try:
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             rows = [Listing.from_mapping(row) for row in listings]
@@ -492,6 +493,8 @@ class ListingIndex:
             _remove_other_builds(directory, build_id)
             fcntl.flock(lock, fcntl.LOCK_SH)  # built: open, as any reader is
         except BaseException:
+            if db is not None:
+                db.close()
             if lock is not None:
                 os.close(lock)
             raise
@@ -539,6 +542,7 @@ class ListingIndex:
         for path in (db_path, faiss_path):
             if not path.exists():
                 raise IndexStateError(f"{path} is missing ({directory / CURRENT_FILE} names build {build_id}): rebuild the index with `fbm index`")
+        db = None
         try:
             db = sqlite3.connect(db_path, check_same_thread=False)
             info = dict(db.execute("SELECT key, value FROM info").fetchall())
@@ -551,6 +555,8 @@ class ListingIndex:
                     db.execute("UPDATE listings SET category_key = category_key(category)")
                     db.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('category_keys', ?)", [CATEGORY_KEYS])
         except sqlite3.DatabaseError as error:
+            if db is not None:
+                db.close()
             raise IndexStateError(f"{db_path} is not a readable index database ({error}): rebuild the index with `fbm index`") from error
         try:
             try:

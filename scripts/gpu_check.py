@@ -44,11 +44,12 @@ def train_on(device: str, data_dir: Path, artifacts: Path) -> dict:
 
 def served_on_cpu_matches_export(data_dir: Path, artifacts: Path) -> dict:
     """The branch as the API loads it (CPU, from the saved state_dict) against the training export."""
+    from combined_model.features import load_export
     from image_model.inference import EXPORT_FILE, ImageBranch
 
     config = Config()
     config.data.data_dir, config.data.artifacts_dir = str(data_dir), str(artifacts)
-    export = np.load(config.paths.image_model / EXPORT_FILE, allow_pickle=False)
+    export = load_export(config.paths.image_model / EXPORT_FILE, "image_ids", "fbm train image")
     branch = ImageBranch.load(config)
     ids = [str(image_id) for image_id in export["image_ids"][:PARITY_PHOTOS]]
     photos = []

@@ -1160,6 +1160,23 @@ def test_start_up_warms_up_the_model_and_names_missing_nltk_data(load_with):
     assert opened == []  # refused before the index was opened, and reconciled (written) for nothing
 
 
+def test_a_start_up_that_fails_after_opening_the_index_releases_it(load_with):
+    """An index of other models' width is refused; the index it had opened stayed open with its
+    serving lock, so a second try in the same process was refused as a second server."""
+    config, load = load_with
+
+    class OtherWidth(FakePredictor):
+        def __init__(self):
+            super().__init__()
+            self.image = type("Branch", (), {"embed_dim": 64})()
+            self.text = type("Branch", (), {"embed_dim": 64})()
+
+    with pytest.raises(ValueError, match="rebuild the index with `fbm index`"):
+        load(OtherWidth())
+    with ListingIndex.open(config.paths.index, config.index, serving=True) as served:  # no "served by another process"
+        assert len(served) > 0
+
+
 def test_forwarded_headers_are_believed_only_from_the_proxies_named(tmp_path):
     """uvicorn believes X-Forwarded-For from 127.0.0.1 by default, so a local client could write any
     address into the access log; the server believes none unless `serve.trusted_proxies` names them."""
