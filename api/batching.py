@@ -83,9 +83,9 @@ class MicroBatcher:
         return self._enqueue(item)
 
     async def predict(self, images: list[Image.Image], text: str | None, mode: str) -> Any:
-        """Prepare on `pool` (off the event loop and the inference threads), then wait for the answer."""
-        item = await asyncio.get_running_loop().run_in_executor(self.pool, self.prepare, images, text, mode)
-        return await asyncio.wrap_future(self._enqueue(item))
+        """`submit` on `pool` (preparing off the event loop and the inference threads), then wait for the answer."""
+        future = await asyncio.get_running_loop().run_in_executor(self.pool, self.submit, images, text, mode)
+        return await asyncio.wrap_future(future)
 
     def _enqueue(self, item: Prepared) -> Future:
         job = _Job(item)

@@ -117,13 +117,14 @@ def load_photos(image_ids_per_listing: pd.Series, image_dir: Path, size: int, ma
     return photos, skipped
 
 
-def listing_tfidf(tfidf: TfidfSvmBaseline, prepared: list[PreparedListing], out: BatchOutputs, texts: list[str]) -> np.ndarray:
+def listing_tfidf(tfidf: TfidfSvmBaseline, prepared: list[PreparedListing], out: BatchOutputs) -> np.ndarray:
     """The TF-IDF model's probabilities per row of `out`: those `Predictor.branch_outputs` computed
-    (beside a photo, when late fusion weighs them), the other listings' scored here."""
+    (beside a photo, when late fusion weighs them), the other listings' scored here from the tokens
+    `Predictor.prepare` made (an empty text: no tokens)."""
     probs = out.tfidf_probs.copy()
     missing = [i for i, p in enumerate(prepared) if p.tfidf_tokens is None]
     if missing:
-        for i, row in zip(missing, tfidf.predict_proba([texts[i] for i in missing])):
+        for i, row in zip(missing, tfidf.predict_proba_tokens([prepared[i].tokens or [] for i in missing])):
             probs[out.owner == i] = row
     return probs
 
@@ -143,7 +144,7 @@ def row_probabilities(
         items = list(zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS]))
         prepared = [predictor.prepare(images, text, require_input=False) for images, text in items]
         out = predictor.branch_outputs(prepared)
-        tfidf_probs = listing_tfidf(tfidf, prepared, out, [text for _, text in items])
+        tfidf_probs = listing_tfidf(tfidf, prepared, out)
         parts["image"].append(no_answer_where_absent(out.image_probs, out.has_image))
         parts["text"].append(no_answer_where_absent(out.text_probs, out.has_text))
         parts["combined"].append(predictor.fuse(out, EARLY, None))

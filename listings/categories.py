@@ -38,9 +38,6 @@ class CategoryEncoder:
     def __len__(self) -> int:
         return len(self.classes)
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.encode_many([name])[0] >= 0
-
     @property
     def _index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.classes)}
@@ -53,22 +50,10 @@ class CategoryEncoder:
             lookup.setdefault(name.casefold(), i)
         return lookup | self._index
 
-    def encode(self, name: str) -> int:
-        index = self.encode_many([name])[0]
-        if index < 0:
-            raise UnknownCategoryError(f"unknown category {name!r}; known: {self.classes}")
-        return index
-
     def encode_many(self, names: Iterable[str]) -> list[int]:
         """Class indices of names in any case; -1 for an unknown name."""
         lookup = self._lookup
         return [lookup.get(name, lookup.get(name.casefold(), -1)) for name in names]
-
-    def decode(self, index: int) -> str:
-        """Class index → name; -1 (what `encode_many` gives an unknown name) is an error, not the last class."""
-        if not 0 <= index < len(self.classes):
-            raise UnknownCategoryError(f"class index {index} out of range 0..{len(self.classes) - 1}")
-        return self.classes[int(index)]
 
     def to_json(self) -> dict:
         return {

@@ -2,8 +2,8 @@
 
 The format: `Products.csv` (id, product_name, category "Root / Sub / ...", product_description,
 price "£1,234.00", location, plus an unnamed index column), `Images.csv` (id, product_id) and
-`images/<image id>.jpg`. `load_listings` returns one row per product with clean fields and the
-list of its image ids; the same functions clean a listing that arrives through the API.
+`images/<image id>.jpg`. `read_dataset` returns one row per product with clean fields and the
+list of its image ids (and the photo rows); the same functions clean a listing that arrives through the API.
 """
 from __future__ import annotations
 
@@ -195,18 +195,13 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
         }
     )
     listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
-    return Dataset(listings.reset_index(drop=True), dropped)
+    return Dataset(listings[LISTING_COLUMNS].reset_index(drop=True), dropped)
 
 
 def _refuse_a_file(data_dir: Path) -> None:
     """A DatasetError when a dataset directory was given as a file (`--data …/Products.csv`)."""
     if data_dir.is_file():
         raise DatasetError(f"{data_dir} is a file: give the dataset's directory, which holds Products.csv, Images.csv and images/")
-
-
-def load_listings(data_dir: str | Path) -> pd.DataFrame:
-    """`read_dataset(data_dir).listings`."""
-    return read_dataset(data_dir).listings
 
 
 def write_jsonl(frame: pd.DataFrame, path: Path) -> None:

@@ -32,10 +32,9 @@ class Prepared:
     def split(self, name: str) -> pd.DataFrame:
         return self.listings[self.listings["split"] == name].reset_index(drop=True)
 
-    def images(self, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    def images(self) -> pd.DataFrame:
         """One row per usable image: image_id, image_digest (of its source file), product_id, label, split."""
-        frame = self.listings if frame is None else frame
-        rows = frame[["product_id", "label", "split", "image_ids", "image_digests"]].explode(["image_ids", "image_digests"])
+        rows = self.listings[["product_id", "label", "split", "image_ids", "image_digests"]].explode(["image_ids", "image_digests"])
         rows = rows.dropna(subset=["image_ids"]).rename(columns={"image_ids": "image_id", "image_digests": "image_digest"})
         return rows.reset_index(drop=True)
 

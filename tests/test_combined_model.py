@@ -201,16 +201,20 @@ def test_evaluation_scores_the_tfidf_model_only_where_the_predictor_did_not():
     class CountingTfidf:
         classes = ["a", "b"]
 
-        def predict_proba(self, texts):
-            scored.append(list(texts))
-            return np.array([[0.25, 0.75]] * len(texts), np.float32)
+        def predict_proba_tokens(self, token_lists):
+            scored.append(list(token_lists))
+            return np.array([[0.25, 0.75]] * len(token_lists), np.float32)
 
     view = np.zeros((4, 4, 3), np.uint8)
-    prepared = [PreparedListing([view, view], ([1], 1), ["with", "photo"], weigh_tfidf=True), PreparedListing([], ([2], 1))]
-    out = SimpleNamespace(owner=np.array([0, 0, 1]), tfidf_probs=np.array([[0.9, 0.1], [0.9, 0.1], [0, 0]], np.float32))
-    probs = listing_tfidf(CountingTfidf(), prepared, out, ["with a photo", "text only"])
-    assert scored == [["text only"]]
-    np.testing.assert_allclose(probs, [[0.9, 0.1], [0.9, 0.1], [0.25, 0.75]])
+    prepared = [
+        PreparedListing([view, view], ([1], 1), ["with", "photo"], weigh_tfidf=True),
+        PreparedListing([], ([2], 1), ["text", "only"]),
+        PreparedListing([view], None),  # a photo and no text
+    ]
+    out = SimpleNamespace(owner=np.array([0, 0, 1, 2]), tfidf_probs=np.array([[0.9, 0.1], [0.9, 0.1], [0, 0], [0, 0]], np.float32))
+    probs = listing_tfidf(CountingTfidf(), prepared, out)
+    assert scored == [[["text", "only"], []]]  # the tokens the predictor made: the text is not tokenized a second way
+    np.testing.assert_allclose(probs, [[0.9, 0.1], [0.9, 0.1], [0.25, 0.75], [0.25, 0.75]])
 
 
 def test_late_weights_take_tfidf_only_when_it_helps_on_validation(tmp_path):

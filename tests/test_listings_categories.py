@@ -28,21 +28,17 @@ def test_fit(encoder):
     assert len(encoder) == 3
     assert encoder.counts == {"Appliances": 2, "Home & Garden": 3, "Video Games & Consoles": 1}
     assert encoder.paths["Home & Garden / Dining"] == 2
-    assert "Appliances" in encoder and "Toys" not in encoder
 
 
-def test_encode_decode(encoder):
-    for i, name in enumerate(encoder.classes):
-        assert encoder.encode(name) == i
-        assert encoder.decode(i) == name
+def test_encode(encoder):
+    assert encoder.encode_many(encoder.classes) == [0, 1, 2]
     assert encoder.encode_many(["Video Games & Consoles", "Toys", "Appliances"]) == [2, -1, 0]
 
 
 def test_names_match_in_any_case(encoder):
     """Evaluation data may spell a known category in another case; prepare spells each one way."""
-    assert encoder.encode("home & GARDEN") == encoder.encode("Home & Garden") == 1
+    assert encoder.encode_many(["home & GARDEN", "Home & Garden", "video games & consoles"]) == [1, 1, 2]
     assert encoder.encode_many(["appliances", "toys"]) == [0, -1]
-    assert "video games & consoles" in encoder and 3 not in encoder
 
 
 def test_json_round_trip(encoder, tmp_path):
@@ -59,23 +55,7 @@ def test_json_round_trip(encoder, tmp_path):
         CategoryEncoder.load(tmp_path / "absent.json")
     assert loaded.counts == encoder.counts
     assert loaded.paths == encoder.paths
-    for name in ROOTS:
-        assert loaded.encode(name) == encoder.encode(name)
-        assert loaded.decode(encoder.encode(name)) == name
-
-
-def test_unknown_category_is_a_clear_error(encoder):
-    with pytest.raises(UnknownCategoryError) as error:
-        encoder.encode("Toys")
-    message = str(error.value)
-    assert message.startswith("unknown category 'Toys'") and "Appliances" in message
-    assert isinstance(error.value, ValueError)  # the CLI reports ValueErrors without a traceback
-
-
-@pytest.mark.parametrize("index", [-1, 3, 100])
-def test_out_of_range_index_is_an_error_not_another_class(encoder, index):
-    with pytest.raises(UnknownCategoryError, match="out of range"):
-        encoder.decode(index)
+    assert loaded.encode_many(ROOTS) == encoder.encode_many(ROOTS)
 
 
 def test_empty_category_refused():
@@ -89,5 +69,6 @@ def test_a_category_filter_names_its_root_in_any_case_and_hints_at_unspaced_leve
     with pytest.raises(UnknownCategoryError, match=r"unknown category 'Home & Garden/Dining' \(levels are separated by ' / ', with spaces\)"):
         canonical_category("Home & Garden/Dining", ROOTS)
     for no_root in ("Toys/Lego", "/", " // "):
-        with pytest.raises(UnknownCategoryError, match=f"unknown category '{no_root}'; known: "):
+        with pytest.raises(UnknownCategoryError, match=f"unknown category '{no_root}'; known: ") as error:
             canonical_category(no_root, ROOTS)
+        assert isinstance(error.value, ValueError)  # the CLI reports ValueErrors without a traceback

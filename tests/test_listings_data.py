@@ -16,7 +16,6 @@ from listings.data import (
     clean_text,
     clean_title,
     listing_text,
-    load_listings,
     parse_price,
     read_dataset,
     read_jsonl,
@@ -30,7 +29,7 @@ from listings.data import (
 
 @pytest.fixture
 def listings(quirky_dataset):
-    return load_listings(quirky_dataset).set_index("product_id", drop=False)
+    return read_dataset(quirky_dataset).listings.set_index("product_id", drop=False)
 
 
 def test_columns_and_rows(listings):
@@ -138,7 +137,7 @@ def test_categories(listings):
 def test_a_category_spelt_in_another_case_is_one_class(quirky_dataset):
     products = quirky_dataset / "Products.csv"
     products.write_text(products.read_text(encoding="utf-8").replace("Sports, Leisure & Travel / Cycling", "home  &  GARDEN / Cycling"), encoding="utf-8")
-    listings = load_listings(quirky_dataset).set_index("product_id")
+    listings = read_dataset(quirky_dataset).listings.set_index("product_id")
     assert listings.loc["p-bike", "root"] == listings.loc["p-mirror", "root"] == "Home & Garden"
     assert listings.loc["p-bike", "category"] == "Home & Garden / Cycling / Bicycles"
 
@@ -168,44 +167,44 @@ def test_duplicate_product_rows_are_dropped(quirky_dataset):
     products = quirky_dataset / "Products.csv"
     lines = products.read_text(encoding="utf-8").splitlines(keepends=True)
     products.write_text("".join(lines + lines[1:2]), encoding="utf-8")
-    assert load_listings(quirky_dataset)["product_id"].tolist().count("p-mirror") == 1
+    assert read_dataset(quirky_dataset).listings["product_id"].tolist().count("p-mirror") == 1
 
 
 def test_duplicate_image_rows_are_dropped(quirky_dataset):
     images = quirky_dataset / "Images.csv"
     lines = images.read_text(encoding="utf-8").splitlines(keepends=True)
     images.write_text("".join(lines + lines[1:2]), encoding="utf-8")
-    assert load_listings(quirky_dataset).loc[0, "image_ids"] == ["img-m1", "img-m2"]
+    assert read_dataset(quirky_dataset).listings.loc[0, "image_ids"] == ["img-m1", "img-m2"]
 
 
 def test_windows_line_endings_and_a_byte_order_mark_read_the_same(quirky_dataset, listings):
     for name in ("Products.csv", "Images.csv"):
         path = quirky_dataset / name
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
-    pd.testing.assert_frame_equal(load_listings(quirky_dataset), listings.reset_index(drop=True))
+    pd.testing.assert_frame_equal(read_dataset(quirky_dataset).listings, listings.reset_index(drop=True))
 
 
 def test_missing_products_csv_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="Products.csv"):
-        load_listings(tmp_path)
+        read_dataset(tmp_path)
 
 
 def test_a_file_given_as_the_dataset_directory_is_a_clear_error(quirky_dataset):
     with pytest.raises(DatasetError, match="Products.csv is a file: give the dataset's directory"):
-        load_listings(quirky_dataset / "Products.csv")
+        read_dataset(quirky_dataset / "Products.csv")
 
 
 def test_missing_images_csv_is_a_clear_error(quirky_dataset):
     (quirky_dataset / "Images.csv").unlink()
     with pytest.raises(DatasetError, match="Images.csv not found"):
-        load_listings(quirky_dataset)
+        read_dataset(quirky_dataset)
 
 
 def test_missing_column_is_a_clear_error(quirky_dataset):
     products = quirky_dataset / "Products.csv"
     products.write_text(products.read_text(encoding="utf-8").replace("product_description", "body", 1), encoding="utf-8")
     with pytest.raises(DatasetError, match="product_description"):
-        load_listings(quirky_dataset)
+        read_dataset(quirky_dataset)
 
 
 def test_delimiters_at_the_ends_of_lines_read_the_same(quirky_dataset, listings):
@@ -213,7 +212,7 @@ def test_delimiters_at_the_ends_of_lines_read_the_same(quirky_dataset, listings)
     for name in ("Products.csv", "Images.csv"):
         path = quirky_dataset / name
         path.write_bytes(path.read_bytes().replace(b"\n", b",\n"))
-    pd.testing.assert_frame_equal(load_listings(quirky_dataset), listings.reset_index(drop=True))
+    pd.testing.assert_frame_equal(read_dataset(quirky_dataset).listings, listings.reset_index(drop=True))
 
 
 def test_a_row_with_a_field_more_than_the_header_is_a_clear_error(quirky_dataset):
@@ -223,7 +222,7 @@ def test_a_row_with_a_field_more_than_the_header_is_a_clear_error(quirky_dataset
     lines[1] += ",stray"
     products.write_text("\n".join(lines), encoding="utf-8")
     with pytest.raises(DatasetError, match="record 1 .after the header. has more fields than the header"):
-        load_listings(quirky_dataset)
+        read_dataset(quirky_dataset)
 
 
 def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirky_dataset):
@@ -233,7 +232,7 @@ def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirk
     lines = [line + (",stray" if line.startswith("6,p-fridge,") else ",") for line in lines]
     products.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DatasetError, match="record 3 .after the header. has more fields"):
-        load_listings(quirky_dataset)
+        read_dataset(quirky_dataset)
 
 
 @pytest.mark.parametrize(
@@ -246,7 +245,7 @@ def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirk
 def test_unreadable_csv_files_are_clear_errors(quirky_dataset, content, message):
     (quirky_dataset / "Products.csv").write_bytes(content)
     with pytest.raises(DatasetError, match=message) as caught:
-        load_listings(quirky_dataset)
+        read_dataset(quirky_dataset)
     assert "Products.csv" in str(caught.value)
 
 
@@ -410,7 +409,7 @@ def test_csv_files_with_a_header_and_no_rows_read_as_no_listings(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "Products.csv").write_text("id,product_name,category,product_description,price,location\n\n", encoding="utf-8")
     (tmp_path / "Images.csv").write_text("id,product_id\n", encoding="utf-8")
-    assert len(load_listings(tmp_path)) == 0
+    assert len(read_dataset(tmp_path).listings) == 0
 
 
 

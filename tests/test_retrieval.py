@@ -302,6 +302,7 @@ def test_an_open_that_fails_while_reconciling_releases_the_index(tmp_path, monke
 
 
 def _clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """n listings around 8 topics, each with a photo and a text, priced 0, 1, 2, ..."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(8, 2 * D))
     topic = rng.integers(0, 8, n)
@@ -350,15 +351,6 @@ def test_hnsw_starved_by_a_narrow_filter_still_returns_every_match(tmp_path):
 def test_flat_below_threshold(index):
     info = index.info()
     assert (info["kind"], info["dim"], info["count"], info["without_image"]) == (FLAT, 2 * D, 5, 1)
-
-
-def _clustered(n: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
-    """n listings around 8 topics, each with a photo and a text, priced 0, 1, 2, ..."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(8, 2 * D))
-    topic = rng.integers(0, 8, n)
-    raw = centres[topic] + rng.normal(scale=0.3, size=(n, 2 * D))
-    return listing_vectors(raw[:, :D], np.ones(n, bool), raw[:, D:], np.ones(n, bool)), [_row(f"p{i}", f"Root {topic[i]} / Sub", float(i)) for i in range(n)]
 
 
 def test_a_catalogue_of_exactly_the_threshold_gets_the_exact_index(tmp_path):

@@ -13,11 +13,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from gensim.models import KeyedVectors
 from nltk.stem import SnowballStemmer
 from pipeline import SHARED_DATA, have_shared_data, needs_nltk_data, shared_subset, tiny_config
 
 from listings.config import REPO_ROOT, Config, TextConfig
-from listings.data import clean_description, clean_listing_text, clean_title, listing_text, load_listings
+from listings.data import clean_description, clean_listing_text, clean_title, listing_text, read_dataset
 from listings.metrics import summarise
 from text_model import train as text_train
 from text_model import word2vec as w2v_module
@@ -35,7 +36,7 @@ from text_model.train import (
     word_matrix,
 )
 from text_model.vocab import PAD, PAD_ID, UNK, UNK_ID, Vocabulary, pad_batch
-from text_model.word2vec import load_vectors, nearest_neighbours, save_vectors, train_word2vec
+from text_model.word2vec import nearest_neighbours, save_vectors, train_word2vec
 
 CLASSES = ["Home & Garden", "DIY Tools & Materials", "Phones, Mobile Phones & Telecoms"]
 CLASS_WORDS = [
@@ -123,7 +124,7 @@ def test_the_noun_lemmatizer_agrees_with_nltks_wordnet_lemmatizer():
     words = ["sofas", "chairs", "churches", "boxes", "knives", "ladies", "women", "geese", "mice", "glasses", "buses", "abaci", "ps4s", "iphones"]
     words += sorted(ours.exceptions)[::7]  # irregular plurals from noun.exc
     if have_shared_data():
-        listings = load_listings(SHARED_DATA).head(400)
+        listings = read_dataset(SHARED_DATA).listings.head(400)
         words += sorted({word for title, description in zip(listings["title"], listings["description"]) for word in listing_text(title, description).lower().split()})
     differ = [(word, reference.lemmatize(word), ours.lemmatize(word)) for word in words if reference.lemmatize(word) != ours.lemmatize(word)]
     assert not differ and ours.lemmatize("churches") == "church" and ours.lemmatize("geese") == "goose"
@@ -137,7 +138,7 @@ def test_tokenize_gives_the_tokens_of_nltks_sentence_split_word_tokenize(monkeyp
 
     texts = ["Great for the 80's. Mother's day gift. Two DVD's.", "My laptop's screen. The CD's. Collection only.Great", "Size 2.5m. Fits 1970's decor... Offers? Yes!"]
     if have_shared_data():
-        listings = load_listings(SHARED_DATA).head(400)
+        listings = read_dataset(SHARED_DATA).listings.head(400)
         texts += [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
     ours = [tokenize(text) for text in texts]
     one_line = nltk.tokenize.word_tokenize
@@ -203,7 +204,7 @@ def test_stemming_option_changes_tokens():
 
 @needs_nltk_data
 def test_quirky_listing_texts(quirky_dataset):
-    listings = load_listings(quirky_dataset).set_index("product_id")
+    listings = read_dataset(quirky_dataset).listings.set_index("product_id")
     tokens = {pid: tokenize(listing_text(row.title, row.description)) for pid, row in listings.iterrows()}
     assert tokens["p-dvd"][:4] == ["tom", "jerry", "classic", "dvd"]
     assert "45x45cm" in tokens["p-mirror"]
@@ -321,7 +322,7 @@ def test_word2vec_trains_saves_and_loads_identically(tmp_path):
 
     save_vectors(vectors, tmp_path / "w2v.bin")
     assert (tmp_path / "w2v.bin").read_bytes().startswith(f"{len(vectors)} 16\n".encode())  # the word2vec C binary header
-    loaded = load_vectors(tmp_path / "w2v.bin")
+    loaded = KeyedVectors.load_word2vec_format(str(tmp_path / "w2v.bin"), binary=True)
     assert loaded.index_to_key == vectors.index_to_key
     assert np.array_equal(loaded.vectors, vectors.vectors)
 
@@ -476,7 +477,7 @@ def test_train_text_writes_every_artifact(trained_text):
     assert sidecar["classes"] == prepared.encoder.classes and len(sidecar["classes"]) == 13
     assert sidecar["stem"] is False and sidecar["max_tokens"] == 64 and sidecar["version"].startswith("textcnn-")
     vocab = Vocabulary.load(out / VOCAB_FILE)
-    assert vocab.words[2:] == load_vectors(out / WORD2VEC_FILE).index_to_key
+    assert vocab.words[2:] == KeyedVectors.load_word2vec_format(str(out / WORD2VEC_FILE), binary=True).index_to_key
     assert summary == {k: v for k, v in json.loads((out / SUMMARY_FILE).read_text()).items() if k != "history"}
     assert summary["epochs_run"] == 2 and summary["vocabulary_size"] == len(vocab)
     assert summary["word2vec_time_s"] >= 0 and summary["cnn_epoch_time_s"] > 0 and summary["wall_time_s"] > 0

@@ -39,10 +39,6 @@ def save_vectors(vectors: KeyedVectors, path: Path) -> None:
     vectors.save_word2vec_format(str(path), binary=True)
 
 
-def load_vectors(path: Path) -> KeyedVectors:
-    return KeyedVectors.load_word2vec_format(str(path), binary=True)
-
-
 def nearest_neighbours(vectors: KeyedVectors, words: list[str], topn: int = 8) -> dict[str, list[tuple[str, float]]]:
     """Cosine neighbours of each word in the vocabulary (words outside it map to an empty list)."""
     return {
