@@ -238,12 +238,12 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
         problem = "is a folder, not a file" if path.is_dir() else "not found"
         raise DatasetError(f"{path} {problem}: a dataset directory needs Products.csv, Images.csv and images/")
     _refuse_other_separators(path, required)  # before pandas splits its fields on the commas inside them
-    frame = _parse_csv(path)
+    frame = read_raw_csv(path)
     if not isinstance(frame.index, pd.RangeIndex):
         # A row with more fields than the header: pandas took its first field as an index and
         # shifted every column. Delimiters at the ends of lines (a spreadsheet's export) are harmless.
         _refuse_extra_fields(path, frame, len(frame.columns))
-        frame = _parse_csv(path, index_col=False)
+        frame = read_raw_csv(path, index_col=False)
     frame = frame.rename(columns=lambda c: c.strip())
     if _unnamed(frame.columns[-1]):  # the header ends in a delimiter too: its rows' last fields are empty
         _refuse_extra_fields(path, frame, len(frame.columns) - 1)
@@ -280,9 +280,9 @@ def _refuse_extra_fields(path: Path, frame: pd.DataFrame, named: int) -> None:
         raise DatasetError(f"{path}: record {record} (after the header) has more fields than the header names ({named}); check its quoting")
 
 
-def _parse_csv(path: Path, **options) -> pd.DataFrame:
-    """Every field as text. Fields carry bare '\r': only '\n' ends a row (a '\r\n' ending leaves a
-    '\r', tidied by `_read_csv`)."""
+def read_raw_csv(path: Path, **options) -> pd.DataFrame:
+    """Every field as text, as the file has it (`_read_csv` then checks and tidies it). Fields carry
+    bare '\r': only '\n' ends a row (a '\r\n' ending leaves a '\r')."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", pd.errors.ParserWarning)  # the trailing-delimiter re-read

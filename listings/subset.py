@@ -8,16 +8,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
-from listings.data import dataset_photos, photo_path, split_category
+from listings.data import dataset_photos, photo_path, read_raw_csv, split_category
 
 
 def subset_dataset(source: Path, target: Path, per_class: int, skip_per_class: int = 0) -> Path:
     """Write `per_class` listings with photos of each root category, after the first `skip_per_class`."""
     source, target = Path(source), Path(target)
-    products = pd.read_csv(source / "Products.csv", lineterminator="\n", dtype=str, keep_default_na=False)
-    images = pd.read_csv(source / "Images.csv", lineterminator="\n", dtype=str, keep_default_na=False)
+    products, images = read_raw_csv(source / "Products.csv"), read_raw_csv(source / "Images.csv")  # quirks kept, as the original reads
     root = products["category"].map(lambda path: next(iter(split_category(path)), ""))
     with_photo = products["id"].isin(set(images["product_id"]))
     chosen = products[with_photo].groupby(root[with_photo], sort=True).nth(range(skip_per_class, skip_per_class + per_class))
