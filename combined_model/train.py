@@ -20,14 +20,10 @@ from combined_model.features import BranchOutputs, gather, load_branch_exports
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
 from combined_model.inference import MODEL_FILE, SIDECAR_FILE
 from listings.artifacts import CURVES_FILE
-from listings.config import Config
+from listings.config import Config, FusionConfig
 from listings.metrics import no_answer_where_absent, per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
-
-WEIGHT_STEP = 0.05  # the grid late-fusion weights are searched on
-TFIDF_POWERS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-
 
 def product_metrics(outputs: BranchOutputs, row_probs: np.ndarray) -> dict[str, float]:
     return summarise(outputs.labels, per_product(row_probs, outputs.product_index, len(outputs.labels)))
@@ -84,19 +80,21 @@ def fused_probs(model: FusionClassifier | None, outputs: BranchOutputs, method: 
     return combine(outputs.image_probs, outputs.text_probs, fusion, outputs.has_image, outputs.has_text, method, late, outputs.tfidf_probs)
 
 
-def late_weight_grid(step: float = WEIGHT_STEP) -> list[LateWeights]:
-    """Every mix on a `step` grid of the simplex, each TF-IDF weight above 0 with every power."""
+def late_weight_grid(config: FusionConfig) -> list[LateWeights]:
+    """Every mix on a `late_weight_step` grid of the simplex, each TF-IDF weight above 0 with every
+    power of `tfidf_powers` (a weight of 0 with the first alone)."""
+    step, powers = config.late_weight_step, config.tfidf_powers
     ticks = np.round(np.arange(0.0, 1.0 + step / 2, step), 6).tolist()  # plain floats, as the sidecar stores them
     grid = []
     for tfidf in ticks:
         for image in (tick for tick in ticks if tick <= 1.0 - tfidf + 1e-9):
             text = max(0.0, round(1.0 - tfidf - image, 6))
-            for power in TFIDF_POWERS if tfidf else TFIDF_POWERS[:1]:
-                grid.append(LateWeights(image, text, tfidf, power))
+            for power in powers if tfidf else powers[:1]:
+                grid.append(LateWeights(image, text, tfidf, float(power)))
     return grid
 
 
-def choose_late_weights(val: BranchOutputs) -> LateWeights:
+def choose_late_weights(val: BranchOutputs, config: FusionConfig) -> LateWeights:
     """The late-fusion mix with the best validation product accuracy; ties go to the least TF-IDF
     weight, then to image and text weights closest to each other, then to the lowest power."""
 
@@ -104,7 +102,7 @@ def choose_late_weights(val: BranchOutputs) -> LateWeights:
         accuracy = product_metrics(val, fused_probs(None, val, LATE, late))["accuracy"]
         return accuracy, -late.tfidf, -abs(late.image - late.text), -late.tfidf_power
 
-    return max(late_weight_grid(), key=rank)
+    return max(late_weight_grid(config), key=rank)
 
 
 def train_combined(config: Config) -> dict:
@@ -115,7 +113,7 @@ def train_combined(config: Config) -> dict:
     splits = {name: gather(prepared.split(name), image_export, text_export, n_classes) for name in ("train", "val", "test")}
 
     model, history = fit_fusion(splits["train"], splits["val"], n_classes, config)
-    late = choose_late_weights(splits["val"])
+    late = choose_late_weights(splits["val"], config.fusion)
 
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for split in ("val", "test"):

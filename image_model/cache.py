@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from image_model.model import ImageNetwork
-from image_model.preprocess import make_view, to_batch
+from image_model.preprocess import Augmentation, make_view, to_batch
 from listings.config import CLEAN_IMAGES_FORM
 from listings.data import photo_path
 from listings.images import ImageError, clean_image
@@ -38,8 +38,9 @@ def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, pre
     return key + ("" if device == "cpu" else f"-{device}")
 
 
-def view_name(view: int, seed: int) -> str:
-    return "view0" if view == 0 else f"view{view}-seed{seed}"
+def view_name(view: int, augmentation: Augmentation) -> str:
+    """The plain view's name; an augmented view's names its seed and its strengths."""
+    return "view0" if view == 0 else f"view{view}-seed{augmentation.seed}-{augmentation.key()}"
 
 
 @dataclass
@@ -129,7 +130,7 @@ def fill_views(
     image_dir: Path,
     views: dict[int, dict[str, str]],
     clean_size: int,
-    seed: int,
+    augmentation: Augmentation,
     batch_size: int,
     loaders: int = 2,
 ) -> FillStats:
@@ -143,19 +144,19 @@ def fill_views(
     input_size = network.architecture.input_size
     with ThreadPoolExecutor(max(1, loaders), thread_name_prefix="fbm-views") as pool:
         for view, digests in views.items():
-            name = view_name(view, seed)
+            name = view_name(view, augmentation)
             todo = [i for i in cache.missing(name, digests) if i not in stats.skipped]
             if not todo:
                 continue
             done_ids, rows = [], []
             start = time.perf_counter()
             batches = [todo[offset : offset + batch_size] for offset in range(0, len(todo), batch_size)]
-            pending = deque(pool.submit(_load_views, ids, image_dir, clean_size, input_size, view, seed) for ids in batches[: loaders + 1])
+            pending = deque(pool.submit(_load_views, ids, image_dir, clean_size, input_size, view, augmentation) for ids in batches[: loaders + 1])
             progress = tqdm(total=len(todo), desc=f"trunk {name}", unit="img")
             for number in range(len(batches)):
                 batch_ids, pixels, skipped = pending.popleft().result()
                 if number + len(pending) + 1 < len(batches):
-                    pending.append(pool.submit(_load_views, batches[number + len(pending) + 1], image_dir, clean_size, input_size, view, seed))
+                    pending.append(pool.submit(_load_views, batches[number + len(pending) + 1], image_dir, clean_size, input_size, view, augmentation))
                 stats.skipped |= skipped
                 if pixels:
                     rows.append(network.cut_features(to_batch(pixels)).cpu().contiguous().numpy())
@@ -170,7 +171,7 @@ def fill_views(
 
 
 def _load_views(
-    image_ids: list[str], image_dir: Path, clean_size: int, input_size: int, view: int, seed: int
+    image_ids: list[str], image_dir: Path, clean_size: int, input_size: int, view: int, augmentation: Augmentation
 ) -> tuple[list[str], list[np.ndarray], dict[str, str]]:
     """(ids loaded, their input views, {id: reason} of those that failed to load)."""
     loaded, pixels, skipped = [], [], {}
@@ -181,5 +182,5 @@ def _load_views(
             skipped[image_id] = exc.reason
             continue
         loaded.append(image_id)
-        pixels.append(make_view(image, input_size, view, image_id, seed))
+        pixels.append(make_view(image, input_size, view, image_id, augmentation))
     return loaded, pixels, skipped

@@ -39,7 +39,7 @@ from image_model.baseline import HogSvmBaseline, hog_features
 from image_model.cache import FeatureCache, FillStats, cache_key, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE
 from image_model.model import Architecture, ImageNetwork, build_network, training_device
-from image_model.preprocess import make_view, to_batch
+from image_model.preprocess import Augmentation, make_view, to_batch
 from listings.artifacts import CURVES_FILE, SUMMARY_FILE, sha256_file
 from listings.config import Config
 from listings.data import photo_path
@@ -49,7 +49,6 @@ from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
 NAIVE_SAMPLE = 256  # training images timed through the naive loop (trunk run every step)
-SVM_CS = (3e-6, 1e-5, 3e-5)  # the baseline's C, chosen on validation photos (larger C overfits 1,764-d HOG)
 EVAL_BATCH = 512
 
 
@@ -104,12 +103,13 @@ def prepare_training(config: Config) -> Training:
     digests = dict(zip(photos["image_id"], photos["image_digest"]))
     train_digests = {i: digests[i] for i in photos.loc[photos["split"] == "train", "image_id"]}
     views = {0: digests, **{k: train_digests for k in range(1, settings.views)}}
-    fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, seed, settings.trunk_batch_size, config.data.workers)
+    augmentation = Augmentation.of(config)
+    fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, augmentation, settings.trunk_batch_size, config.data.workers)
     photos = photos[~photos["image_id"].isin(fill.skipped)].reset_index(drop=True)
     if fill.skipped:
         print(f"image branch: skipped {len(fill.skipped)} photo(s) that failed to load: {fill.skipped}", file=sys.stderr)
 
-    data = {split: _split_data(cache, photos[photos["split"] == split], settings.views if split == "train" else 1, seed) for split in ("train", "val", "test")}
+    data = {split: _split_data(cache, photos[photos["split"] == split], settings.views if split == "train" else 1, augmentation) for split in ("train", "val", "test")}
     if len(data["train"].image_ids) == 0 or len(data["val"].image_ids) == 0:
         raise ValueError("the image branch needs usable photos in the train and val splits")
     return Training(network, device, weights_file, weights_sha, list(prepared.encoder.classes), prepared.image_dir, photos, cache, fill, data)
@@ -118,7 +118,7 @@ def prepare_training(config: Config) -> Training:
 def train_image(config: Config) -> dict:
     """Train the image branch and the HOG-SVM baseline; write every artifact; return the figures."""
     start = time.perf_counter()
-    settings, seed = config.image, config.data.seed
+    settings = config.image
     run = prepare_training(config)
     network, data, fill, photos = run.network, run.data, run.fill, run.photos
     history, best_epoch, initial_val_loss = fit(network, data["train"], data["val"], config)
@@ -129,7 +129,7 @@ def train_image(config: Config) -> dict:
     out_dir = config.paths.image_model
     out_dir.mkdir(parents=True, exist_ok=True)
     all_ids = photos["image_id"].tolist()
-    export = export_embeddings(network, run.cache.gather(view_name(0, seed), all_ids), all_ids, out_dir / EXPORT_FILE)
+    export = export_embeddings(network, run.cache.gather(view_name(0, Augmentation.of(config)), all_ids), all_ids, out_dir / EXPORT_FILE)
     baseline = train_baseline(config, run.image_dir, photos, run.classes)
 
     train_epoch_s = float(np.median([h["train_seconds"] for h in history]))
@@ -300,11 +300,11 @@ def time_naive_loop(network: ImageNetwork, image_dir: Path, train: SplitData, co
 
     Returns the seconds per training image of that loop and the trunk's own throughput in it.
     """
-    settings, seed = config.image, config.data.seed
+    settings, augmentation = config.image, Augmentation.of(config)
     model = copy.deepcopy(network).train()
     groups = model.trainable_parameters()
     optimizer = torch.optim.AdamW(groups["tail"] + groups["head"], lr=settings.lr * 0.01)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(augmentation.seed)
     sample = rng.permutation(len(train.image_ids))[:NAIVE_SAMPLE]
     trunk_seconds, timed = 0.0, 0
     start = time.perf_counter()
@@ -314,7 +314,7 @@ def time_naive_loop(network: ImageNetwork, image_dir: Path, train: SplitData, co
         for row in rows:
             image_id = train.image_ids[row]
             image = clean_image(photo_path(image_dir, image_id), config.data.image_size)
-            pixels.append(make_view(image, settings.input_size, int(rng.integers(settings.views)), image_id, seed))
+            pixels.append(make_view(image, settings.input_size, int(rng.integers(settings.views)), image_id, augmentation))
         trunk_start = time.perf_counter()
         cut = model.cut_features(to_batch(pixels)).clone()
         if cut.is_cuda:
@@ -347,10 +347,10 @@ def product_groups(photos: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return product_index, product_labels
 
 
-def _split_data(cache: FeatureCache, photos: pd.DataFrame, n_views: int, seed: int) -> SplitData:
+def _split_data(cache: FeatureCache, photos: pd.DataFrame, n_views: int, augmentation: Augmentation) -> SplitData:
     image_ids = photos["image_id"].tolist()
     product_index, product_labels = product_groups(photos)
-    features = torch.stack([cache.gather(view_name(k, seed), image_ids) for k in range(n_views)])
+    features = torch.stack([cache.gather(view_name(k, augmentation), image_ids) for k in range(n_views)])
     return SplitData(image_ids, torch.tensor(photos["label"].to_numpy(np.int64)), product_index, product_labels, features)
 
 
@@ -380,9 +380,9 @@ def train_baseline(config: Config, image_dir: Path, photos: pd.DataFrame, classe
     split = photos["split"].to_numpy()
     labels = photos["label"].to_numpy(np.int64)
     train, val = split == "train", split == "val"
-    candidates = {c: HogSvmBaseline.fit(features[train], labels[train], classes, c, config.data.seed) for c in SVM_CS}
+    candidates = {c: HogSvmBaseline.fit(features[train], labels[train], classes, c, config.data.seed) for c in config.image.hog_svm_cs}
     val_accuracy = {c: float((m.proba_from_features(features[val]).argmax(1) == labels[val]).mean()) for c, m in candidates.items()}
-    best_c = max(SVM_CS, key=lambda c: (val_accuracy[c], -c))
+    best_c = max(candidates, key=lambda c: (val_accuracy[c], -c))
     model = candidates[best_c]
     metrics: dict = {"c": best_c, "val_accuracy_by_c": {str(c): round(a, 4) for c, a in val_accuracy.items()}}
     for name in ("val", "test"):

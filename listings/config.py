@@ -2,8 +2,8 @@
 
 Every stage reads its settings from `Config`; defaults live here, the environment
 (`FBM_DATA`, `FBM_ARTIFACTS`, `NLTK_DATA`, `FBM_API_KEY`) and the CLI (`--set section.field=value`)
-override them. Artifact locations are derived from `artifacts_dir` by `Paths`, so no stage
-spells out a path of its own.
+override them. Artifact locations are derived from `artifacts_dir` by `Paths`: the shared files
+and every stage's folder, inside which each stage names its own files (as module constants).
 """
 from __future__ import annotations
 
@@ -77,6 +77,12 @@ class ImageConfig:
     trunk_batch_size: int = 32
     precision: str = "bfloat16"  # bfloat16 | float32: the network's autocast (part of the feature-cache key)
     device: str = "auto"  # where the trunk and training run: auto (a CUDA GPU when torch sees one) | cpu | cuda
+    # the augmented views (1..views-1): a random resized crop keeping this fraction of the photo's area,
+    # a mirror, brightness, contrast and saturation factors in [1 - jitter, 1 + jitter], a hue shift
+    crop_scale: tuple[float, ...] = (0.35, 1.0)
+    jitter: float = 0.3
+    hue_jitter: float = 0.04
+    hog_svm_cs: tuple[float, ...] = (3e-6, 1e-5, 3e-5)  # the HOG-SVM baseline's C, chosen on validation photos (larger C overfits 1,764-d HOG)
 
 
 @dataclass
@@ -100,6 +106,11 @@ class TextConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2  # with label smoothing 0.1: validation accuracy 0.797 vs 0.785 (1e-4, no smoothing)
     label_smoothing: float = 0.1
+    # the TF-IDF model (a linear SVM over word and character n-grams of the tokens; late fusion's third input)
+    tfidf_c: float = 0.5
+    tfidf_min_df: int = 2  # an n-gram in fewer training texts is left out
+    tfidf_word_ngrams: int = 2  # word 1- to n-grams
+    tfidf_char_ngrams: tuple[int, ...] = (2, 5)  # character n-gram lengths, shortest and longest
 
 
 @dataclass
@@ -111,6 +122,8 @@ class FusionConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-3
+    late_weight_step: float = 0.05  # late fusion's branch weights are searched on validation on this grid
+    tfidf_powers: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # sharpenings of the TF-IDF model's probabilities searched
 
 
 @dataclass
@@ -188,7 +201,12 @@ class Config:
         setattr(section, field_name, value)
 
     def validate(self) -> None:
-        """What no single setting shows: the split fractions must sum to 1, and a photo must fit in a request."""
+        """What no single setting shows: the split fractions must sum to 1, a photo must fit in a
+        request, and a range is two numbers, the first at most the second."""
+        for section, name in _RANGES:
+            bounds = getattr(getattr(self, section), name)
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"{section}.{name} must be two numbers, the first at most the second (e.g. 2,5), got {','.join(map(str, bounds))}")
         fractions = (self.data.train_frac, self.data.val_frac, self.data.test_frac)
         if abs(sum(fractions) - 1.0) > 1e-6:
             raise ValueError(f"data.train_frac, val_frac and test_frac must sum to 1, got {' + '.join(map(str, fractions))} = {sum(fractions):g}")
@@ -214,6 +232,7 @@ _MINIMUM = {
         "w2v_negative", "w2v_min_count", "w2v_epochs", "w2v_workers", "channels", "max_tokens", "workers", "decode_workers",
         "batch_max_photos", "max_photos", "max_text_chars", "max_upload_bytes", "max_request_bytes", "max_image_pixels",
         "max_k", "rerank_candidates", "checkpoint_every", "ef_construction", "ef_search", "port", "kernel_sizes",
+        "tfidf_min_df", "tfidf_word_ngrams", "tfidf_char_ngrams",
     )
 } | {
     "hnsw_m": 2,  # an HNSW graph of one link per node crashes FAISS
@@ -221,14 +240,19 @@ _MINIMUM = {
     "image_size": 32,
     "input_size": 32,
 }
-_MAXIMUM = {"port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "label_smoothing": 1, "term_weight": 1} | {
+_MAXIMUM = {
+    "port": 65535, "train_frac": 1, "val_frac": 1, "test_frac": 1, "label_smoothing": 1, "term_weight": 1,
+    "crop_scale": 1, "late_weight_step": 1, "hue_jitter": 0.5,  # a hue shift of half the colour wheel either way is all of it
+} | {
     # sizes of a network, and threads: far above any use, below what fails with an allocation error
     "embed_dim": 4096, "channels": 4096, "w2v_dim": 1024, "hidden": 8192, "hnsw_m": 256,
     "inference_workers": 64, "torch_threads": 256, "decode_workers": 64, "workers": 64, "w2v_workers": 64,
 }
 _MAY_BE_EMPTY = {"api_key", "trusted_proxies"}  # empty: writes refused; no proxy believed
-_BELOW_ONE = {"dropout"}  # 0 to less than 1
-_ABOVE_ZERO = {"lr", "request_timeout_s"}
+_BELOW_ONE = {"dropout", "jitter"}  # 0 to less than 1
+_ABOVE_ZERO = {"lr", "request_timeout_s", "crop_scale", "hog_svm_cs", "tfidf_c", "late_weight_step", "tfidf_powers"}
+# settings of two numbers, the first at most the second
+_RANGES = (("image", "crop_scale"), ("text", "tfidf_char_ngrams"))
 
 
 def _check_range(name: str, value: object) -> None:
@@ -269,9 +293,11 @@ def _convert(raw: str, current: object) -> object:
         if isinstance(current, float):
             return float(raw)
         if isinstance(current, tuple):
-            return tuple(int(x) for x in raw.split(",") if x)
+            element = float if any(isinstance(x, float) for x in current) else int
+            return tuple(element(x) for x in raw.split(",") if x)
     except ValueError:
-        wanted = {int: "a whole number", float: "a number", tuple: "whole numbers separated by commas"}[type(current)]
+        tuple_of = "numbers" if isinstance(current, tuple) and any(isinstance(x, float) for x in current) else "whole numbers"
+        wanted = {int: "a whole number", float: "a number", tuple: f"{tuple_of} separated by commas"}[type(current)]
         raise ValueError(f"expected {wanted}, got {raw!r}") from None
     return raw
 

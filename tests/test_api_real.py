@@ -14,6 +14,7 @@ from api.app import create_app
 from api.services import Services, warm_up
 from listings.photos import PhotoStore
 from combined_model.fusion import LATE, LateWeights, combine
+from listings.config import TextConfig
 from listings.data import listing_text
 from retrieval.index import ListingIndex, fold_photos, listing_vectors
 from test_api_fakes import CLASSES, catalogue_rows, jpeg_bytes, synthetic_photo, tiny_config
@@ -44,7 +45,7 @@ def random_predictor():
     fusion = FusionClassifier(512, len(CLASSES))
     texts = [listing_text(row["title"], row["description"]) for row in catalogue_rows() if row["title"]]
     labels = [CLASSES.index(row["category"].split(" / ")[0]) for row in catalogue_rows() if row["title"]]
-    tfidf = TfidfSvmBaseline(CLASSES, min_df=1).fit([text.tokenize(t) for t in texts], labels)
+    tfidf = TfidfSvmBaseline.from_config(CLASSES, TextConfig(tfidf_min_df=1)).fit([text.tokenize(t) for t in texts], labels)
     sidecar = {"classes": CLASSES, "served_method": "late", "late_weights": LATE_WEIGHTS.to_json()}
     return Predictor(image, text, fusion, sidecar, tfidf)
 

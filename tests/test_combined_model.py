@@ -20,7 +20,7 @@ from combined_model.inference import Prediction, PreparedListing
 from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, late_weight_grid, train_combined
 from listings.categories import CategoryEncoder
 from listings.artifacts import CURVES_FILE
-from listings.config import Config
+from listings.config import Config, FusionConfig
 from listings.data import write_jsonl
 from listings.metrics import NO_ANSWER, per_product
 
@@ -119,7 +119,7 @@ def test_validation_chooses_the_weights_the_epoch_and_the_served_fusion(tmp_path
 
     monkeypatch.setattr(train_module, "gather", gathering)
     monkeypatch.setattr(train_module, "fused_probs", fusing)
-    monkeypatch.setattr(train_module, "choose_late_weights", lambda val: weighed.append(val) or choose(val))
+    monkeypatch.setattr(train_module, "choose_late_weights", lambda val, settings: weighed.append(val) or choose(val, settings))
     monkeypatch.setattr(train_module, "product_metrics", scoring)
     summary = train_combined(config)
 
@@ -227,7 +227,7 @@ def test_late_weights_take_tfidf_only_when_it_helps_on_validation(tmp_path):
             rows = combine(val.image_probs, val.text_probs, None, val.has_image, val.has_text, LATE, weights, val.tfidf_probs)
             return float((per_product(rows, val.product_index, len(val.labels)).argmax(1) == val.labels).mean())
 
-        late = choose_late_weights(val)
+        late = choose_late_weights(val, FusionConfig())
         return late, accuracy(late), max(accuracy(LateWeights(w, 1 - w)) for w in np.linspace(0, 1, 21))
 
     informed, with_tfidf, best_two_branch = chosen(True)
@@ -262,9 +262,11 @@ def test_report_lists_the_confident_mistakes_in_one_safe_row_each():
 
 
 def test_late_grid_holds_the_single_branch_and_tfidf_only_mixes():
-    grid = {(w.image, w.text, w.tfidf) for w in late_weight_grid()}
+    grid = {(w.image, w.text, w.tfidf) for w in late_weight_grid(FusionConfig())}
     assert {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.5, 0.0, 0.5)} <= grid
     assert len(grid) == 231  # every point of the 0.05 simplex grid
+    coarse = late_weight_grid(FusionConfig(late_weight_step=0.5, tfidf_powers=(1.0, 4.0)))
+    assert len(coarse) == 3 + 2 * 2 + 1 * 2  # 3 mixes without TF-IDF; 2 and 1 with weight 0.5 and 1, each at both powers
 
 
 def _outputs(n: int = 6) -> BranchOutputs:
@@ -276,7 +278,7 @@ def _outputs(n: int = 6) -> BranchOutputs:
 
 def test_tied_late_weights_go_to_the_even_two_branch_mix():
     """Every mix is right on every product here: the tie goes to no TF-IDF, then image and text closest to each other."""
-    assert choose_late_weights(_outputs()) == LateWeights(0.5, 0.5, 0.0, 1.0)
+    assert choose_late_weights(_outputs(), FusionConfig()) == LateWeights(0.5, 0.5, 0.0, 1.0)
 
 
 def test_confusion_rows_are_true_classes_and_columns_answers():

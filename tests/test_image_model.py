@@ -18,7 +18,7 @@ from image_model.baseline import HogSvmBaseline
 from image_model.cache import FeatureCache, cache_key, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, ImageBranch
 from image_model.model import Architecture, build_network
-from image_model.preprocess import eval_view, make_view, to_batch
+from image_model.preprocess import Augmentation, eval_view, make_view, to_batch
 from image_model import train as train_module
 from image_model.train import CURVES_FILE, SplitData, _trained_state, _warmup_cosine, fit, train_baseline, train_image
 from listings.categories import CategoryEncoder
@@ -177,7 +177,7 @@ def test_cache_hit_skips_the_trunk(tmp_path):
     cache = FeatureCache(tmp_path / "cache")
     digests = {i: f"digest-{i}" for i in ids}
     views = {0: digests, 1: {i: digests[i] for i in ids[:3]}}
-    first = fill_views(cache, network, image_dir, views, SIZE, seed=0, batch_size=4)
+    first = fill_views(cache, network, image_dir, views, SIZE, augmentation=_augmentation(0), batch_size=4)
     assert first.computed == 8 and not first.skipped
 
     def trunk_must_not_run(*_):
@@ -185,18 +185,18 @@ def test_cache_hit_skips_the_trunk(tmp_path):
 
     real_forward = network.trunk.forward
     network.trunk.forward = trunk_must_not_run
-    again = fill_views(cache, network, image_dir, views, SIZE, seed=0, batch_size=4)
+    again = fill_views(cache, network, image_dir, views, SIZE, augmentation=_augmentation(0), batch_size=4)
     assert again.computed == 0
-    assert cache.gather(view_name(1, 0), ids[:3]).shape[0] == 3
-    assert not torch.equal(cache.gather(view_name(0, 0), ids[:3]), cache.gather(view_name(1, 0), ids[:3]))
+    assert cache.gather(view_name(1, _augmentation(0)), ids[:3]).shape[0] == 3
+    assert not torch.equal(cache.gather(view_name(0, _augmentation(0)), ids[:3]), cache.gather(view_name(1, _augmentation(0)), ids[:3]))
 
     # a photo replaced under the same id (prepare gives it a new digest) is computed again, and only it
-    before = cache.gather(view_name(0, 0), ids)
+    before = cache.gather(view_name(0, _augmentation(0)), ids)
     Image.new("RGB", (SIZE, SIZE), (250, 250, 0)).save(image_dir / "a2.jpg")
     network.trunk.forward = real_forward
-    replaced = fill_views(cache, network, image_dir, {0: digests | {"a2": "digest-new"}}, SIZE, seed=0, batch_size=4)
-    after = cache.gather(view_name(0, 0), ids)
-    assert replaced.computed == 1 and len(cache.read(view_name(0, 0))[0]) == 5
+    replaced = fill_views(cache, network, image_dir, {0: digests | {"a2": "digest-new"}}, SIZE, augmentation=_augmentation(0), batch_size=4)
+    after = cache.gather(view_name(0, _augmentation(0)), ids)
+    assert replaced.computed == 1 and len(cache.read(view_name(0, _augmentation(0)))[0]) == 5
     assert not torch.equal(after[2], before[2]) and torch.equal(after[[0, 1, 3, 4]], before[[0, 1, 3, 4]])
 
 
@@ -234,9 +234,9 @@ def test_prefetched_cache_fill_matches_a_serial_one_in_order_and_values(tmp_path
     fills = {}
     for loaders in (1, 3):
         cache = FeatureCache(tmp_path / f"cache{loaders}")
-        stats = fill_views(cache, network, image_dir, {0: dict.fromkeys(ids, ""), 1: dict.fromkeys(ids[:7], "")}, SIZE, seed=0, batch_size=2, loaders=loaders)
+        stats = fill_views(cache, network, image_dir, {0: dict.fromkeys(ids, ""), 1: dict.fromkeys(ids[:7], "")}, SIZE, augmentation=_augmentation(0), batch_size=2, loaders=loaders)
         assert stats.computed == 16 and list(stats.skipped) == ["p5"]
-        fills[loaders] = [cache.gather(view_name(v, 0), [i for i in subset if i != "p5"]) for v, subset in ((0, ids), (1, ids[:7]))]
+        fills[loaders] = [cache.gather(view_name(v, _augmentation(0)), [i for i in subset if i != "p5"]) for v, subset in ((0, ids), (1, ids[:7]))]
     for serial, prefetched in zip(fills[1], fills[3]):
         assert torch.equal(serial, prefetched)
 
@@ -259,12 +259,12 @@ def test_training_device_is_the_cpu_without_a_gpu_and_cuda_is_refused_clearly(mo
 def test_augmented_views_change_pixels_and_are_reproducible():
     photo = _photo(1, 7)
     plain = eval_view(photo, SIZE)
-    augmented = make_view(photo, SIZE, 1, "img-x", 42)
+    augmented = make_view(photo, SIZE, 1, "img-x", _augmentation(42))
     assert plain.shape == augmented.shape == (SIZE, SIZE, 3) and augmented.dtype == np.uint8
     assert np.abs(plain.astype(int) - augmented).mean() > 3
-    assert np.array_equal(augmented, make_view(photo, SIZE, 1, "img-x", 42))
-    assert not np.array_equal(augmented, make_view(photo, SIZE, 2, "img-x", 42))
-    assert np.array_equal(plain, make_view(photo, SIZE, 0, "img-x", 42))
+    assert np.array_equal(augmented, make_view(photo, SIZE, 1, "img-x", _augmentation(42)))
+    assert not np.array_equal(augmented, make_view(photo, SIZE, 2, "img-x", _augmentation(42)))
+    assert np.array_equal(plain, make_view(photo, SIZE, 0, "img-x", _augmentation(42)))
 
 
 def test_resnet50_weights_load_from_the_torch_cache_without_network(tmp_path, monkeypatch):
@@ -381,7 +381,7 @@ def _noise_photo() -> Image.Image:
 def test_augmented_views_are_drawn_per_image():
     """Each photo gets its own random crop/flip/jitter for a view: the same view of two photos must not share one draw."""
     photo = _noise_photo()
-    views = [make_view(photo, 64, 1, image_id, 42) for image_id in ("img-a", "img-b", "img-c")]
+    views = [make_view(photo, 64, 1, image_id, _augmentation(42)) for image_id in ("img-a", "img-b", "img-c")]
     assert not np.array_equal(views[0], views[1]) and not np.array_equal(views[1], views[2])
 
 
@@ -399,10 +399,40 @@ def test_cache_key_separates_precisions():
     assert cache_key("b", "0" * 64, 224, "c", "bfloat16", 256) != cache_key("b", "0" * 64, 224, "c", "float32", 256)
 
 
-def test_augmented_view_names_carry_the_seed():
-    """Augmented views depend on data.seed: another seed must not reuse the cached views of the first."""
-    assert view_name(1, 0) != view_name(1, 1) and view_name(2, 0) != view_name(2, 7)
-    assert view_name(0, 0) == view_name(0, 5)  # the plain view does not depend on the seed
+def test_augmented_view_names_carry_the_seed_and_the_strengths():
+    """Augmented views depend on data.seed and on image.crop_scale, jitter and hue_jitter: other
+    settings must not reuse the cached views of the first."""
+    assert view_name(1, _augmentation(0)) != view_name(1, _augmentation(1)) and view_name(2, _augmentation(0)) != view_name(2, _augmentation(7))
+    stronger = Config()
+    stronger.override("image.jitter=0.5")
+    assert view_name(1, Augmentation.of(stronger)) != view_name(1, _augmentation(42))
+    assert view_name(0, _augmentation(0)) == view_name(0, _augmentation(5)) == view_name(0, Augmentation.of(stronger))  # the plain view depends on neither
+
+
+def test_augmentation_strengths_come_from_the_settings():
+    photo = _photo(1, 7)
+    gentle, strong = Config(), Config()
+    gentle.override("image.crop_scale=1,1")
+    gentle.override("image.jitter=0")
+    gentle.override("image.hue_jitter=0")
+    strong.override("image.jitter=0.9")
+    plain = eval_view(photo, SIZE).astype(int)
+    untouched = make_view(photo, SIZE, 1, "img-x", Augmentation.of(gentle)).astype(int)  # at most mirrored
+    assert min(np.abs(untouched - plain).mean(), np.abs(untouched - plain[:, ::-1]).mean()) < 1
+    assert np.abs(make_view(photo, SIZE, 1, "img-x", Augmentation.of(strong)).astype(int) - plain).mean() > 3
+    for bad in ("image.crop_scale=0.5", "image.crop_scale=0.9,0.4"):
+        config = Config()
+        config.override(bad)
+        with pytest.raises(ValueError, match="image.crop_scale must be two numbers, the first at most the second"):
+            config.validate()
+    with pytest.raises(ValueError, match="expected a number from 0 to less than 1"):
+        Config().override("image.jitter=1.5")
+
+
+def _augmentation(seed: int) -> Augmentation:
+    config = Config()
+    config.data.seed = seed
+    return Augmentation.of(config)
 
 
 def test_resnet50_last_block_cut_keeps_every_block():
@@ -505,5 +535,5 @@ def test_hog_svm_c_is_chosen_on_validation_photos_never_test(tmp_path, monkeypat
     config = Config()
     config.data.artifacts_dir = str(tmp_path)
     train_baseline(config, tmp_path, photos, ["a", "b"])
-    choice_calls = scored_rows[: len(train_module.SVM_CS)]
+    choice_calls = scored_rows[: len(config.image.hog_svm_cs)]
     assert all(rows == [6, 7, 8] for rows in choice_calls), choice_calls

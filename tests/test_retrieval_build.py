@@ -11,7 +11,7 @@ from pipeline import needs_nltk_data
 
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT
 from listings.categories import CategoryEncoder
-from listings.config import Config, IndexConfig
+from listings.config import Config, IndexConfig, TextConfig
 from listings.data import listing_text, write_jsonl
 from listings.photos import PhotoStore
 from retrieval.bench import bench_scale
@@ -59,7 +59,7 @@ def _artifacts(tmp_path, n_products: int = 60, seed: int = 0) -> Config:
     np.savez(paths.image_model / IMAGE_EXPORT, image_ids=np.array(image_ids), embeddings=np.array(image_emb, np.float32), probs=probs(len(image_ids)))
     known = np.array([0 if p % 5 == 0 else 7 for p in range(n_products)])
     tokens = [tokenize(listing_text(r["title"], r["description"])) for r in rows]
-    tfidf = TfidfSvmBaseline(ROOTS).fit(tokens, [r["label"] for r in rows])
+    tfidf = TfidfSvmBaseline.from_config(ROOTS, TextConfig()).fit(tokens, [r["label"] for r in rows])
     tfidf.save(paths.text_model / BASELINE_DIR)
     words = tfidf.word_rows(tokens)  # as the text stage exports them
     np.savez(

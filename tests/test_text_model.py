@@ -396,7 +396,7 @@ def test_tfidf_svm_save_load_gives_identical_probabilities(tmp_path, n_classes):
     tokens, labels = separable_corpus(30 * n_classes)
     keep = labels < n_classes
     tokens, labels = [t for t, k in zip(tokens, keep) if k], labels[keep]
-    baseline = TfidfSvmBaseline(CLASSES[:n_classes], min_df=1).fit(tokens, labels)
+    baseline = TfidfSvmBaseline.from_config(CLASSES[:n_classes], TextConfig(tfidf_min_df=1)).fit(tokens, labels)
     baseline.save(tmp_path / "tfidf")
     assert {p.name for p in (tmp_path / "tfidf").iterdir()} == {SETTINGS_FILE, ARRAYS_FILE}
     loaded = TfidfSvmBaseline.load_dir(tmp_path / "tfidf")
@@ -417,7 +417,7 @@ def test_tfidf_svm_save_load_gives_identical_probabilities(tmp_path, n_classes):
 def test_tfidf_character_ngrams_place_words_it_never_saw(tmp_path):
     """Misspelt or inflected words share character n-grams with the training words: each gets its class."""
     tokens, labels = separable_corpus(90)
-    baseline = TfidfSvmBaseline(CLASSES, min_df=1).fit(tokens, labels)
+    baseline = TfidfSvmBaseline.from_config(CLASSES, TextConfig(tfidf_min_df=1)).fit(tokens, labels)
     unseen = [["sofaa"], ["wardrobes"], ["drilll"], ["screwdrivers"], ["iphonee"], ["chargers"]]
     assert not {word for (word,) in unseen} & {word for text in tokens for word in text}
     assert baseline.predict_proba_tokens(unseen).argmax(axis=1).tolist() == [0, 0, 1, 1, 2, 2]
@@ -425,7 +425,7 @@ def test_tfidf_character_ngrams_place_words_it_never_saw(tmp_path):
 
 def test_tfidf_svm_from_before_character_ngrams_asks_for_a_retrain(tmp_path):
     tokens, labels = separable_corpus(30)
-    TfidfSvmBaseline(CLASSES, min_df=1).fit(tokens, labels).save(tmp_path / "tfidf")
+    TfidfSvmBaseline.from_config(CLASSES, TextConfig(tfidf_min_df=1)).fit(tokens, labels).save(tmp_path / "tfidf")
     settings = json.loads((tmp_path / "tfidf" / SETTINGS_FILE).read_text())
     old = {key: value for key, value in settings.items() if key not in ("chars_vocabulary", "char_range", "words_vocabulary")}
     (tmp_path / "tfidf" / SETTINGS_FILE).write_text(json.dumps(old | {"vocabulary": settings["words_vocabulary"]}))
@@ -436,7 +436,7 @@ def test_tfidf_svm_from_before_character_ngrams_asks_for_a_retrain(tmp_path):
 def test_tfidf_svm_needs_every_class_in_training():
     tokens, labels = separable_corpus(12)
     with pytest.raises(ValueError):
-        TfidfSvmBaseline(CLASSES + ["Other"], min_df=1).fit(tokens, labels)
+        TfidfSvmBaseline.from_config(CLASSES + ["Other"], TextConfig(tfidf_min_df=1)).fit(tokens, labels)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sklearn.preprocessing import normalize
 from sklearn.svm import LinearSVC
 
 from listings.artifacts import read_json, require_files
-from listings.config import Config
+from listings.config import Config, TextConfig
 from listings.metrics import softmax_rows
 from text_model.preprocess import tokenize
 
@@ -36,9 +36,7 @@ def ngrams(tokens: list[str], n_max: int) -> list[str]:
 
 
 class TfidfSvmBaseline:
-    def __init__(
-        self, classes: list[str], stem: bool = False, n_max: int = 2, min_df: int = 2, C: float = 0.5, char_range: Sequence[int] = (2, 5)
-    ):
+    def __init__(self, classes: list[str], *, stem: bool, n_max: int, min_df: int, C: float, char_range: Sequence[int]):
         self.classes = list(classes)
         self.stem, self.n_max, self.min_df, self.C, self.char_range = stem, n_max, min_df, C, tuple(char_range)
         self.words = TfidfVectorizer(analyzer=functools.partial(ngrams, n_max=n_max), sublinear_tf=True, min_df=min_df, dtype=np.float32)
@@ -97,6 +95,14 @@ class TfidfSvmBaseline:
         (directory / SETTINGS_FILE).write_text(json.dumps(settings | vocabularies, ensure_ascii=False), encoding="utf-8")
         idfs = {f"{name}_idf": vectorizer.idf_.astype(np.float32) for name, vectorizer in self._blocks().items()}
         np.savez(directory / ARRAYS_FILE, coef=self.coef, intercept=self.intercept, **idfs)
+
+    @classmethod
+    def from_config(cls, classes: list[str], settings: TextConfig) -> "TfidfSvmBaseline":
+        """An unfitted model with the text settings' tokens (`stem`) and `tfidf_*` choices."""
+        return cls(
+            classes, stem=settings.stem, n_max=settings.tfidf_word_ngrams, min_df=settings.tfidf_min_df, C=settings.tfidf_c,
+            char_range=settings.tfidf_char_ngrams,
+        )
 
     @classmethod
     def load(cls, config: Config) -> "TfidfSvmBaseline":

@@ -134,7 +134,7 @@ def train_text(config: Config) -> dict:
     word2vec_time = time.perf_counter() - start
     neighbours = save_word2vec(vectors, out, cfg.stem, seed)
 
-    baseline = TfidfSvmBaseline(classes, stem=cfg.stem).fit(train_tokens, labels[rows["train"]])
+    baseline = TfidfSvmBaseline.from_config(classes, cfg).fit(train_tokens, labels[rows["train"]])
     baseline.save(out / BASELINE_DIR)
     baseline_metrics = {
         split: summarise(labels[rows[split]], baseline.predict_proba_tokens([tokens[i] for i in rows[split]]))
