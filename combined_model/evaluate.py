@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from combined_model.features import check_same_categories
 from combined_model.fusion import EARLY, LATE
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
@@ -163,11 +164,12 @@ def row_probabilities(
 def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.DataFrame]:
     """The figures (`metrics.json`) and one row per listing scored (`listing_predictions`)."""
     start = time.perf_counter()
+    predictor = Predictor.load(config)
+    classes = load_prepared(config).encoder.classes  # the labels' encoding: the models' own, or their indices name other categories
+    check_same_categories("served model", predictor.classes, classes, config)
     eval_set = directory_set(config, data_dir) if data_dir else held_out_split(config)
-    classes = load_prepared(config).encoder.classes
     eval_set.check_not_empty()
     labels = eval_set.listings["label"].to_numpy()
-    predictor = Predictor.load(config)
     rows, owner, has_image, skipped = row_probabilities(config, eval_set, predictor)
     n = len(labels)
     models, per_image, per_class_f1, confusions, product_probs = {}, {}, {}, {}, {}

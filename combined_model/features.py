@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from image_model.inference import EXPORT_FILE as IMAGE_EXPORT
-from listings.artifacts import require_files
+from image_model.inference import SIDECAR_FILE as IMAGE_SIDECAR
+from listings.artifacts import read_json, require_files
 from listings.config import Config
 from text_model.inference import EXPORT_FILE as TEXT_EXPORT
+from text_model.inference import SIDECAR_FILE as TEXT_SIDECAR
 
 
 @dataclass
@@ -54,6 +56,30 @@ def text_is_used(known_tokens: np.ndarray, has_image: np.ndarray) -> np.ndarray:
     nothing beside a photo, so it is used only for a listing without one (alone, it still gets its
     low-confidence answer)."""
     return (np.asarray(known_tokens) > 0) | ~np.asarray(has_image, dtype=bool)
+
+
+def check_branches_know(config: Config, classes: list[str]) -> None:
+    """A ValueError when a branch was trained on other categories than `classes`, the prepared
+    listings': `fbm prepare` ran on other data since, and the branch's class indices would name
+    categories it never learnt."""
+    branches = (("image branch", config.paths.image_model / IMAGE_SIDECAR, "fbm train image"), ("text branch", config.paths.text_model / TEXT_SIDECAR, "fbm train text"))
+    for name, sidecar, command in branches:
+        check_same_categories(name, list(read_json(sidecar, command).get("classes", [])), classes, config)
+
+
+def check_same_categories(what: str, trained: list[str], classes: list[str], config: Config) -> None:
+    """A ValueError naming both category lists when `what` was trained on other categories than
+    the prepared listings have."""
+    if list(trained) != list(classes):
+        raise ValueError(
+            f"the {what} was trained on {_categories(trained)}, but the listings prepared in {config.paths.data} have "
+            f"{_categories(classes)}: `fbm prepare` ran on other data since; `fbm train all` trains every stage on them"
+        )
+
+
+def _categories(names: list[str]) -> str:
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"{len(names)} categories ({shown})"
 
 
 def load_export(path: Path, key: str, command: str, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

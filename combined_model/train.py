@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from combined_model.features import BranchOutputs, gather, load_branch_exports
+from combined_model.features import BranchOutputs, check_branches_know, gather, load_branch_exports
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
 from combined_model.inference import MODEL_FILE, SIDECAR_FILE
 from listings.artifacts import CURVES_FILE
@@ -108,6 +108,7 @@ def choose_late_weights(val: BranchOutputs, config: FusionConfig) -> LateWeights
 def train_combined(config: Config) -> dict:
     start = time.perf_counter()
     prepared = load_prepared(config, for_training=True)
+    check_branches_know(config, prepared.encoder.classes)
     n_classes = len(prepared.encoder)
     image_export, text_export = load_branch_exports(config)
     splits = {name: gather(prepared.split(name), image_export, text_export, n_classes) for name in ("train", "val", "test")}

@@ -75,6 +75,12 @@ def load_product_embeddings(config: Config) -> ProductEmbeddings:
     image_export, text_export = load_branch_exports(config)
     photos = dict(zip(image_export["image_ids"].tolist(), image_export["embeddings"].astype(np.float32)))
     text_row = {pid: i for i, pid in enumerate(text_export["product_ids"].tolist())}
+    unembedded = [pid for pid in listings["product_id"] if pid not in text_row]  # the text stage embeds every listing
+    if unembedded:
+        raise ValueError(
+            f"{len(unembedded)} of the {len(listings)} prepared listings (e.g. {unembedded[0]!r}) have no embedding in {config.paths.text_model}: "
+            "the branches were trained on other listings (`fbm prepare` ran since); `fbm train all` trains them on these, then `fbm index`"
+        )
     d_img, d_txt = image_export["embeddings"].shape[1], text_export["embeddings"].shape[1]
     if d_img != d_txt:
         raise ValueError(f"the image ({d_img}-d) and text ({d_txt}-d) embeddings must have the same width")

@@ -1,7 +1,7 @@
 """Whether a training stage is up to date, so that `fbm train` run again skips it.
 
-A stage's fingerprint is a digest of what its outputs depend on: what it reads (for a branch, some
-fields of the prepared listings and the category names; for the fusion, the branches' outputs), the
+A stage's fingerprint is a digest of what its outputs depend on: what it reads (some fields of the
+prepared listings and the category names; for the fusion, also the branches' outputs), the
 settings it uses (not those of speed alone), the code of the packages it runs, the pinned
 requirements, and for the image branch the backbone weights at hand and whether a GPU is. It is
 written beside the outputs once the stage has finished (`fingerprint.json`, with the SHA-256 of each
@@ -52,10 +52,12 @@ NOT_FINGERPRINTED = {
     "combined": {"data": PLACES},
 }
 # the prepared listings' fields each branch reads: another field changed (a price, a location) leaves
-# both branches up to date, and the index (which shows every field) stale
-BRANCH_FIELDS = {
+# the prepared listings' fields each stage reads: a price or a location changed leaves every stage
+# up to date, and the index (which shows every field) stale
+LISTING_FIELDS = {
     "image": ("product_id", "label", "split", "image_ids", "image_digests"),
     "text": ("product_id", "label", "split", "title", "description"),
+    "combined": ("product_id", "label", "split", "image_ids"),
 }
 
 
@@ -64,13 +66,14 @@ def output_dir(stage: str, config: Config) -> Path:
 
 
 def input_files(stage: str, config: Config) -> list[Path]:
-    """The files a stage reads: the prepared listings for a branch, both branches' outputs for the
-    fusion, and both for the index ("index")."""
+    """The files a stage reads: the prepared listings for a branch; those and both branches' outputs
+    for the fusion (it trains on the listings' labels and splits) and for the index ("index")."""
     paths = config.paths
+    branch_outputs = [path for stage_dir in (paths.image_model, paths.text_model) for path in output_files(stage_dir)]
     if stage == "index":
-        return [paths.listings, *input_files("combined", config)]
+        return [paths.listings, *branch_outputs]
     if stage == "combined":
-        return [path for stage_dir in (paths.image_model, paths.text_model) for path in output_files(stage_dir)]
+        return [paths.listings, paths.categories, *branch_outputs]
     return [paths.listings, paths.splits, paths.categories]
 
 
@@ -87,13 +90,13 @@ def inputs_digest(stage: str, config: Config, file_digest: Callable[[Path], str]
 
 
 def read_digest(stage: str, path: Path, config: Config, file_digest: Callable[[Path], str]) -> str:
-    """The digest of what a stage reads of one input file: a branch reads the fields `BRANCH_FIELDS`
+    """The digest of what a stage reads of one input file: a stage reads the fields `LISTING_FIELDS`
     names of the prepared listings, in their order, and the category names (not the sub-categories'
     counts); every other file, and one these readers refuse (the stage says what is wrong), counts whole."""
     try:
-        if stage in BRANCH_FIELDS and path == config.paths.listings:
-            return _digest(read_jsonl(path).reindex(columns=list(BRANCH_FIELDS[stage])).to_json(orient="values"))
-        if stage in BRANCH_FIELDS and path == config.paths.categories:
+        if stage in LISTING_FIELDS and path == config.paths.listings:
+            return _digest(read_jsonl(path).reindex(columns=list(LISTING_FIELDS[stage])).to_json(orient="values"))
+        if stage in LISTING_FIELDS and path == config.paths.categories:
             return _digest(json.dumps(CategoryEncoder.load(path).classes))
     except (ValueError, KeyError, TypeError):
         pass
@@ -195,7 +198,7 @@ def stale_stages(config: Config, index: bool = True) -> list[str]:
         recorded = _recorded(stage, config)
         if "inputs" in recorded and all(path.is_file() for path in input_files(stage, config)):
             if recorded["inputs"] != inputs_digest(stage, config, file_digest):
-                what = "branches" if stage == "combined" else "prepared listings"
+                what = "branches or prepared listings" if stage == "combined" else "prepared listings"
                 warnings.append(
                     f"warning: {output_dir(stage, config)} was trained from other {what} than those now in {config.paths.root}: "
                     "`fbm train all` brings every stage up to date"

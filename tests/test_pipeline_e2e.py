@@ -43,7 +43,7 @@ def test_train_skips_a_stage_trained_from_the_same_inputs_settings_and_code(trai
     summary = artifacts / "text_model" / "summary.json"
     summary.write_text(summary.read_text() + " ")  # an input of the fusion: the text branch's outputs
     assert main(["classify", "--artifacts", str(artifacts), "--text", "oak chair"]) == 0  # until retrained, the fusion is named stale
-    assert "combined_model was trained from other branches than those now in" in capsys.readouterr().err
+    assert "combined_model was trained from other branches or prepared listings than those now in" in capsys.readouterr().err
     assert trained(["--set", "fusion.dropout=0.4"])
     (artifacts / "combined_model" / "curves.png").unlink()
     assert trained(["--set", "fusion.dropout=0.4"])
@@ -112,6 +112,46 @@ def test_a_search_names_an_index_built_from_other_branches(trained_pipeline, tmp
     assert main(["classify", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
     assert main(["index", *settings]) == 0 and stale not in capsys.readouterr().err
     assert main(["similar", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
+
+
+def _dataset_of_roots(source: Path, target: Path, n_roots: int) -> Path:
+    """The listings of `source`'s first `n_roots` root categories, with their photos."""
+    read = lambda name: pd.read_csv(source / name, lineterminator="\n", dtype=str, keep_default_na=False, index_col=0)  # noqa: E731
+    products, images = read("Products.csv"), read("Images.csv")
+    roots = products["category"].str.split(" / ").str[0]
+    kept = products[roots.isin(sorted(roots.unique())[:n_roots])]
+    photos = images[images["product_id"].isin(kept["id"])]
+    (target / "images").mkdir(parents=True)
+    kept.to_csv(target / "Products.csv", lineterminator="\n")
+    photos.to_csv(target / "Images.csv", lineterminator="\n")
+    for image_id in photos["id"]:
+        shutil.copyfile(source / "images" / f"{image_id}.jpg", target / "images" / f"{image_id}.jpg")
+    return target
+
+
+def test_listings_prepared_again_from_other_data_are_refused_where_the_models_do_not_fit_them(trained_pipeline, tmp_path, capsys):
+    """`fbm prepare` run on another dataset into a trained folder: the models' class indices would
+    name other categories (evaluate crashed, or renamed every answer), the fusion failed on a numpy
+    shape, and `fbm index` replaced a working index with one of only the listings it had embeddings for."""
+    config, unseen = trained_pipeline
+    artifacts = shutil.copytree(config.paths.root, tmp_path / "artifacts", ignore=shutil.ignore_patterns("cache"))
+    settings = ["--artifacts", str(artifacts)]
+    fewer = _dataset_of_roots(Path(config.data.data_dir), tmp_path / "fewer", 3)
+    assert main(["train", "combined", *settings]) == 0  # trained with a record: up to date until its inputs change
+    assert main(["prepare", "--data", str(fewer), *settings]) == 0
+    capsys.readouterr()
+    mismatch = r"was trained on \d+ categories \(.*\), but the listings prepared in .* have 3 categories \(.*\): `fbm prepare` ran on other data since"
+    assert main(["evaluate", *settings]) == 2
+    assert re.search("the served model " + mismatch, capsys.readouterr().err)
+    assert main(["train", "combined", *settings]) == 2  # its inputs changed: it trains, and refuses
+    assert re.search("the image branch " + mismatch, capsys.readouterr().err)
+
+    index_files = sorted(path.name for path in (artifacts / "index").iterdir())
+    assert main(["prepare", "--data", str(unseen), *settings]) == 0
+    capsys.readouterr()
+    assert main(["index", *settings]) == 2
+    assert re.search(r"\d+ of the \d+ prepared listings .* have no embedding in .*text_model: the branches were trained on other listings", capsys.readouterr().err)
+    assert sorted(path.name for path in (artifacts / "index").iterdir()) == index_files  # the index it had is untouched
 
 
 def test_a_training_device_is_named_as_such_where_the_models_run_on_the_cpu(trained_pipeline, capsys):
