@@ -164,8 +164,8 @@ def row_probabilities(
 def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.DataFrame]:
     """The figures (`metrics.json`) and one row per listing scored (`listing_predictions`)."""
     start = time.perf_counter()
-    predictor = Predictor.load(config)
     classes = load_prepared(config).encoder.classes  # the labels' encoding: the models' own, or their indices name other categories
+    predictor = Predictor.load(config)
     check_same_categories("served model", predictor.classes, classes, config)
     eval_set = directory_set(config, data_dir) if data_dir else held_out_split(config)
     eval_set.check_not_empty()

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from listings.config import DataConfig
 from listings.data import photo_path
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not half a picture
@@ -67,18 +68,20 @@ class ImageError(ValueError):
 Source = str | Path | bytes | BinaryIO
 
 
-def clean_image(source: Source, size: int, max_pixels: int = 40_000_000) -> Image.Image:
+MAX_PIXELS = DataConfig.max_image_pixels  # the default of `data.max_image_pixels`
+
+
+def clean_image(source: Source, size: int, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open, validate and normalise one image: EXIF-upright, RGB, letterboxed to `size`×`size`.
 
     Raises ImageError with reason missing | not_a_file | empty | not_an_image | too_large | truncated.
     """
-    return _cleaned(_open(_read(source), max_pixels), size)
+    return _cleaned(_open(_read(source), max_pixels, size), size)
 
 
 def _cleaned(image: Image.Image, size: int) -> Image.Image:
     """`clean_image` of an opened image, which it closes."""
     try:
-        _decode_reduced(image, size)
         _load(image)
         return letterbox(to_rgb(upright(_reduced(image, size))), size)
     finally:
@@ -146,7 +149,7 @@ def _load(image: Image.Image) -> None:
         raise ImageError("truncated", str(exc)) from exc
 
 
-def clean_photo(source: Source, size: int, max_pixels: int = 40_000_000) -> Image.Image:
+def clean_photo(source: Source, size: int, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """A new photo cleaned into exactly the pixels the cleaned-image cache holds for it
     (`stored_form`): serving and evaluation see what training saw. The encoding rides along in
     `info[STORED_JPEG]`, so storing the photo writes these bytes, not a second encoding."""
@@ -158,7 +161,7 @@ def clean_photo(source: Source, size: int, max_pixels: int = 40_000_000) -> Imag
     return photo
 
 
-def stored_form(source: Source, size: int, max_pixels: int = 40_000_000) -> tuple[bytes, Image.Image | None]:
+def stored_form(source: Source, size: int, max_pixels: int = MAX_PIXELS) -> tuple[bytes, Image.Image | None]:
     """(the bytes the cleaned-image cache holds for a photo, their decoded pixels when already at hand).
 
     A photo that is already clean, an RGB JPEG at `size`×`size` with no metadata (no EXIF, so
@@ -167,7 +170,7 @@ def stored_form(source: Source, size: int, max_pixels: int = 40_000_000) -> tupl
     (`stored_jpeg`), without decoding that encoding here. Raises ImageError like `clean_image`.
     """
     data = _read(source)
-    image = _open(data, max_pixels)
+    image = _open(data, max_pixels, size)
     if not _already_clean(image, data, size):
         return stored_jpeg(_cleaned(image, size)), None
     _load(image)
@@ -291,25 +294,30 @@ def _read(source: Source) -> bytes:
     return data
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """The image in `data`, header read, pixels not yet decoded; ImageError for what cannot be one."""
+def _open(data: bytes, max_pixels: int, size: int) -> Image.Image:
+    """The image in `data`, header read, pixels not yet decoded (a large JPEG set to decode at a
+    reduced scale for a `size` square); ImageError for what cannot be one, or whose pixels decoded
+    would be over `max_pixels`: a 48-megapixel phone JPEG decodes at 1/8 of its sides, 0.8 megapixels."""
     stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit, on the pixels decoded, follows
             image = Image.open(stream, formats=PHOTO_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # its limit is Pillow's, not ours
-        raise ImageError("too_large", f"its header declares more than {min(max_pixels, Image.MAX_IMAGE_PIXELS)} pixels") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's hard limit, twice its warning's
+        raise ImageError("too_large", f"its header declares more than {min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)} pixels") from exc
     except UnidentifiedImageError as exc:  # its message names the stream object, not the file
         raise ImageError("not_an_image", f"the accepted formats are {', '.join(PHOTO_FORMATS)}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not_an_image", str(exc)) from exc
     width, height = image.size
     try:
-        if width * height > max_pixels:
-            raise ImageError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
         if width == 0 or height == 0:
             raise ImageError("not_an_image", "zero-sized image")
+        _decode_reduced(image, size)
+        decoded = image.size[0] * image.size[1]
+        if decoded > max_pixels:
+            at = "" if image.size == (width, height) else f" (at {image.size[0]}x{image.size[1]})"
+            raise ImageError("too_large", f"{width}x{height} decodes to {decoded:,} pixels{at}, over the limit of {max_pixels:,} (data.max_image_pixels)")
     except ImageError:
         image.close()
         raise

@@ -462,9 +462,13 @@ def test_photo_and_pixel_limits(artifacts):
         response = client.post("/image", files={"img": ("noise.jpg", big_file)})
         assert response.status_code == 413 and "the limit is 50,000" in response.json()["detail"]
 
-        many_pixels = jpeg_bytes(Image.new("RGB", (1000, 600), (0, 0, 0)))
-        response = client.post("/image", files={"img": ("wide.jpg", many_pixels)})
-        assert response.status_code == 413 and "too large" in response.json()["detail"]
+        wide = Image.new("RGB", (1000, 600), (0, 0, 0))
+        many_pixels = io.BytesIO()
+        wide.save(many_pixels, "PNG")
+        response = client.post("/image", files={"img": ("wide.png", many_pixels.getvalue())})
+        assert response.status_code == 413 and "1000x600 decodes to 600,000 pixels, over the limit of 250,000" in response.json()["detail"]
+        as_jpeg = client.post("/image", files={"img": ("wide.jpg", jpeg_bytes(wide))})  # decoded at half its sides, 150,000 pixels
+        assert as_jpeg.status_code == 200
 
         small = jpeg_bytes(synthetic_photo("red", "circle"))
         response = client.post("/image", files=[("img", ("a.jpg", small))] * 3)

@@ -247,8 +247,20 @@ def test_missing_file(tmp_path: Path):
 
 def test_max_pixels_is_configurable():
     data = encode(Image.new("RGB", (100, 100)), "PNG")
-    with pytest.raises(ImageError, match="too large"):
+    with pytest.raises(ImageError, match=r"too large: 100x100 decodes to 10,000 pixels, over the limit of 5,000 \(data.max_image_pixels\)"):
         clean_image(data, SIZE, max_pixels=5000)
+
+
+def test_the_pixel_limit_counts_the_pixels_a_large_jpeg_decodes_to():
+    """A phone's 48-megapixel JPEG decodes at 1/8 of its sides for a 256-pixel square (0.8 megapixels):
+    it was refused by its declared size, over the 40-megapixel limit. Here in miniature: 200x200
+    photos, a 16-pixel square, a limit of 5,000 pixels."""
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    assert clean_image(encode(photo, "JPEG"), 16, max_pixels=5000).size == (16, 16)  # decoded at 25x25
+    with pytest.raises(ImageError, match=r"200x200 decodes to 40,000 pixels, over the limit of 5,000"):
+        clean_image(encode(photo, "PNG"), 16, max_pixels=5000)  # no reduced decoding: the pixels held whole
+    with pytest.raises(ImageError, match=r"200x200 decodes to 10,000 pixels \(at 100x100\), over the limit of 5,000"):
+        clean_image(encode(photo, "JPEG"), 64, max_pixels=5000)  # a larger square: decoded at 1/2
 
 
 def test_build_clean_cache_counts_skipped_files_and_reuses_the_cache(tmp_path: Path, monkeypatch):
