@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -308,9 +309,11 @@ def _is_id(value: str) -> bool:
 
 
 def _as_text(raw: object) -> str:
+    """The text of a field, HTML entities decoded, control characters made spaces, and in Unicode's
+    composed form (NFC): 'é' typed as 'e' and a combining accent is the same word, and the same category."""
     if raw is None or (isinstance(raw, float) and raw != raw):
         return ""
-    return without_controls(unescape_html(str(raw)))
+    return unicodedata.normalize("NFC", without_controls(unescape_html(str(raw))))
 
 
 def unescape_html(text: str) -> str:

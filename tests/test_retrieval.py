@@ -177,6 +177,18 @@ def test_every_category_level_matches_in_any_case_as_casefold_compares(tmp_path)
         assert _ids(reopened.search(E[1], None, k=5, category="APPLIANCES")) == ["fridge"]
 
 
+def test_a_category_level_typed_with_a_combining_accent_is_the_same_category(tmp_path):
+    """'Café' as 'e' + U+0301 looks the same as 'é' and was a second category beside it: a filter
+    found one spelling's listings only."""
+    composed, decomposed = "Appliances / Caf\u00e9 Things", "Appliances / Cafe\u0301 Things"
+    with _build(tmp_path, {"kettle": (0, 0, composed, 20.0), "fridge": (1, 1, "Appliances / Fridges", 80.0)}) as built:
+        assert built.spelled_category(decomposed) == composed
+        built.add(_row("toaster", built.spelled_category(decomposed)), E[2], E[2])  # as POST /listings adds it
+        assert built.stored("toaster").listing.category == composed
+        for spelling in (composed, decomposed.upper()):
+            assert sorted(_ids(built.search(E[0], None, k=5, category=spelling))) == ["kettle", "toaster"]
+
+
 def test_only_the_indexed_listings_photos_are_served(tmp_path):
     with _build(tmp_path) as built:
         assert built.has_photo("same-1") and not built.has_photo("nobody-1")
