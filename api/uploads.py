@@ -164,7 +164,8 @@ async def fields_in_place_and_once(request: Request) -> None:
     (`POST /similar?category=…` searched every category), a field the route does not read
     (`-F image=@chair.jpg` added a listing without its photo), or a field sent more than once, other
     than the photos (`img`), of which the route would take the last copy (`-F txt=oak -F txt=chair`
-    was classified by 'chair' alone). The form is the one FastAPI has already parsed for the route."""
+    was classified by 'chair' alone), or a body sent to a route that reads none (`DELETE` with
+    `-d dry_run=1` deleted the listing). The form is the one FastAPI has already parsed for the route."""
     names = [name for name, _ in request.query_params.multi_items()]
     if request.method == "POST":
         if names:
@@ -172,6 +173,8 @@ async def fields_in_place_and_once(request: Request) -> None:
             raise HTTPException(422, f"{request.url.path} reads form fields, not the URL's query: send {listed} in the form (curl -F name=value)")
         if content_type(request.headers) in FORM_TYPES:
             names = [name for name, _ in (await request.form()).multi_items()]
+    elif await request.body():
+        raise HTTPException(422, f"{request.method} {request.url.path} reads no request body: send nothing with it")
     counts = Counter(names)  # a URL may carry thousands of parameters: counted once each
     accepted = route_fields(request.scope.get("route"))
     unknown = sorted(set(counts) - accepted) if accepted is not None else []

@@ -765,6 +765,9 @@ def test_bad_listing_ids_on_delete(writable):
     assert writable.delete("/listings/bad.id", headers=auth).status_code == 422
     dry_run = writable.delete("/listings/prod-01?dry_run=1", headers=auth)  # a caller expecting a dry run
     assert dry_run.status_code == 422 and "unknown field(s) 'dry_run'" in dry_run.json()["detail"]
+    for body in ({"content": b"dry_run=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, {"content": b'{"dry_run": true}'}):
+        in_body = writable.request("DELETE", "/listings/prod-01", headers=auth | body.pop("headers", {}), **body)
+        assert in_body.status_code == 422 and "DELETE /listings/prod-01 reads no request body" in in_body.json()["detail"]
     assert writable.get("/health").json()["listings"] == 12  # nothing deleted
 
 
