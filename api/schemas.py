@@ -57,7 +57,10 @@ class CategoriesOut(BaseModel):
 class LimitsOut(BaseModel):
     """What the server takes in one request, so that a client can check before sending."""
 
-    max_text_chars: int = Field(description="characters of txt (and of a new listing's description), as sent")
+    max_text_chars: int = Field(description="characters of txt, or of a new listing's title and description together, as sent")
+    max_title_chars: int = Field(description="characters of a new listing's title")
+    max_location_chars: int = Field(description="characters of a new listing's location")
+    max_category_chars: int = Field(description="characters of a category, as a filter or a new listing's")
     max_photos: int = Field(description="photos (img fields) in one request")
     max_photo_bytes: int = Field(description="bytes of one photo file")
     max_request_bytes: int = Field(description="bytes of a whole request body")

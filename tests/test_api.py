@@ -241,6 +241,7 @@ def test_openapi_shows_the_configured_limits(artifacts):
         assert limits == {
             "max_text_chars": config.serve.max_text_chars, "max_photos": 3, "max_photo_bytes": config.serve.max_upload_bytes,
             "max_request_bytes": config.serve.max_request_bytes, "max_photo_pixels": config.data.max_image_pixels, "max_k": 37,
+            "max_title_chars": 300, "max_location_chars": 200, "max_category_chars": 300,
         }
         too_long = "a" * (config.serve.max_text_chars + 1)
         assert client.post("/text", data={"txt": too_long[:-1]}).status_code == 200 and client.post("/text", data={"txt": too_long}).status_code == 422

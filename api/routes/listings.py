@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, require_api_key
 from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
-from api.routes.similar import MAX_CATEGORY_CHARS, Price, ProductId, known_category
+from api.routes.similar import MAX_CATEGORY_CHARS, MAX_LOCATION_CHARS, MAX_TITLE_CHARS, Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted, PredictionOut
 from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
@@ -39,10 +39,10 @@ async def add_listing(
     services: ServicesDep,
     batcher: BatcherDep,
     pool: DecodePoolDep,
-    title: Annotated[str, Form(max_length=300)],
+    title: Annotated[str, Form(max_length=MAX_TITLE_CHARS)],
     description: Annotated[str, Form()] = "",
     price: Price = None,
-    location: Annotated[str, Form(max_length=200)] = "",
+    location: Annotated[str, Form(max_length=MAX_LOCATION_CHARS)] = "",
     category: Annotated[str | None, Form(max_length=MAX_CATEGORY_CHARS, description="root category or path; predicted when left out")] = None,
     product_id: Annotated[str | None, Form(pattern=ID_PATTERN, description="a new id is made when left out")] = None,
     img: OptionalPhotos = None,

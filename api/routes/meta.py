@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, Response
 
 from api.deps import ConfigDep, ServicesDep
 from api.routes.errors import INVALID, NOT_FOUND
+from api.routes.similar import MAX_CATEGORY_CHARS, MAX_LOCATION_CHARS, MAX_TITLE_CHARS
 from api.schemas import CategoriesOut, HealthOut, LimitsOut
 from api.services import Services
 from listings.config import Config
@@ -59,6 +60,9 @@ async def limits(config: ConfigDep) -> LimitsOut:
     serve = config.serve
     return LimitsOut(
         max_text_chars=serve.max_text_chars,
+        max_title_chars=MAX_TITLE_CHARS,
+        max_location_chars=MAX_LOCATION_CHARS,
+        max_category_chars=MAX_CATEGORY_CHARS,
         max_photos=serve.max_photos,
         max_photo_bytes=serve.max_upload_bytes,
         max_request_bytes=serve.max_request_bytes,

@@ -37,7 +37,9 @@ def whole_number(value: object) -> object:
 
 Count = Annotated[int, BeforeValidator(whole_number)]
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
-MAX_CATEGORY_CHARS = 300
+MAX_CATEGORY_CHARS = 300  # the form limits of the fields no setting sizes, which /limits reports
+MAX_TITLE_CHARS = 300
+MAX_LOCATION_CHARS = 200
 K_DESCRIPTION = "how many listings, 1 to index.max_k (100)"
 CATEGORY_DESCRIPTION = "a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'"
 
