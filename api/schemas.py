@@ -80,7 +80,8 @@ class ListingCreated(BaseModel):
     product_id: str
     category: str = Field(description="the category given, or else the predicted one")
     predicted: PredictionOut
-    image_ids: list[str] = Field(description="ids of the stored photos, for GET /images/{image_id}")
+    image_ids: list[str] = Field(description="ids of the stored photos, for GET /images/{image_id} (a photo sent twice is stored once)")
+    replaced: bool = Field(description="true when a listing of this product id was there and is replaced (status 200, not 201)")
 
 
 class ListingDeleted(BaseModel):

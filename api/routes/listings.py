@@ -8,7 +8,8 @@ import sqlite3
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Response, status
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, require_api_key
@@ -19,6 +20,7 @@ from api.schemas import ListingCreated, ListingDeleted, PredictionOut
 from api.services import Services
 from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
+from listings.images import STORED_JPEG
 from retrieval.query import index_listing
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,11 @@ router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key), De
     "/listings",
     response_model=ListingCreated,
     status_code=status.HTTP_201_CREATED,
-    responses=BAD_INPUT,
+    responses=BAD_INPUT | {200: {"model": ListingCreated, "description": "a listing of the same product id replaced"}},
     summary="Add a listing",
 )
 async def add_listing(
+    response: Response,
     config: ConfigDep,
     services: ServicesDep,
     batcher: BatcherDep,
@@ -47,8 +50,9 @@ async def add_listing(
     product_id: Annotated[str | None, Form(pattern=ID_PATTERN, description="a new id is made when left out")] = None,
     img: OptionalPhotos = None,
 ) -> ListingCreated:
-    """Index a listing by its photos and text; a listing with the same product id is replaced, and
-    the photos added with the listing it replaces leave the photo store.
+    """Index a listing by its photos and text (201); a listing with the same product id is replaced
+    (200, `replaced`), and the photos added with the listing it replaces leave the photo store. The
+    same photo sent twice is stored once.
 
     Title and description are cleaned as `fbm prepare` cleans them (marketplace suffix and "Posted
     by" boilerplate stripped), the photos as training cleaned them and stored, so `GET /images/{id}`
@@ -60,7 +64,9 @@ async def add_listing(
     category = known_category(category, services.predictor.classes)
     if category is not None:
         category = await run_in_threadpool(services.index.spelled_category, category)
-    photos = await cleaned_photos(img, config, pool)
+    if price is not None and round(price, 2) != price:
+        raise HTTPException(422, f"price {price:g} has more than two decimal places: give pounds and pence, such as 45.50")
+    photos = distinct(await cleaned_photos(img, config, pool))
     prediction = await predict(batcher, photos, text, "combined")
     image_ids: list[str] = []
     listing = {
@@ -83,9 +89,26 @@ async def add_listing(
         raise HTTPException(503, f"the listing could not be stored ({disk_refusal(exc)}); nothing was added") from exc
     if replaced is not None:
         discard_photos(services, [image_id for image_id in replaced.image_ids if image_id not in image_ids])
+        response.status_code = status.HTTP_200_OK
     return ListingCreated(
-        product_id=listing["product_id"], category=listing["category"], predicted=PredictionOut.of(prediction), image_ids=image_ids
+        product_id=listing["product_id"],
+        category=listing["category"],
+        predicted=PredictionOut.of(prediction),
+        image_ids=image_ids,
+        replaced=replaced is not None,
     )
+
+
+def distinct(photos: list[Image.Image]) -> list[Image.Image]:
+    """The photos without repeats of one another (the same stored bytes), first copies kept."""
+    seen: set[bytes] = set()
+    kept = []
+    for photo in photos:
+        stored = photo.info.get(STORED_JPEG) or photo.tobytes()
+        if stored not in seen:
+            seen.add(stored)
+            kept.append(photo)
+    return kept
 
 
 @router.delete("/listings/{product_id}", response_model=ListingDeleted, responses=INVALID | NOT_FOUND, summary="Remove a listing")

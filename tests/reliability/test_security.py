@@ -58,7 +58,8 @@ def test_upload_filenames_cannot_name_server_paths(served):
     before = files_under(root)
     passwd = Path("/etc/passwd").read_bytes() if Path("/etc/passwd").exists() else None
 
-    files = [("img", (name, PHOTO, "image/jpeg")) for name in names[: config.serve.max_photos]]
+    distinct = [jpeg_bytes(synthetic_photo("red", "circle", (320 + 8 * i, 240))) for i in range(config.serve.max_photos)]  # a repeat is stored once
+    files = [("img", (name, photo, "image/jpeg")) for name, photo in zip(names[: config.serve.max_photos], distinct)]
     added = client.post("/listings", headers={"X-API-Key": KEY}, files=files, data={"title": "Planted kettle", "product_id": "planted"})
     assert added.status_code == 201, added.text
     image_ids = added.json()["image_ids"]
