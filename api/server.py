@@ -168,6 +168,8 @@ def serve(config: Config) -> None:
     check_port_free(config.serve.host, config.serve.port)  # before the models load, not after
     if not config.serve.api_key.isascii():  # a header's bytes are read as Latin-1: such a key could never match
         raise ValueError("FBM_API_KEY must be ASCII (letters, digits, punctuation), as HTTP headers carry it")
+    if config.serve.api_key != config.serve.api_key.strip():  # a header's value is read without the spaces around it
+        raise ValueError("FBM_API_KEY starts or ends with white space, which an HTTP header cannot carry: set it without")
     check_trained(config)
     services = load_services(config)
     if not config.serve.api_key:

@@ -633,6 +633,13 @@ def test_writes_need_the_right_key(writable, headers):
     assert writable.get("/health").json()["listings"] == 12
 
 
+def test_spaces_around_the_key_are_not_part_of_it(writable):
+    """RFC 9110: a header's value is what lies between the spaces around it (a proxy may trim them)."""
+    response = writable.post("/listings", data={"title": "chair", "product_id": "spaced"}, headers={"X-API-Key": f"  {KEY}\t"})
+    assert response.status_code == 201, response.text
+    assert writable.delete("/listings/spaced", headers={"X-API-Key": f" {KEY} "}).status_code == 200
+
+
 def test_an_added_listing_joins_the_categories_as_spelt_and_its_text_loses_control_characters(writable):
     form = {"title": "Corded\x00 phone\x1b[31m\u202e", "location": "Le\x00eds\r\nX-Injected: 1", "product_id": "live-phone"}
     form["category"] = "phones, mobile phones & telecoms / home PHONES / Corded"
@@ -912,6 +919,9 @@ def test_serve_refuses_to_start_without_trained_models(tmp_path):
         config.serve.host, config.serve.port = probe.getsockname()
     config.serve.api_key = "clé"
     with pytest.raises(ValueError, match="FBM_API_KEY must be ASCII"):
+        serve(config)
+    config.serve.api_key = "secret "
+    with pytest.raises(ValueError, match="FBM_API_KEY starts or ends with white space"):
         serve(config)
     config.serve.api_key = ""
     with pytest.raises(FileNotFoundError, match=r"no trained models in .*: build them with `make run`"):
