@@ -34,6 +34,7 @@ from api.routes.meta import STATIC_DIR
 from api.services import Services, inference_layout, load_services
 from api.uploads import FORM_TYPES, BodyLimitMiddleware, MultipartEndMiddleware, Utf8FormMiddleware, content_type
 from listings.config import Config
+from listings.data import ID_PATTERN, ID_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -296,4 +297,6 @@ def _plain_message(error: dict) -> str:
         return "send text here, not a file"
     if error.get("type") == "value_error":  # our own validators' words (a price), without pydantic's "Value error, "
         return message.removeprefix("Value error, ")
+    if error.get("type") == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == ID_PATTERN:
+        return f"{ID_WORDS}, got {str(error.get('input'))[:40]!r}" + ("…" if len(str(error.get("input"))) > 40 else "")
     return message

@@ -50,6 +50,7 @@ _PRICE = re.compile(r"£?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?", re.ASCII)  # ASCI
 # Listing and photo ids are UUID-like tokens: letters, digits, '-' and '_' only, so an id can never
 # name a path (no '/', '.', or '\\'). The API checks its ids with the same pattern (pydantic's regex).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+ID_WORDS = "an id is 1 to 128 letters, digits, '-' or '_', starting with a letter or a digit"
 _ID = re.compile(ID_PATTERN)
 
 

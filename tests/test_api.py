@@ -767,7 +767,8 @@ def test_a_deleted_catalogue_listings_photos_are_no_longer_served(writable, tmp_
         ({"title": "chair", "category": "Spaceships"}, "unknown category"),
         ({"title": "chair", "category": " / "}, "unknown category ' / '"),
         ({"title": "chair", "image": "x"}, "unknown field(s) 'image': /listings takes category, description, img, location, price, product_id, title"),
-        ({"title": "chair", "product_id": "../../etc"}, "product_id"),
+        ({"title": "chair", "product_id": "../../etc"}, "product_id: an id is 1 to 128 letters, digits, '-' or '_', starting with a letter or a digit, got '../../etc'"),
+        ({"title": "chair", "product_id": "x" * 1000}, f"starting with a letter or a digit, got '{'x' * 40}'…"),
         ({"title": "chair", "price": "-5"}, "price"),
         ({"title": "chair", "description": "x" * 30_000}, "at most 20,000"),
         ({"title": "chair", "description": "&amp;" * 5000}, "description has 25,000 characters"),  # as sent, not as cleaned
@@ -782,7 +783,8 @@ def test_bad_listings_are_refused(writable, form, words):
 def test_bad_listing_ids_on_delete(writable):
     auth = {"X-API-Key": KEY}
     assert writable.delete("/listings/no-such-listing", headers=auth).status_code == 404
-    assert writable.delete("/listings/bad.id", headers=auth).status_code == 422
+    bad = writable.delete("/listings/bad.id", headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"] == "product_id: an id is 1 to 128 letters, digits, '-' or '_', starting with a letter or a digit, got 'bad.id'"
     dry_run = writable.delete("/listings/prod-01?dry_run=1", headers=auth)  # a caller expecting a dry run
     assert dry_run.status_code == 422 and "unknown field(s) 'dry_run'" in dry_run.json()["detail"]
     for body in ({"content": b"dry_run=1", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, {"content": b'{"dry_run": true}'}):
