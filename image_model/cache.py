@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from image_model.model import ImageNetwork
 from image_model.preprocess import Augmentation, make_view, to_batch
+from listings.artifacts import write_atomic
 from listings.config import CLEAN_IMAGES_FORM
 from listings.data import photo_path
 from listings.images import ImageError, clean_image
@@ -98,9 +99,7 @@ class FeatureCache:
         merged[len(old_ids) :] = new_rows
         merged.flush()
         del merged
-        tmp_rows = rows_path.with_suffix(".tmp")
-        tmp_rows.write_text(json.dumps({"array": array_name, "ids": old_ids + list(new_ids), "digests": old_digests + list(new_digests)}))
-        tmp_rows.replace(rows_path)
+        write_atomic(rows_path, json.dumps({"array": array_name, "ids": old_ids + list(new_ids), "digests": old_digests + list(new_digests)}))
         for stale in self.directory.glob(f"{name}-*.npy"):  # the superseded array, and any an interrupted add left
             if stale.name != array_name:
                 stale.unlink()

@@ -1,4 +1,5 @@
-"""Reading the artifacts the stages write: a missing or broken file is one error that names it.
+"""Reading the artifacts the stages write: a missing or broken file is one error that names it;
+and writing a file whole or not at all (`write_atomic`).
 
 Weights are loaded with `torch.load(weights_only=True)`: plain tensors only, never unpickled objects.
 `command` is what rewrites the file, so the message says how to mend it.
@@ -10,12 +11,49 @@ import hashlib
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
 # what every training stage writes beside its model: its curves per epoch and a JSON summary
 CURVES_FILE = "curves.png"
 SUMMARY_FILE = "summary.json"
+
+
+def temporary_path(path: Path) -> Path:
+    """A temporary name for a new version of `path`, this process's and thread's own: two writers
+    never write into one file, and a dead process's leftovers can be told apart by its id."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `path` whole or not at all: a temporary file flushed to disk, then renamed over it,
+    and the rename flushed too. A reader never sees half a file, a crash leaves the old one, and a
+    write the disk refuses (full, read-only) leaves no temporary behind and names the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        fsync_directory(path.parent)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if exc.filename is None:  # a full disk's error names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush a directory's entries (a rename into it) to disk."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def require_files(paths: Iterable[Path], command: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from listings.artifacts import read_json
+from listings.artifacts import read_json, write_atomic
 from listings.data import split_category
 
 
@@ -64,8 +64,7 @@ class CategoryEncoder:
         }
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False), encoding="utf-8")
+        write_atomic(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: Path) -> "CategoryEncoder":

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from listings.artifacts import write_atomic
+
 PRODUCT_COLUMNS = ["id", "product_name", "category", "product_description", "price", "location"]
 LISTING_COLUMNS = ["product_id", "title", "description", "price", "location", "category", "root", "image_ids"]
 
@@ -207,12 +209,8 @@ def _refuse_a_file(data_dir: Path) -> None:
 
 
 def write_jsonl(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in frame.to_dict(orient="records"):
-            f.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """One JSON object per row, the file written whole or not at all."""
+    write_atomic(path, "".join(json.dumps(_json_safe(record), ensure_ascii=False) + "\n" for record in frame.to_dict(orient="records")))
 
 
 def write_table(frame: pd.DataFrame, path: Path, text_columns: list[str]) -> None:

@@ -6,12 +6,12 @@ rebuild (`retrieval.build`) embeds the listings added live from their stored pho
 never imports a later one."""
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
 from PIL import Image
 
+from listings.artifacts import write_atomic
 from listings.config import Config
 from listings.data import photo_path
 from listings.images import STORED_JPEG, stored_jpeg
@@ -53,15 +53,8 @@ class PhotoStore:
     def add(self, photo: Image.Image, image_id: str | None = None) -> str:
         """Store a cleaned photo durably (written, flushed, then renamed into place), under a new id
         unless it is given one."""
-        self.added_dir.mkdir(parents=True, exist_ok=True)
         image_id = image_id or str(uuid.uuid4())
-        target = photo_path(self.added_dir, image_id)
-        temporary = target.with_suffix(".tmp")
-        with temporary.open("wb") as handle:
-            handle.write(photo.info.get(STORED_JPEG) or stored_jpeg(photo))  # as cleaned: no second encoding
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(target)
+        write_atomic(photo_path(self.added_dir, image_id), photo.info.get(STORED_JPEG) or stored_jpeg(photo))  # as cleaned: no second encoding
         return image_id
 
     def remove_unreferenced(self, referenced: set[str]) -> int:

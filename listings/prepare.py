@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from listings.artifacts import require_files
+from listings.artifacts import require_files, write_atomic
 from listings.categories import CategoryEncoder
 from listings.config import Config, Paths
 from listings.data import DatasetError, dataset_photos, read_dataset, read_jsonl, write_jsonl
@@ -105,7 +105,7 @@ def prepare(config: Config) -> dict:
 
     write_jsonl(listings, paths.listings)
     encoder.save(paths.categories)
-    paths.splits.write_text(json.dumps({s: sorted(listings.loc[listings["split"] == s, "product_id"]) for s in SPLITS}, indent=1))
+    write_atomic(paths.splits, json.dumps({s: sorted(listings.loc[listings["split"] == s, "product_id"]) for s in SPLITS}, indent=1))
 
     duplicate_ids = len(digests) - len(set(digests.values()))
     summary = {
@@ -123,7 +123,7 @@ def prepare(config: Config) -> dict:
         "split_sizes": sizes,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
-    paths.prepare_summary.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_atomic(paths.prepare_summary, json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
 
 

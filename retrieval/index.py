@@ -79,7 +79,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from listings.artifacts import hold_lock
+from listings.artifacts import fsync_directory, hold_lock, temporary_path, write_atomic
 from listings.config import IndexConfig
 from listings.data import MAX_PRICE, split_category, without_controls
 from retrieval.terms import Terms, term_cosines
@@ -489,7 +489,7 @@ class ListingIndex:
             index = make_faiss_index(len(rows), vectors.shape[1], config)
             index.add_with_ids(vectors, np.arange(len(rows), dtype=np.int64))
             write_faiss_file(index, faiss_path)
-            _write_atomic(directory / CURRENT_FILE, build_id + "\n")
+            write_atomic(directory / CURRENT_FILE, build_id + "\n")
             _remove_other_builds(directory, build_id)
             fcntl.flock(lock, fcntl.LOCK_SH)  # built: open, as any reader is
         except BaseException:
@@ -967,31 +967,13 @@ def _listing_from_row(row: tuple) -> Listing:
 
 
 def write_faiss_file(index: faiss.Index, path: Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename it over `path`."""
-    temporary = _temporary(path)
+    """FAISS's own writer into a temporary file, flushed to disk, then renamed over `path`."""
+    temporary = temporary_path(path)
     faiss.write_index(index, str(temporary))
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    _fsync_directory(path.parent)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = _temporary(path)
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_directory(path.parent)
 
 
 def build_lock(directory: str | Path) -> int:
@@ -1044,16 +1026,12 @@ def _serving_lock(directory: Path) -> int:
     return hold_lock(directory / SERVING_LOCK_FILE, True, IndexInUseError(busy))
 
 
-def _temporary(path: Path) -> Path:
-    """A temporary name for a new version of `path`, this process's own: two processes writing the
-    index (a server checkpointing, a build) never write into one file. The last rename wins, and a
-    FAISS file that lags its database is reconciled when it is next opened."""
-    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-
-
 def _remove_orphaned_temporaries(directory: Path) -> None:
-    """Delete the temporary files (`_temporary`) of writes whose process has gone: a checkpoint
-    killed mid-way leaves a file as large as the index that nothing would overwrite."""
+    """Delete the temporary files (`listings.artifacts.temporary_path`: two processes writing the
+    index, a server checkpointing and a build, never write into one file) of writes whose process
+    has gone: a checkpoint killed mid-way leaves a file as large as the index that nothing would
+    overwrite. The last rename wins, and a FAISS file that lags its database is reconciled when it
+    is next opened."""
     for path in directory.glob("*.tmp"):
         match = re.search(r"\.(\d+)\.\d+\.tmp$", path.name)
         if match and not _process_alive(int(match[1])):

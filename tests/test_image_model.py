@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import socket
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -207,10 +208,10 @@ def test_a_cache_write_interrupted_before_its_commit_leaves_the_view_as_it_was(t
     rows = np.arange(12, dtype=np.float16).reshape(3, 4)
     cache.add("view0", ["a", "b", "c"], rows, ["da", "db", "dc"])
 
-    def crash(self, target):
+    def crash(source, target):
         raise OSError("the disk went away")
 
-    monkeypatch.setattr(Path, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # the ids file's rename, the commit
     with pytest.raises(OSError):
         cache.add("view0", ["b"], np.full((1, 4), 9, np.float16), ["db2"])
     monkeypatch.undo()

@@ -567,7 +567,7 @@ def test_interrupted_faiss_write_and_interrupted_build_leave_the_index_usable(tm
     ListingIndex.open(tmp_path, IndexConfig(), serving=True).close()
     assert not orphan.exists() and ours.exists()
     ours.unlink()
-    monkeypatch.setattr(index_module, "_write_atomic", _crash)  # a rebuild that dies before its commit
+    monkeypatch.setattr(index_module, "write_atomic", _crash)  # a rebuild that dies before its commit
     with pytest.raises(_Crash):
         _build(tmp_path, {"other": (1, 1, "Other Goods", 1.0)})
     monkeypatch.undo()
