@@ -162,13 +162,14 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
     out: a product id seen before, an id that is empty or not a plain token (an id names a file:
     `../x` must not), a product with no category, photo rows repeated, of no listed product, or of
     a product left out (counted apart, not twice as a mystery).
-    Listings to classify need not be `labelled`: their category column may be empty or absent.
+    Listings to classify need not be `labelled`: their category column may be empty or absent, and
+    so may their description column (a title is a text).
     Without `metadata`, the price and location columns may be absent (no model reads them; blank
     then). Without `photos`, Images.csv is neither needed nor read, and no listing has a photo."""
     data_dir = Path(data_dir)
     _refuse_a_file(data_dir)
     dropped: dict[str, list[str]] = {}
-    optional = ([] if labelled else ["category"]) + ([] if metadata else ["price", "location"])
+    optional = ([] if labelled else ["category", "product_description"]) + ([] if metadata else ["price", "location"])
     products = _read_csv(data_dir / "Products.csv", [column for column in PRODUCT_COLUMNS if column not in optional])
     for column in optional:
         if column not in products.columns:
@@ -260,7 +261,17 @@ def _header(path: Path) -> str:
 
 
 def _refuse_other_separators(path: Path, required: list[str]) -> None:
-    """A DatasetError when the header is separated by semicolons, tabs or bars rather than commas."""
+    """A DatasetError when the file's start is not UTF-8 text (a photo or a spreadsheet saved under
+    the name), or its header is separated by semicolons, tabs or bars rather than commas."""
+    with path.open("rb") as handle:
+        start = handle.read(4096)
+    try:
+        start.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(start) - 3 or b"\0" in start:  # not merely a character cut at the end of the block
+            raise DatasetError(f"{path} is not UTF-8 text (byte {start[exc.start]:#04x} at offset {exc.start}): save it as UTF-8 CSV") from None
+    if b"\0" in start:
+        raise DatasetError(f"{path} is not a text file (it holds NUL bytes): save it as UTF-8 CSV")
     header = _header(path)
     other = [name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if mark in header]
     if "," not in header and other:

@@ -240,7 +240,9 @@ def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirk
     [(b"", "is empty"), ("id,product_name\nx,Caf\u00e9\n".encode("latin-1"), "not UTF-8"), (b"id;product_name;category\n1;a;b\n", "is separated by semicolons, not commas: save it as comma-separated"),
      (b"id;product_name;category\n1;a, b, c;d\n2;e;f\n", "is separated by semicolons"),  # commas inside fields: a parse error before
      (b"id\tproduct_name\tcategory\n1\ta, b\tc\n2\td\te, f, g\n", "is separated by tabs"),
-     (b"id\tproduct_name\n1\ta\n", "is separated by tabs, not commas"), (b"id,title\n1,a\n", "its header is 'id,title'")],
+     (b"id\tproduct_name\n1\ta\n", "is separated by tabs, not commas"), (b"id,title\n1,a\n", "its header is 'id,title'"),
+     (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\t\x01", "is not UTF-8 text \\(byte 0xff at offset 0\\): save it as UTF-8 CSV"),  # a photo saved as Products.csv: "tabs"
+     (b"id,product_name\x00\x00\n1,a\n", "is not a text file \\(it holds NUL bytes\\)")],
 )
 def test_unreadable_csv_files_are_clear_errors(quirky_dataset, content, message):
     (quirky_dataset / "Products.csv").write_bytes(content)
@@ -318,6 +320,9 @@ def test_listings_to_classify_need_no_category(quirky_dataset):
     assert list(listings["product_id"]) == list(unlabelled.listings["product_id"]) and set(listings["category"]) == {""}
     with pytest.raises(DatasetError, match="lacks column"):
         read_dataset(quirky_dataset)
+    frame.drop(columns=["product_description"]).to_csv(products, index=False)  # new listings, a title each
+    titles_only = read_dataset(quirky_dataset, labelled=False).listings
+    assert list(titles_only["title"]) == list(listings["title"]) and set(titles_only["description"]) == {""}
 
 
 @pytest.mark.parametrize(

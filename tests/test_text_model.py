@@ -169,6 +169,8 @@ def test_word2vec_with_no_word_frequent_enough_says_which_setting():
     """gensim's own error ("you must first build vocabulary") named neither the cause nor the setting."""
     with pytest.raises(ValueError, match="no word occurs text.w2v_min_count=100 times"):
         train_word2vec([["oak", "chair"], ["pine", "table"]], TextConfig(w2v_min_count=100), seed=0)
+    with pytest.raises(ValueError, match="the training listings have no words .*: the text branch needs text"):
+        train_word2vec([[], []], TextConfig(), seed=0)  # no setting can help: the advice to lower one misled
 
 
 @needs_nltk_data

@@ -29,6 +29,8 @@ def train_word2vec(token_lists: list[list[str]], cfg: TextConfig, seed: int) -> 
     )
     model.build_vocab(sentences)
     if not len(model.wv):
+        if not any(sentences):
+            raise ValueError("the training listings have no words (their titles and descriptions are empty once cleaned): the text branch needs text")
         raise ValueError(f"no word occurs text.w2v_min_count={cfg.w2v_min_count} times in the training texts: lower it")
     model.train(sentences, total_examples=model.corpus_count, total_words=model.corpus_total_words, epochs=model.epochs)
     return model.wv
