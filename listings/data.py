@@ -143,6 +143,7 @@ def unify_spellings(paths: pd.Series) -> pd.Series:
 class Dataset:
     listings: pd.DataFrame  # one clean row per product (LISTING_COLUMNS)
     dropped_ids: dict[str, list[str]] = field(default_factory=dict)  # the ids of the CSV rows left out, by reason
+    unread_prices: list[str] = field(default_factory=list)  # the price fields, not blank, that are no price (`Free`, `£1.2k`)
 
     @property
     def dropped(self) -> Counter:
@@ -188,19 +189,21 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
     image_ids = images.groupby("product_id")["id"].apply(list).to_dict()
 
     categories = unify_spellings(products["category"].map(split_category))
+    prices = products["price"].map(parse_price)
+    unread_prices = products.loc[prices.isna() & products["price"].str.strip().ne(""), "price"].tolist()
     listings = pd.DataFrame(
         {
             "product_id": products["id"],
             "title": products["product_name"].map(clean_title),
             "description": products["product_description"].map(clean_description),
-            "price": products["price"].map(parse_price),
+            "price": prices,
             "location": products["location"].map(clean_text),
             "category": categories.map(" / ".join),
             "root": categories.map(lambda parts: parts[0] if parts else ""),
         }
     )
     listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
-    return Dataset(listings[LISTING_COLUMNS].reset_index(drop=True), dropped)
+    return Dataset(listings[LISTING_COLUMNS].reset_index(drop=True), dropped, unread_prices)
 
 
 def _refuse_a_file(data_dir: Path) -> None:

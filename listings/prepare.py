@@ -84,6 +84,8 @@ def prepare(config: Config) -> dict:
         raise DatasetError(f"{data_dir}: {len(listings)} listing(s) in {len(encoder)} categor{'y' if len(encoder) == 1 else 'ies'}: a classifier needs at least two")
 
     all_ids = [image_id for ids in listings["image_ids"] for image_id in ids]
+    if all_ids and not dataset_photos(data_dir).is_dir():
+        raise DatasetError(f"{dataset_photos(data_dir)} not found: Images.csv lists {len(all_ids):,} photos, each images/<image id>.jpg in the dataset's directory")
     digests, skipped = build_clean_cache(
         all_ids,
         dataset_photos(data_dir),
@@ -112,9 +114,12 @@ def prepare(config: Config) -> dict:
         "data_dir": str(data_dir),
         "products": int(len(listings)),
         "rows_dropped": dict(dataset.dropped),
+        "prices_unread": len(dataset.unread_prices),
+        "prices_unread_examples": list(dict.fromkeys(price[:40] for price in dataset.unread_prices))[:5],
         "images": len(all_ids),
         "images_usable": len(digests),
         "images_skipped": dict(Counter(skipped.values())),
+        "none_found": bool(all_ids) and all(reason == "missing" for reason in skipped.values()) and len(skipped) == len(all_ids),
         "skipped_image_ids": skipped,
         "duplicate_image_ids": duplicate_ids,
         "products_without_images": int((listings["image_ids"].map(len) == 0).sum()),
@@ -134,6 +139,8 @@ def format_summary(summary: dict) -> str:
         f"  products without a usable photo: {summary['products_without_images']}   image ids duplicating another's file: {summary['duplicate_image_ids']}",
         *([f"  CSV rows left out: {summary['rows_dropped']}"] if summary["rows_dropped"] else []),
         f"  skipped images: {sum(summary['images_skipped'].values())} {summary['images_skipped'] or ''}".rstrip(),
+        *([f"  prices not read, kept as no price: {summary['prices_unread']} (e.g. {', '.join(map(repr, summary['prices_unread_examples']))})"] if summary.get("prices_unread") else []),
+        *([f"  warning: none of the photos was found as images/<image id>.jpg in {summary['data_dir']} (named .JPG or .jpeg, or in a subfolder?)"] if summary.get("none_found") else []),
         f"  split (products): {summary['split_sizes']}",
         *[f"  warning: {warning}" for warning in split_warnings(summary["split_sizes"])],
         "  per class:",

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -123,6 +125,8 @@ def test_prepare_on_the_quirky_fixture(quirky_dataset: Path, tmp_path: Path, cap
     assert summary["duplicate_image_ids"] == 1  # img-b1 is img-m1's photo
     assert summary["products_without_images"] == 1
     assert "skipped images: 2" in printed and "truncated" in printed and "missing" in printed
+    assert summary["prices_unread"] == 1 and "prices not read, kept as no price: 1 (e.g. 'Free')" in printed  # p-dvd's
+    assert not summary["none_found"] and "none of the photos was found" not in printed
 
     prepared = load_prepared(config_for(artifacts))
     listings = prepared.listings.set_index("product_id")
@@ -156,6 +160,18 @@ def test_a_dataset_of_one_category_is_refused_and_the_earlier_preparation_kept(q
     assert main(["prepare", "--data", str(quirky_dataset), "--artifacts", str(artifacts)]) == 2
     assert "1 listing(s) in 1 category: a classifier needs at least two" in capsys.readouterr().err
     assert (artifacts / "data" / "listings.jsonl").read_bytes() == before
+
+
+def test_photos_where_prepare_does_not_look_are_named(quirky_dataset: Path, tmp_path: Path, capsys):
+    """No images/ folder at all was a count of 'missing' photos; so were photos named .JPG."""
+    images = quirky_dataset / "images"
+    for photo in images.iterdir():
+        photo.rename(photo.with_suffix(".JPG"))
+    summary, printed = run_prepare(quirky_dataset, tmp_path / "a", capsys)
+    assert summary["none_found"] and "warning: none of the photos was found as images/<image id>.jpg" in printed
+    shutil.rmtree(images)
+    assert main(["prepare", "--data", str(quirky_dataset), "--artifacts", str(tmp_path / "b")]) == 2
+    assert re.search(r"images not found: Images.csv lists 7 photos", capsys.readouterr().err)
 
 
 def test_a_folder_in_place_of_a_csv_file_is_a_clear_error(quirky_dataset: Path, tmp_path: Path, capsys):
