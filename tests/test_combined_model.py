@@ -52,8 +52,9 @@ def _synthetic_artifacts(tmp_path, n_products: int = 90, dim: int = 16, seed: in
         logits = emb[:, offset : offset + len(CLASSES)] * 2
         return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
 
-    paths.image_model.mkdir(parents=True)
-    paths.text_model.mkdir(parents=True)
+    for branch in (paths.image_model, paths.text_model):
+        branch.mkdir(parents=True)
+        (branch / "model.json").write_text(json.dumps({"classes": CLASSES}))  # the categories each branch was trained on
     image_emb_arr, text_emb_arr = np.array(image_emb, np.float32), np.array(text_emb, np.float32)
     np.savez(paths.image_model / IMAGE_EXPORT, image_ids=np.array(image_ids), embeddings=image_emb_arr, probs=probs(image_emb_arr, 0))
     np.savez(
@@ -387,3 +388,12 @@ def test_the_fairness_warning_counts_in_words(seen, verb):
 
     assert fairness_warnings(EvalSet(pd.DataFrame(), Path("."), {}, "new", seen), 6)[0].startswith(f"{len(seen)} of these 6 listings {verb} in the splits")
     assert fairness_warnings(EvalSet(pd.DataFrame(), Path("."), {}, "new", []), 6) == []
+
+
+def test_the_fusion_refuses_branches_trained_on_other_categories(tmp_path):
+    """`fbm prepare` on other data since the branches trained: their class indices would name other
+    categories (a numpy shape error before, when the counts differed)."""
+    config = _synthetic_artifacts(tmp_path)
+    (config.paths.text_model / "model.json").write_text(json.dumps({"classes": [*CLASSES, "Toys"]}))
+    with pytest.raises(ValueError, match=r"the text branch was trained on 4 categories \(.*Toys\), but the listings prepared in .* have 3"):
+        train_combined(config)
