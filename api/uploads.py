@@ -239,14 +239,16 @@ async def cleaned_photos(uploads: list[UploadFile] | None, config: Config, pool:
         if size == 0:
             raise HTTPException(422, f"{name} is empty")
         await upload.seek(0)
+        # scheduled outside the try: a pool already shut down (the server stopping) is the server's fault
+        cleaning = loop.run_in_executor(pool, clean_photo, upload.file, config.data.image_size, config.data.max_image_pixels)
         try:
-            photo = await loop.run_in_executor(
-                pool, clean_photo, upload.file, config.data.image_size, config.data.max_image_pixels
-            )
+            photo = await cleaning
         except ImageError as exc:
             status = 413 if exc.reason == "too_large" else 422
             raise HTTPException(status, f"{name} was refused: {exc}") from exc
-        except Exception as exc:  # any decoder failure on client bytes is a bad upload, not a server fault
+        except MemoryError:
+            raise  # the server's shortage, not the client's bytes: a 500
+        except Exception as exc:  # any other decoder failure on client bytes is a bad upload, not a server fault
             raise HTTPException(422, f"{name} could not be decoded: {type(exc).__name__}: {str(exc)[:200]}") from exc
         photos.append(photo)
     return photos

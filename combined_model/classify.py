@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pandas as pd
-from tqdm import tqdm
 
-from combined_model.evaluate import BATCH_LISTINGS, images_of, load_photos
+from combined_model.evaluate import images_of, listing_batches
 from combined_model.inference import Prediction, Predictor
 from listings.config import Config
-from listings.data import listing_text, read_dataset
+from listings.data import read_dataset
 
 CLASSIFIED_FILE = "classified.csv"
 NEEDS = {"combined": "no usable photo or text", "image": "no usable photo", "text": "no text"}  # a listing left without an answer
@@ -40,20 +39,13 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     except ValueError as exc:
         raise ValueError(f"{exc}; `--mode text` answers from the listings' text alone and needs no photos") from None
     predictor = Predictor.load(config)
-    texts = [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
     answers: list[Prediction] = []
     photos_used, skipped = [], {}
-    over_limit = 0
-    for start in tqdm(range(0, len(listings), BATCH_LISTINGS), desc="classify", unit="batch"):
-        image_ids = listings["image_ids"].iloc[start : start + BATCH_LISTINGS]
-        if image_dir is None:
-            photos = [[] for _ in image_ids]
-        else:
-            over_limit += sum(max(0, len(ids) - config.serve.max_photos) for ids in image_ids)
-            photos, batch_skipped = load_photos(image_ids.map(lambda ids: ids[: config.serve.max_photos]), image_dir, config.data.image_size, config.data.max_image_pixels)
-            skipped |= batch_skipped
+    over_limit = sum(max(0, len(ids) - config.serve.max_photos) for ids in listings["image_ids"]) if image_dir is not None else 0
+    for _, photos, texts, batch_skipped in listing_batches(listings, image_dir, config, "classify", config.serve.max_photos):
+        skipped |= batch_skipped
         photos_used += [len(mine) for mine in photos]
-        prepared = [predictor.prepare(images, text, mode, require_input=False) for images, text in zip(photos, texts[start : start + BATCH_LISTINGS])]
+        prepared = [predictor.prepare(images, text, mode, require_input=False) for images, text in zip(photos, texts)]
         answers += predictor.predict_prepared(prepared)
     frame = answer_rows(listings, answers)
     frame["photos_used"] = photos_used

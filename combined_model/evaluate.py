@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,23 @@ def ids_seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: 
     return [pid for pid, ids in zip(listings["product_id"], listings["image_ids"]) if seen(pid, ids)]
 
 
+def listing_batches(
+    listings: pd.DataFrame, image_dir: Path | None, config: Config, desc: str, max_photos: int | None = None
+) -> Iterator[tuple[int, list[list[Image.Image]], list[str], dict[str, str]]]:
+    """The listings `BATCH_LISTINGS` at a time, photos read per batch (a large directory is not held
+    in memory): (the batch's first row, each listing's cleaned photos, at most `max_photos`, none
+    without `image_dir`; its text; the photos skipped, with their reasons)."""
+    texts = [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
+    for start in tqdm(range(0, len(listings), BATCH_LISTINGS), desc=desc, unit="batch"):
+        image_ids = listings["image_ids"].iloc[start : start + BATCH_LISTINGS]
+        if image_dir is None:
+            photos, skipped = [[] for _ in image_ids], {}
+        else:
+            chosen = image_ids if max_photos is None else image_ids.map(lambda ids: ids[:max_photos])
+            photos, skipped = load_photos(chosen, image_dir, config.data.image_size, config.data.max_image_pixels)
+        yield start, photos, texts[start : start + BATCH_LISTINGS], skipped
+
+
 def load_photos(image_ids_per_listing: pd.Series, image_dir: Path, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
     """Cleaned photos per listing, and the reasons photos were skipped."""
     photos, skipped = [], {}
@@ -136,13 +154,11 @@ def row_probabilities(
     """Per-row probabilities of every model (a row: one photo of a listing, or the listing if it has none)."""
     hog = HogSvmBaseline.load(config)
     tfidf = predictor.tfidf or TfidfSvmBaseline.load(config)  # the served late fusion's own, when it has one
-    texts = [listing_text(t, d) for t, d in zip(eval_set.listings["title"], eval_set.listings["description"])]
-    photos, skipped = load_photos(eval_set.listings["image_ids"], eval_set.image_dir, config.data.image_size, config.data.max_image_pixels)
-
     parts: dict[str, list[np.ndarray]] = {name: [] for name in MODELS}
-    owners, has_image = [], []
-    for start in tqdm(range(0, len(texts), BATCH_LISTINGS), desc="evaluate", unit="batch"):
-        items = list(zip(photos[start : start + BATCH_LISTINGS], texts[start : start + BATCH_LISTINGS]))
+    owners, has_image, skipped = [], [], {}
+    for start, photos, texts, batch_skipped in listing_batches(eval_set.listings, eval_set.image_dir, config, "evaluate"):
+        skipped |= batch_skipped
+        items = list(zip(photos, texts))
         prepared = [predictor.prepare(images, text, require_input=False) for images, text in items]
         out = predictor.branch_outputs(prepared)
         tfidf_probs = listing_tfidf(tfidf, prepared, out)

@@ -9,6 +9,7 @@ import select
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -1021,6 +1022,18 @@ def test_a_delete_the_disk_refuses_is_a_json_503(writable, monkeypatch):
     monkeypatch.setattr(services.index, "delete", refuse)
     response = writable.delete("/listings/prod-01", headers={"X-API-Key": KEY})
     assert response.status_code == 503 and "it is still indexed" in response.json()["detail"]
+
+
+def test_a_photo_the_decoder_fails_on_is_the_clients_fault_and_a_memory_shortage_the_servers(tmp_path, monkeypatch):
+    import api.uploads
+
+    config = tiny_config(tmp_path)
+    photo = {"img": ("a.jpg", jpeg_bytes(synthetic_photo("red", "circle")))}
+    with TestClient(create_app(config, fake_services(config)), raise_server_exceptions=False) as client:
+        for failure, status, words in ((struct.error("unpack requires a buffer of 4 bytes"), 422, "could not be decoded: error"), (MemoryError(), 500, "internal error (MemoryError)")):
+            monkeypatch.setattr(api.uploads, "clean_photo", lambda *args, failure=failure: (_ for _ in ()).throw(failure))
+            response = client.post("/image", files=photo)
+            assert response.status_code == status and words in response.json()["detail"], response.text
 
 
 def test_a_fault_of_the_server_is_a_json_500(tmp_path, monkeypatch):
