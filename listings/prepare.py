@@ -72,6 +72,20 @@ def split_warnings(sizes: dict[str, int]) -> list[str]:
     return warnings
 
 
+SMALL_CLASS = 7  # products a category needs to reach all three splits at the default 70/15/15
+
+
+def small_class_warnings(per_class: dict[str, int]) -> list[str]:
+    """Categories too small to reach validation and test (often a category spelt apart by mistake,
+    such as 'Home & Garden/Dining' without the spaces that separate levels)."""
+    small = {name: count for name, count in per_class.items() if count < SMALL_CLASS}
+    if not small:
+        return []
+    listed = ", ".join(f"{name[:40]!r} ({count})" for name, count in sorted(small.items(), key=lambda item: item[1])[:5])
+    more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+    return [f"{len(small)} categor{'y has' if len(small) == 1 else 'ies have'} under {SMALL_CLASS} products, too few to reach every split: {listed}{more}"]
+
+
 def prepare(config: Config) -> dict:
     """Run the whole preparation and return its summary (also written as JSON)."""
     start = time.perf_counter()
@@ -110,6 +124,7 @@ def prepare(config: Config) -> dict:
     write_atomic(paths.splits, json.dumps({s: sorted(listings.loc[listings["split"] == s, "product_id"]) for s in SPLITS}, indent=1))
 
     duplicate_ids = len(digests) - len(set(digests.values()))
+    shared_ids = sum(1 for count in Counter(all_ids).values() if count > 1)  # one photo row under several products
     summary = {
         "data_dir": str(data_dir),
         "products": int(len(listings)),
@@ -122,6 +137,7 @@ def prepare(config: Config) -> dict:
         "none_found": bool(all_ids) and all(reason == "missing" for reason in skipped.values()) and len(skipped) == len(all_ids),
         "skipped_image_ids": skipped,
         "duplicate_image_ids": duplicate_ids,
+        "image_ids_of_several_products": shared_ids,
         "products_without_images": int((listings["image_ids"].map(len) == 0).sum()),
         "classes": len(encoder),
         "per_class": encoder.counts,
@@ -142,7 +158,9 @@ def format_summary(summary: dict) -> str:
         *([f"  prices not read, kept as no price: {summary['prices_unread']} (e.g. {', '.join(map(repr, summary['prices_unread_examples']))})"] if summary.get("prices_unread") else []),
         *([f"  warning: none of the photos was found as images/<image id>.jpg in {summary['data_dir']} (named .JPG or .jpeg, or in a subfolder?)"] if summary.get("none_found") else []),
         f"  split (products): {summary['split_sizes']}",
+        *([f"  photo ids listed under more than one product: {summary['image_ids_of_several_products']}"] if summary.get("image_ids_of_several_products") else []),
         *[f"  warning: {warning}" for warning in split_warnings(summary["split_sizes"])],
+        *[f"  warning: {warning}" for warning in small_class_warnings(summary["per_class"])],
         "  per class:",
     ]
     width = max(len(name) for name in summary["per_class"]) if summary["per_class"] else 0

@@ -247,6 +247,22 @@ def test_the_summary_counts_skipped_photos_not_their_reasons():
     assert "  skipped images: 3 {'truncated': 2, 'missing': 1}" in format_summary(summary).splitlines()
 
 
+def test_the_summary_warns_of_categories_too_small_for_every_split_and_photos_shared_by_products():
+    """A category spelt apart by mistake ('Home & Garden/Dining') held one product, unremarked; so
+    was a photo id listed under two products."""
+    summary = {
+        "data_dir": "d", "wall_time_s": 1.0, "products": 40, "images": 5, "images_usable": 5, "classes": 3,
+        "products_without_images": 0, "duplicate_image_ids": 0, "rows_dropped": {}, "images_skipped": {},
+        "split_sizes": {"train": 28, "val": 6, "test": 6}, "per_class": {"Home & Garden": 30, "Home & Garden/Dining": 1, "Toys": 6},
+        "image_ids_of_several_products": 1,
+    }
+    lines = format_summary(summary).splitlines()
+    assert "  warning: 2 categories have under 7 products, too few to reach every split: 'Home & Garden/Dining' (1), 'Toys' (6)" in lines
+    assert "  photo ids listed under more than one product: 1" in lines
+    summary["per_class"] = {"Home & Garden": 30, "Toys": 10}
+    assert not any("under 7 products" in line for line in format_summary(summary).splitlines())
+
+
 def test_an_empty_test_split_is_warned_of_whatever_the_other_splits_hold():
     no_test = "No test products: `fbm evaluate` needs --data DIR."
     assert split_warnings({"train": 5, "val": 2, "test": 0}) == [no_test]
