@@ -12,10 +12,11 @@ decode workers, so it overlaps the passes in flight instead of lengthening the n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from concurrent.futures import Executor, Future, InvalidStateError
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from PIL import Image
@@ -32,7 +33,7 @@ RunBatch = Callable[[list[Prepared]], list[Any]]  # model inputs → one answer 
 @dataclass
 class _Job:
     item: Prepared
-    future: Future = field(default_factory=Future)
+    future: Future
 
     @property
     def photos(self) -> int:
@@ -72,27 +73,29 @@ class MicroBatcher:
             thread.join(timeout)
         self._threads = []
 
-    def submit(self, images: list[Image.Image], text: str | None, mode: str) -> Future:
-        """Prepare on this thread and queue; an input `prepare` refuses fails the returned future."""
+    def submit(self, images: list[Image.Image], text: str | None, mode: str, answer: Future | None = None) -> Future:
+        """Prepare on this thread and queue; `answer` (a new future unless given) gets the result,
+        or the error of an input `prepare` refuses. An answer cancelled meanwhile is not queued."""
+        answer = answer if answer is not None else Future()
         try:
             item = self.prepare(images, text, mode)
         except Exception as exc:
-            future: Future = Future()
-            future.set_exception(exc)
-            return future
-        return self._enqueue(item)
+            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile: nobody waits for it
+                answer.set_exception(exc)
+            return answer
+        if not answer.cancelled():
+            with self._changed:
+                self._waiting.append(_Job(item, answer))
+                self._changed.notify()
+        return answer
 
     async def predict(self, images: list[Image.Image], text: str | None, mode: str) -> Any:
-        """`submit` on `pool` (preparing off the event loop and the inference threads), then wait for the answer."""
-        future = await asyncio.get_running_loop().run_in_executor(self.pool, self.submit, images, text, mode)
-        return await asyncio.wrap_future(future)
-
-    def _enqueue(self, item: Prepared) -> Future:
-        job = _Job(item)
-        with self._changed:
-            self._waiting.append(job)
-            self._changed.notify()
-        return job.future
+        """`submit` on `pool` (preparing off the event loop and the inference threads), then wait for
+        the answer. A request cancelled (its client gone) cancels its answer, through `wrap_future`:
+        while its inputs are prepared, it is then never queued; once queued, the batch skips it."""
+        answer: Future = Future()
+        asyncio.get_running_loop().run_in_executor(self.pool, self.submit, images, text, mode, answer)
+        return await asyncio.wrap_future(answer)
 
     def _next_batch(self) -> list[_Job] | None:
         """The jobs waiting, oldest first, up to `max_photos` photos (always at least one job);
@@ -130,3 +133,4 @@ class MicroBatcher:
             self.items += len(batch)
         for job, result in zip(batch, results):
             job.future.set_result(result)
+

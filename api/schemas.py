@@ -64,7 +64,7 @@ class LimitsOut(BaseModel):
     max_photos: int = Field(description="photos (img fields) in one request")
     max_photo_bytes: int = Field(description="bytes of one photo file")
     max_request_bytes: int = Field(description="bytes of a whole request body")
-    max_photo_pixels: int = Field(description="pixels (width × height) of one photo")
+    max_photo_pixels: int = Field(description="pixels (width × height) one photo decodes to (a large baseline JPEG decodes at 1/2 to 1/8 of its sides)")
     max_k: int = Field(description="results one search returns at most")
 
 

@@ -21,6 +21,10 @@ from listings.config import Config
 from listings.images import ImageError, clean_photo
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# the form limits of the fields no setting sizes, which /limits reports
+MAX_CATEGORY_CHARS = 300
+MAX_TITLE_CHARS = 300
+MAX_LOCATION_CHARS = 200
 REPEATABLE_FIELDS = {"img"}  # a listing's photos; every other field takes one value
 _RAW_RUN = re.compile(rb"[\x80-\xff]+")
 _RAW_BYTES = bytes(range(0x80, 0x100))

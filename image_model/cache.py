@@ -9,6 +9,7 @@ the images it lacks, or holds from another file under the same id.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import deque
@@ -104,6 +105,18 @@ class FeatureCache:
             if stale.name != array_name:
                 stale.unlink()
 
+    def remove_superseded(self, name: str) -> None:
+        """Delete the views an augmented view `name` replaces: the same view and seed drawn at other
+        strengths, or named before names carried them (each as large as the training photos' features)."""
+        stem = name.rsplit("-", 1)[0]  # view<k>-seed<s>
+        for rows_path in self.directory.glob(f"{stem}*.ids.json"):
+            old = rows_path.name.removesuffix(".ids.json")
+            if old != name and re.fullmatch(rf"{re.escape(stem)}(-[0-9a-f]{{8}})?", old):
+                for array in self.directory.glob(f"{old}-*.npy"):
+                    if re.fullmatch(rf"{re.escape(old)}-[0-9a-f]{{12}}\.npy", array.name):
+                        array.unlink()
+                rows_path.unlink()
+
     def _read_kept(self, name: str, replaced: set[str]) -> tuple[list[str], list[str], Callable[[int, int], np.ndarray]]:
         """The rows of a view whose ids are not in `replaced`: ids, digests, and a reader of rows [a, b) of them."""
         ids, digests, array = self.read(name)
@@ -144,6 +157,8 @@ def fill_views(
     with ThreadPoolExecutor(max(1, loaders), thread_name_prefix="fbm-views") as pool:
         for view, digests in views.items():
             name = view_name(view, augmentation)
+            if view:
+                cache.remove_superseded(name)
             todo = [i for i in cache.missing(name, digests) if i not in stats.skipped]
             if not todo:
                 continue

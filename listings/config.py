@@ -51,7 +51,7 @@ class DataConfig:
     train_frac: float = 0.70
     val_frac: float = 0.15
     test_frac: float = 0.15
-    max_image_pixels: int = 40_000_000  # larger claimed sizes are refused as decompression bombs
+    max_image_pixels: int = 40_000_000  # a photo decoding to more is refused as a decompression bomb (a large baseline JPEG decodes reduced)
     workers: int = 2
 
 
@@ -203,10 +203,16 @@ class Config:
     def validate(self) -> None:
         """What no single setting shows: the split fractions must sum to 1, a photo must fit in a
         request, and a range is two numbers, the first at most the second."""
-        for section, name in _RANGES:
+        for (section, name), example in _RANGES.items():
             bounds = getattr(getattr(self, section), name)
             if len(bounds) != 2 or bounds[0] > bounds[1]:
-                raise ValueError(f"{section}.{name} must be two numbers, the first at most the second (e.g. 2,5), got {','.join(map(str, bounds))}")
+                raise ValueError(f"{section}.{name} must be two numbers, the first at most the second (e.g. {example}), got {','.join(map(str, bounds))}")
+        steps = 1 / self.fusion.late_weight_step
+        if self.fusion.late_weight_step < 0.01 or abs(steps - round(steps)) > 1e-6:
+            raise ValueError(
+                f"fusion.late_weight_step must divide 1 into whole steps, from 0.01 (e.g. 0.05, 0.1, 0.25), got {self.fusion.late_weight_step:g}: "
+                "the grid must hold each branch alone, and a finer one takes hours to search"
+            )
         fractions = (self.data.train_frac, self.data.val_frac, self.data.test_frac)
         if abs(sum(fractions) - 1.0) > 1e-6:
             raise ValueError(f"data.train_frac, val_frac and test_frac must sum to 1, got {' + '.join(map(str, fractions))} = {sum(fractions):g}")
@@ -251,8 +257,8 @@ _MAXIMUM = {
 _MAY_BE_EMPTY = {"api_key", "trusted_proxies"}  # empty: writes refused; no proxy believed
 _BELOW_ONE = {"dropout", "jitter"}  # 0 to less than 1
 _ABOVE_ZERO = {"lr", "request_timeout_s", "crop_scale", "hog_svm_cs", "tfidf_c", "late_weight_step", "tfidf_powers"}
-# settings of two numbers, the first at most the second
-_RANGES = (("image", "crop_scale"), ("text", "tfidf_char_ngrams"))
+# settings of two numbers, the first at most the second, with an example each
+_RANGES = {("image", "crop_scale"): "0.35,1", ("text", "tfidf_char_ngrams"): "2,5"}
 
 
 def _check_range(name: str, value: object) -> None:

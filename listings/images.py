@@ -297,7 +297,9 @@ def _read(source: Source) -> bytes:
 def _open(data: bytes, max_pixels: int, size: int) -> Image.Image:
     """The image in `data`, header read, pixels not yet decoded (a large JPEG set to decode at a
     reduced scale for a `size` square); ImageError for what cannot be one, or whose pixels decoded
-    would be over `max_pixels`: a 48-megapixel phone JPEG decodes at 1/8 of its sides, 0.8 megapixels."""
+    would be over `max_pixels`: a 48-megapixel phone JPEG decodes at 1/8 of its sides, 0.8 megapixels.
+    A progressive JPEG is held to its full size: libjpeg keeps every coefficient of its scans
+    whatever the scale (a 169-megapixel one of 3 MB took 1 GB to decode at 1/8)."""
     stream = io.BytesIO(data)
     try:
         with warnings.catch_warnings():
@@ -313,7 +315,8 @@ def _open(data: bytes, max_pixels: int, size: int) -> Image.Image:
     try:
         if width == 0 or height == 0:
             raise ImageError("not_an_image", "zero-sized image")
-        _decode_reduced(image, size)
+        if not (image.info.get("progressive") or image.info.get("progression")):
+            _decode_reduced(image, size)
         decoded = image.size[0] * image.size[1]
         if decoded > max_pixels:
             at = "" if image.size == (width, height) else f" (at {image.size[0]}x{image.size[1]})"

@@ -134,7 +134,7 @@ def prepare(config: Config) -> dict:
         "images": len(all_ids),
         "images_usable": len(digests),
         "images_skipped": dict(Counter(skipped.values())),
-        "none_found": bool(all_ids) and all(reason == "missing" for reason in skipped.values()) and len(skipped) == len(all_ids),
+        "none_found": bool(all_ids) and all(reason == "missing" for reason in skipped.values()) and len(skipped) == len(set(all_ids)),
         "skipped_image_ids": skipped,
         "duplicate_image_ids": duplicate_ids,
         "image_ids_of_several_products": shared_ids,

@@ -93,8 +93,8 @@ def load_product_embeddings(config: Config) -> ProductEmbeddings:
         own = [photos[image_id] for image_id in image_ids if image_id in photos]
         if own:
             image[i], has_image[i] = fold_photos(np.stack(own)), True
-        row = text_row.get(pid)
-        if row is not None and text_is_used(known[row], has_image[i]):
+        row = text_row[pid]
+        if text_is_used(known[row], has_image[i]):
             text[i], has_text[i] = text_export["embeddings"][row], True
     if "word_indptr" not in text_export:
         raise ValueError(f"{config.paths.text_model} holds a text export without its listings' words (an older version): rerun `fbm train text`")

@@ -967,12 +967,17 @@ def _listing_from_row(row: tuple) -> Listing:
 
 
 def write_faiss_file(index: faiss.Index, path: Path) -> None:
-    """FAISS's own writer into a temporary file, flushed to disk, then renamed over `path`."""
+    """FAISS's own writer into a temporary file, flushed to disk, then renamed over `path`; a write
+    that fails (a full disk) leaves no temporary behind, as large as the index, to the next start."""
     temporary = temporary_path(path)
-    faiss.write_index(index, str(temporary))
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        faiss.write_index(index, str(temporary))
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except (RuntimeError, OSError):
+        temporary.unlink(missing_ok=True)
+        raise
     fsync_directory(path.parent)
 
 

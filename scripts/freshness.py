@@ -51,7 +51,6 @@ NOT_FINGERPRINTED = {
     "text": {"data": PLACES + ("image_size", "max_image_pixels")},
     "combined": {"data": PLACES},
 }
-# the prepared listings' fields each branch reads: another field changed (a price, a location) leaves
 # the prepared listings' fields each stage reads: a price or a location changed leaves every stage
 # up to date, and the index (which shows every field) stale
 LISTING_FIELDS = {

@@ -726,6 +726,10 @@ def test_the_same_photo_sent_twice_is_stored_once_and_prices_are_in_pence(writab
     assert created.status_code == 201 and len(created.json()["image_ids"]) == 2
     refused = writable.post("/listings", data={"title": "Red lamp", "price": "45.999"}, headers=auth)
     assert refused.status_code == 422 and "price 45.999 has more than two decimal places" in refused.json()["detail"]
+    limit = writable.get("/limits").json()["max_text_chars"]  # title and description together, as /limits says
+    assert writable.post("/listings", data={"title": "Red lamp 1", "description": "d" * (limit - 10)}, headers=auth).status_code == 201
+    over = writable.post("/listings", data={"title": "Red lamp 1", "description": "d" * (limit - 9)}, headers=auth)
+    assert over.status_code == 422 and f"title + description have {limit + 1:,} characters" in over.json()["detail"]
     assert writable.post("/listings", data={"title": "Red lamp", "price": "£1,045.50"}, headers=auth).status_code == 201
 
 
@@ -810,6 +814,36 @@ def test_concurrent_requests_share_model_passes(artifacts):
         answers = list(pool.map(lambda t: client.post("/similar", data={"txt": t, "k": "1"}).json(), texts))
     assert [a["results"][0]["product_id"] for a in answers] == ["prod-09" if i % 2 == 0 else "prod-08" for i in range(16)]
     assert sum(predictor.batch_sizes) == 16 and max(predictor.batch_sizes) > 1
+
+
+def test_a_request_cancelled_while_its_inputs_are_prepared_is_never_computed():
+    """Its client gone during the preparation, the job it queued afterwards was run all the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from api.batching import MicroBatcher
+
+    predictor, computed = FakePredictor(), []
+
+    def slow_prepare(images, text, mode):
+        time.sleep(0.3)
+        return predictor.prepare(images, text, mode)
+
+    async def client_leaves() -> None:
+        request = asyncio.ensure_future(batcher.predict([], "oak chair", "text"))
+        await asyncio.sleep(0.05)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await asyncio.sleep(0.6)  # the preparation ends and queues its job
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = MicroBatcher(slow_prepare, lambda items: computed.extend(items) or predictor.predict_prepared(items), pool=pool)
+        batcher.start()
+        try:
+            asyncio.run(client_leaves())
+        finally:
+            batcher.stop()
+    assert computed == [] and batcher.items == 0
 
 
 def test_the_batcher_keeps_one_bad_item_from_failing_its_neighbours_and_skips_cancelled_requests():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import combined_model.classify as classify
+import combined_model.evaluate as evaluate_module
 from combined_model.classify import answer_rows, classified_file, classify_directory
 from combined_model.evaluate import MODELS, confusion, format_table, listing_predictions, listing_tfidf
 from combined_model.report import write_report
@@ -266,6 +267,11 @@ def test_late_grid_holds_the_single_branch_and_tfidf_only_mixes():
     grid = {(w.image, w.text, w.tfidf) for w in late_weight_grid(FusionConfig())}
     assert {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.5, 0.0, 0.5)} <= grid
     assert len(grid) == 231  # every point of the 0.05 simplex grid
+    for step in ("0.3", "0.002"):  # a grid without each branch alone; one of 750,000 mixes
+        config = Config()
+        config.override(f"fusion.late_weight_step={step}")
+        with pytest.raises(ValueError, match="fusion.late_weight_step must divide 1 into whole steps, from 0.01"):
+            config.validate()
     coarse = late_weight_grid(FusionConfig(late_weight_step=0.5, tfidf_powers=(1.0, 4.0)))
     assert len(coarse) == 3 + 2 * 2 + 1 * 2  # 3 mixes without TF-IDF; 2 and 1 with weight 0.5 and 1, each at both powers
 
@@ -318,7 +324,7 @@ class _FakePredictor:
 
 def test_photo_counts_span_every_batch_and_count_only_photos_over_the_limit(quirky_dataset: Path, tmp_path, monkeypatch):
     monkeypatch.setattr(classify.Predictor, "load", staticmethod(lambda config: _FakePredictor()))
-    monkeypatch.setattr(classify, "BATCH_LISTINGS", 2)  # mirror + dvd, fridge + bike, chair
+    monkeypatch.setattr(evaluate_module, "BATCH_LISTINGS", 2)  # mirror + dvd, fridge + bike, chair (listing_batches)
     config = Config()
     config.data.artifacts_dir = str(tmp_path / "artifacts")
     config.serve.max_photos = 2  # the fridge's third photo (img-f3, missing) is not read

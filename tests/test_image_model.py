@@ -5,7 +5,6 @@ import copy
 import json
 import os
 import socket
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -410,6 +409,22 @@ def test_augmented_view_names_carry_the_seed_and_the_strengths():
     assert view_name(0, _augmentation(0)) == view_name(0, _augmentation(5)) == view_name(0, Augmentation.of(stronger))  # the plain view depends on neither
 
 
+def test_views_drawn_at_other_strengths_leave_the_cache_when_replaced(tmp_path):
+    """Changing image.jitter computes the augmented views again under a new name: the old ones (as
+    large as the training photos' features) were left on disk for ever, as were those named before
+    names carried the strengths."""
+    cache = FeatureCache(tmp_path)
+    stronger = Config()
+    stronger.override("image.jitter=0.5")
+    current, other = view_name(1, _augmentation(42)), view_name(1, Augmentation.of(stronger))
+    rows = np.zeros((2, 4), np.float16)
+    for name in (other, "view1-seed42", "view1-seed7-0123abcd", "view2-seed42-0123abcd", "view0"):
+        cache.add(name, ["a", "b"], rows, ["da", "db"])
+    cache.remove_superseded(current)
+    left = sorted(path.name.split(".")[0].rsplit("-", 1)[0] if path.suffix == ".npy" else path.name.removesuffix(".ids.json") for path in tmp_path.iterdir())
+    assert left == sorted(["view1-seed7-0123abcd", "view1-seed7-0123abcd", "view2-seed42-0123abcd", "view2-seed42-0123abcd", "view0", "view0"])
+
+
 def test_augmentation_strengths_come_from_the_settings():
     photo = _photo(1, 7)
     gentle, strong = Config(), Config()
@@ -428,6 +443,10 @@ def test_augmentation_strengths_come_from_the_settings():
             config.validate()
     with pytest.raises(ValueError, match="expected a number from 0 to less than 1"):
         Config().override("image.jitter=1.5")
+    config = Config()
+    config.override("image.crop_scale=0.9,0.4")
+    with pytest.raises(ValueError, match=r"e\.g\. 0\.35,1\), got 0\.9,0\.4"):  # an example of its own, not 2,5
+        config.validate()
 
 
 def _augmentation(seed: int) -> Augmentation:

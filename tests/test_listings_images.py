@@ -261,6 +261,8 @@ def test_the_pixel_limit_counts_the_pixels_a_large_jpeg_decodes_to():
         clean_image(encode(photo, "PNG"), 16, max_pixels=5000)  # no reduced decoding: the pixels held whole
     with pytest.raises(ImageError, match=r"200x200 decodes to 10,000 pixels \(at 100x100\), over the limit of 5,000"):
         clean_image(encode(photo, "JPEG"), 64, max_pixels=5000)  # a larger square: decoded at 1/2
+    with pytest.raises(ImageError, match=r"200x200 decodes to 40,000 pixels, over the limit of 5,000"):
+        clean_image(encode(photo, "JPEG", progressive=True), 16, max_pixels=5000)  # its scans are held whole at any scale
 
 
 def test_build_clean_cache_counts_skipped_files_and_reuses_the_cache(tmp_path: Path, monkeypatch):

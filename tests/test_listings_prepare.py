@@ -167,11 +167,13 @@ def test_photos_where_prepare_does_not_look_are_named(quirky_dataset: Path, tmp_
     images = quirky_dataset / "images"
     for photo in images.iterdir():
         photo.rename(photo.with_suffix(".JPG"))
+    rows = (quirky_dataset / "Images.csv").read_text(encoding="utf-8")
+    (quirky_dataset / "Images.csv").write_text(rows + "99,img-m1,p-dvd\n", encoding="utf-8")  # a photo id under two products
     summary, printed = run_prepare(quirky_dataset, tmp_path / "a", capsys)
     assert summary["none_found"] and "warning: none of the photos was found as images/<image id>.jpg" in printed
     shutil.rmtree(images)
     assert main(["prepare", "--data", str(quirky_dataset), "--artifacts", str(tmp_path / "b")]) == 2
-    assert re.search(r"images not found: Images.csv lists 7 photos", capsys.readouterr().err)
+    assert re.search(r"images not found: Images.csv lists 8 photos", capsys.readouterr().err)
 
 
 def test_a_folder_in_place_of_a_csv_file_is_a_clear_error(quirky_dataset: Path, tmp_path: Path, capsys):

@@ -532,6 +532,24 @@ def test_a_checkpoint_the_disk_refuses_does_not_fail_the_write_it_follows(tmp_pa
         assert reopened.reconciled == {"re_added": 0, "removed": 0} and len(reopened) == len(CATALOGUE) + 2
 
 
+def test_a_faiss_write_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A server whose checkpoint the disk refuses goes on serving: each failed checkpoint left a
+    temporary file as large as the index until the next start."""
+    index = _build(tmp_path)
+    faiss_file = next(tmp_path.glob("vectors-*.faiss"))
+
+    def half_written(faiss_index, path):
+        Path(path).write_bytes(b"half an index")
+        raise RuntimeError("Error in faiss::FileIOWriter: No space left on device")
+
+    monkeypatch.setattr(index_module.faiss, "write_index", half_written)
+    with pytest.raises(RuntimeError, match="No space left"):
+        index_module.write_faiss_file(index._index, faiss_file)
+    monkeypatch.undo()
+    assert not list(tmp_path.glob("*.tmp"))
+    index.close()
+
+
 def test_writes_between_checkpoints_survive_a_crash_and_close_writes_them(tmp_path):
     config = IndexConfig(checkpoint_every=3)
     index = _build(tmp_path, config=config)

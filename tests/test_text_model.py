@@ -595,3 +595,10 @@ def test_the_served_branch_truncates_to_its_max_tokens():
     embeddings, probs, known = branch.embed_tokens([["sofa", "table", "sofa", "table", "table"], ["sofa", "table", "sofa"]])
     np.testing.assert_array_equal(embeddings[0], embeddings[1])  # what lies past max_tokens changes nothing
     assert known.tolist() == [3, 3]
+
+
+def test_the_tfidf_model_takes_its_choices_from_the_text_settings():
+    settings = TextConfig(tfidf_c=2.0, tfidf_min_df=3, tfidf_word_ngrams=1, tfidf_char_ngrams=(3, 4), stem=True)
+    model = TfidfSvmBaseline.from_config(CLASSES, settings)
+    assert (model.C, model.min_df, model.n_max, model.char_range, model.stem) == (2.0, 3, 1, (3, 4), True)
+    assert model.chars.ngram_range == (3, 4) and model.words.min_df == 3 and model.chars.min_df == 3

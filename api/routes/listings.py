@@ -15,10 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, require_api_key
 from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
 from api.routes.predict import OptionalPhotos
-from api.routes.similar import MAX_CATEGORY_CHARS, MAX_LOCATION_CHARS, MAX_TITLE_CHARS, Price, ProductId, known_category
+from api.routes.similar import Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted, PredictionOut
 from api.services import Services
-from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
+from api.uploads import MAX_CATEGORY_CHARS, MAX_LOCATION_CHARS, MAX_TITLE_CHARS, checked_text, cleaned_photos, fields_in_place_and_once
 from listings.data import ID_PATTERN, clean_description, clean_text, clean_title, listing_text
 from listings.images import STORED_JPEG
 from retrieval.query import index_listing
@@ -60,12 +60,15 @@ async def add_listing(
     # the limit holds for what was sent and for what cleaning leaves (line breaks, CRLF from a browser, count as one space); the title's is the schema's
     description = checked_text(description, config, field="description", clean=clean_text) or ""
     title = checked_text(clean_title(title), config, field="title", required=True)
-    text = checked_text(listing_text(title, clean_description(description)), config, field="title + description")
+    together = len(title) + len(description)  # the limit /limits gives; the text joins them with ". "
+    if together > config.serve.max_text_chars:
+        raise HTTPException(422, f"title + description have {together:,} characters; at most {config.serve.max_text_chars:,} are accepted together")
+    text = listing_text(title, clean_description(description))
     category = known_category(category, services.predictor.classes)
     if category is not None:
         category = await run_in_threadpool(services.index.spelled_category, category)
     if price is not None and round(price, 2) != price:
-        raise HTTPException(422, f"price {price:g} has more than two decimal places: give pounds and pence, such as 45.50")
+        raise HTTPException(422, f"price {price!r} has more than two decimal places: give pounds and pence, such as 45.50")
     photos = distinct(await cleaned_photos(img, config, pool))
     prediction = await predict(batcher, photos, text, "combined")
     image_ids: list[str] = []

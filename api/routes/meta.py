@@ -12,9 +12,9 @@ from fastapi.responses import FileResponse, Response
 
 from api.deps import ConfigDep, ServicesDep
 from api.routes.errors import INVALID, NOT_FOUND
-from api.routes.similar import MAX_CATEGORY_CHARS, MAX_LOCATION_CHARS, MAX_TITLE_CHARS
 from api.schemas import CategoriesOut, HealthOut, LimitsOut
 from api.services import Services
+from api.uploads import MAX_CATEGORY_CHARS, MAX_LOCATION_CHARS, MAX_TITLE_CHARS
 from listings.config import Config
 from listings.data import ID_PATTERN
 

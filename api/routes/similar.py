@@ -14,7 +14,7 @@ from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingMeta, ListingOut, PredictionOut, SimilarOut, SimilarToListingOut
 from api.services import Services
-from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
+from api.uploads import MAX_CATEGORY_CHARS, checked_text, cleaned_photos, fields_in_place_and_once
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
 from listings.data import ID_PATTERN, MAX_PRICE, checked_price, clean_listing_text
@@ -37,9 +37,6 @@ def whole_number(value: object) -> object:
 
 Count = Annotated[int, BeforeValidator(whole_number)]
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
-MAX_CATEGORY_CHARS = 300  # the form limits of the fields no setting sizes, which /limits reports
-MAX_TITLE_CHARS = 300
-MAX_LOCATION_CHARS = 200
 K_DESCRIPTION = "how many listings, 1 to index.max_k (100)"
 CATEGORY_DESCRIPTION = "a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'"
 

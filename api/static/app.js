@@ -71,7 +71,11 @@ function showPreview() {
   box.replaceChildren(...files.map((file, number) => {
     const thumbnail = document.createElement("img");
     thumbnail.alt = files.length > 1 ? `chosen photo ${number + 1}` : "the chosen photo";
-    thumbnail.addEventListener("error", () => thumbnail.remove());
+    thumbnail.addEventListener("error", () => {  // not a picture the browser draws
+      URL.revokeObjectURL(thumbnail.src);
+      thumbnail.remove();
+      box.hidden = !box.querySelector("img");
+    });
     thumbnail.src = URL.createObjectURL(file);
     return thumbnail;
   }));
