@@ -268,20 +268,38 @@ class SearchResult:
     modalities: tuple[str, ...]  # which of ("image", "text") ranked the results
 
 
-def format_results(result: SearchResult, title_width: int = 48) -> str:
-    """A table of search results with their scores, for the command line."""
+def format_results(result: SearchResult, width: int = 100) -> str:
+    """A table of search results with their scores, for the command line, `width` columns wide (the
+    terminal's): a line of rank, score, price, title and location per listing, then its full category
+    path and its product id (for `fbm similar --like`)."""
     used = " + ".join("photo" if m == IMAGE else "text" for m in result.modalities)
     if not result.hits:
         return f"no matching listings (searched by {used})"
-    header = f"{'#':>3}  {'score':>5}  {'price':>14}  {'category':<30}  {'title':<{title_width}}  {'location':<20}  product id"
-    lines = [f"{len(result.hits)} similar listing{'s' if len(result.hits) > 1 else ''} by {used}", header, "-" * len(header)]
+    width = max(width, 72)
+    title_width = width - _LEFT - 2 - _LOCATION
+    header = f"{'#':>3}  {'score':>5}  {'price':>10}  {_fit('title', title_width)}  {'location'}"
+    lines = [f"{len(result.hits)} similar listing{'s' if len(result.hits) > 1 else ''} by {used}", header, " " * _LEFT + "category · product id", "-" * width]
     for rank, hit in enumerate(result.hits, 1):
-        price = f"£{hit.price:,.2f}" if hit.price is not None else "-"
-        lines.append(
-            f"{rank:>3}  {hit.score:5.3f}  {price:>14}  {_fit(hit.root, 30)}  {_fit(hit.title, title_width)}  "
-            f"{_fit(hit.location, 20)}  {hit.product_id}"
-        )
+        price = _price(hit.price)
+        lines.append(f"{rank:>3}  {hit.score:5.3f}  {price:>10}  {_fit(hit.title, title_width)}  {_fit(hit.location, _LOCATION).rstrip()}")
+        category_width = width - _LEFT - 3 - len(hit.product_id)
+        lines.append(" " * _LEFT + f"{_fit(hit.category or hit.root, category_width).rstrip()} · {hit.product_id}")
     return "\n".join(lines)
+
+
+_LEFT = 3 + 2 + 5 + 2 + 10 + 2  # rank, score and price, with their gaps
+_LOCATION = 18
+
+
+def _price(price: float | None) -> str:
+    """£45.50, £24,700, £10.0M and £1,000.0B: a price in ten columns."""
+    if price is None:
+        return "-"
+    if price >= 1e9:
+        return f"£{price / 1e9:,.1f}B"
+    if price >= 1e6:
+        return f"£{price / 1e6:,.1f}M"
+    return f"£{price:,.0f}" if price >= 1e4 else f"£{price:,.2f}"
 
 
 def _fit(text: str, width: int) -> str:

@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from contextlib import contextmanager, suppress
@@ -236,7 +237,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
             prediction = predictor.predict(photos, args.text, "combined")
             result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), **filters)
             print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
-    print(format_results(result))
+    print(format_results(result, shutil.get_terminal_size((100, 24)).columns))
     return 0
 
 

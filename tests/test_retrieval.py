@@ -777,8 +777,9 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
 
     titles = ["Plain oak chair", "🎮 PS4 bundle 🎮🕹️ great", "Café table é", "双人床 bed frame", "Cookbook 👩🏻‍🍳 set", "x" * 80]
     prices = [5.0, 24_700.0, None, 10_000_000.0, 0.5, 99.0]
-    hits = [Hit(f"p{i}", title, "Home & Garden", "Home & Garden", price, "York 🏰", [], score=0.5) for i, (title, price) in enumerate(zip(titles, prices))]
-    rows = format_results(SearchResult(hits, ("text",))).splitlines()[3:]
+    hits = [Hit(f"p{i}", title, "Home & Garden / Dining", "Home & Garden", price, "York 🏰", [], score=0.5) for i, (title, price) in enumerate(zip(titles, prices))]
+    table = format_results(SearchResult(hits, ("text",)), width=100).splitlines()
+    rows, second_lines = table[4::2], table[5::2]
 
     def columns(line: str) -> int:
         # as a terminal draws them: wide characters two columns, marks and skin tones none, the emoji
@@ -792,11 +793,13 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
 
         return sum(width(previous, c) for previous, c in zip(" " + line, line))
 
-    assert len({columns(row.rsplit("  ", 1)[0]) for row in rows}) == 1  # every row as wide up to the product id
-    assert "…" in rows[-1] and "Plain oak chair" in rows[0]
+    assert len({columns(row.rsplit("  ", 1)[0]) for row in rows}) == 1  # every row as wide up to the location
+    assert max(columns(line) for line in table) <= 100  # a 100-column terminal: it was 142 columns wide
+    assert "…" in rows[-1] and "Plain oak chair" in rows[0] and "£24,700" in rows[1] and "£10.0M" in rows[3]
+    assert all(line.strip() == f"Home & Garden / Dining · p{i}" for i, line in enumerate(second_lines))  # the full path, and the id for --like
 
     hostile = Hit("p9", "oak\x1b[31mchair\x00\u202e", "Other Goods", "Other Goods", None, "Le\r\neds", [], score=0.5)
-    table = format_results(SearchResult([hostile], ("text",)))
+    table = format_results(SearchResult([hostile], ("text",)), width=100)
     assert not re.search("[\x00-\x09\x0b-\x1f\u202e]", table)  # no escape sequence reaches the terminal
     assert "oak [31mchair" in table
 

@@ -100,7 +100,7 @@ def test_build_index_indexes_every_listing_and_is_searchable(tmp_path):
         assert "prod-1" not in [hit.product_id for hit in result.hits]
         assert all(hit.root == ROOTS[1] for hit in result.hits)
         table = format_results(result)
-        assert "photo + text" in table and "Baby & Kids Stuff" in table and len(table.splitlines()) == 3 + 5
+        assert "photo + text" in table and "Baby & Kids Stuff" in table and len(table.splitlines()) == 4 + 2 * 5
 
 
 @needs_nltk_data  # the synthetic exports' words are the project's tokens
