@@ -6,6 +6,7 @@ Every subcommand takes the same settings options: `--data`, `--artifacts` and an
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import os
@@ -200,6 +201,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from retrieval.query import search_like_listing, search_similar
 
     config = trained_config(args)
+    args.text = text_argument(args.text)
     has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
     if args.like is not None and not args.like.strip():
         raise ValueError("--like needs a product id (the last column of a results table)")
@@ -254,8 +256,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.json and args.top is not None:
         raise ValueError("--top shapes the table: --json prints every category, as the API answers")
     args.top = 5 if args.top is None else args.top
-    if args.text == "-":
-        args.text = sys.stdin.read()
+    args.text = text_argument(args.text)
     has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
     if args.top < 0:
         raise ValueError(f"--top must be 0 (every category) or more, got {args.top}")
@@ -316,6 +317,17 @@ def photo_for_query(path: Path, config: Config):
 
     with named_image_errors(path):
         return clean_photo(path, config.data.image_size, config.data.max_image_pixels)
+
+
+def text_argument(text: str | None) -> str | None:
+    """`--text` as given, or standard input's text for `-`; an empty input is a ValueError that says
+    so (the refusal that follows would say no --text was given)."""
+    if text != "-":
+        return text
+    read = sys.stdin.read()
+    if not read.strip():
+        raise ValueError("--text -: standard input was empty: pipe a listing's text in, or give it after --text")
+    return read
 
 
 def check_photo_paths(paths: list[str]) -> None:
@@ -405,6 +417,8 @@ def writable_file(path: str, option: str) -> None:
     write will open it, so a read-only folder or a name too long shows now, not after the work."""
     if not path.strip():
         raise ValueError(f"{option} is empty: give a file name")
+    if path.strip() == "-":  # a file named '-' was written, where standard output was meant
+        raise ValueError(f"{option} takes a file name, and '-' (standard output) is not one: the command prints its own summary there")
     target = Path(path)
     missing, existed = [], True
     try:
@@ -474,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(handler=cmd_classify, empty_data_hint="give the directory of listings to classify, or leave --data out to classify one listing")
 
     similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos, or to an indexed listing")
-    similar.add_argument("--text", help="a listing title and/or description")
+    similar.add_argument("--text", help="a listing title and/or description ('-': read it from standard input)")
     similar.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     similar.add_argument("--like", metavar="PRODUCT_ID", help="instead of a text or photos: listings like this indexed listing (no model runs)")
     similar.add_argument("-k", type=int, default=10, help="how many listings (default 10)")
@@ -496,7 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help=f"interface to bind (default {Config().serve.host})")
     serve.add_argument("--port", type=port_number, help=f"port, 1-65535 (default {Config().serve.port})")
     serve.set_defaults(handler=cmd_serve)
+    parser.set_defaults(subcommands=commands.choices)
     return parser
+
+
+def refuse_unknown_arguments(args: argparse.Namespace, unknown: list[str]) -> None:
+    """The command's own usage and error for arguments it does not take, with the option meant when
+    one is close (`fbm classify --txt` → `--text`): argparse's top-level parser answered `fbm
+    [-h] COMMAND ...`, naming neither the command nor its options."""
+    command = args.subcommands[args.command]
+    options = [option for action in command._actions for option in action.option_strings]
+    typed = next((argument.split("=", 1)[0] for argument in unknown if argument.startswith("-")), "")
+    close = difflib.get_close_matches(typed, options, n=1, cutoff=0.6) if typed else []
+    command.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,7 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:  # the commands there are, rather than argparse's "COMMAND is required"
         parser.print_help(sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        refuse_unknown_arguments(args, unknown)
     args.argv = argv
     try:
         code = args.handler(args)

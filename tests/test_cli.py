@@ -46,6 +46,22 @@ def test_a_port_outside_1_to_65535_is_refused_by_the_parser(port, capsys):
     assert exited.value.code == 2 and "a port is a number from 1 to 65535" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["classify", "--txt", "oak chair"], "fbm classify: error: unrecognized arguments: --txt oak chair (did you mean --text?)"),
+        (["evaluate", "--jsn=x.json"], "fbm evaluate: error: unrecognized arguments: --jsn=x.json (did you mean --json?)"),
+        (["similar", "oak"], "fbm similar: error: unrecognized arguments: oak"),
+    ],
+)
+def test_an_argument_a_command_does_not_take_is_refused_with_the_commands_usage(argv, words, capsys):
+    """It was the top-level `usage: fbm [-h] COMMAND ...`, naming neither the command nor its options."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith(f"usage: fbm {argv[0]} ") and words in err
+
+
 def test_an_ipv6_address_can_be_listened_on():
     try:
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()

@@ -439,6 +439,14 @@ def test_classify_answers_as_the_api_does(trained_pipeline, tmp_path, capsys, mo
     monkeypatch.setattr("sys.stdin", io.StringIO(text))  # --text -: the text from standard input
     assert main(["classify", *_settings(config), "--image", str(photo), "--text", "-", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == from_cli
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    assert main(["similar", *_settings(config), "--text", "-", "-k", "2"]) == 0  # read the "-" as the words
+    assert "2 similar listings by text" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("  \n"))
+    assert main(["classify", *_settings(config), "--text", "-"]) == 2
+    assert "--text -: standard input was empty" in capsys.readouterr().err
+    assert main(["classify", *_settings(config), "--text", text, "--top", "2"]) == 0 and main(["evaluate", *_settings(config), "--json", "-"]) == 2
+    assert "--json takes a file name, and '-' (standard output) is not one" in capsys.readouterr().err
     assert main(["classify", *_settings(config), "--image", str(photo), "--text", text, "--top", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[0].strip() for line in table[:2]] == from_cli["classes"][:2] and table[2] == "from image + text"
