@@ -125,7 +125,7 @@ def listing_batches(
 def load_photos(image_ids_per_listing: pd.Series, image_dir: Path, size: int, max_pixels: int) -> tuple[list[list[Image.Image]], dict[str, str]]:
     """Cleaned photos per listing, and the reasons photos were skipped."""
     photos, skipped = [], {}
-    for image_ids in tqdm(image_ids_per_listing, desc="photos", unit="listing", leave=False):
+    for image_ids in image_ids_per_listing:  # a batch's: `listing_batches` shows the progress
         mine = []
         for image_id in image_ids:
             try:

@@ -112,10 +112,10 @@ def build_index(config: Config) -> dict:
     models from its stored photos and text (the models may have been retrained since). The build
     lock is taken first, so no live change can slip in between reading them and the new build."""
     start = time.perf_counter()
+    products = load_product_embeddings(config)  # first: missing inputs are refused before the index folder is made
     lock = build_lock(config.paths.index)
     try:
         live, warnings = previous_live_changes(config)
-        products = load_product_embeddings(config)
         replaced = set(live.deleted) | {listing.product_id for listing, _ in live.added}
         catalogue_deleted = int(products.listings["product_id"].isin(live.deleted).sum())
         products = products.subset((products.has_image | products.has_text) & ~products.listings["product_id"].isin(replaced).to_numpy())

@@ -111,7 +111,8 @@ def run_stage(stage: str, config: Config) -> dict:
     """Run one pipeline stage; its summary gains `stage_wall_time_s`."""
     module, function = STAGES[stage].split(":")
     start = time.perf_counter()
-    print(f"== {stage} ==", file=sys.stderr)
+    if stage in TRAINING:  # a heading between the stages of `fbm train all`
+        print(f"== {stage} ==", file=sys.stderr)
     summary = getattr(importlib.import_module(module), function)(config)
     summary["stage_wall_time_s"] = round(time.perf_counter() - start, 1)
     return summary

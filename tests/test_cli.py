@@ -46,6 +46,15 @@ def test_a_port_outside_1_to_65535_is_refused_by_the_parser(port, capsys):
     assert exited.value.code == 2 and "a port is a number from 1 to 65535" in capsys.readouterr().err
 
 
+def test_an_index_of_nothing_trained_is_refused_without_leaving_a_folder(tmp_path, capsys):
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "data").mkdir(parents=True)
+    assert main(["index", "--artifacts", str(artifacts)]) == 2
+    err = capsys.readouterr().err
+    assert "listings.jsonl not found: run `fbm prepare` first" in err and "== index ==" not in err
+    assert not (artifacts / "index").exists()
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
