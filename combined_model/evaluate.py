@@ -26,6 +26,7 @@ from combined_model.features import check_same_categories
 from combined_model.fusion import EARLY, LATE
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
+from listings.artifacts import write_atomic
 from listings.config import Config
 from listings.data import MissingColumnsError, dataset_photos, listing_text, photo_path, read_dataset, write_table
 from listings.images import ImageError, clean_photo, file_digest
@@ -35,6 +36,7 @@ from text_model.baseline import TfidfSvmBaseline
 
 MODELS = ("image", "text", "combined", "late_fusion", "tfidf_baseline", "hog_svm_baseline")
 PREDICTIONS_FILE = "predictions.csv"
+METRICS_FILE = "metrics.json"
 LATE_INPUTS = ("image", "text", "tfidf_baseline")  # the models late fusion mixes
 BATCH_LISTINGS = 32
 SEEN_IDS_NAMED = 5  # product ids a warning names; predictions.csv marks them all
@@ -178,7 +180,7 @@ def row_probabilities(
 
 
 def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.DataFrame]:
-    """The figures (`metrics.json`) and one row per listing scored (`listing_predictions`)."""
+    """The figures (`METRICS_FILE`) and one row per listing scored (`listing_predictions`)."""
     start = time.perf_counter()
     classes = load_prepared(config).encoder.classes  # the labels' encoding: the models' own, or their indices name other categories
     predictor = Predictor.load(config)
@@ -306,7 +308,7 @@ def report_dir(config: Config, data_dir: str | None) -> Path:
 def write_outputs(config: Config, result: dict, predictions: pd.DataFrame, out_dir: Path, json_path: str | None = None) -> Path:
     """metrics.json, predictions.csv, report.md and its figures in `out_dir`; `json_path` gets a copy of the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_atomic(out_dir / METRICS_FILE, json.dumps(result, indent=2))
     write_table(predictions, out_dir / PREDICTIONS_FILE, ["title", "category"])
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -155,7 +155,7 @@ def train_stage(stage: str, config: Config, force: bool) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from combined_model.evaluate import PREDICTIONS_FILE, evaluate, format_table, report_dir, write_outputs
+    from combined_model.evaluate import METRICS_FILE, PREDICTIONS_FILE, evaluate, format_table, report_dir, write_outputs
 
     config = trained_config(args, index=False)  # refuses an empty --data: not the test split scored in its place
     if args.json is not None:
@@ -163,7 +163,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result, predictions = evaluate(config, args.data)  # an explicit --data is the directory to score
     report = write_outputs(config, result, predictions, report_dir(config, args.data), args.json)
     print(format_table(result))
-    print(f"report: {report}; each listing's predictions: {report.parent / PREDICTIONS_FILE}")
+    written = [report, report.parent / METRICS_FILE, report.parent / PREDICTIONS_FILE, *([args.json] if args.json else [])]
+    print("written: " + ", ".join(map(str, written)))
     return 0
 
 

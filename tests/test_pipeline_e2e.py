@@ -183,6 +183,10 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     config, unseen = trained_pipeline
     out = tmp_path / "metrics.json"
     assert main(["evaluate", *_settings(config), "--data", str(unseen), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tfidf_baseline" in printed
+    written = printed.splitlines()[-1]
+    assert written.startswith("written: ") and "report.md" in written and written.endswith(f"metrics.json, {report_dir(config, str(unseen)) / 'predictions.csv'}, {out}")
     result = json.loads(out.read_text())
     n_products = len(pd.read_csv(unseen / "Products.csv", lineterminator="\n"))
     assert result["n_products"] == n_products
@@ -198,7 +202,6 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     assert result["either_branch_right"] <= models["image"]["accuracy"] + models["text"]["accuracy"] + ulp
     assert result["either_branch_right"] <= result["any_late_input_right"] <= 1.0
     assert models["tfidf_baseline"]["accuracy"] <= result["any_late_input_right"]
-    assert "tfidf_baseline" in capsys.readouterr().out
 
     reports = report_dir(config, str(unseen))
     predictions = pd.read_csv(reports / "predictions.csv", dtype=str, keep_default_na=False)
