@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +111,10 @@ def _cell(text: str) -> str:
 def _comparison_chart(result: dict, models: list[str], path: Path) -> None:
     x = np.arange(len(models))
     fig, ax = plt.subplots(figsize=(9, 4))
-    for offset, metric in ((-0.2, "accuracy"), (0.2, "macro_f1")):
+    for offset, metric, label in ((-0.2, "accuracy", "accuracy"), (0.2, "macro_f1", "macro-F1")):
         values = [result["models"][m][metric] for m in models]
-        bars = ax.bar(x + offset, values, width=0.4, label=metric)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        bars = ax.bar(x + offset, values, width=0.4, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)  # as the table prints them
     ax.set_xticks(x, models, rotation=20)
     ax.set(ylim=(0, 1), title="Product-level accuracy and macro-F1 by model")
     ax.legend()
@@ -123,22 +124,34 @@ def _comparison_chart(result: dict, models: list[str], path: Path) -> None:
 
 
 def _confusion_grid(result: dict, models: list[str], path: Path) -> None:
+    """One confusion matrix per model, each row (a true category) as shares of its products, with
+    the row's product count beside its name and a shared colour scale."""
     classes = result["classes"]
-    cols = 3
+    support = np.array(result["confusion"][models[0]]).sum(axis=1)
+    names = [f"{_wrapped(name)} ({n})" for name, n in zip(classes, support)]
+    cols = 2
     rows = int(np.ceil(len(models) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 5.5 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(9 * cols, 8 * rows))
     for ax, name in zip(np.ravel(axes), models):
         matrix = np.array(result["confusion"][name], dtype=float)
         normalised = matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
-        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"{name} (acc {result['models'][name]['accuracy']:.2f})")
-        ax.set_xticks(range(len(classes)), [c[:14] for c in classes], rotation=90, fontsize=6)
-        ax.set_yticks(range(len(classes)), [c[:14] for c in classes], fontsize=6)
+        image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{name} (accuracy {result['models'][name]['accuracy']:.3f})", fontsize=11)
+        ax.set_xticks(range(len(classes)), [_wrapped(c) for c in classes], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(classes)), names, fontsize=7)
+        ax.set(xlabel="predicted category", ylabel="true category (products)")
     for ax in np.ravel(axes)[len(models) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.tight_layout(rect=(0, 0, 0.93, 0.97))
+    fig.colorbar(image, cax=fig.add_axes((0.945, 0.3, 0.012, 0.4)), label="share of the true category's products")
+    fig.suptitle("Confusion matrices, product level: each row sums to 1", fontsize=13)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _wrapped(name: str, width: int = 22) -> str:
+    """A category name on lines of at most `width` characters, whole words kept."""
+    return "\n".join(textwrap.wrap(name, width)) or name
 
 
 def _per_class_f1(result: dict, models: list[str], path: Path) -> None:
@@ -148,10 +161,11 @@ def _per_class_f1(result: dict, models: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(classes) + 1.5))
     for i, name in enumerate(models):
         ax.barh(y + i * height, [result["per_class"][name][c]["f1"] for c in classes], height=height, label=name)
-    ax.set_yticks(y + 0.4 - height / 2, classes, fontsize=7)
+    support = {name: values["support"] for name, values in result["per_class"][models[0]].items()}
+    ax.set_yticks(y + 0.4 - height / 2, [f"{name} ({support[name]})" for name in classes], fontsize=7)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1), xlabel="F1", title="Per-class F1 (product level)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(xlim=(0, 1), xlabel="F1", title="Per-class F1, product level (products in the category)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -142,7 +142,8 @@ def train_combined(config: Config) -> dict:
         "config": asdict(config.fusion),
     }
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
-    plot_curves(history, out_dir / CURVES_FILE, "Fusion", {"val_accuracy": "validation (product)"})
+    kept = max(history, key=lambda h: h["val_accuracy"])["epoch"]  # the first best, as `fit_fusion` kept it
+    plot_curves(history, out_dir / CURVES_FILE, "Fusion", {"val_accuracy": "validation (product)"}, kept=kept)
     return {
         "served_method": served,
         "late_weights": late.to_json(),

@@ -431,6 +431,7 @@ def _save(
         out_dir / CURVES_FILE,
         "Image branch",
         {"train_accuracy": "train photo (augmented)", "val_accuracy": "validation photo", "val_product_accuracy": "validation product"},
+        kept=summary["best_epoch"],
         train_loss_label="train (label-smoothed)",
     )
 

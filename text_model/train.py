@@ -149,7 +149,8 @@ def train_text(config: Config) -> dict:
     history = fit_cnn(
         model, [ids[i] for i in rows["train"]], labels[rows["train"]], [ids[i] for i in rows["val"]], labels[rows["val"]], cfg, seed
     )
-    plot_curves(history, out / CURVES_FILE, "Text CNN", {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1"})
+    best_epoch = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))["epoch"]  # as `fit_cnn` chose it
+    plot_curves(history, out / CURVES_FILE, "Text CNN", {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1"}, kept=best_epoch)
 
     torch.save(model.state_dict(), out / MODEL_FILE)
     vocab.save(out / VOCAB_FILE)
@@ -161,7 +162,7 @@ def train_text(config: Config) -> dict:
         "max_tokens": cfg.max_tokens,
         "finetune_embeddings": cfg.finetune_embeddings,
         "text_config": config.to_dict()["text"],
-        "best_epoch": max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))["epoch"],
+        "best_epoch": best_epoch,
     }
     (out / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False), encoding="utf-8")
 
