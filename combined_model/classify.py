@@ -14,6 +14,8 @@ from combined_model.evaluate import images_of, listing_batches
 from combined_model.inference import Prediction, Predictor
 from listings.config import Config
 from listings.data import read_dataset
+from listings.images import ImageError
+from listings.metrics import counted
 
 CLASSIFIED_FILE = "classified.csv"
 NEEDS = {"combined": "no usable photo or text", "image": "no usable photo", "text": "no text"}  # a listing left without an answer
@@ -32,7 +34,7 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     dataset = read_dataset(data_dir, labelled=False, metadata=False, photos=mode != "text")
     listings = dataset.listings
     if not len(listings):
-        left_out = f" (CSV rows left out: {dict(dataset.dropped)})" if dataset.dropped else ""
+        left_out = f" (CSV rows left out: {counted(dataset.dropped)})" if dataset.dropped else ""
         raise ValueError(f"{data_dir}: no listing to classify{left_out}")
     try:
         image_dir = images_of(data_dir) if mode != "text" else None
@@ -98,7 +100,7 @@ def format_summary(summary: dict, max_photos: int) -> str:
         lines.append("  CSV rows left out (no row in the answers), by id:")
         lines += [f"    {reason}: {examples}" for reason, examples in summary["rows_dropped_examples"].items()]
     if summary["skipped_images"]:
-        lines.append(f"  photos skipped: {summary['skipped_images']}")
+        lines.append(f"  photos skipped: {counted(ImageError.in_words(summary['skipped_images']))}")
     if summary["photos_over_limit"]:
         lines.append(f"  photos beyond the first {max_photos} of a listing, not used (as the API takes at most {max_photos}): {summary['photos_over_limit']:,}")
     if summary["predicted"]:

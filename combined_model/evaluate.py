@@ -30,7 +30,7 @@ from listings.artifacts import write_atomic
 from listings.config import Config
 from listings.data import MissingColumnsError, dataset_photos, listing_text, photo_path, read_dataset, write_table
 from listings.images import ImageError, clean_photo, file_digest
-from listings.metrics import NO_ANSWER, answers, figure, no_answer_where_absent, per_class, per_product, plural, summarise
+from listings.metrics import NO_ANSWER, answers, counted, figure, no_answer_where_absent, per_class, per_product, plural, summarise
 from listings.prepare import Prepared, load_prepared
 from text_model.baseline import TfidfSvmBaseline
 
@@ -55,8 +55,8 @@ class EvalSet:
         """A ValueError saying why no listing is left to score."""
         if len(self.listings):
             return
-        reasons = [f"categories the model does not know: {self.unknown_categories}"] if self.unknown_categories else []
-        reasons += [f"CSV rows left out: {self.rows_dropped}"] if self.rows_dropped else []
+        reasons = [f"categories the model does not know: {counted(self.unknown_categories)}"] if self.unknown_categories else []
+        reasons += [f"CSV rows left out: {counted(self.rows_dropped)}"] if self.rows_dropped else []
         raise ValueError(f"{self.source}: no listing to evaluate" + (f" ({'; '.join(reasons)})" if reasons else ""))
 
 
@@ -285,9 +285,9 @@ def format_table(result: dict) -> str:
     lines.append(f"{'any late input':<19} {result['any_late_input_right']:>9.3f}   (the same for image, text and the TF-IDF model)")
     lines += [f"warning: {warning}" for warning in result["warnings"]]
     if result["unknown_categories"]:
-        lines.append(f"skipped listings with categories the model does not know: {result['unknown_categories']}")
+        lines.append(f"skipped listings with categories the model does not know: {counted(result['unknown_categories'])}")
     if result.get("rows_dropped"):
-        lines.append(f"CSV rows left out: {result['rows_dropped']}")
+        lines.append(f"CSV rows left out: {counted(result['rows_dropped'])}")
     if result["skipped_images"]:
         lines.append(f"skipped photos: {result['skipped_images']}")
     if result["n_images"] == 0:

@@ -59,6 +59,11 @@ class ImageError(ValueError):
         "truncated": "truncated or corrupt",
     }
 
+    @classmethod
+    def in_words(cls, counts: dict[str, int]) -> dict[str, int]:
+        """Counts by reason, each reason in words (`not_an_image` → `not an image`)."""
+        return {cls.WORDS.get(reason, reason): count for reason, count in counts.items()}
+
     def __init__(self, reason: str, detail: str = ""):
         words = self.WORDS[reason]
         super().__init__(f"{words}: {detail}" if detail else words)

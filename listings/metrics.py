@@ -75,6 +75,11 @@ def figure(value: float | None, width: int = 0) -> str:
     return f"{value:>{width}.3f}" if value is not None else f"{'—':>{width}}"
 
 
+def counted(counts: dict[str, int]) -> str:
+    """`truncated (2), missing (1)`: counts by name for people, most first, not a Python dict."""
+    return ", ".join(f"{name} ({count:,})" for name, count in sorted(counts.items(), key=lambda item: -item[1]))
+
+
 def plural(count: int, noun: str) -> str:
     """`3 photos`, `1 photo`."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

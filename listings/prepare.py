@@ -17,7 +17,8 @@ from listings.artifacts import require_files, write_atomic
 from listings.categories import CategoryEncoder
 from listings.config import Config, Paths
 from listings.data import DatasetError, dataset_photos, read_dataset, read_jsonl, write_jsonl
-from listings.images import build_clean_cache
+from listings.images import ImageError, build_clean_cache
+from listings.metrics import counted
 from listings.splits import SPLITS, group_products, split_products
 
 
@@ -153,8 +154,8 @@ def format_summary(summary: dict) -> str:
         f"prepared {summary['data_dir']} in {summary['wall_time_s']} s",
         f"  products: {summary['products']:,}   images: {summary['images']:,} ({summary['images_usable']:,} usable)   classes: {summary['classes']}",
         f"  products without a usable photo: {summary['products_without_images']}   image ids duplicating another's file: {summary['duplicate_image_ids']}",
-        *([f"  CSV rows left out: {summary['rows_dropped']}"] if summary["rows_dropped"] else []),
-        f"  skipped images: {sum(summary['images_skipped'].values())} {summary['images_skipped'] or ''}".rstrip(),
+        *([f"  CSV rows left out: {counted(summary['rows_dropped'])}"] if summary["rows_dropped"] else []),
+        f"  skipped images: {sum(summary['images_skipped'].values())}" + (f": {counted(ImageError.in_words(summary['images_skipped']))}" if summary["images_skipped"] else ""),
         *([f"  prices not read, kept as no price: {summary['prices_unread']} (e.g. {', '.join(map(repr, summary['prices_unread_examples']))})"] if summary.get("prices_unread") else []),
         *([f"  warning: none of the photos was found as images/<image id>.jpg in {summary['data_dir']} (named .JPG or .jpeg, or in a subfolder?)"] if summary.get("none_found") else []),
         f"  split (products): {summary['split_sizes']}",

@@ -362,7 +362,7 @@ def test_the_printed_table_shows_each_figure_in_its_column():
     assert image.split()[1:4] == ["0.500", "0.300", "0.900"]
     assert next(line for line in lines if line.startswith("either branch right")).split()[3] == "0.625"
     assert next(line for line in lines if line.startswith("any late input")).split()[3] == "0.875"
-    assert "skipped listings with categories the model does not know: {'Pets': 2}" in lines
+    assert "skipped listings with categories the model does not know: Pets (2)" in lines
 
 
 def test_the_report_holds_the_figures_the_unknown_categories_and_its_curves(tmp_path):

@@ -124,7 +124,7 @@ def test_prepare_on_the_quirky_fixture(quirky_dataset: Path, tmp_path: Path, cap
     assert summary["skipped_image_ids"] == {"img-f2": "truncated", "img-f3": "missing"}
     assert summary["duplicate_image_ids"] == 1  # img-b1 is img-m1's photo
     assert summary["products_without_images"] == 1
-    assert "skipped images: 2" in printed and "truncated" in printed and "missing" in printed
+    assert "skipped images: 2" in printed and "truncated or corrupt (1)" in printed and "no such file (1)" in printed
     assert summary["prices_unread"] == 1 and "prices not read, kept as no price: 1 (e.g. 'Free')" in printed  # p-dvd's
     assert not summary["none_found"] and "none of the photos was found" not in printed
 
@@ -246,7 +246,7 @@ def test_the_summary_counts_skipped_photos_not_their_reasons():
         "images_skipped": {"truncated": 2, "missing": 1}, "split_sizes": {"train": 2, "val": 1, "test": 0},
         "per_class": {"a": 2, "b": 1},
     }
-    assert "  skipped images: 3 {'truncated': 2, 'missing': 1}" in format_summary(summary).splitlines()
+    assert "  skipped images: 3: truncated or corrupt (2), no such file (1)" in format_summary(summary).splitlines()
 
 
 def test_the_summary_warns_of_categories_too_small_for_every_split_and_photos_shared_by_products():
