@@ -29,6 +29,9 @@ SIDECAR_FILE = "model.json"
 TRAIN_COMMAND = "fbm train combined"
 
 
+UNCERTAIN_BELOW = 0.5  # a top probability under this is an uncertain answer
+
+
 @dataclass
 class Prediction:
     pred: str
@@ -39,6 +42,15 @@ class Prediction:
     text_embedding: np.ndarray | None = field(default=None, repr=False)  # [d_txt]
     low_confidence: bool = False  # e.g. a text with no known word
     text_tokens: list[str] | None = field(default=None, repr=False)  # the used text's tokens (the index re-ranks by its words)
+
+    @property
+    def uncertain(self) -> bool:
+        """Under even odds (the search page marks the same, in api/static/app.js): the runner-up is worth naming."""
+        return self.probabilities[0] < UNCERTAIN_BELOW and len(self.classes) > 1
+
+    def runner_up(self) -> str:
+        """`Home & Garden (0.30)`: the second answer and its probability."""
+        return f"{self.classes[1]} ({self.probabilities[1]:.2f})"
 
 
 @dataclass

@@ -240,7 +240,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
             photos = [photo_for_query(Path(path), config) for path in args.image]
             prediction = predictor.predict(photos, args.text, "combined")
             result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), **filters)
-            print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}")
+            doubt = f"; uncertain, the runner-up is {prediction.runner_up()}" if prediction.uncertain else ""
+            print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}{doubt}")
     print(format_results(result, shutil.get_terminal_size((100, 24)).columns))
     return 0
 
@@ -310,6 +311,8 @@ def format_prediction(prediction, top: int, bar_width: int = 30) -> str:
     lines.append(f"from {' + '.join(prediction.modalities)}")
     if prediction.low_confidence:
         lines.append("low confidence: the model knows none of the text's words")
+    elif prediction.uncertain:
+        lines.append(f"uncertain: under even odds, the runner-up is {prediction.runner_up()}")
     return "\n".join(lines)
 
 

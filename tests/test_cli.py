@@ -201,7 +201,13 @@ def test_bars_are_proportional_and_low_confidence_is_said():
     assert [line.count(bar_mark()) for line in lines[:3]] == [15, 9, 6]
     assert lines[3] == "from text" and lines[4].startswith("low confidence")
     prediction.low_confidence = False
-    assert "low confidence" not in format_prediction(prediction, 3)
+    assert "low confidence" not in format_prediction(prediction, 3) and "uncertain" not in format_prediction(prediction, 3)  # even odds: not under
+
+
+def test_an_answer_under_even_odds_is_marked_uncertain_with_its_runner_up():
+    """As the search page marks it: 0.335 against 0.202 printed as if certain."""
+    prediction = Prediction("Home & Garden", ["Home & Garden", "DIY Tools & Materials", "Other Goods"], [0.335, 0.202, 0.463], ["text"])
+    assert format_prediction(prediction, 2).splitlines()[-1] == "uncertain: under even odds, the runner-up is DIY Tools & Materials (0.20)"
 
 
 @pytest.mark.parametrize("command", [["prepare"], ["train", "combined"]])
