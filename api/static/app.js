@@ -84,7 +84,8 @@ function showPreview() {
 }
 
 // What the user should know of how far to trust the category: a description with no word the model
-// knows, or a category under even odds; and a description typed but not used.
+// knows, or a category under even odds (0.5: UNCERTAIN_BELOW of combined_model/inference.py, which the
+// command line uses); and a description typed but not used.
 function caveats(prediction, typed) {
   const notes = [];
   if (prediction.low_confidence) notes.push("low confidence: no word of the description is known");
