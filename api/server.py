@@ -18,6 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import create_app
 from api.services import load_services
+from listings.artifacts import require_trained
 from listings.config import Config
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def serve(config: Config) -> None:
         raise ValueError("FBM_API_KEY must be ASCII (letters, digits, punctuation), as HTTP headers carry it")
     if config.serve.api_key != config.serve.api_key.strip():  # a header's value is read without the spaces around it
         raise ValueError("FBM_API_KEY starts or ends with white space, which an HTTP header cannot carry: set it without")
-    check_trained(config)
+    require_trained(config)
     services = load_services(config)
     if not config.serve.api_key:
         log.warning("FBM_API_KEY is not set: POST /listings and DELETE /listings are refused")
@@ -179,13 +180,3 @@ def serve(config: Config) -> None:
     logging.getLogger("uvicorn.access").addFilter(ShortPaths())
     Server(server_config).run()
 
-
-def check_trained(config: Config) -> None:
-    """A FileNotFoundError saying what to do when nothing at all is trained in the artifacts folder
-    (a new Docker volume, a mistyped FBM_ARTIFACTS), rather than naming the first missing file."""
-    paths = config.paths
-    if not any(path.exists() for path in (paths.image_model, paths.text_model, paths.combined_model, paths.index)):
-        raise FileNotFoundError(
-            f"no trained models in {paths.root}: build them with `make run` (or `fbm train all`, then `fbm index`) where the "
-            "dataset is, into this folder (for Docker, the folder mounted at /artifacts)"
-        )

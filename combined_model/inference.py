@@ -17,7 +17,7 @@ from PIL import Image
 from combined_model.features import concat_embeddings, text_is_used
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
 from image_model.inference import ImageBranch
-from listings.artifacts import first_line, load_weights, read_json, require_files
+from listings.artifacts import first_line, load_weights, read_json, require_files, require_trained
 from listings.config import Config
 from listings.data import clean_listing_text
 from text_model.baseline import TfidfSvmBaseline
@@ -113,6 +113,7 @@ class Predictor:
 
     @classmethod
     def load(cls, config: Config) -> "Predictor":
+        require_trained(config)  # nothing trained at all: what to run, not one stage's missing file
         directory = config.paths.combined_model
         sidecar_path, weights_path = directory / SIDECAR_FILE, directory / MODEL_FILE
         require_files((sidecar_path, weights_path), TRAIN_COMMAND)

@@ -13,7 +13,10 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from listings.config import Config
 
 # what every training stage writes beside its model: its curves per epoch and a JSON summary
 CURVES_FILE = "curves.png"
@@ -109,3 +112,15 @@ def hold_lock(path: Path, exclusive: bool, busy: Exception) -> int:
         os.close(descriptor)
         raise busy from None
     return descriptor
+
+
+def require_trained(config: "Config") -> None:
+    """A FileNotFoundError saying what to do when nothing at all is trained in the artifacts folder
+    (a new Docker volume, a mistyped FBM_ARTIFACTS or --artifacts), rather than naming the first
+    missing file of one stage (`run fbm train combined first`, where every stage is missing)."""
+    paths = config.paths
+    if not any(path.exists() for path in (paths.image_model, paths.text_model, paths.combined_model, paths.index)):
+        raise FileNotFoundError(
+            f"no trained models in {paths.root}: build them with `make run` (or `fbm train all`, then `fbm index`) where the "
+            "dataset is, into this folder (for Docker, the folder mounted at /artifacts)"
+        )

@@ -133,6 +133,13 @@ def test_evaluate_checks_that_its_json_file_can_be_written_before_evaluating(tmp
     assert list(tmp_path.iterdir()) == []  # nothing left behind, nothing ran
 
 
+def test_classify_on_a_folder_with_nothing_trained_says_what_to_run(tmp_path: Path, capsys):
+    """It said `run fbm train combined first`, where every stage was missing."""
+    assert main(["classify", "--artifacts", str(tmp_path / "empty"), "--text", "oak chair"]) == 2
+    err = capsys.readouterr().err
+    assert "no trained models in" in err and "build them with `make run`" in err
+
+
 @pytest.mark.parametrize("option, message", [("--json", "--json is empty: give a file name"), ("--data", "--data is empty: give the dataset directory to score")])
 def test_evaluate_refuses_an_empty_path_instead_of_leaving_the_option_out(tmp_path: Path, option, message, capsys):
     """`--data ""` scored the test split in its place, and `--json ""` wrote nothing, both with exit 0."""
