@@ -13,7 +13,7 @@ import pandas as pd
 from combined_model.evaluate import images_of, listing_batches
 from combined_model.inference import Prediction, Predictor
 from listings.config import Config
-from listings.data import read_dataset
+from listings.data import DatasetError, read_dataset
 from listings.images import ImageError
 from listings.metrics import counted
 
@@ -30,8 +30,13 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     """One row per listing of `data_dir` (`answer_rows`), and a summary of what was read and answered.
     Photos are read a batch at a time (a large directory is not held in memory), at most
     `serve.max_photos` per listing as the API takes; none in text mode."""
-    # refuses a file, or a directory without Products.csv (or without Images.csv, unless in text mode)
-    dataset = read_dataset(data_dir, labelled=False, metadata=False, photos=mode != "text")
+    text_alone = "`--mode text` answers from the listings' text alone and needs no photos"
+    try:  # refuses a file, or a directory without Products.csv (or without Images.csv, unless in text mode)
+        dataset = read_dataset(data_dir, labelled=False, metadata=False, photos=mode != "text")
+    except DatasetError as exc:
+        if "Images.csv not found" not in str(exc):
+            raise
+        raise DatasetError(f"{exc}; {text_alone}") from None
     listings = dataset.listings
     if not len(listings):
         left_out = f" (CSV rows left out: {counted(dataset.dropped)})" if dataset.dropped else ""
@@ -39,7 +44,7 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     try:
         image_dir = images_of(data_dir) if mode != "text" else None
     except ValueError as exc:
-        raise ValueError(f"{exc}; `--mode text` answers from the listings' text alone and needs no photos") from None
+        raise ValueError(f"{exc}; {text_alone}") from None
     predictor = Predictor.load(config)
     answers: list[Prediction] = []
     photos_used, skipped = [], {}

@@ -250,6 +250,8 @@ def test_a_directory_without_images_csv_is_a_clear_error(trained_pipeline, tmp_p
     (data / "images").mkdir()
     assert main(["evaluate", *_settings(config), "--data", str(data)]) == 2
     assert "Images.csv not found" in capsys.readouterr().err
+    assert main(["classify", *_settings(config), "--data", str(data)]) == 2
+    assert "Images.csv not found: a dataset directory needs Products.csv, Images.csv and images/; `--mode text` answers" in capsys.readouterr().err
     assert main(["evaluate", *_settings(config), "--data", str(unseen / "Products.csv")]) == 2
     assert "Products.csv is a file: give the dataset's directory" in capsys.readouterr().err
 
