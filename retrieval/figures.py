@@ -80,12 +80,13 @@ def plot_examples(examples: list[Example], photos: PhotoStore, path: Path) -> No
         plt.close(fig)
         return
     columns = 1 + max(len(example.hits) for example in examples)
-    fig, axes = plt.subplots(len(examples), columns, figsize=(1.9 * columns, 2.2 * len(examples)), squeeze=False)
+    fig, axes = plt.subplots(len(examples), columns, figsize=(2.3 * columns, 3.2 * len(examples)), squeeze=False)
     for row, example in zip(axes, examples):
-        _photo_cell(row[0], photos, example.image_id, f"query: {shorten(example.title, 24)}\n{shorten(example.root, 26)}", "black")
+        _photo_cell(row[0], photos, example.image_id, f"query: {shorten(example.title, 28)}\n{shorten(example.root, 30)}", "black")
         for ax, hit in zip(row[1:], example.hits):
             colour = SAME_ROOT if hit.root == example.root else OTHER_ROOT
-            _photo_cell(ax, photos, hit.image_ids[0] if hit.image_ids else None, f"{shorten(hit.root, 26)}\nscore {hit.score:.2f}", colour)
+            caption = f"{shorten(hit.title, 28)}\n{shorten(hit.root, 30)}\nscore {hit.score:.2f}"  # the item, not only its category
+            _photo_cell(ax, photos, hit.image_ids[0] if hit.image_ids else None, caption, colour)
         for ax in row[1 + len(example.hits) :]:
             ax.axis("off")
     fig.suptitle("Test listings (photo + text) and their nearest listings; green: the same root category", fontsize=10)
@@ -104,7 +105,7 @@ def _photo_cell(ax, photos: PhotoStore, image_id: str | None, caption: str, colo
     else:
         with Image.open(found) as photo:
             ax.imshow(np.asarray(photo.convert("RGB")))
-    ax.set_title(caption, fontsize=7, color=colour, parse_math=False)  # a seller's "$5 or $6" is text, not a formula
+    ax.set_title(caption, fontsize=8, color=colour, parse_math=False)  # a seller's "$5 or $6" is text, not a formula
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
