@@ -37,7 +37,7 @@ class LateWeights:
         return cls(**{name: float(value) for name, value in data.items()})
 
     def describe(self) -> str:
-        tfidf = f", tfidf={self.tfidf:g}^{self.tfidf_power:g}" if self.tfidf else ""
+        tfidf = f", tfidf={self.tfidf:g} (sharpened p^{self.tfidf_power:g})" if self.tfidf else ""  # not 0.5 to the power 4
         return f"image={self.image:g}, text={self.text:g}{tfidf}"
 
 

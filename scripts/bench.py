@@ -38,6 +38,7 @@ import numpy as np
 
 from combined_model.fusion import LateWeights
 from listings.config import REPO_ROOT, Config
+from listings.metrics import plural
 from listings.subset import subset_dataset
 from scripts.loadgen import Request, form_request, run_load
 
@@ -524,9 +525,9 @@ def _accuracy_section(a: dict) -> list[str]:
 def _serving_section(s: dict, repeats: int) -> list[str]:
     """The raw model's throughput and each endpoint's load, against it."""
     lines = [
-        *_heading(f"Serving (a real `fbm serve` on loopback; median of {repeats} runs; server peak RSS {s['server_peak_rss_mib']} MiB)"),
+        *_heading(f"Serving (a real `fbm serve` on loopback; {'median of ' + str(repeats) + ' runs' if repeats > 1 else 'one run'}; server peak RSS {s['server_peak_rss_mib']:,} MiB)"),
         f"Raw model throughput, measured just before each endpoint's load (in-process, no HTTP, photos already decoded, "
-        f"in the server's layout: {s['raw']['workers']} passes side by side × {s['raw']['torch_threads']} torch thread(s); "
+        f"in the server's layout: {s['raw']['workers']} passes side by side × {plural(s['raw']['torch_threads'], 'torch thread')}; "
         f"best batch of {', '.join(map(str, RAW_BATCHES))} listings): "
         + ", ".join(
             f"{e} {r['listings_per_s']} listings/s (batch {r['batch']}; {r['cpu_ms_per_listing']} ms of CPU per listing)"
