@@ -69,7 +69,7 @@ def write_report(config: Config, result: dict, predictions: pd.DataFrame, out_di
         "![per-class F1](per_class_f1.png)",
         "",
         *_confident_mistakes(predictions, result["served"]),
-        "## Training curves",
+        "## Training curves and the word vectors",
         "",
     ]
     lines += [f"![{name}]({file})" for name, file in curves] or ["(no training curves found)"]
@@ -180,4 +180,9 @@ def _collect_curves(config: Config, out_dir: Path) -> list[tuple[str, str]]:
             target = out_dir / f"curves_{stage}.png"
             shutil.copyfile(source, target)
             found.append((f"{stage} training curves", target.name))
+    from text_model.train import TSNE_FILE  # the text stage's map of its word vectors
+
+    if (paths.text_model / TSNE_FILE).exists():
+        shutil.copyfile(paths.text_model / TSNE_FILE, out_dir / TSNE_FILE)
+        found.append(("word2vec: the text branch's most frequent words, neighbours in meaning close together", TSNE_FILE))
     return found

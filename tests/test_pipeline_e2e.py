@@ -220,6 +220,7 @@ def test_evaluate_on_an_unseen_directory_writes_the_documented_json(trained_pipe
     assert (predictions["served_confidence"].astype(float) >= predictions["served_p_root"].astype(float)).all()
     assert all(category.startswith(root) for category, root in zip(predictions["category"], predictions["root"]))  # the full path
     report = (reports / "report.md").read_text()
+    assert "![word2vec: the text branch's most frequent words" in report and (reports / "word2vec_tsne.png").exists()  # the map no report showed
     assert f"most confident mistakes ({(predictions['served_correct'] == 'False').sum()} of {n_products} listings wrong)" in report
 
 

@@ -49,6 +49,24 @@ def nearest_neighbours(vectors: KeyedVectors, words: list[str], topn: int = 8) -
     }
 
 
+def _label_positions(words: list[str], points: np.ndarray) -> list[tuple[float, float]]:
+    """Where each word's label goes: at its point, or moved down a line at a time (up to six) until
+    it overlaps no label placed before it, so that near neighbours ('galaxy', 'samsung') stay legible."""
+    span = np.ptp(points, axis=0).clip(min=1e-9)
+    line, char = span[1] / 95, span[0] / 230  # a 9-point line and character on a 16-inch map
+    placed: list[tuple[float, float, float]] = []  # x, y, width
+    positions = []
+    for word, (x, y) in zip(words, points):
+        width, label_y = char * len(word), y
+        for _ in range(6):
+            if not any(abs(label_y - py) < line and x < px + pw and px < x + width for px, py, pw in placed):
+                break
+            label_y -= line
+        placed.append((x, label_y, width))
+        positions.append((float(x), float(label_y)))
+    return positions
+
+
 def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int = 0) -> None:
     """A labelled 2-D t-SNE map of the `n_words` most frequent words."""
     from sklearn.manifold import TSNE
@@ -60,9 +78,9 @@ def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int =
     )
     fig, ax = plt.subplots(figsize=(16, 16))
     ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.5)
-    for word, (x, y) in zip(words, points):
-        ax.annotate(word, (x, y), fontsize=7, alpha=0.8)
-    ax.set_title(f"word2vec: t-SNE of the {len(words)} most frequent words")
+    for word, (x, y), (label_x, label_y) in zip(words, points, _label_positions(words, points)):
+        ax.annotate(word, (x, y), xytext=(label_x, label_y), fontsize=9, alpha=0.85, arrowprops={"arrowstyle": "-", "alpha": 0.3} if label_y != y else None)
+    ax.set_title(f"word2vec: t-SNE of the {len(words)} most frequent words (neighbours in meaning lie close)", fontsize=13)
     ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
