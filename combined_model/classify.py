@@ -13,7 +13,7 @@ import pandas as pd
 from combined_model.evaluate import images_of, listing_batches
 from combined_model.inference import Prediction, Predictor
 from listings.config import Config
-from listings.data import DatasetError, read_dataset
+from listings.data import MissingFileError, read_dataset
 from listings.images import ImageError
 from listings.metrics import counted
 
@@ -33,10 +33,10 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     text_alone = "`--mode text` answers from the listings' text alone and needs no photos"
     try:  # refuses a file, or a directory without Products.csv (or without Images.csv, unless in text mode)
         dataset = read_dataset(data_dir, labelled=False, metadata=False, photos=mode != "text")
-    except DatasetError as exc:
-        if "Images.csv not found" not in str(exc):
+    except MissingFileError as exc:
+        if exc.path.name != "Images.csv":
             raise
-        raise DatasetError(f"{exc}; {text_alone}") from None
+        raise MissingFileError(f"{exc}; {text_alone}", exc.path) from None
     listings = dataset.listings
     if not len(listings):
         left_out = f" (CSV rows left out: {counted(dataset.dropped)})" if dataset.dropped else ""

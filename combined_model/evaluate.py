@@ -60,16 +60,14 @@ class EvalSet:
         raise ValueError(f"{self.source}: no listing to evaluate" + (f" ({'; '.join(reasons)})" if reasons else ""))
 
 
-def held_out_split(config: Config) -> EvalSet:
+def held_out_split(prepared: Prepared) -> EvalSet:
     """The test split, its photos read from the cleaned-image cache `fbm prepare` wrote (not from
     `data.data_dir`, which may name another dataset than the one prepared)."""
-    prepared = load_prepared(config)
     return EvalSet(prepared.split("test"), prepared.image_dir, {}, "test split")
 
 
-def directory_set(config: Config, data_dir: str) -> EvalSet:
+def directory_set(prepared: Prepared, data_dir: str) -> EvalSet:
     """Every listing of a marketplace-format directory; unknown categories are counted, not fatal."""
-    prepared = load_prepared(config)
     try:
         dataset = read_dataset(data_dir, metadata=False)  # refuses a file, or a directory without its two CSV files
     except MissingColumnsError as exc:
@@ -182,10 +180,11 @@ def row_probabilities(
 def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.DataFrame]:
     """The figures (`METRICS_FILE`) and one row per listing scored (`listing_predictions`)."""
     start = time.perf_counter()
-    classes = load_prepared(config).encoder.classes  # the labels' encoding: the models' own, or their indices name other categories
+    prepared = load_prepared(config)
+    classes = prepared.encoder.classes  # the labels' encoding: the models' own, or their indices name other categories
     predictor = Predictor.load(config)
     check_same_categories("served model", predictor.classes, classes, config)
-    eval_set = directory_set(config, data_dir) if data_dir else held_out_split(config)
+    eval_set = directory_set(prepared, data_dir) if data_dir else held_out_split(prepared)
     eval_set.check_not_empty()
     labels = eval_set.listings["label"].to_numpy()
     rows, owner, has_image, skipped = row_probabilities(config, eval_set, predictor)
@@ -289,7 +288,7 @@ def format_table(result: dict) -> str:
     if result.get("rows_dropped"):
         lines.append(f"CSV rows left out: {counted(result['rows_dropped'])}")
     if result["skipped_images"]:
-        lines.append(f"skipped photos: {result['skipped_images']}")
+        lines.append(f"skipped photos: {counted(ImageError.in_words(result['skipped_images']))}")
     if result["n_images"] == 0:
         lines.append("no usable photo: the image and HOG models had nothing to see and gave no answer, scored as wrong")
     return "\n".join(lines)

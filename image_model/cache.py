@@ -40,9 +40,12 @@ def cache_key(backbone: str, weights_sha256: str, input_size: int, cut: str, pre
     return key + ("" if device == "cpu" else f"-{device}")
 
 
+PLAIN_VIEW = "view0"  # the eval view, the same whatever the augmentation
+
+
 def view_name(view: int, augmentation: Augmentation) -> str:
     """The plain view's name; an augmented view's names its seed and its strengths."""
-    return "view0" if view == 0 else f"view{view}-seed{augmentation.seed}-{augmentation.key()}"
+    return PLAIN_VIEW if view == 0 else f"view{view}-seed{augmentation.seed}-{augmentation.key()}"
 
 
 @dataclass

@@ -36,7 +36,7 @@ from image_model.backbones import (
     resolve_backbone,
 )
 from image_model.baseline import HogSvmBaseline, hog_features
-from image_model.cache import FeatureCache, FillStats, cache_key, fill_views, view_name
+from image_model.cache import PLAIN_VIEW, FeatureCache, FillStats, cache_key, fill_views, view_name
 from image_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE
 from image_model.model import Architecture, ImageNetwork, build_network, training_device
 from image_model.preprocess import Augmentation, make_view, to_batch
@@ -129,7 +129,7 @@ def train_image(config: Config) -> dict:
     out_dir = config.paths.image_model
     out_dir.mkdir(parents=True, exist_ok=True)
     all_ids = photos["image_id"].tolist()
-    export = export_embeddings(network, run.cache.gather(view_name(0, Augmentation.of(config)), all_ids), all_ids, out_dir / EXPORT_FILE)
+    export = export_embeddings(network, run.cache.gather(PLAIN_VIEW, all_ids), all_ids, out_dir / EXPORT_FILE)
     baseline = train_baseline(config, run.image_dir, photos, run.classes)
 
     train_epoch_s = float(np.median([h["train_seconds"] for h in history]))

@@ -13,7 +13,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
     from listings.config import Config
@@ -30,24 +30,34 @@ def temporary_path(path: Path) -> Path:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write `path` whole or not at all: a temporary file flushed to disk, then renamed over it,
-    and the rename flushed too. A reader never sees half a file, a crash leaves the old one, and a
-    write the disk refuses (full, read-only) leaves no temporary behind and names the file."""
+    """Write `path` whole or not at all (`replace_atomically`)."""
+    encoded = data.encode("utf-8") if isinstance(data, str) else data
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            handle.write(encoded)
+
+    replace_atomically(path, write)
+
+
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write` a new version of `path` into a temporary file, flush it to disk, then rename it over
+    `path` and flush the rename. A reader never sees half a file, a crash leaves the old one, and a
+    write that fails (a full disk, a read-only one) leaves no temporary behind and names the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(path)
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
+        write(temporary)
+        with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-        fsync_directory(path.parent)
-    except OSError as exc:
+    except BaseException as exc:
         temporary.unlink(missing_ok=True)
-        if exc.filename is None:  # a full disk's error names no file
+        if isinstance(exc, OSError) and exc.filename is None:  # a full disk's error names no file
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+    fsync_directory(path.parent)
 
 
 def fsync_directory(directory: Path) -> None:

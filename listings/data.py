@@ -70,6 +70,14 @@ class DatasetError(ValueError):
     """A dataset directory that cannot be read as the marketplace format."""
 
 
+class MissingFileError(DatasetError):
+    """A dataset directory without one of its files (`path`)."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 class MissingColumnsError(DatasetError):
     """A CSV file without some of the columns the marketplace format needs (`missing`)."""
 
@@ -240,7 +248,7 @@ def read_jsonl(path: Path) -> pd.DataFrame:
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
     if not path.is_file():
         problem = "is a folder, not a file" if path.is_dir() else "not found"
-        raise DatasetError(f"{path} {problem}: a dataset directory needs Products.csv, Images.csv and images/")
+        raise MissingFileError(f"{path} {problem}: a dataset directory needs Products.csv, Images.csv and images/", path)
     _refuse_other_separators(path, required)  # before pandas splits its fields on the commas inside them
     frame = read_raw_csv(path)
     if not isinstance(frame.index, pd.RangeIndex):

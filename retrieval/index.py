@@ -79,7 +79,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from listings.artifacts import fsync_directory, hold_lock, temporary_path, write_atomic
+from listings.artifacts import hold_lock, replace_atomically, write_atomic
 from listings.config import IndexConfig
 from listings.data import MAX_PRICE, split_category, without_controls
 from retrieval.terms import Terms, term_cosines
@@ -985,18 +985,9 @@ def _listing_from_row(row: tuple) -> Listing:
 
 
 def write_faiss_file(index: faiss.Index, path: Path) -> None:
-    """FAISS's own writer into a temporary file, flushed to disk, then renamed over `path`; a write
-    that fails (a full disk) leaves no temporary behind, as large as the index, to the next start."""
-    temporary = temporary_path(path)
-    try:
-        faiss.write_index(index, str(temporary))
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except (RuntimeError, OSError):
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
+    """FAISS's own writer, replacing `path` atomically; a write that fails (a full disk) leaves no
+    temporary behind, as large as the index, to the next start."""
+    replace_atomically(path, lambda temporary: faiss.write_index(index, str(temporary)))
 
 
 def build_lock(directory: str | Path) -> int:

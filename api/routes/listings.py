@@ -107,7 +107,7 @@ def distinct(photos: list[Image.Image]) -> list[Image.Image]:
     seen: set[bytes] = set()
     kept = []
     for photo in photos:
-        stored = photo.info.get(STORED_JPEG) or photo.tobytes()
+        stored = photo.info[STORED_JPEG]  # every upload is cleaned by clean_photo, which keeps its encoding
         if stored not in seen:
             seen.add(stored)
             kept.append(photo)
