@@ -5,14 +5,13 @@ raises FileNotFoundError or ValueError naming it, before the server accepts a co
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from listings.config import Config
+from listings.config import Config, available_cores
 from listings.photos import PhotoStore
 
 
@@ -22,18 +21,6 @@ class Services:
     index: Any  # retrieval.index.ListingIndex or a stand-in with .search, .stored, .check_category, .add, .delete, len(), .info
     photos: PhotoStore
     terms: Any = None  # retrieval.terms.TermWeights: queries and new listings' words; None: no re-ranking
-
-
-def available_cores() -> int:
-    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
 
 
 def inference_layout(config: Config) -> tuple[int, int]:

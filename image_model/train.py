@@ -104,7 +104,7 @@ def prepare_training(config: Config) -> Training:
     train_digests = {i: digests[i] for i in photos.loc[photos["split"] == "train", "image_id"]}
     views = {0: digests, **{k: train_digests for k in range(1, settings.views)}}
     augmentation = Augmentation.of(config)
-    fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, augmentation, settings.trunk_batch_size, config.data.workers)
+    fill = fill_views(cache, network, prepared.image_dir, views, config.data.image_size, augmentation, settings.trunk_batch_size, config.data.loader_threads)
     photos = photos[~photos["image_id"].isin(fill.skipped)].reset_index(drop=True)
     if fill.skipped:
         print(f"image branch: skipped {len(fill.skipped)} photo(s) that failed to load: {fill.skipped}", file=sys.stderr)
@@ -376,7 +376,7 @@ def train_baseline(config: Config, image_dir: Path, photos: pd.DataFrame, classe
     """HOG + linear SVM on the same photos and split; C chosen on validation photos."""
     start = time.perf_counter()
     images = (clean_image(photo_path(image_dir, i), config.data.image_size) for i in tqdm(photos["image_id"], desc="HOG photos", unit="img"))
-    features = hog_features(images, config.data.workers)
+    features = hog_features(images, config.data.loader_threads)
     split = photos["split"].to_numpy()
     labels = photos["label"].to_numpy(np.int64)
     train, val = split == "train", split == "val"

@@ -17,6 +17,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
 
 
+def available_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def _default_data_dir() -> str:
     if os.environ.get("FBM_DATA"):
         return os.environ["FBM_DATA"]
@@ -52,7 +64,11 @@ class DataConfig:
     val_frac: float = 0.15
     test_frac: float = 0.15
     max_image_pixels: int = 40_000_000  # a photo decoding to more is refused as a decompression bomb (a large baseline JPEG decodes reduced)
-    workers: int = 2
+    workers: int = 0  # threads decoding photos (prepare, the trunk's cache fill, HOG); 0: one per core
+
+    @property
+    def loader_threads(self) -> int:
+        return self.workers or available_cores()
 
 
 @dataclass
@@ -235,7 +251,7 @@ _MINIMUM = {
     name: 1
     for name in (
         "epochs", "batch_size", "trunk_batch_size", "views", "embed_dim", "w2v_dim", "w2v_window",
-        "w2v_negative", "w2v_min_count", "w2v_epochs", "w2v_workers", "channels", "max_tokens", "workers", "decode_workers",
+        "w2v_negative", "w2v_min_count", "w2v_epochs", "w2v_workers", "channels", "max_tokens", "decode_workers",
         "batch_max_photos", "max_photos", "max_text_chars", "max_upload_bytes", "max_request_bytes", "max_image_pixels",
         "max_k", "rerank_candidates", "checkpoint_every", "ef_construction", "ef_search", "port", "kernel_sizes",
         "tfidf_min_df", "tfidf_word_ngrams", "tfidf_char_ngrams",

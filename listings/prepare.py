@@ -107,7 +107,7 @@ def prepare(config: Config) -> dict:
         paths.clean_images(config.data.image_size),
         config.data.image_size,
         config.data.max_image_pixels,
-        config.data.workers,
+        config.data.loader_threads,
     )
     listings["skipped_image_ids"] = listings["image_ids"].map(lambda ids: [i for i in ids if i in skipped])
     listings["image_ids"] = listings["image_ids"].map(lambda ids: [i for i in ids if i in digests])

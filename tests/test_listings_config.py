@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from listings import config as config_module
 from listings.config import CLEAN_IMAGES_FORM, Config
 from scripts.cli import main
 
@@ -100,6 +101,15 @@ def test_settings_of_their_allowed_range_are_kept():
         config.override(assignment)
     assert config.serve.inference_workers == 0 and config.index.term_weight == 1.0 and config.serve.api_key == ""
     assert (config.image.device, config.image.trainable) == ("cpu", "none")
+
+
+def test_photo_loader_threads_default_to_one_per_core(monkeypatch):
+    """A GPU machine's trunk waits on JPEG decoding with two loader threads (254 photos/s on an H200 with 16 cores)."""
+    monkeypatch.setattr(config_module, "available_cores", lambda: 16)
+    config = Config()
+    assert config.data.workers == 0 and config.data.loader_threads == 16
+    config.override("data.workers=3")
+    assert config.data.loader_threads == 3
 
 
 def test_a_photo_limit_above_the_request_limit_is_refused(tmp_path: Path, capsys):
