@@ -304,6 +304,15 @@ def serving_row(concurrency: int, runs: list[dict], raw_listings_per_s: float) -
     return row
 
 
+def serving_line(row: dict) -> str:
+    """A `serving_row` in words, for the progress printed while `fbm bench` runs."""
+    failed = f", {row['non_2xx']} failed" if row["non_2xx"] else ""
+    return (
+        f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, {row['throughput_rps']:,.1f} requests/s "
+        f"({row['throughput_over_raw']:.2f}x the raw model){failed}"
+    )
+
+
 def bench_serving(config: Config, plan: BenchPlan) -> dict:
     queries = sample_queries(config)
     raw = RawThroughput(config, queries)
@@ -314,7 +323,7 @@ def bench_serving(config: Config, plan: BenchPlan) -> dict:
     try:
         for endpoint in ENDPOINTS:
             reference = results["raw"]["endpoints"][endpoint] = raw.measure(endpoint)
-            print(f"raw /{endpoint}: {reference}", file=sys.stderr)
+            print(f"raw /{endpoint}: {reference['listings_per_s']:,.1f} listings/s at batch {reference['batch']}, {reference['cpu_ms_per_listing']:.1f} ms CPU each", file=sys.stderr)
             requests = [request_for(endpoint, query) for query in queries]
             run_load(url, lambda i: requests[i % len(requests)], 4, 1)  # warm-up
             rows = []
@@ -322,7 +331,7 @@ def bench_serving(config: Config, plan: BenchPlan) -> dict:
                 runs = [server_load(url, server.pid, requests, plan.requests_per_client * concurrency, concurrency) for _ in range(plan.repeats)]
                 row = serving_row(concurrency, runs, reference["listings_per_s"])
                 rows.append(row)
-                print(f"serving /{endpoint} c{concurrency}: {row}", file=sys.stderr)
+                print(f"serving /{endpoint} at concurrency {concurrency}: {serving_line(row)}", file=sys.stderr)
             results["endpoints"][endpoint] = rows
         results["server_peak_rss_mib"] = peak_rss_mib(server.pid)
     finally:

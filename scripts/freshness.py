@@ -198,16 +198,12 @@ def stale_stages(config: Config, index: bool = True) -> list[str]:
         if "inputs" in recorded and all(path.is_file() for path in input_files(stage, config)):
             if recorded["inputs"] != inputs_digest(stage, config, file_digest):
                 what = "branches or prepared listings" if stage == "combined" else "prepared listings"
-                warnings.append(
-                    f"warning: {output_dir(stage, config)} was trained from other {what} than those now in {config.paths.root}: "
-                    "`fbm train all` brings every stage up to date"
-                )
+                warnings.append(f"warning: {output_dir(stage, config)} is out of date (trained from other {what}): run `fbm train all`")
     recorded = _read_record(config.paths.index / FINGERPRINT_FILE)
     if index and "inputs" in recorded and recorded["inputs"] != index_digest(config, file_digest):
         warnings.append(
-            f"warning: the index in {config.paths.index} was built from other models or listings than those now in {config.paths.root}: "
-            "until `fbm index` rebuilds it, searches may compare new query vectors with old ones, or show a listing's old price, "
-            "location or words (listings added through the API are kept)"
+            f"warning: the index in {config.paths.index} is out of date (built from other models or listings): "
+            "run `fbm index`, which keeps the listings added through the API"
         )
     return warnings
 

@@ -8,11 +8,13 @@ import scripts.bench as bench
 from scripts.cli import main
 
 
-def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_path):
+def test_quick_bench_measures_accuracy_serving_and_scale(trained_pipeline, tmp_path, capsys):
     config, _ = trained_pipeline
     out = tmp_path / "BENCH.md"
     argv = ["bench", "--quick", "--reuse", "--artifacts", config.data.artifacts_dir, "--parts", "accuracy,retrieval,serving,scale", "--out", str(out)]
     assert main(argv) == 0
+    progress = capsys.readouterr().err
+    assert "serving /combined at concurrency 1: p50 " in progress and "{" not in progress  # figures in words, not dicts
     result = json.loads(out.with_suffix(".json").read_text())
 
     assert set(result["accuracy"]["models"]) >= {"image", "text", "combined", "late_fusion"}
@@ -85,6 +87,7 @@ def test_a_serving_row_is_the_median_over_the_raw_model_and_counts_every_failure
     row = bench.serving_row(16, runs, raw_listings_per_s=40.0)
     assert row["throughput_rps"] == 12.0 and row["throughput_over_raw"] == 0.3  # the median run over the raw model
     assert row["non_2xx"] == 1 + 2 + 2  # answers that were not 2xx, and requests never answered
+    assert bench.serving_line(row) == "p50 5.0 ms, p99 7.0 ms, 12.0 requests/s (0.30x the raw model), 5 failed"
 
 
 def test_a_goal_met_exactly_is_met_and_the_slowest_query_is_judged():

@@ -43,7 +43,7 @@ def test_train_skips_a_stage_trained_from_the_same_inputs_settings_and_code(trai
     summary = artifacts / "text_model" / "summary.json"
     summary.write_text(summary.read_text() + " ")  # an input of the fusion: the text branch's outputs
     assert main(["classify", "--artifacts", str(artifacts), "--text", "oak chair"]) == 0  # until retrained, the fusion is named stale
-    assert "combined_model was trained from other branches or prepared listings than those now in" in capsys.readouterr().err
+    assert "combined_model is out of date (trained from other branches or prepared listings): run `fbm train all`" in capsys.readouterr().err
     assert trained(["--set", "fusion.dropout=0.4"])
     (artifacts / "combined_model" / "curves.png").unlink()
     assert trained(["--set", "fusion.dropout=0.4"])
@@ -103,7 +103,7 @@ def test_a_search_names_an_index_built_from_other_branches(trained_pipeline, tmp
     config, _ = trained_pipeline
     artifacts = shutil.copytree(config.paths.root, tmp_path / "artifacts", ignore=shutil.ignore_patterns("cache"))
     settings = ["--artifacts", str(artifacts)]
-    stale = "was built from other models or listings"
+    stale = "is out of date (built from other models or listings): run `fbm index`"
     assert main(["index", *settings, "--set", "index.max_k=5"]) == 0  # -k is --evaluate's: its default of 10 is not checked
     assert main(["similar", *settings, "--text", "oak chair"]) == 0 and stale not in capsys.readouterr().err
     export = artifacts / "text_model" / "summary.json"
