@@ -7,6 +7,7 @@ small pool decodes uploaded photos and prepares the models' inputs, and every er
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sqlite3
 import urllib.parse
@@ -25,7 +26,6 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from swagger_ui_bundle import swagger_ui_path
 
 from api.batching import MicroBatcher
 from api.deps import API_KEY_HEADER, api_key_refusal
@@ -203,6 +203,18 @@ class TrailingSlashMiddleware:
         await self.app(scope, receive, send)
 
 
+def _swagger_ui_files() -> Path:
+    """The folder of Swagger UI's files in the `swagger-ui-py` package (Swagger UI 5, which reads the
+    OpenAPI 3.1 FastAPI writes), found without importing the package's own server code."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the swagger-ui-py package is not installed: pip install -r requirements.txt")
+    return Path(spec.submodule_search_locations[0]) / "static"
+
+
+SWAGGER_UI_FILES = _swagger_ui_files()
+
+
 def _serve_docs(app: FastAPI) -> None:
     """The OpenAPI docs at /docs with Swagger UI's files served here (FastAPI's default fetches them
     from a CDN, a blank page on a machine without the internet)."""
@@ -218,7 +230,7 @@ def _serve_docs(app: FastAPI) -> None:
         """Only the three files /docs loads: the package's folder also holds Swagger's demo page."""
         if name not in files.values():
             raise HTTPException(404, f"no docs file {name[:80]!r}")
-        return FileResponse(Path(swagger_ui_path) / name)
+        return FileResponse(SWAGGER_UI_FILES / name)
 
 
 def _document_configured_limits(app: FastAPI, config: Config) -> None:

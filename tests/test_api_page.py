@@ -250,3 +250,16 @@ def test_every_chosen_photo_is_previewed(tmp_path, browser):
         assert browser.find_element(By.ID, "drop-hint").text == "2 photos"
         browser.find_element(By.ID, "clear").click()
         assert not browser.find_elements(By.CSS_SELECTOR, "#preview img") and not browser.find_element(By.ID, "preview").is_displayed()
+
+
+def test_the_api_docs_render_every_route(tmp_path, browser):
+    """Swagger UI must read the OpenAPI version FastAPI writes (3.1): Swagger UI 4 showed only
+    'Unable to render this definition'."""
+    config = tiny_config(tmp_path / "artifacts")
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/docs")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock") or d.find_elements(By.CSS_SELECTOR, ".errors-wrapper"))
+        assert not browser.find_elements(By.CSS_SELECTOR, ".errors-wrapper"), browser.find_element(By.CSS_SELECTOR, ".errors-wrapper").text
+        paths = {element.get_attribute("data-path") for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/image", "/text", "/combined", "/similar", "/health"} <= paths
