@@ -20,7 +20,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -30,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.batching import MicroBatcher
 from api.deps import API_KEY_HEADER, api_key_refusal
 from api.routes import listings, meta, predict, similar
-from api.routes.meta import STATIC_DIR
+from api.routes.meta import STATIC_DIR, PageFiles
 from api.services import Services, inference_layout, load_services
 from api.uploads import FORM_TYPES, BodyLimitMiddleware, MultipartEndMiddleware, Utf8FormMiddleware, content_type
 from listings.config import Config
@@ -92,7 +91,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
     app.add_exception_handler(Exception, _server_error)
     for module in (predict, similar, listings, meta):
         app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")
     _serve_docs(app)
     _document_configured_limits(app, config)
     return app

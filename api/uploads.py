@@ -211,8 +211,9 @@ def checked_text(
     """Strip a text field and hold it to the length limit as sent; with `clean` (e.g.
     `clean_listing_text`, which strips a pasted listing's Gumtree suffix and boilerplate as `fbm
     prepare` does), clean it and hold what is left to the limit too. None when nothing is left,
-    unless `required`."""
-    text = (text or "").strip()
+    unless `required`. A line break counts as one character, as a browser's text box counts it,
+    though a form sends it as CR LF."""
+    text = (text or "").replace("\r\n", "\n").strip()
     _check_length(text, config, field)
     if clean is not None and text:
         text = clean(text).strip()

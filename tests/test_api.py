@@ -201,7 +201,11 @@ def test_health_categories_photos_and_page(client, artifacts):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="search-form"' in page.text and "/static/app.js" in page.text
-    assert client.get("/static/app.js").status_code == 200
+    script = client.get("/static/app.js")
+    assert script.status_code == 200
+    for response in (page, script, client.get("/static/style.css")):  # revalidated on each load: an upgraded server's page runs its new script
+        assert response.headers["cache-control"] == "no-cache"
+    assert client.get("/static/app.js", headers={"If-None-Match": script.headers["etag"]}).status_code == 304
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn." not in docs.text
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200  # served here: the docs work offline
@@ -246,6 +250,9 @@ def test_openapi_shows_the_configured_limits(artifacts):
         }
         too_long = "a" * (config.serve.max_text_chars + 1)
         assert client.post("/text", data={"txt": too_long[:-1]}).status_code == 200 and client.post("/text", data={"txt": too_long}).status_code == 422
+        lines = "chair\r\n" * (config.serve.max_text_chars // 6)  # a form sends a text box's line breaks as CR LF: one character each, as the box counts them
+        assert len(lines.replace("\r\n", "\n").strip()) <= config.serve.max_text_chars < len(lines.strip())
+        assert client.post("/text", data={"txt": lines}).status_code == 200
 
 
 # --- bad input: a 4xx JSON error that says what was wrong, and the server keeps serving ---------

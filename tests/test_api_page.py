@@ -4,6 +4,7 @@ Needs Debian's `chromium` and `chromium-driver` (CI installs them); skipped with
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         cards = browser.find_elements(By.CSS_SELECTOR, ".result-card")
         assert len(cards) == 12
         first = cards[0].text
-        assert "£" in first and "Town" in first and "similarity" in first
+        assert "£" in first and "Town" in first and re.search(r"\nscore [01]\.\d\d\n", first), first  # (1 + cosine) / 2, not a percentage
         wait.until(
             lambda d: d.execute_script(
                 "const imgs = [...document.querySelectorAll('.result-card img')];"
@@ -225,6 +226,13 @@ def test_the_page_checks_the_servers_limits_before_sending(tmp_path, browser):
         text.clear()
         text.send_keys("oak chair")
         wait.until(lambda d: status.text == "")  # within the limit again: the message goes
+        emoji = "const t = document.getElementById('text'); t.value = 'chair ' + '\\u{1F600}'.repeat(45); t.dispatchEvent(new Event('input'));"
+        browser.execute_script(emoji)
+        wait.until(lambda d: status.text.startswith("Description: "))
+        assert status.text == "Description: 51 characters, at most 50."  # characters, as the server counts them, not UTF-16 units (96)
+        text.clear()
+        text.send_keys("oak chair")
+        wait.until(lambda d: status.text == "")
         browser.find_element(By.ID, "photo").send_keys(f"{photo}\n{second}")
         wait.until(lambda d: status.text == "Photo: 2 photos, at most 1.")
         browser.find_element(By.ID, "clear").click()
@@ -263,3 +271,20 @@ def test_the_api_docs_render_every_route(tmp_path, browser):
         assert not browser.find_elements(By.CSS_SELECTOR, ".errors-wrapper"), browser.find_element(By.CSS_SELECTOR, ".errors-wrapper").text
         paths = {element.get_attribute("data-path") for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
         assert {"/image", "/text", "/combined", "/similar", "/health"} <= paths
+
+
+def test_a_refusal_names_the_pages_fields_but_keeps_the_users_words(tmp_path, browser):
+    """The API's field names (`img`, `txt`) become the page's labels, but not inside the values a
+    refusal quotes back, such as a file's name."""
+    config = tiny_config(tmp_path / "artifacts")
+    notes = tmp_path / "img-1.txt"
+    notes.write_text("not a photo")
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.execute_script("return limits !== null"))
+        browser.find_element(By.ID, "photo").send_keys(str(notes))
+        browser.find_element(By.ID, "search").click()
+        status = browser.find_element(By.ID, "status")
+        wait.until(lambda d: status.text.startswith("Refused:"))
+        assert status.text.startswith("Refused: photo 1 ('img-1.txt') was refused: not an image"), status.text

@@ -5,10 +5,11 @@ import hashlib
 import json
 import os
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path
 from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from api.deps import ConfigDep, ServicesDep
 from api.routes.errors import INVALID, NOT_FOUND
@@ -101,6 +102,20 @@ def image(
     return Response(photo, media_type="image/jpeg", headers=headers)
 
 
+# the page and its files are revalidated on every load (a 304 while unchanged): a browser's own
+# guess from their age kept running an old script after the server was upgraded
+REVALIDATE = {"Cache-Control": "no-cache"}
+
+
+class PageFiles(StaticFiles):
+    """The page's script and style, with `REVALIDATE`."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(REVALIDATE)
+        return response
+
+
 @router.get("/", include_in_schema=False)
 def page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=REVALIDATE)

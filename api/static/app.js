@@ -10,7 +10,11 @@ const price = new Intl.NumberFormat("en-GB", { style: "currency", currency: "GBP
 const percent = (p) => `${(100 * p).toFixed(1)}%`;
 // the API's field names, as the page labels its fields (a refusal names the field to mend)
 const LABELS = { txt: "Description", img: "Photo", min_price: "Min price", max_price: "Max price", k: "Results" };
-const inPageWords = (detail) => String(detail).replace(/\b(txt|img|min_price|max_price|k)\b/g, (name) => LABELS[name]);
+// only outside the quoted values a refusal echoes: a photo named 'img-1.txt' keeps its name
+const inPageWords = (detail) => String(detail)
+  .split(/('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")/)
+  .map((part, i) => (i % 2 ? part : part.replace(/\b(txt|img|min_price|max_price|k)\b/g, (name) => LABELS[name])))
+  .join("");
 const counted = (n) => (n === 0 ? "No listings" : n === 1 ? "1 listing" : `${n} listings`);
 
 function element(tag, className, text) {
@@ -34,7 +38,7 @@ async function loadLimits() {
 // What in the form the server would refuse for its size, in the page's words; "" when nothing.
 function overLimits() {
   if (!limits) return "";
-  const chars = $("text").value.trim().length;
+  const chars = [...$("text").value.trim()].length;  // characters, as the server counts them: an emoji is one, not two UTF-16 units
   if (chars > limits.max_text_chars) {
     return `Description: ${chars.toLocaleString("en-GB")} characters, at most ${limits.max_text_chars.toLocaleString("en-GB")}.`;
   }
@@ -136,8 +140,10 @@ function drawResults(results) {
       element("p", "price", listing.price === null ? "price not given" : price.format(listing.price)),
       element("p", "location muted", listing.location),
       element("p", "category muted", listing.category),
-      element("p", "score muted", `similarity ${(100 * listing.score).toFixed(0)}%`),
+      element("p", "score muted", `score ${listing.score.toFixed(2)}`),
     );
+    // the API's score is (1 + cosine) / 2: shown as a percentage, an unrelated listing read as 60% alike
+    body.lastChild.title = "(1 + cosine similarity) / 2: 0.5 is unrelated, 1 the same";
     const more = element("button", "more-like secondary", "More like this");
     more.type = "button";
     more.setAttribute("aria-label", `More like “${listing.title || "(untitled)"}”`);
