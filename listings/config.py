@@ -153,6 +153,7 @@ class IndexConfig:
     checkpoint_every: int = 256  # live adds/deletes between rewrites of the FAISS file (also written on close)
     term_weight: float = 0.3  # β: a query with text re-ranks candidates by (1-β)·score + β·word cosine (retrieval.terms)
     rerank_candidates: int = 100  # listings re-ranked by words
+    word_candidates: int = 10  # re-ranked too: the best by word cosine alone (an exact title the embeddings rank low); 0: none
 
 
 @dataclass

@@ -744,6 +744,36 @@ def test_words_rerank_listings_the_embeddings_cannot_tell_apart(tmp_path):
         assert _ids(unweighted.search(None, E[0], k=2, terms=as_xbox)) == ["ps4", "xbox"]  # a weight of 0: the words are not used
 
 
+def test_a_listing_whose_words_match_is_a_candidate_however_low_its_embedding_ranks(tmp_path):
+    """An exact title the text embedding puts far away (QA: "Mirror" missed by a search for
+    "mirror", found first once a category filter narrowed the embeddings' candidates) is re-ranked
+    with the others, within the filters, and its words go with it when it is deleted."""
+    rows = [_row(f"near-{i}", "Home & Garden / Dining") for i in range(4)] + [_row("mirror", "Home & Garden / Mirrors")]
+    text = np.stack([E[0]] * 4 + [(E[0] + E[3]) / math.sqrt(2)])  # the mirror's text embedding: 45° from the query's, below the others
+    vectors = listing_vectors(np.zeros((5, D), np.float32), [False] * 5, text, [True] * 5)
+    words = [_terms({i: 1.0}) for i in range(4)] + [_terms({7: 1.0, 8: 0.5})]
+    query = _terms({7: 1.0, 8: 0.5})
+    config = IndexConfig(rerank_candidates=2)
+    with ListingIndex.build(tmp_path / "index", vectors, rows, config, words) as index:
+        assert "mirror" not in _ids(index.search(None, E[0], k=3))  # by the embeddings alone
+        found = index.search(None, E[0], k=3, terms=query)
+        assert _ids(found)[0] == "mirror" and len(found.hits) == 3
+        embedding_score = (1 + 1 / math.sqrt(2)) / 2
+        assert found.hits[0].score == pytest.approx((1 - config.term_weight) * embedding_score + config.term_weight * 1.0, abs=1e-5)  # the same words
+        assert "mirror" not in _ids(index.search(None, E[0], k=3, terms=query, category="Home & Garden / Dining"))
+        assert "mirror" not in _ids(index.search(None, E[0], k=3, terms=query, exclude_product_id="mirror"))
+        assert "mirror" not in _ids(index.search(None, E[0], k=3, terms=query, min_price=50))
+    with ListingIndex.open(tmp_path / "index", IndexConfig(rerank_candidates=2, word_candidates=0)) as without:
+        assert "mirror" not in _ids(without.search(None, E[0], k=3, terms=query))
+    with sqlite3.connect(next((tmp_path / "index").glob("listings-*.sqlite"))) as db:
+        db.execute("DROP TABLE postings")  # a build of before the words' inverted index
+    with ListingIndex.open(tmp_path / "index", config) as older:  # filled from the stored words on opening
+        assert "mirror" in _ids(older.search(None, E[0], k=3, terms=query))
+        older.delete("mirror")
+        assert "mirror" not in _ids(older.search(None, E[0], k=3, terms=query))
+        assert older._query("SELECT COUNT(*) FROM postings WHERE faiss_id = 4", []) == [(0,)]
+
+
 def test_more_like_a_listing_uses_its_stored_modalities_and_words_and_leaves_it_out(tmp_path):
     with _build(tmp_path / "index") as index:
         listing, result = search_like_listing(index, "same", k=4)
