@@ -127,8 +127,6 @@ def _confusion_grid(result: dict, models: list[str], path: Path) -> None:
     """One confusion matrix per model, each row (a true category) as shares of its products, with
     the row's product count beside its name and a shared colour scale."""
     classes = result["classes"]
-    support = np.array(result["confusion"][models[0]]).sum(axis=1)
-    names = [f"{_wrapped(name)} ({n})" for name, n in zip(classes, support)]
     cols = 2
     rows = int(np.ceil(len(models) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(9 * cols, 8 * rows))
@@ -138,7 +136,7 @@ def _confusion_grid(result: dict, models: list[str], path: Path) -> None:
         image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
         ax.set_title(f"{name} (accuracy {result['models'][name]['accuracy']:.3f})", fontsize=11)
         ax.set_xticks(range(len(classes)), [_wrapped(c) for c in classes], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(classes)), names, fontsize=7)
+        ax.set_yticks(range(len(classes)), category_labels(classes, matrix.sum(axis=1), _wrapped), fontsize=7)  # each model's own products
         ax.set(xlabel="predicted category", ylabel="true category (products)")
     for ax in np.ravel(axes)[len(models) :]:
         ax.axis("off")
@@ -147,6 +145,11 @@ def _confusion_grid(result: dict, models: list[str], path: Path) -> None:
     fig.suptitle("Confusion matrices, product level: each row sums to 1", fontsize=13)
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def category_labels(classes: list[str], counts, style=str) -> list[str]:
+    """Each category name (through `style`) with its product count."""
+    return [f"{style(name)} ({int(n)})" for name, n in zip(classes, counts)]
 
 
 def _wrapped(name: str, width: int = 22) -> str:
@@ -161,8 +164,9 @@ def _per_class_f1(result: dict, models: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(classes) + 1.5))
     for i, name in enumerate(models):
         ax.barh(y + i * height, [result["per_class"][name][c]["f1"] for c in classes], height=height, label=name)
-    support = {name: values["support"] for name, values in result["per_class"][models[0]].items()}
-    ax.set_yticks(y + 0.4 - height / 2, [f"{name} ({support[name]})" for name in classes], fontsize=7)
+    # the photo models score only the products with a photo: each category's count is the most any model scored
+    support = [max(result["per_class"][name][c]["support"] for name in models) for c in classes]
+    ax.set_yticks(y + 0.4 - height / 2, category_labels(classes, support), fontsize=7)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="F1", title="Per-class F1, product level (products in the category)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -33,6 +33,9 @@ from listings.config import REPO_ROOT, Config
 from listings.data import read_jsonl
 
 FINGERPRINT_FILE = "fingerprint.json"
+# how `inputs_digest` reads the inputs, recorded with it: a record of another way (2bdc5c8 began to
+# read fields of the listings, not the whole file) says nothing of whether the inputs changed
+INPUTS_SCHEME = 2
 REQUIREMENTS = REPO_ROOT / "requirements.txt"
 # the code each stage runs, by package; `listings` (data, settings, metrics) is every stage's
 STAGE_PACKAGES = {
@@ -169,7 +172,7 @@ def record(stage: str, config: Config, current: str, inputs: str) -> None:
     """Write the fingerprint the stage's outputs were made from (taken before it ran), once it has finished."""
     stage_dir = output_dir(stage, config)
     outputs = {str(path.relative_to(stage_dir)): sha256_file(path) for path in output_files(stage_dir)}
-    (stage_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": current, "inputs": inputs, "outputs": outputs}, indent=1))
+    (stage_dir / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": current, "inputs": inputs, "inputs_scheme": INPUTS_SCHEME, "outputs": outputs}, indent=1))
 
 
 def index_digest(config: Config, file_digest: Callable[[Path], str] = sha256_file) -> str | None:
@@ -183,7 +186,7 @@ def record_index(config: Config, inputs: str | None) -> None:
     if inputs is None:
         record_path.unlink(missing_ok=True)
     else:
-        record_path.write_text(json.dumps({"inputs": inputs}, indent=1))
+        record_path.write_text(json.dumps({"inputs": inputs, "inputs_scheme": INPUTS_SCHEME}, indent=1))
 
 
 def stale_stages(config: Config, index: bool = True) -> list[str]:
@@ -198,14 +201,23 @@ def stale_stages(config: Config, index: bool = True) -> list[str]:
         if "inputs" in recorded and all(path.is_file() for path in input_files(stage, config)):
             if recorded["inputs"] != inputs_digest(stage, config, file_digest):
                 what = "branches or prepared listings" if stage == "combined" else "prepared listings"
-                warnings.append(f"warning: {output_dir(stage, config)} is out of date (trained from other {what}): run `fbm train all`")
+                why = f"trained from other {what}" if _same_scheme(recorded) else EARLIER_RECORD
+                warnings.append(f"warning: {output_dir(stage, config)} {'is' if _same_scheme(recorded) else 'may be'} out of date ({why}): run `fbm train all`")
     recorded = _read_record(config.paths.index / FINGERPRINT_FILE)
     if index and "inputs" in recorded and recorded["inputs"] != index_digest(config, file_digest):
+        why = "built from other models or listings" if _same_scheme(recorded) else EARLIER_RECORD
         warnings.append(
-            f"warning: the index in {config.paths.index} is out of date (built from other models or listings): "
+            f"warning: the index in {config.paths.index} {'is' if _same_scheme(recorded) else 'may be'} out of date ({why}): "
             "run `fbm index`, which keeps the listings added through the API"
         )
     return warnings
+
+
+EARLIER_RECORD = "its record, from an earlier version of fbm, cannot tell"
+
+
+def _same_scheme(recorded: dict) -> bool:
+    return recorded.get("inputs_scheme") == INPUTS_SCHEME
 
 
 def _recorded(stage: str, config: Config) -> dict:

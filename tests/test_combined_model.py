@@ -403,3 +403,20 @@ def test_the_fusion_refuses_branches_trained_on_other_categories(tmp_path):
     (config.paths.text_model / "model.json").write_text(json.dumps({"classes": [*CLASSES, "Toys"]}))
     with pytest.raises(ValueError, match=r"the text branch was trained on 4 categories \(.*Toys\), but the listings prepared in .* have 3"):
         train_combined(config)
+
+
+def test_each_confusion_matrix_names_the_product_counts_of_its_own_model(tmp_path, monkeypatch):
+    """The photo models score only the products with a photo: a panel counted by another model's rows was wrong."""
+    import matplotlib.axes
+
+    from combined_model import report
+
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_yticks", lambda self, ticks, names=None, **_: labels.append(list(names)))
+    result = {
+        "classes": ["a", "b"],
+        "confusion": {"image": [[3, 1], [0, 2]], "text": [[4, 1], [0, 3]]},
+        "models": {"image": {"accuracy": 0.8}, "text": {"accuracy": 0.9}},
+    }
+    report._confusion_grid(result, ["image", "text"], tmp_path / "confusion.png")
+    assert labels == [["a (4)", "b (2)"], ["a (5)", "b (3)"]]

@@ -38,6 +38,19 @@ def test_a_command_that_rebuilds_the_index_is_not_warned_about_it(tmp_path):
     assert freshness.stale_stages(config, index=False) == []
 
 
+def test_a_record_from_an_earlier_way_of_digesting_blames_no_input(tmp_path):
+    """A record whose digest was taken another way (before 2bdc5c8) differs though nothing changed:
+    the warning must not say the listings or models did."""
+    config = recorded_index(tmp_path)
+    record = config.paths.index / freshness.FINGERPRINT_FILE
+    earlier = json.loads(record.read_text())
+    earlier.pop("inputs_scheme")
+    earlier["inputs"] = "0" * 64
+    record.write_text(json.dumps(earlier))
+    (warning,) = freshness.stale_stages(config)
+    assert "may be out of date (its record, from an earlier version of fbm, cannot tell)" in warning and "built from other" not in warning
+
+
 CATEGORIES = {"classes": ["Home & Garden", "Video Games & Consoles"], "paths": {"Home & Garden / Chairs": 1, "Video Games & Consoles": 1}}
 
 
