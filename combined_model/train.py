@@ -8,6 +8,7 @@ better on validation. Test figures are reported, never used for a choice.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 
@@ -144,12 +145,29 @@ def train_combined(config: Config) -> dict:
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
     kept = max(history, key=lambda h: h["val_accuracy"])["epoch"]  # the first best, as `fit_fusion` kept it
     plot_curves(history, out_dir / CURVES_FILE, "Fusion", {"val_accuracy": "validation (product)"}, kept=kept)
-    return {
+    summary = {
         "served_method": served,
         "late_weights": late.to_json(),
         "epochs": len(history),
         "metrics": metrics,
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
+    print(format_summary(summary), file=sys.stderr)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The fusion stage's figures, product level, as the branches' stages print theirs."""
+    late = LateWeights.from_json(summary["late_weights"])
+    served = "late fusion" if summary["served_method"] == LATE else "early fusion (the fusion classifier)"
+    lines = [
+        f"fusion: serving {served}, the better on validation; late-fusion weights {late.describe()}; "
+        f"classifier {summary['epochs']} epochs; {summary['wall_time_s']} s",
+        "                 val             test            (product accuracy / macro-F1)",
+    ]
+    for model in summary["metrics"]["val"]:
+        cells = [f"{summary['metrics'][split][model]['accuracy']:.3f}/{summary['metrics'][split][model]['macro_f1']:.3f}" for split in ("val", "test")]
+        lines.append(f"  {model:<13}  " + "     ".join(cells))
+    return "\n".join(lines)
 
 

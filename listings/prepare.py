@@ -67,10 +67,18 @@ def split_warnings(sizes: dict[str, int]) -> list[str]:
     """What an empty split leaves undone (a category needs 6 products to reach validation, 7 for test)."""
     warnings = []
     if not (sizes["train"] and sizes["val"]):
-        warnings.append(f"the split {sizes} has no {'training' if not sizes['train'] else 'validation'} products: training needs both (about 6 products per category).")
+        warnings.append(
+            f"no {'training' if not sizes['train'] else 'validation'} products ({split_words(sizes)}): "
+            "training needs training and validation products (about 6 products per category)."
+        )
     if not sizes["test"]:
         warnings.append("No test products: `fbm evaluate` needs --data DIR.")
     return warnings
+
+
+def split_words(sizes: dict[str, int]) -> str:
+    """`train 78, validation 13, test 13`."""
+    return ", ".join(f"{'validation' if name == 'val' else name} {sizes[name]:,}" for name in SPLITS)
 
 
 SMALL_CLASS = 7  # products a category needs to reach all three splits at the default 70/15/15
@@ -158,7 +166,7 @@ def format_summary(summary: dict) -> str:
         f"  skipped images: {sum(summary['images_skipped'].values())}" + (f": {counted(ImageError.in_words(summary['images_skipped']))}" if summary["images_skipped"] else ""),
         *([f"  prices not read, kept as no price: {summary['prices_unread']} (e.g. {', '.join(map(repr, summary['prices_unread_examples']))})"] if summary.get("prices_unread") else []),
         *([f"  warning: none of the photos was found as images/<image id>.jpg in {summary['data_dir']} (named .JPG or .jpeg, or in a subfolder?)"] if summary.get("none_found") else []),
-        f"  split (products): {summary['split_sizes']}",
+        f"  split (products): {split_words(summary['split_sizes'])}",
         *([f"  photo ids listed under more than one product: {summary['image_ids_of_several_products']}"] if summary.get("image_ids_of_several_products") else []),
         *[f"  warning: {warning}" for warning in split_warnings(summary["split_sizes"])],
         *[f"  warning: {warning}" for warning in small_class_warnings(summary["per_class"])],

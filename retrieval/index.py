@@ -70,6 +70,7 @@ import math
 import os
 import re
 import sqlite3
+import textwrap
 import threading
 import unicodedata
 import uuid
@@ -275,25 +276,35 @@ class SearchResult:
 
 def format_results(result: SearchResult, width: int = 100) -> str:
     """A table of search results with their scores, for the command line, `width` columns wide (the
-    terminal's): a line of rank, score, price, title and location per listing, then its full category
-    path and its product id (for `fbm similar --like`)."""
+    terminal's, 60 at least): a line of rank, score, price, title and location per listing, then its
+    full category path and its product id (for `fbm similar --like`)."""
     used = " + ".join("photo" if m == IMAGE else "text" for m in result.modalities)
     if not result.hits:
         return f"no matching listings (searched by {used})"
-    width = max(width, 72)
-    title_width = width - _LEFT - 2 - _LOCATION
+    width = max(width, 60)
+    location_width = min(30, max(12, (width - _LEFT) // 4))  # a wide terminal widens the location too, not the title alone
+    title_width = width - _LEFT - 2 - location_width
     header = f"{'#':>3}  {'score':>5}  {'price':>10}  {_fit('title', title_width)}  {'location'}"
-    lines = [f"{len(result.hits)} similar listing{'s' if len(result.hits) > 1 else ''} by {used}", header, " " * _LEFT + "category · product id", "-" * width]
+    lines = [f"{len(result.hits)} similar listing{'s' if len(result.hits) > 1 else ''} by {used}", header, " " * _INDENT + "category · product id", "-" * width]
     for rank, hit in enumerate(result.hits, 1):
         price = _price(hit.price)
-        lines.append(f"{rank:>3}  {hit.score:5.3f}  {price:>10}  {_fit(hit.title, title_width)}  {_fit(hit.location, _LOCATION).rstrip()}")
-        category_width = width - _LEFT - 3 - len(hit.product_id)
-        lines.append(" " * _LEFT + f"{_fit(hit.category or hit.root, category_width).rstrip()} · {hit.product_id}")
+        lines.append(f"{rank:>3}  {hit.score:5.3f}  {price:>10}  {_fit(hit.title, title_width)}  {_fit(hit.location, location_width).rstrip()}")
+        lines += [" " * _INDENT + line for line in _category_lines(hit.category or hit.root, hit.product_id, width - _INDENT)]
     return "\n".join(lines)
 
 
 _LEFT = 3 + 2 + 5 + 2 + 10 + 2  # rank, score and price, with their gaps
-_LOCATION = 18
+_INDENT = 5  # the category lines', under the score
+
+
+def _category_lines(category: str, product_id: str, width: int) -> list[str]:
+    """The whole category path and the product id on one line when they fit in `width` columns;
+    else the path wrapped at its separators and the id on a line of its own."""
+    category = without_controls(category)
+    joined = f"{category} · {product_id}"
+    if sum(map(_columns, joined)) <= width:
+        return [joined]
+    return [*textwrap.wrap(category, width, break_on_hyphens=False), product_id]
 
 
 def _price(price: float | None) -> str:

@@ -127,15 +127,43 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_nltk_data()  # before `train all` spends minutes on the image branch
     with writing_artifacts(config):
         summaries = {stage: train_stage(stage, config, args.force) for stage in stages}
-    print(json.dumps(summaries, indent=2, default=str))
+    print(format_training(summaries))
     return 0
+
+
+def format_training(summaries: dict[str, dict]) -> str:
+    """`fbm train`'s last lines: each stage's time and headline figure (each stage printed all its
+    figures as it finished; its folder's summary files hold them)."""
+    lines = ["trained:"]
+    for stage, summary in summaries.items():
+        if "skipped" in summary:
+            lines.append(f"  {stage:<9} up to date, not retrained")
+            continue
+        lines.append(f"  {stage:<9} {summary['stage_wall_time_s']:>6.1f} s  {_headline(stage, summary)}")
+    return "\n".join(lines)
+
+
+def _headline(stage: str, summary: dict) -> str:
+    if stage == "prepare":
+        sizes = summary["split_sizes"]
+        return f"{summary['products']:,} products in {summary['classes']} categories (train {sizes['train']:,}, validation {sizes['val']:,}, test {sizes['test']:,})"
+    if stage == "image":
+        return f"test product accuracy {summary['branch']['test']['product']['accuracy']:.3f} (HOG + SVM {summary['baseline']['test']['product']['accuracy']:.3f})"
+    if stage == "text":
+        return f"test accuracy {summary['cnn']['test']['accuracy']:.3f} (TF-IDF + SVM {summary['tfidf_svm_baseline']['test']['accuracy']:.3f})"
+    served = "late_fusion" if summary["served_method"] == "late" else "combined"
+    return f"serving {served.replace('_', ' ')}: test accuracy {summary['metrics']['test'][served]['accuracy']:.3f}"
 
 
 def train_stage(stage: str, config: Config, force: bool) -> dict:
     """Run a training stage unless it is up to date (`scripts.freshness`); `prepare` always runs
     (seconds), and gives the same files for the same dataset, so the stages after it can be skipped."""
     if stage == "prepare":
-        return run_stage(stage, config)
+        from listings.prepare import format_summary
+
+        summary = run_stage(stage, config)
+        print(format_summary(summary), file=sys.stderr)  # its counts and warnings, as `fbm prepare` prints them
+        return summary
     from scripts import freshness
 
     digests = freshness.digests(stage, config)  # before the stage: code edited meanwhile is not trained
@@ -206,7 +234,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     args.text = text_argument(args.text)
     has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
     if args.like is not None and not args.like.strip():
-        raise ValueError("--like needs a product id (the last column of a results table)")
+        raise ValueError("--like needs a product id (under each row of a results table, after its category)")
     if args.like and (args.image or has_text):
         raise ValueError("--like searches by an indexed listing's own photos and text: give it without --text or --image")
     if not args.like and not args.image and not has_text:
@@ -230,7 +258,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
             try:
                 listing, result = search_like_listing(index, args.like, **filters)
             except KeyError as exc:
-                raise ValueError(f"{exc.args[0]}: --like takes a product id from the index (the last column of a results table)") from exc
+                raise ValueError(f"{exc.args[0]}: --like takes a product id from the index (under each row of a results table, after its category)") from exc
             print(without_controls(f"listings like: {listing.title} ({listing.category}, {listing.product_id})"))
         else:
             from combined_model.inference import Predictor  # the models: not needed for --like

@@ -235,3 +235,28 @@ def test_a_second_writer_of_the_artifacts_is_refused(tmp_path: Path, capsys, com
         os.close(descriptor)
     assert main([*command, "--artifacts", str(config.paths.root), "--data", str(tmp_path / "no-dataset")]) == 2
     assert "writing" not in capsys.readouterr().err  # the lock was released: refused for what is missing instead
+
+
+def test_train_ends_with_each_stages_time_and_headline_not_a_json_dump():
+    summaries = {
+        "prepare": {"stage_wall_time_s": 9.1, "products": 6098, "classes": 13, "split_sizes": {"train": 4275, "val": 914, "test": 909}},
+        "image": {"stage_wall_time_s": 380.0, "branch": {"test": {"product": {"accuracy": 0.5907}}}, "baseline": {"test": {"product": {"accuracy": 0.274}}}},
+        "text": {"skipped": "up to date", "outputs": "artifacts/text_model"},
+        "combined": {"stage_wall_time_s": 7.0, "served_method": "late", "metrics": {"test": {"late_fusion": {"accuracy": 0.8394}}}},
+    }
+    assert cli.format_training(summaries).splitlines() == [
+        "trained:",
+        "  prepare      9.1 s  6,098 products in 13 categories (train 4,275, validation 914, test 909)",
+        "  image      380.0 s  test product accuracy 0.591 (HOG + SVM 0.274)",
+        "  text      up to date, not retrained",
+        "  combined     7.0 s  serving late fusion: test accuracy 0.839",
+    ]
+
+
+def test_train_all_prints_what_prepare_counted(quirky_dataset, tmp_path, capsys):
+    """`make run` trains through `fbm train all`: its preparation's counts and warnings are printed, as `fbm prepare` prints them."""
+    config = Config()
+    config.data.data_dir, config.data.artifacts_dir = str(quirky_dataset), str(tmp_path / "artifacts")
+    cli.train_stage("prepare", config, force=False)
+    printed = capsys.readouterr().err
+    assert f"prepared {quirky_dataset}" in printed and "warning: no validation products" in printed

@@ -69,9 +69,12 @@ def _synthetic_artifacts(tmp_path, n_products: int = 90, dim: int = 16, seed: in
     return config
 
 
-def test_train_combined_lowers_loss_and_saves_a_reloadable_model(tmp_path):
+def test_train_combined_lowers_loss_and_saves_a_reloadable_model(tmp_path, capsys):
     config = _synthetic_artifacts(tmp_path)
     summary = train_combined(config)
+    printed = capsys.readouterr().err.splitlines()  # its figures, as the branches' stages print theirs
+    assert any(line.startswith("fusion: serving ") for line in printed)
+    assert any(line.startswith("  late_fusion    ") for line in printed)
 
     sidecar = json.loads((config.paths.combined_model / SIDECAR_FILE).read_text())
     losses = [h["train_loss"] for h in sidecar["history"]]

@@ -144,7 +144,7 @@ def test_training_refuses_a_preparation_without_validation_products(quirky_datas
     artifacts = tmp_path / "artifacts"
     summary, printed = run_prepare(quirky_dataset, artifacts, capsys)
     assert summary["split_sizes"] == {"train": 5, "val": 0, "test": 0}
-    assert "warning: the split" in printed and "no validation products" in printed
+    assert "warning: no validation products (train 5, validation 0, test 0)" in printed
     with pytest.raises(DatasetError, match="no validation products"):
         load_prepared(config_for(artifacts), for_training=True)
     assert main(["train", "combined", "--artifacts", str(artifacts)]) == 2
@@ -270,3 +270,6 @@ def test_an_empty_test_split_is_warned_of_whatever_the_other_splits_hold():
     assert split_warnings({"train": 5, "val": 2, "test": 0}) == [no_test]
     assert no_test in split_warnings({"train": 5, "val": 0, "test": 0})
     assert split_warnings({"train": 5, "val": 2, "test": 1}) == []
+    assert split_warnings({"train": 4, "val": 0, "test": 0})[0] == (  # in words, no dict
+        "no validation products (train 4, validation 0, test 0): training needs training and validation products (about 6 products per category)."
+    )

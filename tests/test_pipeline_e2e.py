@@ -381,7 +381,7 @@ def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
 def test_similar_like_an_indexed_listing(trained_pipeline, capsys):
     config, _ = trained_pipeline
     assert main(["similar", *_settings(config), "--text", "oak dining table", "-k", "1"]) == 0
-    product_id = capsys.readouterr().out.splitlines()[-1].split()[-1]  # the table's last column
+    product_id = capsys.readouterr().out.splitlines()[-1].split()[-1]  # the product id ends each result
     assert main(["similar", *_settings(config), "--like", product_id, "-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("listings like: ") and product_id in lines[0]

@@ -834,6 +834,22 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
     assert "oak [31mchair" in table
 
 
+@pytest.mark.parametrize("width", [60, 80, 100, 200])
+def test_the_results_table_shows_the_whole_category_path_and_fits_the_terminal(width):
+    """QA: at 80 columns the path was cut to 'Video Games & Co…', at 60 the table was 72 wide, and
+    at 200 the title took every extra column while the location stayed cut at 18."""
+    from retrieval.index import Hit, SearchResult, format_results
+
+    path = "Video Games & Consoles / Consoles / PS4 / Accessories and spare parts"
+    product_id = "897ca11b-6b0c-4b4e-9f58-2f1a3f0c7d21"
+    location = "Rochdale, Greater Manchester"
+    table = format_results(SearchResult([Hit(product_id, "PS4 pad", path, "Video Games & Consoles", 20.0, location, [], score=0.9)], ("text",)), width=width)
+    lines = table.splitlines()
+    assert max(map(len, lines)) <= width
+    assert " ".join(line.strip() for line in lines[5:]).replace(f" · {product_id}", f" {product_id}") == f"{path} {product_id}"  # all of it, in order
+    assert (location in table) == (width >= 200)
+
+
 def test_one_process_serves_an_index_a_second_server_is_refused(tmp_path):
     """A second `fbm serve` on the same artifacts searched its own FAISS copy, stale after the
     first one's live writes (500s, wrong counts, a UNIQUE constraint failure on a replace)."""

@@ -220,7 +220,8 @@ def export_listings(config: Config, tokens: list[list[str]], product_ids: list[s
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"text branch ({summary['settings']}) in {summary['wall_time_s']} s"]
+    settings = ", ".join(f"text.{name}={value}" for name, value in summary["settings"].items())
+    lines = [f"text branch ({settings}) in {summary['wall_time_s']} s"]
     for model in ("cnn", "tfidf_svm_baseline"):
         for split, m in summary[model].items():
             lines.append(f"  {model:<18} {split:<4}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
