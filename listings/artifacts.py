@@ -129,6 +129,8 @@ def require_trained(config: "Config") -> None:
     (a new Docker volume, a mistyped FBM_ARTIFACTS or --artifacts), rather than naming the first
     missing file of one stage (`run fbm train combined first`, where every stage is missing)."""
     paths = config.paths
+    if paths.root.is_file():
+        raise NotADirectoryError(f"{paths.root} is a file: give the artifacts directory (--artifacts or FBM_ARTIFACTS), the folder `fbm train` writes")
     if not any(path.exists() for path in (paths.image_model, paths.text_model, paths.combined_model, paths.index)):
         raise FileNotFoundError(
             f"no trained models in {paths.root}: build them with `make run` (or `fbm train all`, then `fbm index`) where the "

@@ -328,7 +328,8 @@ def _query_all(
     if TEXT in modalities:
         usable &= queries.has_text
     precision, path_precision, latency_ms = [], [], []
-    for i in tqdm(np.flatnonzero(usable), desc=f"queries by {'+'.join(modalities)}", unit="query", leave=False):
+    purpose = "latency, same-root filter" if same_root_only else "latency" if exclude_self else "precision"
+    for i in tqdm(np.flatnonzero(usable), desc=f"{purpose}: queries by {' + '.join(modalities)}", unit="query", leave=False):
         listing = queries.listings.iloc[i]
         start = time.perf_counter()
         result = _search_as(index, queries, i, modalities, k, exclude_self, same_root_only)

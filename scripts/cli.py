@@ -20,10 +20,13 @@ from pathlib import Path
 from listings.config import REPO_ROOT, Config
 
 
-def settings_parser() -> argparse.ArgumentParser:
+TRAINING_DATA_HELP = "dataset directory in the marketplace format (env FBM_DATA)"
+
+
+def settings_parser(data_help: str = TRAINING_DATA_HELP) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("settings")
-    group.add_argument("--data", help="dataset directory in the marketplace format (env FBM_DATA)")
+    group.add_argument("--data", metavar="DIR", help=data_help)
     group.add_argument("--artifacts", help="artifacts directory (env FBM_ARTIFACTS)")
     group.add_argument(
         "--set",
@@ -492,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(
-        "evaluate", parents=[settings], help="score every model on the test split, or on every listing of --data DIR"
+        "evaluate",
+        parents=[settings_parser("a marketplace-format directory whose every listing is scored; without it, the test split (FBM_DATA, the training dataset, does not stand in for it)")],
+        help="score every model on the test split, or on every listing of --data DIR",
     )
     evaluate.add_argument("--json", metavar="FILE", help="also write the metrics JSON here")
     evaluate.set_defaults(handler=cmd_evaluate, empty_data_hint="give the dataset directory to score, or leave --data out for the test split")
@@ -508,7 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(handler=cmd_index)
 
     classify = commands.add_parser(
-        "classify", parents=[settings], help="the category of a listing from its text and/or photos, or of every listing of --data DIR into a CSV (no server, no index)"
+        "classify",
+        parents=[settings_parser("a marketplace-format directory whose every listing is classified into a CSV (FBM_DATA, the training dataset, does not stand in for it)")],
+        help="the category of a listing from its text and/or photos, or of every listing of --data DIR into a CSV (no server, no index)"
     )
     classify.add_argument("--text", help="a listing title and/or description ('-': read it from standard input)")
     classify.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
@@ -578,11 +585,21 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, LookupError) as exc:  # a missing or unreadable file, a bad setting or dataset, no NLTK data
         if isinstance(exc, (KeyError, IndexError)) and not isinstance(exc, ValueError):  # a bug, not a bad input: keep its traceback
             raise
-        print(f"fbm {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fbm {args.command}: error: {exc}{_dataset_hint(args, exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fbm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _dataset_hint(args: argparse.Namespace, exc: Exception) -> str:
+    """How to name the dataset, when a command read the default one (`../shared/fbm`, else
+    `<repo>/data`) and found no dataset there."""
+    from listings.data import MissingFileError
+
+    if isinstance(exc, MissingFileError) and not getattr(args, "data", None) and not os.environ.get("FBM_DATA"):
+        return f" (no dataset given: name its directory with --data DIR or FBM_DATA=DIR; the default is ../shared/fbm beside the repository, else {REPO_ROOT / 'data'})"
+    return ""
 
 
 def silence_stdout() -> None:

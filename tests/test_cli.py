@@ -138,6 +138,9 @@ def test_classify_on_a_folder_with_nothing_trained_says_what_to_run(tmp_path: Pa
     assert main(["classify", "--artifacts", str(tmp_path / "empty"), "--text", "oak chair"]) == 2
     err = capsys.readouterr().err
     assert "no trained models in" in err and "build them with `make run`" in err
+    (tmp_path / "notes.md").write_text("a file, not the artifacts folder")
+    assert main(["classify", "--artifacts", str(tmp_path / "notes.md"), "--text", "oak chair"]) == 2
+    assert f"{tmp_path / 'notes.md'} is a file: give the artifacts directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option, message", [("--json", "--json is empty: give a file name"), ("--data", "--data is empty: give the dataset directory to score")])
@@ -260,3 +263,16 @@ def test_train_all_prints_what_prepare_counted(quirky_dataset, tmp_path, capsys)
     cli.train_stage("prepare", config, force=False)
     printed = capsys.readouterr().err
     assert f"prepared {quirky_dataset}" in printed and "warning: no validation products" in printed
+
+
+def test_no_dataset_at_the_default_place_says_how_to_name_one(tmp_path, monkeypatch, capsys):
+    import listings.config as config_module
+
+    monkeypatch.delenv("FBM_DATA", raising=False)
+    monkeypatch.setattr(config_module, "SHARED", tmp_path / "no-shared-folder")
+    monkeypatch.setattr(config_module, "REPO_ROOT", tmp_path / "repo")
+    assert main(["prepare", "--artifacts", str(tmp_path / "artifacts")]) == 2
+    assert "(no dataset given: name its directory with --data DIR or FBM_DATA=DIR" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["prepare", "--data", str(tmp_path / "empty"), "--artifacts", str(tmp_path / "artifacts")]) == 2
+    assert "no dataset given" not in capsys.readouterr().err  # named, so nothing to add
