@@ -125,7 +125,7 @@ def checked_price(raw: object) -> float | None:
         return None
     price = parse_price(raw)
     if price is None:
-        raise ValueError(f"{str(raw)[:40]!r} is not a price: give pounds, such as 45, 45.50 or £1,234.00, from 0 to £10^12")
+        raise ValueError(f"{str(raw)[:40]!r} is not a price: give pounds, such as 45, 45.50 or £1,234.00, from 0 to £{MAX_PRICE:,.0f}")
     return price
 
 

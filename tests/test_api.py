@@ -226,6 +226,24 @@ def test_head_on_a_post_only_route_is_refused(client):
     assert client.head("/similar").status_code == 405
 
 
+def test_the_price_filters_schema_is_json_schema_and_takes_the_catalogues_form(client):
+    """pydantic wrote `ge`/`le` (no JSON Schema words) beside a number type that refused '£1,234.00'."""
+    schema = client.get("/openapi.json").json()
+
+    def keys(node) -> set[str]:
+        if isinstance(node, dict):
+            return set(node) | {key for value in node.values() for key in keys(value)}
+        return {key for value in node for key in keys(value)} if isinstance(node, list) else set()
+
+    assert not keys(schema) & {"ge", "le", "gt", "lt"}
+    body = schema["components"]["schemas"]["Body_similar_similar_post"]["properties"]["min_price"]
+    assert {"type": "string", "examples": ["45.50", "£1,234.00"]} in body["anyOf"]
+    assert {"type": "number", "minimum": 0, "maximum": 1e12} in body["anyOf"]
+    assert client.post("/similar", data={"txt": "oak chair", "min_price": "£1,000.00", "max_price": "2000"}).status_code == 200
+    refused = client.post("/similar", data={"txt": "oak chair", "max_price": "-3"})
+    assert refused.status_code == 422 and "from 0 to £1,000,000,000,000" in refused.text
+
+
 def test_openapi_shows_the_configured_limits(artifacts):
     """k's maximum and the number of photos come from the configuration, as the routes enforce them."""
     config = tiny_config(artifacts, max_photos=3)

@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict
@@ -23,9 +23,16 @@ from retrieval.query import search_like_listing, search_similar
 
 router = APIRouter(tags=["search"], dependencies=[Depends(fields_in_place_and_once)])
 
-_PRICE = {"ge": 0, "le": MAX_PRICE, "allow_inf_nan": False, "description": "pounds: 45, 45.50 or £1,234.00 (the catalogue's form)"}
-Price = Annotated[float | None, BeforeValidator(checked_price), Form(**_PRICE)]
-PriceQuery = Annotated[float | None, BeforeValidator(checked_price), Query(**_PRICE)]
+# `checked_price` reads and bounds a price; the schema says what it takes (pydantic wrote its ge/le,
+# which are no JSON Schema words, beside a number type that refused the catalogue's "£1,234.00")
+_PRICE_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [{"type": "number", "minimum": 0, "maximum": MAX_PRICE}, {"type": "string", "examples": ["45.50", "£1,234.00"]}, {"type": "null"}],
+        "description": f"pounds, from 0 to {MAX_PRICE:,.0f}: 45, 45.50 or £1,234.00 (the catalogue's form)",
+    }
+)
+Price = Annotated[float | None, BeforeValidator(checked_price), _PRICE_SCHEMA, Form()]
+PriceQuery = Annotated[float | None, BeforeValidator(checked_price), _PRICE_SCHEMA, Query()]
 
 
 def whole_number(value: object) -> object:
