@@ -55,6 +55,12 @@ def card_texts(browser, selector: str) -> list[str]:
     return [card.find_element(By.CSS_SELECTOR, selector).text for card in browser.find_elements(By.CSS_SELECTOR, ".result-card")]
 
 
+def in_view(browser, element_id: str) -> bool:
+    """Whether the element is wholly within the window."""
+    script = "const r = document.getElementById(arguments[0]).getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
+    return browser.execute_script(script, element_id)
+
+
 def first_result(browser):
     """The first result card's title and its "More like this" button."""
     card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
@@ -135,8 +141,7 @@ def test_upload_a_photo_and_see_the_category_and_similar_listings(tmp_path, brow
         browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", last)
         last.click()
         wait.until(lambda d: "Refused: Min price 500 is above Max price 100" in d.find_element(By.ID, "status").text)  # the page's labels
-        in_view = "const r = document.getElementById('status').getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;"
-        wait.until(lambda d: d.execute_script(in_view))
+        wait.until(lambda d: in_view(d, "status"))
         assert browser.switch_to.active_element.get_attribute("id") == "status"  # the button went with the results
         assert not browser.find_element(By.ID, "results-section").is_displayed()  # the earlier answer is gone
 
@@ -277,7 +282,7 @@ def test_a_refusal_names_the_pages_fields_but_keeps_the_users_words(tmp_path, br
     """The API's field names (`img`, `txt`) become the page's labels, but not inside the values a
     refusal quotes back, such as a file's name."""
     config = tiny_config(tmp_path / "artifacts")
-    notes = tmp_path / "img-1.txt"
+    notes = tmp_path / "img-1.txt.jpg"  # an image by its name: the page sends it, the server reads its bytes
     notes.write_text("not a photo")
     with live_server(config, fake_services(config)) as url:
         browser.get(url + "/")
@@ -287,4 +292,142 @@ def test_a_refusal_names_the_pages_fields_but_keeps_the_users_words(tmp_path, br
         browser.find_element(By.ID, "search").click()
         status = browser.find_element(By.ID, "status")
         wait.until(lambda d: status.text.startswith("Refused:"))
-        assert status.text.startswith("Refused: photo 1 ('img-1.txt') was refused: not an image"), status.text
+        assert status.text.startswith("Refused: photo 1 ('img-1.txt.jpg') was refused: not an image"), status.text
+
+
+def test_the_results_field_is_checked_before_sending(tmp_path, browser):
+    """Results takes a whole number from 1 to GET /limits' max_k, empty for the page's default:
+    anything else is named on the page in its own words (the server's names the setting index.max_k)
+    and not sent, by Search or by "More like this"."""
+    config = tiny_config(tmp_path / "artifacts")
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.execute_script("return limits !== null"))
+        browser.find_element(By.ID, "photo").send_keys(str(dataset_photo(tmp_path)))
+        k, status = browser.find_element(By.ID, "k"), browser.find_element(By.ID, "status")
+        wrong = "Results: a whole number from 1 to 100."
+        for typed in ["abc", "12.5", "-3", "0", "101"]:
+            k.clear()
+            k.send_keys(typed)
+            wait.until(lambda d: status.text == wrong)
+            assert k.get_attribute("aria-invalid") == "true", typed
+            browser.find_element(By.ID, "search").click()
+            assert status.text == wrong, typed  # not "Searching…": nothing was sent
+        k.clear()
+        k.send_keys("5")
+        wait.until(lambda d: status.text == "")
+        assert k.get_attribute("aria-invalid") == "false"
+        browser.find_element(By.ID, "search").click()
+        wait.until(lambda d: status.text == "5 listings, ranked by image")
+
+        k.clear()
+        k.send_keys("0")
+        wait.until(lambda d: status.text == wrong)
+        first_result(browser)[1].click()
+        assert status.text == wrong and browser.find_element(By.ID, "results-heading").text == "Similar listings"
+        assert browser.switch_to.active_element.get_attribute("id") == "status"
+
+        k.clear()  # empty: the page's default
+        browser.find_element(By.ID, "search").click()
+        wait.until(lambda d: "listings, ranked by image" in status.text)
+        assert k.get_attribute("aria-invalid") == "false"
+
+
+def test_photos_the_server_would_refuse_are_named_when_chosen(tmp_path, browser):
+    """Photos over GET /limits' bytes together (each within its own limit), or a file that is not an
+    image among them, are named on the page as they are chosen, marked on the photo field, and not sent."""
+    config = tiny_config(tmp_path / "artifacts", max_upload_bytes=2**20, max_request_bytes=3 * 2**20)
+    photos = []
+    for number in range(1, 5):
+        photos.append(tmp_path / f"photo-{number}.jpg")
+        photos[-1].write_bytes(b"\xff" * (9 * 2**20 // 10))
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * (3 * 2**20 // 2))
+    notes = tmp_path / "notimage.txt"
+    notes.write_text("not a photo")
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.execute_script("return limits !== null"))
+        field, status = browser.find_element(By.ID, "photo"), browser.find_element(By.ID, "status")
+        for chosen, wrong in [
+            (photos, "Photos: 3.6 MB in all, at most 3.0 MB per search."),
+            ([big], "Photo: big.jpg is 1.5 MB, at most 1.0 MB."),
+            (photos[:2] + [notes], "Photo: notimage.txt is not an image."),
+        ]:
+            field.send_keys("\n".join(str(path) for path in chosen))
+            wait.until(lambda d: status.text == wrong)
+            assert field.get_attribute("aria-invalid") == "true"
+            browser.find_element(By.ID, "search").click()
+            assert status.text == wrong  # not "Searching…": nothing was sent
+            browser.find_element(By.ID, "clear").click()
+            assert field.get_attribute("aria-invalid") == "false"
+
+
+def test_a_later_search_aborts_an_earlier_one_and_keeps_the_focus(tmp_path, browser):
+    """A search superseded by a later one (or by Clear) is aborted, not uploaded to its end and
+    answered unseen, and says nothing; a superseded "More like this" leaves the focus where the user
+    turned to, here the description, in which Ctrl+Enter searched."""
+    config = tiny_config(tmp_path / "artifacts")
+    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        browser.find_element(By.ID, "text").send_keys("oak dining chair")
+        browser.find_element(By.ID, "search").click()
+        status = browser.find_element(By.ID, "status")
+        wait.until(lambda d: "listings, ranked by" in status.text)
+        browser.execute_script(  # every fetch's abort signal, and every status the page says
+            "window.signals = []; const send = window.fetch;"
+            "window.fetch = (url, options = {}) => { signals.push(options.signal); return send(url, options); };"
+            "window.said = []; const line = document.getElementById('status');"
+            "new MutationObserver(() => said.push(line.textContent)).observe(line, {childList: true, characterData: true, subtree: true});"
+        )
+        browser.execute_script(  # "More like this", then at once Ctrl+Enter in the description
+            "document.querySelector('.more-like').click();"
+            "const text = document.getElementById('text'); text.focus();"
+            "text.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', ctrlKey: true, bubbles: true}));"
+        )
+        wait.until(lambda d: "listings, ranked by text" in status.text)
+        assert browser.find_element(By.ID, "results-heading").text == "Similar listings"
+        assert browser.switch_to.active_element.get_attribute("id") == "text"
+        aborted = "return signals.map((signal) => Boolean(signal && signal.aborted));"
+        assert browser.execute_script(aborted) == [True, False]
+        browser.find_element(By.ID, "search").click()
+        browser.find_element(By.ID, "clear").click()
+        assert browser.execute_script(aborted)[-1] is True
+        said = browser.execute_script("return said;")
+        assert not [line for line in said if "fail" in line or "not answering" in line], said
+
+
+def test_on_a_phone_the_answer_is_brought_into_view(tmp_path, browser):
+    """On a phone's narrow screen the status line is below the Search button: once a search answers,
+    or is refused, the status line is scrolled into view; the focus stays on the button."""
+    config = tiny_config(tmp_path / "artifacts")
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 667, "deviceScaleFactor": 2, "mobile": True})
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        search = browser.find_element(By.ID, "search")
+        for answer in ["Add a photo or a description first.", "listings, ranked by text"]:
+            if answer.startswith("listings"):
+                browser.find_element(By.ID, "text").send_keys("oak dining chair")
+            browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", search)
+            assert not in_view(browser, "status")
+            search.click()
+            wait.until(lambda d: answer in d.find_element(By.ID, "status").text and in_view(d, "status"))
+            assert browser.switch_to.active_element.get_attribute("id") == "search"
+
+
+def test_on_a_wide_screen_the_page_is_centred(tmp_path, browser):
+    """Past its 1200 px the page stands in the middle of the screen, not pinned to the left."""
+    config = tiny_config(tmp_path / "artifacts")
+    browser.set_window_size(1920, 1080)
+    with live_server(config, fake_services(config)) as url:
+        browser.get(url + "/")
+        margins = (
+            "const page = document.documentElement.clientWidth;"
+            "return ['header', 'main'].map((tag) => { const r = document.querySelector(tag).getBoundingClientRect(); return [r.left, page - r.right]; });"
+        )
+        (header_left, header_right), (main_left, main_right) = browser.execute_script(margins)
+        assert main_left > 300 and abs(main_left - main_right) <= 1 and header_left == main_left, (main_left, main_right, header_left)

@@ -35,24 +35,49 @@ async function loadLimits() {
   }
 }
 
-// What in the form the server would refuse for its size, in the page's words; "" when nothing.
-function overLimits() {
-  if (!limits) return "";
+const megabytes = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+
+// What in one field the server would refuse, in the page's words; "" when nothing.
+function descriptionProblem() {
   const chars = [...$("text").value.trim()].length;  // characters, as the server counts them: an emoji is one, not two UTF-16 units
-  if (chars > limits.max_text_chars) {
-    return `Description: ${chars.toLocaleString("en-GB")} characters, at most ${limits.max_text_chars.toLocaleString("en-GB")}.`;
-  }
-  if (photo.files.length > limits.max_photos) return `Photo: ${photo.files.length} photos, at most ${limits.max_photos}.`;
-  const big = [...photo.files].find((file) => file.size > limits.max_photo_bytes);
-  if (big) return `Photo: ${big.name} is ${(big.size / 2 ** 20).toFixed(1)} MB, at most ${(limits.max_photo_bytes / 2 ** 20).toFixed(1)} MB.`;
+  if (chars <= limits.max_text_chars) return "";
+  return `Description: ${chars.toLocaleString("en-GB")} characters, at most ${limits.max_text_chars.toLocaleString("en-GB")}.`;
+}
+
+function photoProblem() {
+  const files = [...photo.files];
+  if (files.length > limits.max_photos) return `Photo: ${files.length} photos, at most ${limits.max_photos}.`;
+  // a file of a type the browser does not know is left to the server, which reads its bytes
+  const other = files.find((file) => file.type && !file.type.startsWith("image/"));
+  if (other) return `Photo: ${other.name} is not an image.`;
+  const big = files.find((file) => file.size > limits.max_photo_bytes);
+  if (big) return `Photo: ${big.name} is ${megabytes(big.size)}, at most ${megabytes(limits.max_photo_bytes)}.`;
+  const total = files.reduce((sum, file) => sum + file.size, 0);
+  if (total > limits.max_request_bytes) return `Photos: ${megabytes(total)} in all, at most ${megabytes(limits.max_request_bytes)} per search.`;
   return "";
 }
 
-function showOverLimits() {
-  const problem = overLimits();
-  $("text").setAttribute("aria-invalid", String(problem.startsWith("Description")));
-  if (problem || status.dataset.limit) status.textContent = problem;
-  status.dataset.limit = problem ? "shown" : "";
+function resultsProblem() {
+  const k = $("k").value.trim();  // empty: the page's default
+  if (k === "" || (/^[0-9]+$/.test(k) && Number(k) >= 1 && Number(k) <= limits.max_k)) return "";
+  return `Results: a whole number from 1 to ${limits.max_k}.`;
+}
+
+const CHECKS = { text: descriptionProblem, photo: photoProblem, k: resultsProblem };
+
+// Check the fields named (all by default): each problem is marked on its field (aria-invalid), the
+// first is said in the status line, and a problem said before and mended since is unsaid. Returns
+// the first problem; "" when none.
+function showProblems(ids = Object.keys(CHECKS)) {
+  const problems = ids.map((id) => {
+    const problem = limits ? CHECKS[id]() : "";
+    $(id).setAttribute("aria-invalid", String(Boolean(problem)));
+    return problem;
+  });
+  const first = problems.find(Boolean) ?? "";
+  if (first || status.dataset.limit) status.textContent = first;
+  status.dataset.limit = first ? "shown" : "";
+  return first;
 }
 
 async function loadCategories() {
@@ -67,7 +92,7 @@ async function loadCategories() {
 }
 
 // Every chosen photo as a thumbnail (a listing may carry several); a file the browser cannot draw
-// shows none, and the server names it when the search is sent.
+// shows none: one that is not an image is named at once (photoProblem), any other by the server.
 function showPreview() {
   const files = [...photo.files];
   const box = $("preview");
@@ -157,60 +182,70 @@ function drawResults(results) {
 }
 
 function filters() {
-  const fields = [["k", $("k").value || "12"]];
+  const fields = [["k", $("k").value.trim() || "12"]];
   for (const [id, field] of [["category", "category"], ["min-price", "min_price"], ["max-price", "max_price"]]) {
     if ($(id).value) fields.push([field, $(id).value]);
   }
   return fields;
 }
 
-let latest = 0;  // the number of the last search asked for: an earlier one answering later is not drawn
+let running = null;  // the AbortController of the search on its way: a later search, or Clear, aborts it
 
-// Fetch one search and draw it; true when it was answered, false when refused or failed (said in the
-// status) or when a later search was asked for meanwhile (its answer is the one the user wants).
+// Fetch one search and draw it: "answered"; "refused" when refused or failed (said in the status);
+// "superseded" when a later search was asked for meanwhile (its answer is the one the user wants).
 async function ask(url, options, onAnswer) {
-  const number = ++latest;
+  running?.abort();
+  const controller = running = new AbortController();
   const searchHadFocus = document.activeElement === $("search");  // disabled, it loses the focus
   status.textContent = "Searching…";
   $("search").disabled = true;
   try {
-    const response = await fetch(url, options);
+    const response = await fetch(url, { ...options, signal: controller.signal });
     const answer = await response.json();
-    if (number !== latest) return false;
+    if (controller.signal.aborted) return "superseded";
     if (!response.ok) {
       clearAnswer();  // the results of an earlier search are not the answer to this one
       status.textContent = `Refused: ${inPageWords(answer.detail)}`;
-      return false;
+      return "refused";
     }
     onAnswer(answer);
     drawResults(answer.results);
     status.textContent = `${counted(answer.results.length)}, ranked by ${answer.modalities.join(" + ")}`;
-    return true;
+    return "answered";
   } catch (error) {
-    if (number !== latest) return false;
+    if (controller.signal.aborted) return "superseded";  // an abort is no failure to tell
     clearAnswer();
     status.textContent = error instanceof TypeError
       ? "The server is not answering: is fbm serve running?"
       : `The search failed: ${error}`;
-    return false;
+    return "refused";
   } finally {
-    if (number === latest) {
+    if (!controller.signal.aborted) {
       $("search").disabled = false;
       if (searchHadFocus && document.activeElement === document.body) $("search").focus();
     }
   }
 }
 
+// On a narrow screen the status line may be below the fold once a search answers: scroll it into
+// view, leaving the keyboard focus where the user is typing.
+function revealStatus() {
+  const { top, bottom } = status.getBoundingClientRect();
+  if (top < 0 || bottom > window.innerHeight) status.scrollIntoView({ behavior: "smooth", block: "center" });
+}
+
 async function moreLike(listing) {
-  const query = new URLSearchParams(filters());
-  const answered = await ask(`/listings/${encodeURIComponent(listing.product_id)}/similar?${query}`, {}, (answer) => {
+  const url = `/listings/${encodeURIComponent(listing.product_id)}/similar?${new URLSearchParams(filters())}`;
+  const problem = showProblems(["k"]);  // of the fields checked here, only Results is sent with it
+  const outcome = problem ? "refused" : await ask(url, {}, (answer) => {
     $("prediction").hidden = true;
     $("results-heading").textContent = `Listings like “${answer.listing.title}”`;
   });
+  if (outcome === "superseded") return;  // the focus stays with the search the user turned to
   // the button may be far below the form, and is gone with the old results: bring the new results,
   // or the refusal, into view, and keyboard focus with them
-  const target = answered ? $("results-heading") : status;
-  target.scrollIntoView({ behavior: "smooth", block: answered ? "start" : "center" });
+  const target = outcome === "answered" ? $("results-heading") : status;
+  target.scrollIntoView({ behavior: "smooth", block: outcome === "answered" ? "start" : "center" });
   target.focus();
 }
 
@@ -222,18 +257,19 @@ async function search(event) {
   if (text) data.append("txt", text);
   if (!photo.files.length && !text) {
     status.textContent = "Add a photo or a description first.";
+    revealStatus();
     return;
   }
-  const problem = overLimits();
-  if (problem) {
-    status.textContent = problem;
+  if (showProblems()) {
+    revealStatus();
     return;
   }
   for (const [field, value] of filters()) data.append(field, value);
-  await ask("/similar", { method: "POST", body: data }, (answer) => {
+  const outcome = await ask("/similar", { method: "POST", body: data }, (answer) => {
     drawPrediction(answer.prediction, Boolean(text));
     $("results-heading").textContent = "Similar listings";
   });
+  if (outcome !== "superseded") revealStatus();
 }
 
 function clearAnswer() {
@@ -242,11 +278,11 @@ function clearAnswer() {
 }
 
 function clearAll() {
-  latest++;  // a search still on its way is no longer wanted
+  running?.abort();  // a search still on its way is no longer wanted
   $("search").disabled = false;
   form.reset();
   showPreview();
-  showOverLimits();
+  showProblems();
   clearAnswer();
   status.textContent = "";
 }
@@ -265,11 +301,12 @@ document.addEventListener("drop", (event) => {
   if (event.dataTransfer.files.length) {
     photo.files = event.dataTransfer.files;
     showPreview();
-    showOverLimits();
+    showProblems();
   }
 });
-photo.addEventListener("change", () => { showPreview(); showOverLimits(); });
-$("text").addEventListener("input", showOverLimits);
+photo.addEventListener("change", () => { showPreview(); showProblems(); });
+$("text").addEventListener("input", () => showProblems());
+$("k").addEventListener("input", () => showProblems());
 form.addEventListener("submit", search);
 $("text").addEventListener("keydown", (event) => {  // Enter writes a new line in the description; Ctrl+Enter searches
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
