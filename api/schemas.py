@@ -57,7 +57,7 @@ class CategoriesOut(BaseModel):
 class LimitsOut(BaseModel):
     """What the server takes in one request, so that a client can check before sending."""
 
-    max_text_chars: int = Field(description="characters of txt, or of a new listing's title and description together, as sent")
+    max_text_chars: int = Field(description="characters of txt, or of a new listing's title and description together, as sent (a line break, sent as CR LF, counts as one)")
     max_title_chars: int = Field(description="characters of a new listing's title")
     max_location_chars: int = Field(description="characters of a new listing's location")
     max_category_chars: int = Field(description="characters of a category, as a filter or a new listing's")

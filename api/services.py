@@ -6,7 +6,6 @@ raises FileNotFoundError or ValueError naming it, before the server accepts a co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image

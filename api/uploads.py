@@ -208,7 +208,7 @@ def route_fields(route: object) -> set[str] | None:
 def checked_text(
     text: str | None, config: Config, field: str = "txt", required: bool = False, clean: Callable[[str], str] | None = None
 ) -> str | None:
-    """Strip a text field and hold it to the length limit as sent; with `clean` (e.g.
+    """Strip a text field and hold it to the length limit as sent (CR LF counted as one); with `clean` (e.g.
     `clean_listing_text`, which strips a pasted listing's Gumtree suffix and boilerplate as `fbm
     prepare` does), clean it and hold what is left to the limit too. None when nothing is left,
     unless `required`. A line break counts as one character, as a browser's text box counts it,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,7 @@ def _confusion_grid(result: dict, models: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def category_labels(classes: list[str], counts, style=str) -> list[str]:
+def category_labels(classes: list[str], counts: Iterable[float], style: Callable[[str], str] = str) -> list[str]:
     """Each category name (through `style`) with its product count."""
     return [f"{style(name)} ({int(n)})" for name, n in zip(classes, counts)]
 
@@ -164,8 +165,7 @@ def _per_class_f1(result: dict, models: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(classes) + 1.5))
     for i, name in enumerate(models):
         ax.barh(y + i * height, [result["per_class"][name][c]["f1"] for c in classes], height=height, label=name)
-    # the photo models score only the products with a photo: each category's count is the most any model scored
-    support = [max(result["per_class"][name][c]["support"] for name in models) for c in classes]
+    support = [result["per_class"][models[0]][c]["support"] for c in classes]  # every product of the category, answered or not: the same for every model
     ax.set_yticks(y + 0.4 - height / 2, category_labels(classes, support), fontsize=7)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="F1", title="Per-class F1, product level (products in the category)")

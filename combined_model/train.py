@@ -22,7 +22,7 @@ from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, co
 from combined_model.inference import MODEL_FILE, SIDECAR_FILE
 from listings.artifacts import CURVES_FILE
 from listings.config import Config, FusionConfig
-from listings.metrics import no_answer_where_absent, per_product, summarise
+from listings.metrics import figure, no_answer_where_absent, per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
@@ -156,10 +156,19 @@ def train_combined(config: Config) -> dict:
     return summary
 
 
+SERVED_NAMES = {LATE: ("late_fusion", "late fusion"), EARLY: ("combined", "early fusion (the fusion classifier)")}  # metrics key, words
+
+
+def headline(summary: dict) -> str:
+    """The stage in one line, for the end of `fbm train`."""
+    key, words = SERVED_NAMES[summary["served_method"]]
+    return f"serving {words}: test accuracy {figure(summary['metrics']['test'][key]['accuracy'])}"
+
+
 def format_summary(summary: dict) -> str:
     """The fusion stage's figures, product level, as the branches' stages print theirs."""
     late = LateWeights.from_json(summary["late_weights"])
-    served = "late fusion" if summary["served_method"] == LATE else "early fusion (the fusion classifier)"
+    served = SERVED_NAMES[summary["served_method"]][1]
     lines = [
         f"fusion: serving {served}, the better on validation; late-fusion weights {late.describe()}; "
         f"classifier {summary['epochs']} epochs; {summary['wall_time_s']} s",

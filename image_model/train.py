@@ -44,7 +44,7 @@ from listings.artifacts import CURVES_FILE, SUMMARY_FILE, sha256_file
 from listings.config import Config
 from listings.data import photo_path
 from listings.images import clean_image
-from listings.metrics import per_product, summarise
+from listings.metrics import figure, per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
@@ -434,6 +434,12 @@ def _save(
         kept=summary["best_epoch"],
         train_loss_label="train (label-smoothed)",
     )
+
+
+def headline(summary: dict) -> str:
+    """The branch in one line, for the end of `fbm train`."""
+    test = summary["branch"]["test"]["product"]["accuracy"], summary["baseline"]["test"]["product"]["accuracy"]
+    return f"test product accuracy {figure(test[0])} (HOG + SVM {figure(test[1])})"
 
 
 def format_summary(summary: dict) -> str:

@@ -71,8 +71,9 @@ def latency_percentiles(latency_ms: list[float] | np.ndarray) -> dict[str, float
 
 
 def figure(value: float | None, width: int = 0) -> str:
-    """A metric for a table: three decimals, or a dash where there was nothing to measure."""
-    return f"{value:>{width}.3f}" if value is not None else f"{'—':>{width}}"
+    """A metric for a table: three decimals, or a dash where there was nothing to measure (None, or
+    the NaN of an empty split)."""
+    return f"{value:>{width}.3f}" if value is not None and value == value else f"{'—':>{width}}"
 
 
 def counted(counts: dict[str, int]) -> str:

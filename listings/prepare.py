@@ -76,6 +76,11 @@ def split_warnings(sizes: dict[str, int]) -> list[str]:
     return warnings
 
 
+def headline(summary: dict) -> str:
+    """The preparation in one line, for the end of `fbm train`."""
+    return f"{summary['products']:,} products in {summary['classes']} categories ({split_words(summary['split_sizes'])})"
+
+
 def split_words(sizes: dict[str, int]) -> str:
     """`train 78, validation 13, test 13`."""
     return ", ".join(f"{'validation' if name == 'val' else name} {sizes[name]:,}" for name in SPLITS)

@@ -328,7 +328,7 @@ def _query_all(
     if TEXT in modalities:
         usable &= queries.has_text
     precision, path_precision, latency_ms = [], [], []
-    purpose = "latency, same-root filter" if same_root_only else "latency" if exclude_self else "precision"
+    purpose = "latency, same-root filter" if same_root_only else "latency" if exclude_self else "precision"  # the progress bar's label
     for i in tqdm(np.flatnonzero(usable), desc=f"{purpose}: queries by {' + '.join(modalities)}", unit="query", leave=False):
         listing = queries.listings.iloc[i]
         start = time.perf_counter()

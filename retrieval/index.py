@@ -41,11 +41,15 @@ Storage and consistency
 
 Re-ranking by words
     A query with text may carry its words (`retrieval.terms.Terms`, the text model's TF-IDF row);
-    the index then takes its best `rerank_candidates` listings by the score above, adds the best
-    `word_candidates` by the cosine of the words alone (among those the filters allow: an exact
-    title whose embedding ranks low, found by an inverted index of the words in the database), and
-    orders them by (1 − β)·score + β·cos(words), β = `term_weight`, reporting that blend (still in
-    [0, 1]). Each listing's words are stored beside its vector in the database.
+    the index then takes its best `rerank_candidates` listings by the score above, adds the
+    `word_candidates` listings that match its words best (an exact title whose embedding ranks
+    low), and orders them all by (1 − β)·score + β·cos(words), β = `term_weight`, reporting that
+    blend (still in [0, 1]). Each listing's words are stored beside its vector in the database,
+    and word by word (`postings`, an inverted index): the match is the dot product over the
+    query's `word_match_terms` strongest words, each read to its `word_match_postings` strongest
+    listings, so its cost does not grow with the catalogue; it respects the filters among those.
+    An index built before the postings gets them on its first serving open; a reader (`fbm
+    similar`) of such an index writes nothing and searches without word candidates.
 
 Index kinds
     Up to `exact_threshold` listings: `IndexFlatIP` (exact; a delete removes the vector). Above:
@@ -70,7 +74,6 @@ import math
 import os
 import re
 import sqlite3
-import textwrap
 import threading
 import unicodedata
 import uuid
@@ -96,9 +99,6 @@ CURRENT_FILE = "CURRENT"
 LOCK_FILE = "LOCK"
 SERVING_LOCK_FILE = "SERVING"
 FLAT, HNSW = "flat", "hnsw"
-# a query's words that look for word candidates: its most weighted (rarest), as a listing's ~35
-# words' long posting lists made the lookup 5 ms; on validation, 8 find the same candidates' gain
-WORD_MATCH_TERMS = 8
 
 
 class IndexStateError(ValueError):
@@ -298,13 +298,25 @@ _INDENT = 5  # the category lines', under the score
 
 
 def _category_lines(category: str, product_id: str, width: int) -> list[str]:
-    """The whole category path and the product id on one line when they fit in `width` columns;
-    else the path wrapped at its separators and the id on a line of its own."""
+    """The whole category path and the product id on one line when they fit in `width` terminal
+    columns; else the path's levels packed into lines (a line ends at a " / ", and a level wider
+    than a line is cut with …) and the id on a line of its own."""
     category = without_controls(category)
     joined = f"{category} · {product_id}"
-    if sum(map(_columns, joined)) <= width:
+    if _text_columns(joined) <= width:
         return [joined]
-    return [*textwrap.wrap(category, width, break_on_hyphens=False), product_id]
+    lines = [""]
+    for level in category.split(_PATH_SEPARATOR):
+        piece = f"{lines[-1]}{_PATH_SEPARATOR if lines[-1] else ''}{level}"
+        if _text_columns(piece) <= width or not lines[-1]:
+            lines[-1] = piece
+        else:
+            lines.append(f"{_PATH_SEPARATOR.strip()} {level}")
+    return [_fit(line, width).rstrip() for line in lines] + [product_id]
+
+
+def _text_columns(text: str) -> int:
+    return sum(map(_columns, text))
 
 
 def _price(price: float | None) -> str:
@@ -379,6 +391,7 @@ _FILL_PHOTOS_SQL = "INSERT OR IGNORE INTO photos SELECT json_each.value, faiss_i
 _POSTINGS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS postings (term INTEGER NOT NULL, faiss_id INTEGER NOT NULL, weight REAL NOT NULL, PRIMARY KEY (term, faiss_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS postings_listing ON postings (faiss_id);
+CREATE INDEX IF NOT EXISTS postings_strongest ON postings (term, weight DESC);
 """
 _METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
 _LIVE_ADDED_SQL = f"SELECT {_METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id"
@@ -468,6 +481,7 @@ class ListingIndex:
         self._count = len(live)
         self._missing = {IMAGE: {i for i, bits in live.items() if not bits & 1}, TEXT: {i for i, bits in live.items() if not bits & 2}}
         self._tombstones = set(faiss.vector_to_array(index.id_map).tolist()) - set(live)
+        self._has_postings = bool(db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'postings'").fetchone())
         self._exclusions: dict[tuple[str, ...], _Exclusion] = {}  # per queried modalities; emptied by every write
         self._unsaved = 0  # writes since the FAISS file was last written
         self.reconciled = {"re_added": 0, "removed": 0}
@@ -562,7 +576,7 @@ class ListingIndex:
             if serving:
                 serving_lock = _serving_lock(directory)
                 _remove_orphaned_temporaries(directory)  # only a writer: a reader (`fbm similar`) writes nothing
-            listing_index = cls._open_build(directory, current.read_text().strip(), config, lock)
+            listing_index = cls._open_build(directory, current.read_text().strip(), config, lock, serving)
         except BaseException:
             os.close(lock)
             if serving_lock >= 0:
@@ -577,7 +591,7 @@ class ListingIndex:
         return listing_index
 
     @classmethod
-    def _open_build(cls, directory: Path, build_id: str, config: IndexConfig, lock: int) -> "ListingIndex":
+    def _open_build(cls, directory: Path, build_id: str, config: IndexConfig, lock: int, serving: bool = False) -> "ListingIndex":
         db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
         for path in (db_path, faiss_path):
             if not path.exists():
@@ -586,13 +600,10 @@ class ListingIndex:
         try:
             db = sqlite3.connect(db_path, check_same_thread=False)
             info = dict(db.execute("SELECT key, value FROM info").fetchall())
-            db.executescript(_LIVE_SCHEMA + _PHOTOS_SCHEMA + _POSTINGS_SCHEMA)  # for a build of before these were recorded
+            db.executescript(_LIVE_SCHEMA + _PHOTOS_SCHEMA)  # for a build of before these were recorded
             with db:
                 if not db.execute("SELECT 1 FROM photos LIMIT 1").fetchone():
                     db.execute(_FILL_PHOTOS_SQL)
-                if not db.execute("SELECT 1 FROM postings LIMIT 1").fetchone():
-                    for faiss_id, columns, weights in db.execute("SELECT faiss_id, columns, weights FROM terms").fetchall():
-                        db.executemany(_INSERT_POSTINGS_SQL, _postings(faiss_id, Terms.from_blobs(columns, weights)))
                 if info.get("category_keys") != CATEGORY_KEYS:  # a build whose keys were lower-cased
                     db.create_function("category_key", 1, _category_key, deterministic=True)
                     db.execute("UPDATE listings SET category_key = category_key(category)")
@@ -610,6 +621,8 @@ class ListingIndex:
                 raise IndexStateError(f"{db_path} has format {info.get('format_version')}, this code reads {FORMAT_VERSION}: rebuild the index with `fbm index`")
             if not isinstance(index, faiss.IndexIDMap2) or str(index.d) != info.get("dim"):
                 raise IndexStateError(f"{faiss_path} does not match {db_path} (dim {index.d} vs {info.get('dim')}): rebuild the index with `fbm index`")
+            if serving:  # the one writer: a reader of a build of before the postings searches without them
+                _add_postings(db)
         except BaseException:
             db.close()
             raise
@@ -680,9 +693,9 @@ class ListingIndex:
         candidates = max(k, self.config.rerank_candidates) if rerank else k
         with self._lock.read(), single_threaded():
             ids, inner_products = self._search_ids(query, modalities, candidates, category, min_price, max_price, exclude_product_id)
-            if rerank and self.config.word_candidates:
-                more = self._word_matches(terms, modalities, category, min_price, max_price, exclude_product_id, set(ids))
-                ids, inner_products = ids + more, np.concatenate([inner_products, self._inner_products(query, more)])
+            if rerank and self.config.word_candidates and self._has_postings:
+                more, more_products = self._word_matches(query, terms, modalities, category, min_price, max_price, exclude_product_id, set(ids))
+                ids, inner_products = ids + more, np.concatenate([inner_products, more_products])
             scores = score_from_inner_product(inner_products, len(modalities))
             if rerank:
                 stored = self._fetch_terms(ids)
@@ -739,6 +752,7 @@ class ListingIndex:
 
     def _word_matches(
         self,
+        query: np.ndarray,
         terms: Terms,
         modalities: tuple[str, ...],
         category: str | None,
@@ -746,34 +760,32 @@ class ListingIndex:
         max_price: float | None,
         exclude_product_id: str | None,
         found: set[int],
-    ) -> list[int]:
-        """FAISS ids of the `word_candidates` listings whose words have the highest cosine with
-        `terms`, among those the filters allow and a query by `modalities` may return, leaving out
-        those `found` already."""
-        if not len(terms.columns):
-            return []
-        strongest = np.argsort(-terms.weights, kind="stable")[:WORD_MATCH_TERMS]
-        terms = Terms(terms.columns[strongest], terms.weights[strongest])
+    ) -> tuple[list[int], np.ndarray]:
+        """FAISS ids of the `word_candidates` listings that match `terms` best (see the module
+        docstring), among those the filters allow and a query by `modalities` may return, leaving
+        out those `found` already; with the query's inner product with each one's stored vector."""
+        strongest = np.argsort(-terms.weights, kind="stable")[: self.config.word_match_terms]
+        if not len(strongest):
+            return [], np.zeros(0, np.float32)
         clauses, params = _filter_clauses(category, min_price, max_price)
         skip = found | self._exclusion(modalities).ids
         if exclude_product_id is not None:
             skip |= {i for (i,) in self._query("SELECT faiss_id FROM listings WHERE product_id = ?", (exclude_product_id,))}
-        words = ", ".join(["(?, ?)"] * len(terms.columns))
-        filtered = f"JOIN listings USING (faiss_id) WHERE {' AND '.join(clauses)}" if clauses else ""
+        each_word = "SELECT * FROM (SELECT faiss_id, weight * ? AS part FROM postings WHERE term = ? ORDER BY weight DESC LIMIT ?)"
+        words, word_params = " UNION ALL ".join([each_word] * len(strongest)), []
+        for i in strongest:
+            word_params += [float(terms.weights[i]), int(terms.columns[i]), self.config.word_match_postings]
         rows = self._query(
-            f"WITH query (term, weight) AS (VALUES {words}) SELECT postings.faiss_id FROM query JOIN postings USING (term) {filtered} "
-            "GROUP BY postings.faiss_id ORDER BY SUM(postings.weight * query.weight) DESC, postings.faiss_id LIMIT ?",
-            [value for pair in zip(terms.columns.tolist(), terms.weights.tolist()) for value in pair] + params + [self.config.word_candidates + len(skip)],
+            f"SELECT faiss_id FROM ({words}) {'JOIN listings USING (faiss_id) WHERE ' + ' AND '.join(clauses) if clauses else ''} "
+            "GROUP BY faiss_id ORDER BY SUM(part) DESC, faiss_id LIMIT ?",
+            word_params + params + [self.config.word_candidates + len(skip)],
         )
-        return [faiss_id for (faiss_id,) in rows if faiss_id not in skip][: self.config.word_candidates]
-
-    def _inner_products(self, query: np.ndarray, ids: list[int]) -> np.ndarray:
-        """The query's inner product with the stored vectors of `ids`, in their order."""
-        if not ids:
-            return np.zeros(0, np.float32)
-        marks = ",".join("?" * len(ids))
-        stored = dict(self._query(f"SELECT faiss_id, vector FROM vectors WHERE faiss_id IN ({marks})", ids))
-        return np.stack([np.frombuffer(stored[i], np.float32) for i in ids]) @ query
+        best = [faiss_id for (faiss_id,) in rows if faiss_id not in skip][: self.config.word_candidates]
+        stored = dict(self._query(f"SELECT faiss_id, vector FROM vectors WHERE faiss_id IN ({','.join('?' * len(best))})", best)) if best else {}
+        kept = [faiss_id for faiss_id in best if faiss_id in stored]  # a listing with no stored vector is no candidate
+        if not kept:
+            return [], np.zeros(0, np.float32)
+        return kept, np.stack([np.frombuffer(stored[faiss_id], np.float32) for faiss_id in kept]) @ query
 
     def _exclusion(self, modalities: tuple[str, ...]) -> "_Exclusion":
         """Ids a query by `modalities` never returns (tombstones, listings missing its one modality),
@@ -1045,11 +1057,23 @@ def _insert(db: sqlite3.Connection, row: Listing, vector: np.ndarray, terms: Ter
     return int(cursor.lastrowid)
 
 
-_INSERT_POSTINGS_SQL = "INSERT INTO postings (term, faiss_id, weight) VALUES (?, ?, ?)"
+_INSERT_POSTINGS_SQL = "INSERT OR IGNORE INTO postings (term, faiss_id, weight) VALUES (?, ?, ?)"
 
 
 def _postings(faiss_id: int, terms: Terms) -> list[tuple[int, int, float]]:
     return [(column, faiss_id, weight) for column, weight in zip(terms.columns.tolist(), terms.weights.tolist())]
+
+
+def _add_postings(db: sqlite3.Connection) -> None:
+    """Create the postings of a build of before them, from its listings' stored words, in one
+    transaction (a listing's words, a few dozen rows each)."""
+    db.executescript(_POSTINGS_SCHEMA)
+    with db:
+        if db.execute("SELECT 1 FROM postings LIMIT 1").fetchone() or not db.execute("SELECT 1 FROM terms LIMIT 1").fetchone():
+            return
+        log.info("adding the word postings to %s's listings (once, for an index built before them)", db.execute("PRAGMA database_list").fetchone()[2])
+        for faiss_id, columns, weights in db.execute("SELECT faiss_id, columns, weights FROM terms").fetchall():
+            db.executemany(_INSERT_POSTINGS_SQL, _postings(faiss_id, Terms.from_blobs(columns, weights)))
 
 
 def _delete(db: sqlite3.Connection, faiss_id: int) -> None:

@@ -147,15 +147,8 @@ def format_training(summaries: dict[str, dict]) -> str:
 
 
 def _headline(stage: str, summary: dict) -> str:
-    if stage == "prepare":
-        sizes = summary["split_sizes"]
-        return f"{summary['products']:,} products in {summary['classes']} categories (train {sizes['train']:,}, validation {sizes['val']:,}, test {sizes['test']:,})"
-    if stage == "image":
-        return f"test product accuracy {summary['branch']['test']['product']['accuracy']:.3f} (HOG + SVM {summary['baseline']['test']['product']['accuracy']:.3f})"
-    if stage == "text":
-        return f"test accuracy {summary['cnn']['test']['accuracy']:.3f} (TF-IDF + SVM {summary['tfidf_svm_baseline']['test']['accuracy']:.3f})"
-    served = "late_fusion" if summary["served_method"] == "late" else "combined"
-    return f"serving {served.replace('_', ' ')}: test accuracy {summary['metrics']['test'][served]['accuracy']:.3f}"
+    """The stage module's own `headline` of its summary."""
+    return importlib.import_module(STAGES[stage].split(":")[0]).headline(summary)
 
 
 def train_stage(stage: str, config: Config, force: bool) -> dict:
@@ -597,8 +590,10 @@ def _dataset_hint(args: argparse.Namespace, exc: Exception) -> str:
     `<repo>/data`) and found no dataset there."""
     from listings.data import MissingFileError
 
+    from listings import config as settings
+
     if isinstance(exc, MissingFileError) and not getattr(args, "data", None) and not os.environ.get("FBM_DATA"):
-        return f" (no dataset given: name its directory with --data DIR or FBM_DATA=DIR; the default is ../shared/fbm beside the repository, else {REPO_ROOT / 'data'})"
+        return f" (no dataset given: name its directory with --data DIR or FBM_DATA=DIR; the default is {settings.SHARED / 'fbm'}, else {settings.REPO_ROOT / 'data'})"
     return ""
 
 

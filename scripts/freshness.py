@@ -33,8 +33,9 @@ from listings.config import REPO_ROOT, Config
 from listings.data import read_jsonl
 
 FINGERPRINT_FILE = "fingerprint.json"
-# how `inputs_digest` reads the inputs, recorded with it: a record of another way (2bdc5c8 began to
-# read fields of the listings, not the whole file) says nothing of whether the inputs changed
+# how `inputs_digest` reads a training stage's inputs, recorded with it: a record taken another way
+# (the branches began to read fields of the listings at fef4d42, the fusion at 2bdc5c8) says
+# nothing of whether the inputs changed. The index's digest has always been of whole files.
 INPUTS_SCHEME = 2
 REQUIREMENTS = REPO_ROOT / "requirements.txt"
 # the code each stage runs, by package; `listings` (data, settings, metrics) is every stage's
@@ -186,7 +187,7 @@ def record_index(config: Config, inputs: str | None) -> None:
     if inputs is None:
         record_path.unlink(missing_ok=True)
     else:
-        record_path.write_text(json.dumps({"inputs": inputs, "inputs_scheme": INPUTS_SCHEME}, indent=1))
+        record_path.write_text(json.dumps({"inputs": inputs}, indent=1))
 
 
 def stale_stages(config: Config, index: bool = True) -> list[str]:
@@ -205,9 +206,8 @@ def stale_stages(config: Config, index: bool = True) -> list[str]:
                 warnings.append(f"warning: {output_dir(stage, config)} {'is' if _same_scheme(recorded) else 'may be'} out of date ({why}): run `fbm train all`")
     recorded = _read_record(config.paths.index / FINGERPRINT_FILE)
     if index and "inputs" in recorded and recorded["inputs"] != index_digest(config, file_digest):
-        why = "built from other models or listings" if _same_scheme(recorded) else EARLIER_RECORD
         warnings.append(
-            f"warning: the index in {config.paths.index} {'is' if _same_scheme(recorded) else 'may be'} out of date ({why}): "
+            f"warning: the index in {config.paths.index} is out of date (built from other models or listings): "
             "run `fbm index`, which keeps the listings added through the API"
         )
     return warnings

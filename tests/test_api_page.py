@@ -396,6 +396,12 @@ def test_a_later_search_aborts_an_earlier_one_and_keeps_the_focus(tmp_path, brow
         browser.find_element(By.ID, "search").click()
         browser.find_element(By.ID, "clear").click()
         assert browser.execute_script(aborted)[-1] is True
+        browser.find_element(By.ID, "text").send_keys("oak chair")
+        browser.find_element(By.ID, "search").click()  # then, while it runs, a search the page itself refuses
+        browser.execute_script("document.getElementById('text').value = ''; document.getElementById('search-form').requestSubmit();")
+        assert browser.execute_script(aborted)[-1] is True  # it supersedes the one on its way
+        time.sleep(1.5)  # the first would have answered by now
+        assert status.text == "Add a photo or a description first." and browser.find_element(By.ID, "search").is_enabled()
         said = browser.execute_script("return said;")
         assert not [line for line in said if "fail" in line or "not answering" in line], said
 

@@ -247,6 +247,8 @@ def test_train_ends_with_each_stages_time_and_headline_not_a_json_dump():
         "text": {"skipped": "up to date", "outputs": "artifacts/text_model"},
         "combined": {"stage_wall_time_s": 7.0, "served_method": "late", "metrics": {"test": {"late_fusion": {"accuracy": 0.8394}}}},
     }
+    no_test = {"branch": {"test": {"product": {"accuracy": float("nan")}}}, "baseline": {"test": {"product": {"accuracy": float("nan")}}}}
+    assert cli.format_training({"image": {"stage_wall_time_s": 1.0, **no_test}}).splitlines()[-1].endswith("test product accuracy — (HOG + SVM —)")  # no test products
     assert cli.format_training(summaries).splitlines() == [
         "trained:",
         "  prepare      9.1 s  6,098 products in 13 categories (train 4,275, validation 914, test 909)",
@@ -272,7 +274,8 @@ def test_no_dataset_at_the_default_place_says_how_to_name_one(tmp_path, monkeypa
     monkeypatch.setattr(config_module, "SHARED", tmp_path / "no-shared-folder")
     monkeypatch.setattr(config_module, "REPO_ROOT", tmp_path / "repo")
     assert main(["prepare", "--artifacts", str(tmp_path / "artifacts")]) == 2
-    assert "(no dataset given: name its directory with --data DIR or FBM_DATA=DIR" in capsys.readouterr().err
+    hint = f"(no dataset given: name its directory with --data DIR or FBM_DATA=DIR; the default is {tmp_path / 'no-shared-folder' / 'fbm'}, else {tmp_path / 'repo' / 'data'})"
+    assert hint in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["prepare", "--data", str(tmp_path / "empty"), "--artifacts", str(tmp_path / "artifacts")]) == 2
     assert "no dataset given" not in capsys.readouterr().err  # named, so nothing to add

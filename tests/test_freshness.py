@@ -38,19 +38,6 @@ def test_a_command_that_rebuilds_the_index_is_not_warned_about_it(tmp_path):
     assert freshness.stale_stages(config, index=False) == []
 
 
-def test_a_record_from_an_earlier_way_of_digesting_blames_no_input(tmp_path):
-    """A record whose digest was taken another way (before 2bdc5c8) differs though nothing changed:
-    the warning must not say the listings or models did."""
-    config = recorded_index(tmp_path)
-    record = config.paths.index / freshness.FINGERPRINT_FILE
-    earlier = json.loads(record.read_text())
-    earlier.pop("inputs_scheme")
-    earlier["inputs"] = "0" * 64
-    record.write_text(json.dumps(earlier))
-    (warning,) = freshness.stale_stages(config)
-    assert "may be out of date (its record, from an earlier version of fbm, cannot tell)" in warning and "built from other" not in warning
-
-
 CATEGORIES = {"classes": ["Home & Garden", "Video Games & Consoles"], "paths": {"Home & Garden / Chairs": 1, "Video Games & Consoles": 1}}
 
 
@@ -121,3 +108,14 @@ def test_the_branches_read_the_category_names_not_the_sub_categories(tmp_path):
     renamed = {**CATEGORIES, "classes": ["Home and Garden", "Video Games & Consoles"]}
     after = digests_of(written_listings(tmp_path / "renamed", categories=renamed))
     assert {stage for stage in before if before[stage] != after[stage]} == {"image", "text"}
+
+
+@pytest.mark.parametrize("scheme, warning", [(None, "may be out of date (its record, from an earlier version of fbm, cannot tell)"), (freshness.INPUTS_SCHEME, "is out of date (trained from other prepared listings)")])
+def test_a_stage_recorded_by_an_earlier_way_of_digesting_blames_no_input(tmp_path, scheme, warning):
+    """A stage record whose digest was taken another way (before the listings were read field by
+    field) differs though nothing changed: its warning must not say the listings did."""
+    config = written_listings(tmp_path)
+    record = {"fingerprint": "0" * 64, "inputs": "1" * 64, "outputs": {}} | ({"inputs_scheme": scheme} if scheme else {})
+    (config.paths.text_model / freshness.FINGERPRINT_FILE).write_text(json.dumps(record))
+    (stale,) = freshness.stale_stages(config)
+    assert stale == f"warning: {config.paths.text_model} {warning}: run `fbm train all`"

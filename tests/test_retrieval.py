@@ -765,13 +765,33 @@ def test_a_listing_whose_words_match_is_a_candidate_however_low_its_embedding_ra
         assert "mirror" not in _ids(index.search(None, E[0], k=3, terms=query, min_price=50))
     with ListingIndex.open(tmp_path / "index", IndexConfig(rerank_candidates=2, word_candidates=0)) as without:
         assert "mirror" not in _ids(without.search(None, E[0], k=3, terms=query))
-    with sqlite3.connect(next((tmp_path / "index").glob("listings-*.sqlite"))) as db:
+    database = next((tmp_path / "index").glob("listings-*.sqlite"))
+    with sqlite3.connect(database) as db:
         db.execute("DROP TABLE postings")  # a build of before the words' inverted index
-    with ListingIndex.open(tmp_path / "index", config) as older:  # filled from the stored words on opening
+    before = database.read_bytes()
+    with ListingIndex.open(tmp_path / "index", config) as reader:  # `fbm similar`: writes nothing, works without them
+        assert "mirror" not in _ids(reader.search(None, E[0], k=3, terms=query)) and len(reader.search(None, E[0], k=3, terms=query).hits) == 3
+    assert database.read_bytes() == before
+    with ListingIndex.open(tmp_path / "index", config, serving=True) as older:  # the server adds them, from the stored words
         assert "mirror" in _ids(older.search(None, E[0], k=3, terms=query))
         older.delete("mirror")
         assert "mirror" not in _ids(older.search(None, E[0], k=3, terms=query))
         assert older._query("SELECT COUNT(*) FROM postings WHERE faiss_id = 4", []) == [(0,)]
+
+
+def test_each_query_word_is_read_to_its_strongest_listings_only(tmp_path):
+    """The word lookup's cost stays bounded however many listings share a word: each word is read
+    to its `word_match_postings` strongest listings."""
+    rows = [_row(f"near-{i}", "Home & Garden / Dining") for i in range(3)] + [_row("weak", "Appliances"), _row("strong", "Appliances")]
+    text = np.stack([E[0]] * 3 + [E[3], E[3]])  # both word matches far from the query's embedding
+    vectors = listing_vectors(np.zeros((5, D), np.float32), [False] * 5, text, [True] * 5)
+    words = [_terms({i: 1.0}) for i in range(3)] + [_terms({7: 0.3, 9: 1.0}), _terms({7: 1.0})]
+    query = np.concatenate([np.zeros(D, np.float32), E[0]])
+    with ListingIndex.build(tmp_path / "one", vectors, rows, IndexConfig(word_match_postings=1), words) as index:
+        ids, products = index._word_matches(query, _terms({7: 1.0}), ("text",), None, None, None, None, set())
+        assert ids == [4] and products.tolist() == [0.0]  # word 7 read to its one strongest listing, "strong"
+    with ListingIndex.build(tmp_path / "all", vectors, rows, IndexConfig(), words) as index:
+        assert index._word_matches(query, _terms({7: 1.0}), ("text",), None, None, None, None, set())[0] == [4, 3]
 
 
 def test_more_like_a_listing_uses_its_stored_modalities_and_words_and_leaves_it_out(tmp_path):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from listings.artifacts import CURVES_FILE, SUMMARY_FILE
 from listings.config import Config, TextConfig
 from listings.data import listing_text
-from listings.metrics import summarise
+from listings.metrics import figure, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
@@ -217,6 +217,11 @@ def export_listings(config: Config, tokens: list[list[str]], product_ids: list[s
         word_weights=words.data,
     )
     return probs, known
+
+
+def headline(summary: dict) -> str:
+    """The branch in one line, for the end of `fbm train`."""
+    return f"test accuracy {figure(summary['cnn']['test']['accuracy'])} (TF-IDF + SVM {figure(summary['tfidf_svm_baseline']['test']['accuracy'])})"
 
 
 def format_summary(summary: dict) -> str:

@@ -167,8 +167,8 @@ function drawResults(results) {
       element("p", "category muted", listing.category),
       element("p", "score muted", `score ${listing.score.toFixed(2)}`),
     );
-    // the API's score is (1 + cosine) / 2: shown as a percentage, an unrelated listing read as 60% alike
-    body.lastChild.title = "(1 + cosine similarity) / 2: 0.5 is unrelated, 1 the same";
+    // not a percentage: an unrelated listing's embeddings alone score about 0.5
+    body.lastChild.title = "similarity in [0, 1]: the embeddings' cosine, rescaled, blended with the two texts' word cosine when the query has text";
     const more = element("button", "more-like secondary", "More like this");
     more.type = "button";
     more.setAttribute("aria-label", `More like “${listing.title || "(untitled)"}”`);
@@ -251,6 +251,8 @@ async function moreLike(listing) {
 
 async function search(event) {
   event.preventDefault();
+  running?.abort();  // this search, sent or refused here, is the one the user wants now
+  $("search").disabled = false;
   const data = new FormData();
   for (const file of photo.files) data.append("img", file);
   const text = $("text").value.trim();
