@@ -439,7 +439,7 @@ def _save(
 def headline(summary: dict) -> str:
     """The branch in one line, for the end of `fbm train`."""
     test = summary["branch"]["test"]["product"]["accuracy"], summary["baseline"]["test"]["product"]["accuracy"]
-    return f"test product accuracy {figure(test[0])} (HOG + SVM {figure(test[1])})"
+    return f"test product accuracy {figure(test[0])} of the products with a photo (HOG + SVM {figure(test[1])})"
 
 
 def format_summary(summary: dict) -> str:

@@ -248,11 +248,11 @@ def test_train_ends_with_each_stages_time_and_headline_not_a_json_dump():
         "combined": {"stage_wall_time_s": 7.0, "served_method": "late", "metrics": {"test": {"late_fusion": {"accuracy": 0.8394}}}},
     }
     no_test = {"branch": {"test": {"product": {"accuracy": float("nan")}}}, "baseline": {"test": {"product": {"accuracy": float("nan")}}}}
-    assert cli.format_training({"image": {"stage_wall_time_s": 1.0, **no_test}}).splitlines()[-1].endswith("test product accuracy — (HOG + SVM —)")  # no test products
+    assert cli.format_training({"image": {"stage_wall_time_s": 1.0, **no_test}}).splitlines()[-1].endswith("test product accuracy — of the products with a photo (HOG + SVM —)")  # no test products
     assert cli.format_training(summaries).splitlines() == [
         "trained:",
         "  prepare      9.1 s  6,098 products in 13 categories (train 4,275, validation 914, test 909)",
-        "  image      380.0 s  test product accuracy 0.591 (HOG + SVM 0.274)",
+        "  image      380.0 s  test product accuracy 0.591 of the products with a photo (HOG + SVM 0.274)",
         "  text      up to date, not retrained",
         "  combined     7.0 s  serving late fusion: test accuracy 0.839",
     ]
