@@ -175,7 +175,7 @@ def format_summary(summary: dict) -> str:
         "                 val             test            (product accuracy / macro-F1)",
     ]
     for model in summary["metrics"]["val"]:
-        cells = [f"{summary['metrics'][split][model]['accuracy']:.3f}/{summary['metrics'][split][model]['macro_f1']:.3f}" for split in ("val", "test")]
+        cells = [f"{figure(summary['metrics'][split][model]['accuracy'])}/{figure(summary['metrics'][split][model]['macro_f1'])}".ljust(11) for split in ("val", "test")]
         lines.append(f"  {model:<13}  " + "     ".join(cells))
     return "\n".join(lines)
 

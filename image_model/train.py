@@ -452,7 +452,7 @@ def format_summary(summary: dict) -> str:
         "                      val photo      val product    test photo     test product   (accuracy / macro-F1)",
     ]
     for name, result in (("branch", summary["branch"]), ("HOG+SVM baseline", summary["baseline"])):
-        cells = [f"{result[s][level]['accuracy']:.3f}/{result[s][level]['macro_f1']:.3f}" for s in ("val", "test") for level in ("image", "product")]
+        cells = [f"{figure(result[s][level]['accuracy'])}/{figure(result[s][level]['macro_f1'])}".ljust(11) for s in ("val", "test") for level in ("image", "product")]
         lines.append(f"  {name:<18}  " + "    ".join(cells))
     return "\n".join(lines)
 

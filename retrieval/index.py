@@ -700,7 +700,7 @@ class ListingIndex:
             if rerank:
                 stored = self._fetch_terms(ids)
                 weight = self.config.term_weight
-                scores = (1 - weight) * scores + weight * term_cosines(terms, [stored.get(i) for i in ids])
+                scores = np.clip((1 - weight) * scores + weight * term_cosines(terms, [stored.get(i) for i in ids]), 0.0, 1.0)  # float32 cosines reach 1.0000001
                 order = np.argsort(-scores, kind="stable")[:k]
                 ids, scores = [ids[j] for j in order], scores[order]
             listings = self._fetch(ids)

@@ -229,7 +229,9 @@ def cmd_similar(args: argparse.Namespace) -> int:
     config = trained_config(args)
     args.text = text_argument(args.text)
     has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
-    if args.like is not None and not args.like.strip():
+    if args.like is not None:
+        args.like = args.like.strip()  # an id pasted with a space beside it
+    if args.like is not None and not args.like:
         raise ValueError("--like needs a product id (under each row of a results table, after its category)")
     if args.like and (args.image or has_text):
         raise ValueError("--like searches by an indexed listing's own photos and text: give it without --text or --image")

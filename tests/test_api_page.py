@@ -437,3 +437,32 @@ def test_on_a_wide_screen_the_page_is_centred(tmp_path, browser):
         )
         (header_left, header_right), (main_left, main_right) = browser.execute_script(margins)
         assert main_left > 300 and abs(main_left - main_right) <= 1 and header_left == main_left, (main_left, main_right, header_left)
+
+
+def test_search_clicked_again_or_a_refused_more_like_this_supersedes_the_search_on_its_way(tmp_path, browser):
+    """Search was disabled while a search ran, so a second click was ignored and the first answer
+    drawn under the new description; a "More like this" the page refused left the search on its way
+    to overwrite the refusal."""
+    config = tiny_config(tmp_path / "artifacts")
+    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        text, status = browser.find_element(By.ID, "text"), browser.find_element(By.ID, "status")
+        text.send_keys("oak dining chair")
+        browser.find_element(By.ID, "search").click()
+        wait.until(lambda d: "listings, ranked by" in status.text)
+        browser.execute_script("window.signals = []; const send = window.fetch; window.fetch = (url, options = {}) => { signals.push(options.signal); return send(url, options); };")
+        aborted = "return signals.map((signal) => Boolean(signal && signal.aborted));"
+        browser.find_element(By.ID, "search").click()
+        text.clear()
+        text.send_keys("iphone 12")
+        browser.find_element(By.ID, "search").click()
+        assert browser.execute_script(aborted) == [True, False]
+        wait.until(lambda d: "listings, ranked by" in status.text)
+
+        browser.find_element(By.ID, "search").click()  # on its way, then a "More like this" the page refuses
+        browser.execute_script("document.getElementById('k').value = '0';")
+        browser.find_elements(By.CSS_SELECTOR, ".more-like")[0].click()
+        assert browser.execute_script(aborted)[-1] is True
+        time.sleep(1.5)  # the search would have answered by now
+        assert status.text == "Results: a whole number from 1 to 100."

@@ -248,6 +248,8 @@ def test_train_ends_with_each_stages_time_and_headline_not_a_json_dump():
         "combined": {"stage_wall_time_s": 7.0, "served_method": "late", "metrics": {"test": {"late_fusion": {"accuracy": 0.8394}}}},
     }
     no_test = {"branch": {"test": {"product": {"accuracy": float("nan")}}}, "baseline": {"test": {"product": {"accuracy": float("nan")}}}}
+    no_text_test = {"cnn": {"val": {"accuracy": 0.5}}, "tfidf_svm_baseline": {"val": {"accuracy": 0.6}}}  # the text stage keeps no empty split (a KeyError)
+    assert cli.format_training({"text": {"stage_wall_time_s": 1.0, **no_text_test}}).splitlines()[-1].endswith("test accuracy — (TF-IDF + SVM —)")
     assert cli.format_training({"image": {"stage_wall_time_s": 1.0, **no_test}}).splitlines()[-1].endswith("test product accuracy — of the products with a photo (HOG + SVM —)")  # no test products
     assert cli.format_training(summaries).splitlines() == [
         "trained:",

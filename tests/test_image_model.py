@@ -557,3 +557,18 @@ def test_hog_svm_c_is_chosen_on_validation_photos_never_test(tmp_path, monkeypat
     train_baseline(config, tmp_path, photos, ["a", "b"])
     choice_calls = scored_rows[: len(config.image.hog_svm_cs)]
     assert all(rows == [6, 7, 8] for rows in choice_calls), choice_calls
+
+
+def test_the_branch_table_shows_an_empty_split_as_a_dash_in_line():
+    """With no test products the table printed 'nan/nan' (7 characters) in 15-character columns."""
+    from image_model.train import format_summary
+
+    def split(accuracy: float) -> dict:
+        return {level: {"accuracy": accuracy, "macro_f1": accuracy} for level in ("image", "product")}
+
+    result = {"val": split(0.5), "test": split(float("nan"))}
+    timing = {"trunk_images_per_s": 80, "epoch_seconds_on_cache": 1.0, "naive_epoch_seconds_estimate": 12.0, "naive_over_cache_epoch_ratio": 12.0}
+    summary = {"backbone": "efficientnet_lite0", "weights_sha256": "0" * 64, "cut": "blocks15", "input_size": 224, "views": 2, "best_epoch": 1,
+               "epochs_run": 2, "timing": timing, "branch": result, "baseline": result}
+    header, branch = format_summary(summary).splitlines()[2:4]
+    assert "nan" not in branch and branch.index("—/—") == header.index("test photo")

@@ -387,6 +387,8 @@ def test_similar_like_an_indexed_listing(trained_pipeline, capsys):
     assert lines[0].startswith("listings like: ") and product_id in lines[0]
     rows = [line for line in lines if re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)]
     assert len(rows) == 3 and not any(row.endswith(product_id) for row in rows)
+    assert main(["similar", *_settings(config), "--like", f" {product_id} ", "-k", "3"]) == 0  # pasted with spaces
+    assert capsys.readouterr().out.splitlines()[0] == lines[0]
     assert main(["similar", *_settings(config), "--like", "no-such-listing"]) == 2
     assert "no listing 'no-such-listing'" in capsys.readouterr().err
     assert main(["similar", *_settings(config), "--like", product_id, "--text", "oak"]) == 2

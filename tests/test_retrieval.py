@@ -881,3 +881,16 @@ def test_one_process_serves_an_index_a_second_server_is_refused(tmp_path):
             assert len(reader) == len(CATALOGUE)
     with ListingIndex.open(tmp_path, IndexConfig(), serving=True) as served:  # released on close
         assert len(served) == len(CATALOGUE)
+
+
+def test_a_listing_searched_by_its_own_text_and_words_scores_at_most_one(tmp_path):
+    """float32 rounding put the word cosine of a text with itself at 1.0000001, and a score above 1 (QA pass 46)."""
+    def unit_words(seed: int) -> Terms:
+        weights = np.random.default_rng(seed).random(8).astype(np.float32)
+        return Terms(np.arange(8, dtype=np.int32), (weights / np.linalg.norm(weights)).astype(np.float32))
+
+    words = next(unit_words(seed) for seed in range(1000) if term_cosines(unit_words(seed), [unit_words(seed)])[0] > 1)  # the rounding guarded against
+    vectors = listing_vectors(np.zeros((1, D), np.float32), [False], E[:1], [True])
+    with ListingIndex.build(tmp_path, vectors, [_row("dresser", "Home & Garden")], IndexConfig(), [words]) as index:
+        (hit,) = index.search(None, E[0], k=1, terms=words).hits
+        assert hit.score == 1.0

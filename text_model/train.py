@@ -221,7 +221,8 @@ def export_listings(config: Config, tokens: list[list[str]], product_ids: list[s
 
 def headline(summary: dict) -> str:
     """The branch in one line, for the end of `fbm train`."""
-    return f"test accuracy {figure(summary['cnn']['test']['accuracy'])} (TF-IDF + SVM {figure(summary['tfidf_svm_baseline']['test']['accuracy'])})"
+    test = [summary[model].get("test", {}).get("accuracy") for model in ("cnn", "tfidf_svm_baseline")]  # no test split: no figure
+    return f"test accuracy {figure(test[0])} (TF-IDF + SVM {figure(test[1])})"
 
 
 def format_summary(summary: dict) -> str:

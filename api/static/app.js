@@ -52,7 +52,8 @@ function photoProblem() {
   if (other) return `Photo: ${other.name} is not an image.`;
   const big = files.find((file) => file.size > limits.max_photo_bytes);
   if (big) return `Photo: ${big.name} is ${megabytes(big.size)}, at most ${megabytes(limits.max_photo_bytes)}.`;
-  const total = files.reduce((sum, file) => sum + file.size, 0);
+  // the request carries each photo's part headers and the other fields too: a few hundred bytes each, allowed for
+  const total = files.reduce((sum, file) => sum + file.size, 0) + 1024 * (files.length + 8) + new Blob([$("text").value]).size;
   if (total > limits.max_request_bytes) return `Photos: ${megabytes(total)} in all, at most ${megabytes(limits.max_request_bytes)} per search.`;
   return "";
 }
@@ -193,12 +194,11 @@ let running = null;  // the AbortController of the search on its way: a later se
 
 // Fetch one search and draw it: "answered"; "refused" when refused or failed (said in the status);
 // "superseded" when a later search was asked for meanwhile (its answer is the one the user wants).
+// Search stays enabled meanwhile: clicked again, it aborts this search for the new one.
 async function ask(url, options, onAnswer) {
   running?.abort();
   const controller = running = new AbortController();
-  const searchHadFocus = document.activeElement === $("search");  // disabled, it loses the focus
   status.textContent = "Searching…";
-  $("search").disabled = true;
   try {
     const response = await fetch(url, { ...options, signal: controller.signal });
     const answer = await response.json();
@@ -219,11 +219,6 @@ async function ask(url, options, onAnswer) {
       ? "The server is not answering: is fbm serve running?"
       : `The search failed: ${error}`;
     return "refused";
-  } finally {
-    if (!controller.signal.aborted) {
-      $("search").disabled = false;
-      if (searchHadFocus && document.activeElement === document.body) $("search").focus();
-    }
   }
 }
 
@@ -237,6 +232,7 @@ function revealStatus() {
 async function moreLike(listing) {
   const url = `/listings/${encodeURIComponent(listing.product_id)}/similar?${new URLSearchParams(filters())}`;
   const problem = showProblems(["k"]);  // of the fields checked here, only Results is sent with it
+  if (problem) running?.abort();  // refused here, it is still the search the user wants now
   const outcome = problem ? "refused" : await ask(url, {}, (answer) => {
     $("prediction").hidden = true;
     $("results-heading").textContent = `Listings like “${answer.listing.title}”`;
@@ -252,7 +248,6 @@ async function moreLike(listing) {
 async function search(event) {
   event.preventDefault();
   running?.abort();  // this search, sent or refused here, is the one the user wants now
-  $("search").disabled = false;
   const data = new FormData();
   for (const file of photo.files) data.append("img", file);
   const text = $("text").value.trim();
@@ -281,7 +276,6 @@ function clearAnswer() {
 
 function clearAll() {
   running?.abort();  // a search still on its way is no longer wanted
-  $("search").disabled = false;
   form.reset();
   showPreview();
   showProblems();
