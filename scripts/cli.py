@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import sys
+import textwrap
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -250,6 +251,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     check_photo_paths(args.image)
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     filters = {"k": args.k, "category": category, "min_price": min_price, "max_price": max_price}
+    width = shutil.get_terminal_size((100, 24)).columns
     with ListingIndex.open(config.paths.index, config.index) as index:
         index.check_category(category)  # before any model loads
         if args.like:
@@ -257,7 +259,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
                 listing, result = search_like_listing(index, args.like, **filters)
             except KeyError as exc:
                 raise ValueError(f"{exc.args[0]}: --like takes a product id from the index (under each row of a results table, after its category)") from exc
-            print(without_controls(f"listings like: {listing.title} ({listing.category}, {listing.product_id})"))
+            print(textwrap.fill(without_controls(f"listings like: {listing.title} ({listing.category}, {listing.product_id})"), width, subsequent_indent="  "))
         else:
             from combined_model.inference import Predictor  # the models: not needed for --like
             from retrieval.terms import TermWeights
@@ -267,8 +269,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
             prediction = predictor.predict(photos, args.text, "combined")
             result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), **filters)
             doubt = f"; uncertain, the runner-up is {prediction.runner_up()}" if prediction.uncertain else ""
-            print(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}{doubt}")
-    print(format_results(result, shutil.get_terminal_size((100, 24)).columns))
+            print(textwrap.fill(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}{doubt}", width, subsequent_indent="  "))
+    print(format_results(result, width))
     return 0
 
 

@@ -378,17 +378,21 @@ def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
     assert sum(bool(re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)) for line in lines) == 3
 
 
-def test_similar_like_an_indexed_listing(trained_pipeline, capsys):
+def test_similar_like_an_indexed_listing(trained_pipeline, capsys, monkeypatch):
     config, _ = trained_pipeline
     assert main(["similar", *_settings(config), "--text", "oak dining table", "-k", "1"]) == 0
     product_id = capsys.readouterr().out.splitlines()[-1].split()[-1]  # the product id ends each result
     assert main(["similar", *_settings(config), "--like", product_id, "-k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("listings like: ") and product_id in lines[0]
+    head = " ".join(line.strip() for line in lines[: next(i for i, line in enumerate(lines) if "similar listing" in line)])  # wrapped to the terminal
+    assert head.startswith("listings like: ") and product_id in head
     rows = [line for line in lines if re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)]
     assert len(rows) == 3 and not any(row.endswith(product_id) for row in rows)
     assert main(["similar", *_settings(config), "--like", f" {product_id} ", "-k", "3"]) == 0  # pasted with spaces
-    assert capsys.readouterr().out.splitlines()[0] == lines[0]
+    assert capsys.readouterr().out.splitlines() == lines
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal: every line within it, the one above the table too
+    assert main(["similar", *_settings(config), "--like", product_id, "-k", "3"]) == 0
+    assert max(map(len, capsys.readouterr().out.splitlines())) <= 60
     assert main(["similar", *_settings(config), "--like", "no-such-listing"]) == 2
     assert "no listing 'no-such-listing'" in capsys.readouterr().err
     assert main(["similar", *_settings(config), "--like", product_id, "--text", "oak"]) == 2
