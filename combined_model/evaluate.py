@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from combined_model.features import check_same_categories
-from combined_model.fusion import EARLY, LATE
+from combined_model.fusion import EARLY, LATE, METRICS_KEY
 from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.artifacts import write_atomic
@@ -198,7 +198,7 @@ def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.Data
         per_class_f1[name] = per_class(labels, product_probs[name], classes)
         confusions[name] = confusion(labels, answers(product_probs[name]), len(classes)).tolist()
     product_pred = {name: answers(probs) for name, probs in product_probs.items()}
-    served = "combined" if predictor.method == EARLY else "late_fusion"  # the model `/combined` answers with
+    served = METRICS_KEY[predictor.method]  # the model `/combined` answers with
     photos_scored = np.bincount(owner[has_image], minlength=n)
     result = {
         "source": eval_set.source,

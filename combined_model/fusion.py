@@ -11,6 +11,8 @@ from listings.metrics import softmax_rows
 
 EARLY = "early"  # the fusion classifier over the concatenated embeddings
 LATE = "late"  # a weighted mean of the branches' probabilities
+# each method's name among the evaluated models (`fbm evaluate`, the fusion stage's metrics)
+METRICS_KEY = {EARLY: "combined", LATE: "late_fusion"}
 
 
 @dataclass(frozen=True)

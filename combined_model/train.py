@@ -18,11 +18,11 @@ from torch import nn
 from tqdm import tqdm
 
 from combined_model.features import BranchOutputs, check_branches_know, gather, load_branch_exports
-from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine
+from combined_model.fusion import EARLY, LATE, METRICS_KEY, FusionClassifier, LateWeights, combine
 from combined_model.inference import MODEL_FILE, SIDECAR_FILE
 from listings.artifacts import CURVES_FILE
 from listings.config import Config, FusionConfig
-from listings.metrics import figure, no_answer_where_absent, per_product, summarise
+from listings.metrics import figure, figure_pair, no_answer_where_absent, per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
@@ -156,26 +156,26 @@ def train_combined(config: Config) -> dict:
     return summary
 
 
-SERVED_NAMES = {LATE: ("late_fusion", "late fusion"), EARLY: ("combined", "early fusion (the fusion classifier)")}  # metrics key, words
+SERVED_WORDS = {LATE: "late fusion", EARLY: "early fusion (the fusion classifier)"}
 
 
 def headline(summary: dict) -> str:
     """The stage in one line, for the end of `fbm train`."""
-    key, words = SERVED_NAMES[summary["served_method"]]
-    return f"serving {words}: test accuracy {figure(summary['metrics']['test'][key]['accuracy'])}"
+    method = summary["served_method"]
+    return f"serving {SERVED_WORDS[method]}: test accuracy {figure(summary['metrics']['test'][METRICS_KEY[method]]['accuracy'])}"
 
 
 def format_summary(summary: dict) -> str:
     """The fusion stage's figures, product level, as the branches' stages print theirs."""
     late = LateWeights.from_json(summary["late_weights"])
-    served = SERVED_NAMES[summary["served_method"]][1]
+    served = SERVED_WORDS[summary["served_method"]]
     lines = [
         f"fusion: serving {served}, the better on validation; late-fusion weights {late.describe()}; "
         f"classifier {summary['epochs']} epochs; {summary['wall_time_s']} s",
         "                 val             test            (product accuracy / macro-F1)",
     ]
     for model in summary["metrics"]["val"]:
-        cells = [f"{figure(summary['metrics'][split][model]['accuracy'])}/{figure(summary['metrics'][split][model]['macro_f1'])}".ljust(11) for split in ("val", "test")]
+        cells = [figure_pair(summary["metrics"][split][model]) for split in ("val", "test")]
         lines.append(f"  {model:<13}  " + "     ".join(cells))
     return "\n".join(lines)
 

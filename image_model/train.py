@@ -44,7 +44,7 @@ from listings.artifacts import CURVES_FILE, SUMMARY_FILE, sha256_file
 from listings.config import Config
 from listings.data import photo_path
 from listings.images import clean_image
-from listings.metrics import figure, per_product, summarise
+from listings.metrics import figure, figure_pair, per_product, summarise
 from listings.plots import plot_curves
 from listings.prepare import load_prepared
 
@@ -452,7 +452,7 @@ def format_summary(summary: dict) -> str:
         "                      val photo      val product    test photo     test product   (accuracy / macro-F1)",
     ]
     for name, result in (("branch", summary["branch"]), ("HOG+SVM baseline", summary["baseline"])):
-        cells = [f"{figure(result[s][level]['accuracy'])}/{figure(result[s][level]['macro_f1'])}".ljust(11) for s in ("val", "test") for level in ("image", "product")]
+        cells = [figure_pair(result[s][level]) for s in ("val", "test") for level in ("image", "product")]
         lines.append(f"  {name:<18}  " + "    ".join(cells))
     return "\n".join(lines)
 

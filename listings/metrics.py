@@ -76,6 +76,11 @@ def figure(value: float | None, width: int = 0) -> str:
     return f"{value:>{width}.3f}" if value is not None and value == value else f"{'—':>{width}}"
 
 
+def figure_pair(metrics: dict[str, float | None]) -> str:
+    """`0.591/0.589`: accuracy and macro-F1 in a table column of 11 (a dash for either not measured)."""
+    return f"{figure(metrics['accuracy'])}/{figure(metrics['macro_f1'])}".ljust(11)
+
+
 def counted(counts: dict[str, int]) -> str:
     """`truncated (2), missing (1)`: counts by name for people, most first, not a Python dict."""
     return ", ".join(f"{name} ({count:,})" for name, count in sorted(counts.items(), key=lambda item: -item[1]))

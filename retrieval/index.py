@@ -692,9 +692,10 @@ class ListingIndex:
         rerank = terms is not None and TEXT in modalities and self.config.term_weight > 0
         candidates = max(k, self.config.rerank_candidates) if rerank else k
         with self._lock.read(), single_threaded():
-            ids, inner_products = self._search_ids(query, modalities, candidates, category, min_price, max_price, exclude_product_id)
+            query_ids = self._faiss_ids(exclude_product_id)
+            ids, inner_products = self._search_ids(query, modalities, candidates, category, min_price, max_price, query_ids)
             if rerank and self.config.word_candidates and self._has_postings:
-                more, more_products = self._word_matches(query, terms, modalities, category, min_price, max_price, exclude_product_id, set(ids))
+                more, more_products = self._word_matches(query, terms, modalities, category, min_price, max_price, query_ids | set(ids))
                 ids, inner_products = ids + more, np.concatenate([inner_products, more_products])
             scores = score_from_inner_product(inner_products, len(modalities))
             if rerank:
@@ -715,13 +716,11 @@ class ListingIndex:
         category: str | None,
         min_price: float | None,
         max_price: float | None,
-        exclude_product_id: str | None,
+        query_ids: set[int],
     ) -> tuple[list[int], np.ndarray]:
-        """FAISS ids and inner products of the best min(k, eligible) listings."""
+        """FAISS ids and inner products of the best min(k, eligible) listings, `query_ids` left out."""
         base = self._exclusion(modalities)
-        query_ids = set()
-        if exclude_product_id is not None:
-            query_ids = {i for (i,) in self._query("SELECT faiss_id FROM listings WHERE product_id = ?", (exclude_product_id,))} - base.ids
+        query_ids = query_ids - base.ids
         if category is None and min_price is None and max_price is None:
             allowed = None
             eligible = self._count - base.live - len(query_ids)
@@ -758,19 +757,17 @@ class ListingIndex:
         category: str | None,
         min_price: float | None,
         max_price: float | None,
-        exclude_product_id: str | None,
-        found: set[int],
+        skip: set[int],
     ) -> tuple[list[int], np.ndarray]:
         """FAISS ids of the `word_candidates` listings that match `terms` best (see the module
         docstring), among those the filters allow and a query by `modalities` may return, leaving
-        out those `found` already; with the query's inner product with each one's stored vector."""
+        out `skip` (the query listing, those found already); with the query's inner product with
+        each one's stored vector."""
         strongest = np.argsort(-terms.weights, kind="stable")[: self.config.word_match_terms]
         if not len(strongest):
             return [], np.zeros(0, np.float32)
         clauses, params = _filter_clauses(category, min_price, max_price)
-        skip = found | self._exclusion(modalities).ids
-        if exclude_product_id is not None:
-            skip |= {i for (i,) in self._query("SELECT faiss_id FROM listings WHERE product_id = ?", (exclude_product_id,))}
+        skip = skip | self._exclusion(modalities).ids
         each_word = "SELECT * FROM (SELECT faiss_id, weight * ? AS part FROM postings WHERE term = ? ORDER BY weight DESC LIMIT ?)"
         words, word_params = " UNION ALL ".join([each_word] * len(strongest)), []
         for i in strongest:
@@ -786,6 +783,12 @@ class ListingIndex:
         if not kept:
             return [], np.zeros(0, np.float32)
         return kept, np.stack([np.frombuffer(stored[faiss_id], np.float32) for faiss_id in kept]) @ query
+
+    def _faiss_ids(self, product_id: str | None) -> set[int]:
+        """The FAISS id of an indexed product (none for None, or a product not indexed)."""
+        if product_id is None:
+            return set()
+        return {i for (i,) in self._query("SELECT faiss_id FROM listings WHERE product_id = ?", (product_id,))}
 
     def _exclusion(self, modalities: tuple[str, ...]) -> "_Exclusion":
         """Ids a query by `modalities` never returns (tombstones, listings missing its one modality),

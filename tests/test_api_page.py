@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,22 @@ def first_result(browser):
     """The first result card's title and its "More like this" button."""
     card = browser.find_elements(By.CSS_SELECTOR, ".result-card")[0]
     return card.find_element(By.CSS_SELECTOR, ".title").text, card.find_element(By.CSS_SELECTOR, ".more-like")
+
+
+@contextmanager
+def slow_search_sent(tmp_path: Path, browser) -> Iterator[WebDriverWait]:
+    """The page of a server whose model takes a second, a search for "oak dining chair" on its way."""
+    config = tiny_config(tmp_path / "artifacts")
+    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
+        browser.get(url + "/")
+        browser.find_element(By.ID, "text").send_keys("oak dining chair")
+        browser.find_element(By.ID, "search").click()
+        yield WebDriverWait(browser, 30)
+
+
+# every fetch's abort signal from then on, and which of them were aborted
+RECORD_FETCHES = "window.signals = []; const send = window.fetch; window.fetch = (url, options = {}) => { signals.push(options.signal); return send(url, options); };"
+ABORTED = "return signals.map((signal) => Boolean(signal && signal.aborted));"
 
 
 @pytest.fixture
@@ -175,12 +193,7 @@ def test_clear_drops_a_search_on_its_way_and_a_search_keeps_the_focus(tmp_path, 
     """Clear pressed while a slow search runs leaves the page empty when its answer arrives; Search,
     pressed from the keyboard, has the focus again once the results are drawn; a file dropped beside
     the photo box is taken as the photo, not opened in place of the page."""
-    config = tiny_config(tmp_path / "artifacts")
-    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
-        browser.get(url + "/")
-        wait = WebDriverWait(browser, 30)
-        browser.find_element(By.ID, "text").send_keys("oak dining chair")
-        browser.find_element(By.ID, "search").click()
+    with slow_search_sent(tmp_path, browser) as wait:
         browser.find_element(By.ID, "clear").click()
         time.sleep(1.5)  # the search has answered by now
         assert not browser.find_element(By.ID, "results-section").is_displayed()
@@ -369,18 +382,11 @@ def test_a_later_search_aborts_an_earlier_one_and_keeps_the_focus(tmp_path, brow
     """A search superseded by a later one (or by Clear) is aborted, not uploaded to its end and
     answered unseen, and says nothing; a superseded "More like this" leaves the focus where the user
     turned to, here the description, in which Ctrl+Enter searched."""
-    config = tiny_config(tmp_path / "artifacts")
-    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
-        browser.get(url + "/")
-        wait = WebDriverWait(browser, 30)
-        browser.find_element(By.ID, "text").send_keys("oak dining chair")
-        browser.find_element(By.ID, "search").click()
+    with slow_search_sent(tmp_path, browser) as wait:
         status = browser.find_element(By.ID, "status")
         wait.until(lambda d: "listings, ranked by" in status.text)
         browser.execute_script(  # every fetch's abort signal, and every status the page says
-            "window.signals = []; const send = window.fetch;"
-            "window.fetch = (url, options = {}) => { signals.push(options.signal); return send(url, options); };"
-            "window.said = []; const line = document.getElementById('status');"
+            RECORD_FETCHES + "window.said = []; const line = document.getElementById('status');"
             "new MutationObserver(() => said.push(line.textContent)).observe(line, {childList: true, characterData: true, subtree: true});"
         )
         browser.execute_script(  # "More like this", then at once Ctrl+Enter in the description
@@ -391,15 +397,14 @@ def test_a_later_search_aborts_an_earlier_one_and_keeps_the_focus(tmp_path, brow
         wait.until(lambda d: "listings, ranked by text" in status.text)
         assert browser.find_element(By.ID, "results-heading").text == "Similar listings"
         assert browser.switch_to.active_element.get_attribute("id") == "text"
-        aborted = "return signals.map((signal) => Boolean(signal && signal.aborted));"
-        assert browser.execute_script(aborted) == [True, False]
+        assert browser.execute_script(ABORTED) == [True, False]
         browser.find_element(By.ID, "search").click()
         browser.find_element(By.ID, "clear").click()
-        assert browser.execute_script(aborted)[-1] is True
+        assert browser.execute_script(ABORTED)[-1] is True
         browser.find_element(By.ID, "text").send_keys("oak chair")
         browser.find_element(By.ID, "search").click()  # then, while it runs, a search the page itself refuses
         browser.execute_script("document.getElementById('text').value = ''; document.getElementById('search-form').requestSubmit();")
-        assert browser.execute_script(aborted)[-1] is True  # it supersedes the one on its way
+        assert browser.execute_script(ABORTED)[-1] is True  # it supersedes the one on its way
         time.sleep(1.5)  # the first would have answered by now
         assert status.text == "Add a photo or a description first." and browser.find_element(By.ID, "search").is_enabled()
         said = browser.execute_script("return said;")
@@ -443,26 +448,20 @@ def test_search_clicked_again_or_a_refused_more_like_this_supersedes_the_search_
     """Search was disabled while a search ran, so a second click was ignored and the first answer
     drawn under the new description; a "More like this" the page refused left the search on its way
     to overwrite the refusal."""
-    config = tiny_config(tmp_path / "artifacts")
-    with live_server(config, fake_services(config, FakePredictor(delay_s=1.0))) as url:
-        browser.get(url + "/")
-        wait = WebDriverWait(browser, 30)
+    with slow_search_sent(tmp_path, browser) as wait:
         text, status = browser.find_element(By.ID, "text"), browser.find_element(By.ID, "status")
-        text.send_keys("oak dining chair")
-        browser.find_element(By.ID, "search").click()
         wait.until(lambda d: "listings, ranked by" in status.text)
-        browser.execute_script("window.signals = []; const send = window.fetch; window.fetch = (url, options = {}) => { signals.push(options.signal); return send(url, options); };")
-        aborted = "return signals.map((signal) => Boolean(signal && signal.aborted));"
+        browser.execute_script(RECORD_FETCHES)
         browser.find_element(By.ID, "search").click()
         text.clear()
         text.send_keys("iphone 12")
         browser.find_element(By.ID, "search").click()
-        assert browser.execute_script(aborted) == [True, False]
+        assert browser.execute_script(ABORTED) == [True, False]
         wait.until(lambda d: "listings, ranked by" in status.text)
 
         browser.find_element(By.ID, "search").click()  # on its way, then a "More like this" the page refuses
         browser.execute_script("document.getElementById('k').value = '0';")
         browser.find_elements(By.CSS_SELECTOR, ".more-like")[0].click()
-        assert browser.execute_script(aborted)[-1] is True
+        assert browser.execute_script(ABORTED)[-1] is True
         time.sleep(1.5)  # the search would have answered by now
         assert status.text == "Results: a whole number from 1 to 100."

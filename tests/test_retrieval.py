@@ -788,10 +788,10 @@ def test_each_query_word_is_read_to_its_strongest_listings_only(tmp_path):
     words = [_terms({i: 1.0}) for i in range(3)] + [_terms({7: 0.3, 9: 1.0}), _terms({7: 1.0})]
     query = np.concatenate([np.zeros(D, np.float32), E[0]])
     with ListingIndex.build(tmp_path / "one", vectors, rows, IndexConfig(word_match_postings=1), words) as index:
-        ids, products = index._word_matches(query, _terms({7: 1.0}), ("text",), None, None, None, None, set())
+        ids, products = index._word_matches(query, _terms({7: 1.0}), ("text",), None, None, None, set())
         assert ids == [4] and products.tolist() == [0.0]  # word 7 read to its one strongest listing, "strong"
     with ListingIndex.build(tmp_path / "all", vectors, rows, IndexConfig(), words) as index:
-        assert index._word_matches(query, _terms({7: 1.0}), ("text",), None, None, None, None, set())[0] == [4, 3]
+        assert index._word_matches(query, _terms({7: 1.0}), ("text",), None, None, None, set())[0] == [4, 3]
 
 
 def test_more_like_a_listing_uses_its_stored_modalities_and_words_and_leaves_it_out(tmp_path):
