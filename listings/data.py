@@ -129,6 +129,9 @@ def checked_price(raw: object) -> float | None:
     return price
 
 
+PATH_SEPARATOR = " / "  # between the levels of a category path, as listings spell it
+
+
 def split_category(path: object) -> list[str]:
     """`"Home & Garden / Dining / Mirrors"` → `["Home & Garden", "Dining", "Mirrors"]`. Levels are
     separated by a slash with a space beside it: a slash inside a word is part of a level's name,

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from listings.config import Config, IndexConfig
 from listings.metrics import latency_percentiles
-from retrieval.index import HNSW, index_kind, make_faiss_index, single_threaded, unit_rows, write_faiss_file
+from retrieval.index import HNSW, index_kind, make_faiss_index, single_threaded, write_faiss_file
+from retrieval.vectors import unit_rows
 
 QUICK_N = 50_000
 

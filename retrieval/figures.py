@@ -16,7 +16,7 @@ from PIL import Image
 from listings.data import shorten
 from listings.photos import PhotoStore
 from listings.plots import pyplot
-from retrieval.index import Hit
+from retrieval.results import Hit
 
 PRECISION_FIGURE = "retrieval_precision.png"
 EXAMPLES_FIGURE = "retrieval_examples.png"

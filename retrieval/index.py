@@ -1,25 +1,6 @@
 """A live, searchable index of listings: FAISS vectors beside SQLite metadata.
 
-The vector of a listing
-    The branches' 256-d embeddings side by side: [w·î, w·t̂] with î the listing's photos folded
-    into one direction (each photo's embedding L2-normalised, averaged, re-normalised), t̂ its
-    L2-normalised text embedding and w = 1/√2, so a listing with a photo and a text is a unit
-    vector; a missing modality is a zero half. We index this concatenation (the fusion
-    classifier's own input) rather than anything fused, because only here does each modality keep
-    its own coordinates: a query carrying only a text is [0, t̂_q] and its inner product with any
-    listing is cos(t̂_q, t̂)/√2 whatever the listing's photo, so one index answers text-only,
-    photo-only and photo+text queries, ranking by the modalities given and nothing else; a fused
-    vector would compare a text-only query with photo evidence it does not have. A listing that
-    lacks a modality is deliberately *not* re-normalised: that would stretch its other half by √2
-    and rank it above complete listings for single-modality queries.
-
-Scores
-    A query is normalised over the m ∈ {1, 2} modalities it carries, so its inner product with a
-    listing is Σ cos / √(2m) and the mean cosine over the query's modalities is c = ip·√(2/m) (for a
-    photo+text query against a complete listing this is simply the cosine of the two unit
-    vectors). A listing without the query's modality contributes a cosine of 0 to that mean, and is
-    left out altogether when that modality is the only one asked for. Reported scores are
-    (1 + c) / 2 ∈ [0, 1], the linear map that keeps the ranking.
+The vector of a listing and its scores: `retrieval.vectors`. The database's tables: `retrieval.store`.
 
 Storage and consistency
     A directory holds `CURRENT` (the name of the live build), `listings-<build>.sqlite` (one row
@@ -68,14 +49,12 @@ Filters and threads
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import math
 import os
 import re
 import sqlite3
 import threading
-import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -87,13 +66,14 @@ import numpy as np
 
 from listings.artifacts import hold_lock, replace_atomically, write_atomic
 from listings.config import IndexConfig
-from listings.data import MAX_PRICE, split_category, without_controls
+from listings.data import MAX_PRICE, PATH_SEPARATOR, split_category
+from retrieval import store
+from retrieval.results import Hit, Listing, SearchResult
 from retrieval.terms import Terms, term_cosines
+from retrieval.vectors import IMAGE, TEXT, listing_vector, query_vector, score_from_inner_product
 
 log = logging.getLogger(__name__)
 
-IMAGE, TEXT = "image", "text"
-HALF_WEIGHT = 1 / math.sqrt(2)
 FORMAT_VERSION = 2  # 2: listings' words (TF-IDF rows) stored for re-ranking
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = "LOCK"
@@ -107,67 +87,6 @@ class IndexStateError(ValueError):
 
 class IndexInUseError(IndexStateError):
     """Another process has the index open (a running `fbm serve`), so it cannot be rebuilt."""
-
-
-# --- vectors -----------------------------------------------------------------------------------
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise each row; an all-zero row stays zero."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-
-
-def fold_photos(embeddings: np.ndarray) -> np.ndarray:
-    """One direction for a listing's photos: the re-normalised mean of their unit embeddings.
-
-    Accepts one embedding [d] or a listing's photos [p, d]."""
-    embeddings = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-    return unit_rows(unit_rows(embeddings).mean(axis=0))
-
-
-def listing_vectors(image: np.ndarray, has_image: np.ndarray, text: np.ndarray, has_text: np.ndarray) -> np.ndarray:
-    """Index vectors [n, 2d] from folded photo embeddings and text embeddings ([n, d] each)."""
-    image_half = unit_rows(image) * np.asarray(has_image, dtype=np.float32)[:, None]
-    text_half = unit_rows(text) * np.asarray(has_text, dtype=np.float32)[:, None]
-    return (np.concatenate([image_half, text_half], axis=1) * HALF_WEIGHT).astype(np.float32)
-
-
-def listing_vector(image_vec: np.ndarray | None, text_vec: np.ndarray | None, half_dim: int) -> np.ndarray:
-    """The index vector [2d] of one listing; `image_vec` may be one embedding or its photos [p, d]."""
-    image = _half(image_vec, half_dim, "image_vec", fold=True)
-    text = _half(text_vec, half_dim, "text_vec", fold=False)
-    return listing_vectors(image[None], [image_vec is not None], text[None], [text_vec is not None])[0]
-
-
-def query_vector(image_vec: np.ndarray | None, text_vec: np.ndarray | None, half_dim: int) -> tuple[np.ndarray, tuple[str, ...]]:
-    """The unit query vector [2d] carrying only the given modalities, and their names."""
-    modalities = tuple(name for name, vec in ((IMAGE, image_vec), (TEXT, text_vec)) if vec is not None)
-    if not modalities:
-        raise ValueError("a query needs an image vector, a text vector or both")
-    vector = np.concatenate([_half(image_vec, half_dim, "image_vec", fold=True), _half(text_vec, half_dim, "text_vec", fold=False)])
-    if not np.any(vector):
-        raise ValueError("the query vector is zero")
-    return unit_rows(vector), modalities
-
-
-def score_from_inner_product(inner_product: np.ndarray | float, n_modalities: int) -> np.ndarray:
-    """(1 + mean cosine over the query's modalities) / 2, in [0, 1]."""
-    cosine = np.asarray(inner_product, dtype=np.float64) * math.sqrt(2 / n_modalities)
-    return np.clip((1 + cosine) / 2, 0.0, 1.0)
-
-
-def _half(vec: np.ndarray | None, half_dim: int, name: str, fold: bool) -> np.ndarray:
-    if vec is None:
-        return np.zeros(half_dim, dtype=np.float32)
-    vec = np.asarray(vec, dtype=np.float32)
-    if vec.ndim not in ((1, 2) if fold else (1,)) or vec.shape[-1] != half_dim or vec.size == 0:
-        expected = f"({half_dim},)" + (f" or (photos, {half_dim})" if fold else "")
-        raise ValueError(f"{name} has shape {vec.shape}; expected {expected}")
-    if not np.all(np.isfinite(vec)):
-        raise ValueError(f"{name} has non-finite values")
-    return fold_photos(vec) if fold else unit_rows(vec)
 
 
 def check_search(
@@ -212,42 +131,6 @@ def index_kind(index: faiss.IndexIDMap2) -> str:
     return HNSW if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSW) else FLAT
 
 
-# --- results -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Listing:
-    """The metadata stored for one product."""
-
-    product_id: str
-    title: str
-    category: str
-    root: str
-    price: float | None
-    location: str
-    image_ids: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_mapping(cls, row: Mapping) -> "Listing":
-        """From a prepared-listings row (or any mapping with at least product_id, title, category)."""
-        category = str(row.get("category") or "")
-        price = row.get("price")
-        return cls(
-            product_id=str(row["product_id"]),
-            title=str(row.get("title") or ""),
-            category=category,
-            root=str(row.get("root") or next(iter(split_category(category)), "")),
-            price=None if price is None or (isinstance(price, float) and math.isnan(price)) else float(price),
-            location=str(row.get("location") or ""),
-            image_ids=[str(i) for i in (row.get("image_ids") if row.get("image_ids") is not None else [])],
-        )
-
-
-@dataclass
-class Hit(Listing):
-    score: float = 0.0
-
-
 @dataclass
 class StoredListing:
     """An indexed listing as a query: its metadata, the halves of its stored vector (None where it
@@ -266,155 +149,6 @@ class LiveChanges:
 
     added: list[tuple[Listing, str | None]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    modalities: tuple[str, ...]  # which of ("image", "text") ranked the results
-
-
-def format_results(result: SearchResult, width: int = 100) -> str:
-    """A table of search results with their scores, for the command line, `width` columns wide (the
-    terminal's, 60 at least): a line of rank, score, price, title and location per listing, then its
-    full category path and its product id (for `fbm similar --like`)."""
-    used = " + ".join("photo" if m == IMAGE else "text" for m in result.modalities)
-    if not result.hits:
-        return f"no matching listings (searched by {used})"
-    width = max(width, 60)
-    location_width = min(30, max(12, (width - _LEFT) // 4))  # a wide terminal widens the location too, not the title alone
-    title_width = width - _LEFT - 2 - location_width
-    header = f"{'#':>3}  {'score':>5}  {'price':>10}  {_fit('title', title_width)}  {'location'}"
-    lines = [f"{len(result.hits)} similar listing{'s' if len(result.hits) > 1 else ''} by {used}", header, " " * _INDENT + "category · product id", "-" * width]
-    for rank, hit in enumerate(result.hits, 1):
-        price = _price(hit.price)
-        lines.append(f"{rank:>3}  {hit.score:5.3f}  {price:>10}  {_fit(hit.title, title_width)}  {_fit(hit.location, location_width).rstrip()}")
-        lines += [" " * _INDENT + line for line in _category_lines(hit.category or hit.root, hit.product_id, width - _INDENT)]
-    return "\n".join(lines)
-
-
-_LEFT = 3 + 2 + 5 + 2 + 10 + 2  # rank, score and price, with their gaps
-_INDENT = 5  # the category lines', under the score
-
-
-def _category_lines(category: str, product_id: str, width: int) -> list[str]:
-    """The whole category path and the product id on one line when they fit in `width` terminal
-    columns; else the path's levels packed into lines (a line ends at a " / ", and a level wider
-    than a line is cut with …) and the id on a line of its own."""
-    category = without_controls(category)
-    joined = f"{category} · {product_id}"
-    if _text_columns(joined) <= width:
-        return [joined]
-    lines = [""]
-    for level in category.split(_PATH_SEPARATOR):
-        piece = f"{lines[-1]}{_PATH_SEPARATOR if lines[-1] else ''}{level}"
-        if _text_columns(piece) <= width or not lines[-1]:
-            lines[-1] = piece
-        else:
-            lines.append(f"{_PATH_SEPARATOR.strip()} {level}")
-    return [_fit(line, width).rstrip() for line in lines] + [product_id]
-
-
-def _text_columns(text: str) -> int:
-    return sum(map(_columns, text))
-
-
-def _price(price: float | None) -> str:
-    """£45.50, £24,700, £10.0M and £1,000.0B: a price in ten columns."""
-    if price is None:
-        return "-"
-    if price >= 1e9:
-        return f"£{price / 1e9:,.1f}B"
-    if price >= 1e6:
-        return f"£{price / 1e6:,.1f}M"
-    return f"£{price:,.0f}" if price >= 1e4 else f"£{price:,.2f}"
-
-
-def _fit(text: str, width: int) -> str:
-    """`text` clipped (with …) and padded to `width` terminal columns: an emoji or a CJK character
-    takes two (a symbol followed by the emoji selector too), a combining mark none, so the table's columns line up whatever the titles hold."""
-    text, out, used = without_controls(text), [], 0  # no escape sequence reaches the terminal
-    columns = [0 if previous == "\u200d" else _columns(char) for previous, char in zip(" " + text, text)]  # a joined emoji: one glyph
-    if sum(columns) <= width:
-        return text + " " * (width - sum(columns))
-    for char, wide in zip(text, columns):
-        if used + wide > width - 1:
-            break
-        out.append(char)
-        used += wide
-    return "".join(out) + "…" + " " * (width - 1 - used)
-
-
-def _columns(char: str) -> int:
-    if char == "\ufe0f":  # emoji presentation: the symbol before it is drawn two columns wide
-        return 1
-    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf") or "\U0001f3fb" <= char <= "\U0001f3ff":
-        return 0  # marks, joiners and emoji skin tones draw nothing of their own
-    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-
-
-# --- the index ---------------------------------------------------------------------------------
-
-_SCHEMA = """
-CREATE TABLE listings (
-    faiss_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    product_id TEXT NOT NULL UNIQUE,
-    title TEXT NOT NULL,
-    category TEXT NOT NULL,
-    root TEXT NOT NULL,
-    price REAL,
-    location TEXT NOT NULL,
-    image_ids TEXT NOT NULL,
-    category_key TEXT NOT NULL,
-    has_image INTEGER NOT NULL,
-    has_text INTEGER NOT NULL
-);
-CREATE INDEX listings_category ON listings (category_key);
-CREATE INDEX listings_price ON listings (price);
-CREATE TABLE vectors (faiss_id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
-CREATE TABLE terms (faiss_id INTEGER PRIMARY KEY, columns BLOB NOT NULL, weights BLOB NOT NULL);
-CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-_LIVE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS live_added (product_id TEXT PRIMARY KEY, text TEXT);
-CREATE TABLE IF NOT EXISTS live_deleted (product_id TEXT PRIMARY KEY);
-"""
-# The photos of the indexed listings: what `GET /images/{id}` may serve (a deleted listing's photos
-# are not). A build of before this table gets it filled from its listings when first opened.
-_PHOTOS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS photos (image_id TEXT NOT NULL, faiss_id INTEGER NOT NULL, PRIMARY KEY (image_id, faiss_id));
-CREATE INDEX IF NOT EXISTS photos_listing ON photos (faiss_id);
-"""
-_FILL_PHOTOS_SQL = "INSERT OR IGNORE INTO photos SELECT json_each.value, faiss_id FROM listings, json_each(listings.image_ids)"
-# Each listing's words, word by word: the inverted index that finds a query's `word_candidates`. A
-# build of before this table gets it filled from its listings' words when first opened.
-_POSTINGS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS postings (term INTEGER NOT NULL, faiss_id INTEGER NOT NULL, weight REAL NOT NULL, PRIMARY KEY (term, faiss_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS postings_listing ON postings (faiss_id);
-CREATE INDEX IF NOT EXISTS postings_strongest ON postings (term, weight DESC);
-"""
-_METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
-_LIVE_ADDED_SQL = f"SELECT {_METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id"
-_LIVE_DELETED_SQL = "SELECT product_id FROM live_deleted ORDER BY product_id"
-_PATH_SEPARATOR = " / "
-
-
-CATEGORY_KEYS = "casefold"  # how `category_key` folds case; a build whose keys were lowered is re-keyed on open
-
-
-def _category_key(category: str) -> str:
-    """`"Home & Garden / Dining"` → `"home & garden / dining / "`: every path prefix of it is a string
-    prefix. Case-folded, as every level is compared in any case (`STRASSE` matches `Straße`)."""
-    return _PATH_SEPARATOR.join(split_category(category)).casefold() + _PATH_SEPARATOR
-
-
-_CATEGORY_RANGE = "category_key >= ? AND category_key < ?"
-
-
-def _category_range(category: str) -> list[str]:
-    """The bounds of the keys that start with the category's key: a range scan of the index."""
-    prefix = _category_key(category)
-    return [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
 
 
 class _ReadWriteLock:
@@ -531,13 +265,13 @@ class ListingIndex:
             db_path, faiss_path = cls.db_path(directory, build_id), cls.faiss_path(directory, build_id)
             db = sqlite3.connect(db_path, check_same_thread=False)
             with db:
-                db.executescript(_SCHEMA + _LIVE_SCHEMA + _PHOTOS_SCHEMA + _POSTINGS_SCHEMA)
+                db.executescript(store.SCHEMA + store.LIVE_SCHEMA + store.PHOTOS_SCHEMA + store.POSTINGS_SCHEMA)
                 db.executemany(
                     "INSERT INTO info (key, value) VALUES (?, ?)",
-                    [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id), ("category_keys", CATEGORY_KEYS)],
+                    [("format_version", str(FORMAT_VERSION)), ("dim", str(vectors.shape[1])), ("build_id", build_id), ("category_keys", store.CATEGORY_KEYS)],
                 )
                 for faiss_id, (row, vector, words) in enumerate(zip(rows, vectors, terms)):
-                    _insert(db, row, vector, words, faiss_id)
+                    store.insert_listing(db, row, vector, words, faiss_id)
                 db.executemany("INSERT INTO live_added (product_id, text) VALUES (?, ?)", [(row.product_id, text) for row, text in live.added])
                 db.executemany("INSERT INTO live_deleted (product_id) VALUES (?)", [(product_id,) for product_id in live.deleted])
             index = make_faiss_index(len(rows), vectors.shape[1], config)
@@ -600,14 +334,14 @@ class ListingIndex:
         try:
             db = sqlite3.connect(db_path, check_same_thread=False)
             info = dict(db.execute("SELECT key, value FROM info").fetchall())
-            db.executescript(_LIVE_SCHEMA + _PHOTOS_SCHEMA)  # for a build of before these were recorded
+            db.executescript(store.LIVE_SCHEMA + store.PHOTOS_SCHEMA)  # for a build of before these were recorded
             with db:
                 if not db.execute("SELECT 1 FROM photos LIMIT 1").fetchone():
-                    db.execute(_FILL_PHOTOS_SQL)
-                if info.get("category_keys") != CATEGORY_KEYS:  # a build whose keys were lower-cased
-                    db.create_function("category_key", 1, _category_key, deterministic=True)
+                    db.execute(store.FILL_PHOTOS_SQL)
+                if info.get("category_keys") != store.CATEGORY_KEYS:  # a build whose keys were lower-cased
+                    db.create_function("category_key", 1, store.category_key, deterministic=True)
                     db.execute("UPDATE listings SET category_key = category_key(category)")
-                    db.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('category_keys', ?)", [CATEGORY_KEYS])
+                    db.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('category_keys', ?)", [store.CATEGORY_KEYS])
         except sqlite3.DatabaseError as error:
             if db is not None:
                 db.close()
@@ -622,7 +356,7 @@ class ListingIndex:
             if not isinstance(index, faiss.IndexIDMap2) or str(index.d) != info.get("dim"):
                 raise IndexStateError(f"{faiss_path} does not match {db_path} (dim {index.d} vs {info.get('dim')}): rebuild the index with `fbm index`")
             if serving:  # the one writer: a reader of a build of before the postings searches without them
-                _add_postings(db)
+                store.add_postings(db)
         except BaseException:
             db.close()
             raise
@@ -766,7 +500,7 @@ class ListingIndex:
         strongest = np.argsort(-terms.weights, kind="stable")[: self.config.word_match_terms]
         if not len(strongest):
             return [], np.zeros(0, np.float32)
-        clauses, params = _filter_clauses(category, min_price, max_price)
+        clauses, params = store.filter_clauses(category, min_price, max_price)
         skip = skip | self._exclusion(modalities).ids
         each_word = "SELECT * FROM (SELECT faiss_id, weight * ? AS part FROM postings WHERE term = ? ORDER BY weight DESC LIMIT ?)"
         words, word_params = " UNION ALL ".join([each_word] * len(strongest)), []
@@ -810,7 +544,7 @@ class ListingIndex:
             depth += 1
         if depth >= len(parts):  # a root (or no category), or a path some listing has
             return
-        parent = _PATH_SEPARATOR.join(parts[:depth])
+        parent = PATH_SEPARATOR.join(parts[:depth])
         known = sorted({path[depth] for path in self._category_paths(parts[:depth]) if len(path) > depth}, key=str.lower)
         raise ValueError(f"no listing in category {category[:200]!r}; {parent!r} has: {'; '.join(known) or 'no sub-categories'}")
 
@@ -830,15 +564,15 @@ class ListingIndex:
             spellings = sorted({path[depth] for path in self._category_paths(parts[: depth + 1]) if len(path) > depth}, reverse=True)
             known = {name.casefold(): name for name in spellings}  # of two spellings in the index, the first in order
             parts[depth] = known.get(parts[depth].casefold(), parts[depth])
-        return _PATH_SEPARATOR.join(parts)
+        return PATH_SEPARATOR.join(parts)
 
     def _category_paths(self, parts: list[str], limit: int = -1) -> list[list[str]]:
         """The distinct category paths (as levels) of the listings under the path `parts`."""
-        rows = self._query(f"SELECT DISTINCT category FROM listings WHERE {_CATEGORY_RANGE} LIMIT ?", [*_category_range(_PATH_SEPARATOR.join(parts)), limit])
+        rows = self._query(f"SELECT DISTINCT category FROM listings WHERE {store.CATEGORY_RANGE} LIMIT ?", [*store.category_range(PATH_SEPARATOR.join(parts)), limit])
         return [split_category(path) for (path,) in rows]
 
     def _filtered_ids(self, category: str | None, min_price: float | None, max_price: float | None) -> list[int]:
-        clauses, params = _filter_clauses(category, min_price, max_price)
+        clauses, params = store.filter_clauses(category, min_price, max_price)
         return [i for (i,) in self._query(f"SELECT faiss_id FROM listings WHERE {' AND '.join(clauses)}", params)]
 
     def _exact(self, query: np.ndarray, selector: faiss.IDSelector | None, k: int) -> tuple[list[int], np.ndarray]:
@@ -856,8 +590,8 @@ class ListingIndex:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = self._query(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE faiss_id IN ({marks})", ids)
-        return {row[0]: _listing_from_row(row[1:]) for row in rows}
+        rows = self._query(f"SELECT faiss_id, {store.METADATA_COLUMNS} FROM listings WHERE faiss_id IN ({marks})", ids)
+        return {row[0]: store.listing_from_row(row[1:]) for row in rows}
 
     def _fetch_terms(self, ids: list[int]) -> dict[int, Terms]:
         if not ids:
@@ -869,7 +603,7 @@ class ListingIndex:
     def stored(self, product_id: str) -> StoredListing | None:
         """One listing with its stored vector and words, or None when it is not indexed."""
         rows = self._query(
-            f"SELECT {_METADATA_COLUMNS}, has_image, has_text, vector, columns, weights FROM listings "
+            f"SELECT {store.METADATA_COLUMNS}, has_image, has_text, vector, columns, weights FROM listings "
             "JOIN vectors USING (faiss_id) LEFT JOIN terms USING (faiss_id) WHERE product_id = ?",
             (product_id,),
         )
@@ -879,7 +613,7 @@ class ListingIndex:
         vector = np.frombuffer(blob, dtype=np.float32)
         half = len(vector) // 2
         return StoredListing(
-            listing=_listing_from_row(tuple(metadata)),
+            listing=store.listing_from_row(tuple(metadata)),
             image_vec=vector[:half].copy() if has_image else None,
             text_vec=vector[half:].copy() if has_text else None,
             terms=Terms.from_blobs(columns, weights) if columns is not None else None,
@@ -917,10 +651,10 @@ class ListingIndex:
             # readers of the shared connection from seeing the transaction half done (a replaced
             # listing deleted and not yet inserted again)
             with self._db_mutex, self._db:
-                old = self._db.execute(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
+                old = self._db.execute(f"SELECT faiss_id, {store.METADATA_COLUMNS} FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
                 if old:
-                    _delete(self._db, old[0])
-                faiss_id = _insert(self._db, row, vector, terms)
+                    store.delete_listing(self._db, old[0])
+                faiss_id = store.insert_listing(self._db, row, vector, terms)
                 self._db.execute("INSERT OR REPLACE INTO live_added (product_id, text) VALUES (?, ?)", (row.product_id, text))
                 self._db.execute("DELETE FROM live_deleted WHERE product_id = ?", (row.product_id,))
             if old:
@@ -928,23 +662,23 @@ class ListingIndex:
             self._add_to_faiss(faiss_id, vector, has_image, has_text)
             self._count += 0 if old else 1
             self._wrote()
-        return _listing_from_row(old[1:]) if old else None
+        return store.listing_from_row(old[1:]) if old else None
 
     def delete(self, product_id: str) -> Listing | None:
         """Remove a listing; returns it (read under the write lock, so a replace running at the same
         time cannot swap in another), or None when it is not indexed."""
         with self._lock.write():
             with self._db_mutex, self._db:  # as in `add`
-                old = self._db.execute(f"SELECT faiss_id, {_METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,)).fetchone()
+                old = self._db.execute(f"SELECT faiss_id, {store.METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,)).fetchone()
                 if not old:
                     return None
-                _delete(self._db, old[0])
+                store.delete_listing(self._db, old[0])
                 self._db.execute("DELETE FROM live_added WHERE product_id = ?", (product_id,))
                 self._db.execute("INSERT OR IGNORE INTO live_deleted (product_id) VALUES (?)", (product_id,))
             self._drop_from_faiss(old[0])
             self._count -= 1
             self._wrote()
-        return _listing_from_row(old[1:])
+        return store.listing_from_row(old[1:])
 
     def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
         self._exclusions.clear()
@@ -1009,21 +743,6 @@ class ListingIndex:
                 log.info("index %s: live writes not yet in its FAISS file, applied in memory: %s", self.directory, self.reconciled)
 
 
-def _filter_clauses(category: str | None, min_price: float | None, max_price: float | None) -> tuple[list[str], list]:
-    """SQL conditions on the listings table, and their parameters, for a search's filters."""
-    clauses, params = [], []
-    if category is not None:  # keys starting with the category's key: a range scan of the index
-        clauses.append(_CATEGORY_RANGE)
-        params += _category_range(category)
-    if min_price is not None:
-        clauses.append("price >= ?")
-        params.append(min_price)
-    if max_price is not None:
-        clauses.append("price <= ?")
-        params.append(max_price)
-    return clauses, params
-
-
 def _check_vectors(vectors: np.ndarray, n_rows: int) -> None:
     if vectors.ndim != 2 or vectors.shape[0] != n_rows or vectors.shape[1] % 2:
         raise ValueError(f"vectors have shape {vectors.shape}; expected ({n_rows}, 2·d), one per listing")
@@ -1032,64 +751,6 @@ def _check_vectors(vectors: np.ndarray, n_rows: int) -> None:
     if np.any(np.linalg.norm(vectors, axis=1) > 1 + 1e-3):
         raise ValueError("vectors must come from `listing_vectors` (norm at most 1)")
 
-
-def _insert(db: sqlite3.Connection, row: Listing, vector: np.ndarray, terms: Terms | None, faiss_id: int | None = None) -> int:
-    """Insert a listing, its vector and its words (inside the caller's transaction); returns its FAISS id."""
-    half = len(vector) // 2
-    cursor = db.execute(
-        f"INSERT INTO listings (faiss_id, {_METADATA_COLUMNS}, category_key, has_image, has_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            faiss_id,
-            row.product_id,
-            row.title,
-            row.category,
-            row.root,
-            row.price,
-            row.location,
-            json.dumps(row.image_ids),
-            _category_key(row.category),
-            int(np.any(vector[:half])),
-            int(np.any(vector[half:])),
-        ),
-    )
-    db.execute("INSERT INTO vectors (faiss_id, vector) VALUES (?, ?)", (cursor.lastrowid, np.asarray(vector, np.float32).tobytes()))
-    db.executemany("INSERT OR IGNORE INTO photos (image_id, faiss_id) VALUES (?, ?)", [(image_id, cursor.lastrowid) for image_id in row.image_ids])
-    if terms is not None:
-        db.execute("INSERT INTO terms (faiss_id, columns, weights) VALUES (?, ?, ?)", (cursor.lastrowid, *terms.to_blobs()))
-        db.executemany(_INSERT_POSTINGS_SQL, _postings(cursor.lastrowid, terms))
-    return int(cursor.lastrowid)
-
-
-_INSERT_POSTINGS_SQL = "INSERT OR IGNORE INTO postings (term, faiss_id, weight) VALUES (?, ?, ?)"
-
-
-def _postings(faiss_id: int, terms: Terms) -> list[tuple[int, int, float]]:
-    return [(column, faiss_id, weight) for column, weight in zip(terms.columns.tolist(), terms.weights.tolist())]
-
-
-def _add_postings(db: sqlite3.Connection) -> None:
-    """Create the postings of a build of before them, from its listings' stored words, in one
-    transaction (a listing's words, a few dozen rows each)."""
-    db.executescript(_POSTINGS_SCHEMA)
-    with db:
-        if db.execute("SELECT 1 FROM postings LIMIT 1").fetchone() or not db.execute("SELECT 1 FROM terms LIMIT 1").fetchone():
-            return
-        log.info("adding the word postings to %s's listings (once, for an index built before them)", db.execute("PRAGMA database_list").fetchone()[2])
-        for faiss_id, columns, weights in db.execute("SELECT faiss_id, columns, weights FROM terms").fetchall():
-            db.executemany(_INSERT_POSTINGS_SQL, _postings(faiss_id, Terms.from_blobs(columns, weights)))
-
-
-def _delete(db: sqlite3.Connection, faiss_id: int) -> None:
-    db.execute("DELETE FROM listings WHERE faiss_id = ?", (faiss_id,))
-    db.execute("DELETE FROM vectors WHERE faiss_id = ?", (faiss_id,))
-    db.execute("DELETE FROM terms WHERE faiss_id = ?", (faiss_id,))
-    db.execute("DELETE FROM postings WHERE faiss_id = ?", (faiss_id,))
-    db.execute("DELETE FROM photos WHERE faiss_id = ?", (faiss_id,))
-
-
-def _listing_from_row(row: tuple) -> Listing:
-    product_id, title, category, root, price, location, image_ids = row
-    return Listing(product_id, title, category, root, price, location, json.loads(image_ids))
 
 
 def write_faiss_file(index: faiss.Index, path: Path) -> None:
@@ -1121,15 +782,15 @@ def read_live_changes(directory: str | Path) -> LiveChanges:
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
-            added = db.execute(_LIVE_ADDED_SQL).fetchall()
-            deleted = db.execute(_LIVE_DELETED_SQL).fetchall()
+            added = db.execute(store.LIVE_ADDED_SQL).fetchall()
+            deleted = db.execute(store.LIVE_DELETED_SQL).fetchall()
         finally:
             db.close()
     except sqlite3.DatabaseError as error:
         if "no such table: live_" in str(error):
             return LiveChanges()
         raise IndexStateError(f"{db_path} is not a readable index database ({error})") from error
-    return LiveChanges([(_listing_from_row(tuple(row[:-1])), row[-1]) for row in added], [product_id for (product_id,) in deleted])
+    return LiveChanges([(store.listing_from_row(tuple(row[:-1])), row[-1]) for row in added], [product_id for (product_id,) in deleted])
 
 
 def _lock(directory: Path, exclusive: bool) -> int:

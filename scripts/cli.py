@@ -224,7 +224,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_similar(args: argparse.Namespace) -> int:
     from listings.categories import CategoryEncoder, canonical_category
     from listings.data import checked_price, clean_listing_text, without_controls
-    from retrieval.index import ListingIndex, check_search, format_results
+    from retrieval.index import ListingIndex, check_search
+    from retrieval.results import format_results
     from retrieval.query import search_like_listing, search_similar
 
     config = trained_config(args)

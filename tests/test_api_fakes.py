@@ -27,7 +27,8 @@ from listings.photos import PhotoStore
 from listings.config import Config
 from listings.data import listing_text
 from listings.images import clean_image
-from retrieval.index import ListingIndex, fold_photos, listing_vectors
+from retrieval.index import ListingIndex
+from retrieval.vectors import fold_photos, listing_vectors
 
 CLASSES = ["Appliances", "Home & Garden", "Phones, Mobile Phones & Telecoms"]
 DIM = 256

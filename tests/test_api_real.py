@@ -16,7 +16,8 @@ from listings.photos import PhotoStore
 from combined_model.fusion import LATE, LateWeights, combine
 from listings.config import TextConfig
 from listings.data import listing_text
-from retrieval.index import ListingIndex, fold_photos, listing_vectors
+from retrieval.index import ListingIndex
+from retrieval.vectors import fold_photos, listing_vectors
 from test_api_fakes import CLASSES, catalogue_rows, jpeg_bytes, synthetic_photo, tiny_config
 
 pytestmark = needs_nltk_data  # the text branch tokenizes

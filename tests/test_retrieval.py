@@ -24,13 +24,12 @@ from retrieval.index import (
     ListingIndex,
     LiveChanges,
     build_lock,
-    fold_photos,
     index_kind,
-    listing_vectors,
     make_faiss_index,
     read_live_changes,
-    score_from_inner_product,
 )
+from retrieval.results import Listing
+from retrieval.vectors import fold_photos, listing_vectors, score_from_inner_product
 from retrieval.query import search_like_listing
 from retrieval.terms import Terms, term_cosines
 
@@ -256,12 +255,12 @@ def test_live_changes_record_adds_with_their_text_and_deletes_and_survive_a_reop
 def test_a_build_records_the_live_changes_it_keeps(tmp_path):
     rows = [_row("kept", "Appliances"), _row("catalogue", "Appliances")]
     vectors = listing_vectors(np.stack([E[0], E[1]]), [True, True], np.stack([E[0], E[1]]), [True, True])
-    live = LiveChanges([(index_module.Listing.from_mapping(rows[0]), "kept text")], ["gone"])
+    live = LiveChanges([(Listing.from_mapping(rows[0]), "kept text")], ["gone"])
     with ListingIndex.build(tmp_path, vectors, rows, IndexConfig(), live=live):
         assert [(listing.product_id, text) for listing, text in read_live_changes(tmp_path).added] == [("kept", "kept text")]
         assert read_live_changes(tmp_path).deleted == ["gone"]
     with pytest.raises(ValueError, match="among the listings built"):
-        ListingIndex.build(tmp_path / "other", vectors, rows, IndexConfig(), live=LiveChanges([(index_module.Listing.from_mapping(_row("x", "A")), None)]))
+        ListingIndex.build(tmp_path / "other", vectors, rows, IndexConfig(), live=LiveChanges([(Listing.from_mapping(_row("x", "A")), None)]))
 
 
 def test_a_build_is_refused_while_the_index_is_open_elsewhere(tmp_path):
@@ -823,7 +822,7 @@ def test_more_like_a_listing_uses_its_stored_modalities_and_words_and_leaves_it_
 def test_the_results_table_lines_up_whatever_the_titles_hold():
     import unicodedata
 
-    from retrieval.index import Hit, SearchResult, format_results
+    from retrieval.results import Hit, SearchResult, format_results
 
     titles = ["Plain oak chair", "🎮 PS4 bundle 🎮🕹️ great", "Café table é", "双人床 bed frame", "Cookbook 👩🏻‍🍳 set", "x" * 80]
     prices = [5.0, 24_700.0, None, 10_000_000.0, 0.5, 99.0]
@@ -858,7 +857,7 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
 def test_the_results_table_shows_the_whole_category_path_and_fits_the_terminal(width):
     """QA: at 80 columns the path was cut to 'Video Games & Co…', at 60 the table was 72 wide, and
     at 200 the title took every extra column while the location stayed cut at 18."""
-    from retrieval.index import Hit, SearchResult, format_results
+    from retrieval.results import Hit, SearchResult, format_results
 
     path = "Video Games & Consoles / Consoles / PS4 / Accessories and spare parts"
     product_id = "897ca11b-6b0c-4b4e-9f58-2f1a3f0c7d21"

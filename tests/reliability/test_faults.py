@@ -33,7 +33,8 @@ from reliability_helpers import (
     stop,
     wait_healthy,
 )
-from retrieval.index import ListingIndex, listing_vectors
+from retrieval.index import ListingIndex
+from retrieval.vectors import listing_vectors
 from scripts.cli import main
 
 KEY = "fault-key"
