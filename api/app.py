@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.batching import MicroBatcher
 from api.deps import API_KEY_HEADER, api_key_refusal
 from api.routes import listings, meta, predict, similar
-from api.routes.meta import STATIC_DIR, PageFiles
+from api.routes.meta import PHOTO_NAME_PATTERN, STATIC_DIR, PageFiles
 from api.services import Services, inference_layout, load_services
 from api.uploads import FORM_TYPES, BodyLimitMiddleware, MultipartEndMiddleware, Utf8FormMiddleware, content_type
 from listings.config import Config
@@ -93,7 +93,7 @@ def create_app(config: Config, services: Services | None = None, close_services:
         app.include_router(module.router)
     app.mount("/static", PageFiles(directory=STATIC_DIR), name="static")
     _serve_docs(app)
-    _document_configured_limits(app, config)
+    _complete_openapi(app, config)
     return app
 
 
@@ -159,8 +159,8 @@ class WriteKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and any(route.matches(scope)[0] is Match.FULL for route in self.routes):
-            key = Headers(scope=scope).get(API_KEY_HEADER)
-            refusal = api_key_refusal(key, self.config)
+            keys = Headers(scope=scope).getlist(API_KEY_HEADER)
+            refusal = api_key_refusal(keys[0] if keys else None, self.config, copies=len(keys))
             if refusal is not None:
                 response = JSONResponse({"detail": refusal.detail}, refusal.status_code, headers=refusal.headers)
                 await response(scope, receive, send)
@@ -232,10 +232,13 @@ def _serve_docs(app: FastAPI) -> None:
         return FileResponse(SWAGGER_UI_FILES / name)
 
 
-def _document_configured_limits(app: FastAPI, config: Config) -> None:
-    """Show in the OpenAPI schema the limits that the routes and the form parser take from `config`
-    (a field's declaration is fixed at import): `k` (a form field or a query parameter) at most
-    index.max_k, at most serve.max_photos photos in `img`."""
+def _complete_openapi(app: FastAPI, config: Config) -> None:
+    """Say in the OpenAPI schema what FastAPI's own leaves out (a field's declaration is fixed at
+    import): the limits the routes and the form parser take from `config`, `k` (a form field or a
+    query parameter) at most index.max_k and at most serve.max_photos photos in `img`; that every
+    form route reads both kinds of form, multipart and url-encoded, save where a photo is required
+    (FastAPI names one kind, chosen by whether the route takes files); that a required text field
+    (`txt` of /text, `title` of /listings) needs a character other than a space."""
     limits = {"k": {"minimum": 1, "maximum": config.index.max_k}, "img": {"maxItems": config.serve.max_photos}}
     build = app.openapi
 
@@ -243,14 +246,22 @@ def _document_configured_limits(app: FastAPI, config: Config) -> None:
         if app.openapi_schema is None:
             schemas = build().get("components", {}).get("schemas", {})
             # "Body_<route>": FastAPI's name for a route's form body
-            forms = [body.get("properties", {}) for name, body in schemas.items() if name.startswith("Body_")]
-            for fields in forms:
+            forms = {name: body for name, body in schemas.items() if name.startswith("Body_")}
+            for body in forms.values():
+                fields = body.get("properties", {})
                 for field in limits.keys() & fields.keys():
                     fields[field].update(limits[field])
-            queries = [p for path in app.openapi_schema.get("paths", {}).values() for op in path.values() for p in op.get("parameters", [])]
-            for parameter in queries:
+                for field in {"txt", "title"} & set(body.get("required", [])):
+                    fields[field].update({"minLength": 1, "pattern": r"\S"})
+            operations = [op for path in app.openapi_schema.get("paths", {}).values() for op in path.values()]
+            for parameter in (p for op in operations for p in op.get("parameters", [])):
                 if parameter.get("in") == "query" and parameter.get("name") in limits:
                     parameter["schema"].update(limits[parameter["name"]])
+            for content in (op["requestBody"]["content"] for op in operations if "requestBody" in op):
+                form = next(iter(content.values()))
+                body = forms.get(form.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1], {})
+                for kind in FORM_TYPES if "img" not in body.get("required", []) else ("multipart/form-data",):
+                    content.setdefault(kind, form)
         return app.openapi_schema
 
     app.openapi = openapi
@@ -297,6 +308,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
 
 
+_PATTERN_WORDS = {ID_PATTERN: ID_WORDS, PHOTO_NAME_PATTERN: f"a photo id: {ID_WORDS.removeprefix('an id is ')}, then .jpg or nothing"}
+
+
 def _plain_message(error: dict) -> str:
     """Pydantic's message, except where it speaks of Python types rather than of the form."""
     message = error.get("msg", "invalid")
@@ -308,6 +322,7 @@ def _plain_message(error: dict) -> str:
         return "send text here, not a file"
     if error.get("type") == "value_error":  # our own validators' words (a price), without pydantic's "Value error, "
         return message.removeprefix("Value error, ")
-    if error.get("type") == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == ID_PATTERN:
-        return f"{ID_WORDS}, got {str(error.get('input'))[:40]!r}" + ("…" if len(str(error.get("input"))) > 40 else "")
+    if error.get("type") == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") in _PATTERN_WORDS:
+        words = _PATTERN_WORDS[error["ctx"]["pattern"]]
+        return f"{words}, got {str(error.get('input'))[:40]!r}" + ("…" if len(str(error.get("input"))) > 40 else "")
     return message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,19 @@ STORED_JPEG = "fbm.stored_jpeg"  # `clean_photo`'s info key for the encoding its
 # (an ICO holding a 9000×9000 PNG: 320 MB before the pixel limit is checked) or run an outside
 # program (EPS: Ghostscript); none is a photo a marketplace seller uploads.
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+# Formats a file sent as a photo is sometimes in, known by its first bytes, so that a refusal names
+# what was sent (an iPhone's HEIC photo) rather than calling it not an image. Never opened.
+_REFUSED_FORMATS = (
+    (re.compile(rb"^....ftyp(heic|heix|hevc|hevx|heim|heis|mif1|msf1)", re.S), "a HEIC/HEIF photo (an iPhone's own format)"),
+    (re.compile(rb"^\x00\x00\x01\x00"), "an ICO icon"),
+    (re.compile(rb"^%PDF-"), "a PDF document"),
+    (re.compile(rb"^(%!PS|\xc5\xd0\xd3\xc6)"), "a PostScript (EPS) file"),
+    (re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg[^>]*>\s*)?<svg", re.S | re.I), "an SVG drawing"),
+    (re.compile(rb"^(\x00\x00\x00\x0cjP  \r\n\x87\n|\xffO\xffQ)"), "a JPEG 2000 image"),
+    (re.compile(rb"^(\x00\x00\x00\x0cJXL \r\n\x87\n|\xff\x0a)"), "a JPEG XL image"),
+    (re.compile(rb"^8BPS"), "a Photoshop (PSD) file"),
+    (re.compile(rb"^P[1-7]\s"), "a Netpbm (PBM/PGM/PPM) image"),
+)
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")  # grey modes of more than 8 bits a sample
 _ORIENTATION_FIX = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -55,6 +69,7 @@ class ImageError(ValueError):
         "not_a_file": "not a file",
         "empty": "empty file",
         "not_an_image": "not an image",
+        "unaccepted_format": "a format not accepted",
         "too_large": "too large",
         "truncated": "truncated or corrupt",
     }
@@ -79,7 +94,7 @@ MAX_PIXELS = DataConfig.max_image_pixels  # the default of `data.max_image_pixel
 def clean_image(source: Source, size: int, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open, validate and normalise one image: EXIF-upright, RGB, letterboxed to `size`×`size`.
 
-    Raises ImageError with reason missing | not_a_file | empty | not_an_image | too_large | truncated.
+    Raises ImageError with reason missing | not_a_file | empty | not_an_image | unaccepted_format | too_large | truncated.
     """
     return _cleaned(_open(_read(source), max_pixels, size), size)
 
@@ -313,7 +328,9 @@ def _open(data: bytes, max_pixels: int, size: int) -> Image.Image:
     except Image.DecompressionBombError as exc:  # Pillow's hard limit, twice its warning's
         raise ImageError("too_large", f"its header declares more than {min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)} pixels") from exc
     except UnidentifiedImageError as exc:  # its message names the stream object, not the file
-        raise ImageError("not_an_image", f"the accepted formats are {', '.join(PHOTO_FORMATS)}") from exc
+        accepted = f"the accepted formats are {', '.join(PHOTO_FORMATS)}"
+        sent = next((name for pattern, name in _REFUSED_FORMATS if pattern.match(data, 0, 1024)), None)
+        raise ImageError("unaccepted_format", f"{sent}; {accepted}") if sent else ImageError("not_an_image", accepted) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not_an_image", str(exc)) from exc
     width, height = image.size

@@ -244,6 +244,25 @@ def test_the_price_filters_schema_is_json_schema_and_takes_the_catalogues_form(c
     assert refused.status_code == 422 and "from 0 to £1,000,000,000,000" in refused.text
 
 
+def test_openapi_says_which_forms_each_route_reads_and_which_texts_it_needs(client):
+    """FastAPI names one kind of form per route; every form route reads both, as the README's curl
+    examples do (-F and -d), save /image, whose photo a url-encoded form cannot carry."""
+    schema = client.get("/openapi.json").json()
+    both = ["multipart/form-data", "application/x-www-form-urlencoded"]
+    kinds = {path: sorted(ops["post"]["requestBody"]["content"]) for path, ops in schema["paths"].items() if "requestBody" in ops.get("post", {})}
+    assert kinds == {"/image": ["multipart/form-data"], **{path: sorted(both) for path in ("/text", "/combined", "/similar", "/listings")}}
+    assert client.post("/text", files={"txt": (None, "oak chair")}).status_code == 200  # multipart, as documented now
+    assert client.post("/combined", data={"txt": "oak chair"}).status_code == 200  # url-encoded
+    forms = schema["components"]["schemas"]
+    text = forms[schema["paths"]["/text"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert text["properties"]["txt"]["minLength"] == 1 and text["properties"]["txt"]["pattern"] == r"\S"
+    assert client.post("/text", data={"txt": " "}).status_code == 422
+    combined = forms[schema["paths"]["/combined"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert "minLength" not in combined["properties"]["txt"]  # optional: a photo may come with an empty text
+    photo = schema["paths"]["/images/{image_id}"]["get"]["responses"]
+    assert sorted(photo) == ["200", "304", "404", "422"]
+
+
 def test_openapi_shows_the_configured_limits(artifacts):
     """k's maximum and the number of photos come from the configuration, as the routes enforce them."""
     config = tiny_config(artifacts, max_photos=3)
@@ -315,8 +334,11 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "max_price": "1_000"}, None, 422, "max_price: '1_000' is not a price: give pounds, such as 45, 45.50 or £1,234.00"),
     ("/similar", {"txt": "chair", "max_price": "Free"}, None, 422, "'Free' is not a price"),
     ("/similar", {}, None, 422, "a photo (img), a text (txt) or both"),
-    ("/text", {"txt": "Posted by Sam in Phones, Apple in Leeds. 25 February 2022"}, None, 422, "txt is empty"),  # boilerplate only
-    ("/similar", {"txt": " | in Leeds, West Yorkshire | Gumtree"}, None, 422, "a photo (img), a text (txt) or both"),
+    # boilerplate only: cleaned away, and said so
+    ("/text", {"txt": "Posted by Sam in Phones, Apple in Leeds. 25 February 2022"}, None, 422, "txt holds only a listing page's boilerplate"),
+    ("/similar", {"txt": " | in Leeds, West Yorkshire | Gumtree"}, None, 422, "txt holds only a listing page's boilerplate (a \"Posted by …\" line"),
+    ("/combined", {"txt": "Posted by Sam in Home & Garden in Leeds."}, None, 422, "which is removed as in training: send a description of the listing (txt), a photo (img) or both"),
+    ("/image", {}, {"img": ("IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic" + bytes(64))}, 422, "photo 1 ('IMG_0001.HEIC') was refused: a format not accepted: a HEIC/HEIF photo"),
 ]
 
 
@@ -619,6 +641,7 @@ def test_photo_ids_cannot_name_paths(client):
     for bad in ("...", "img-01.png", "img-01.jpg.jpg", ".hidden", "a..b", "a" * 200):
         response = client.get(f"/images/{bad}")
         assert response.status_code == 422, bad
+        assert response.json()["detail"].startswith("image_id: a photo id: 1 to 128 letters, digits, '-' or '_'"), response.text  # in words, not a regex
     for traversal in ("/images/..%2F..%2Fetc%2Fpasswd", "/images/%2e%2e/categories.json", "/images/../../etc/passwd"):
         assert client.get(traversal).status_code in (404, 422)
     assert client.get("/images/no-such-photo").status_code == 404
@@ -656,6 +679,16 @@ def test_writes_are_refused_without_a_configured_key(artifacts):
 def test_writes_need_the_right_key(writable, headers):
     assert writable.post("/listings", data={"title": "chair"}, headers=headers).status_code == 401
     assert writable.delete("/listings/prod-01", headers=headers).status_code == 401
+    assert writable.get("/health").json()["listings"] == 12
+
+
+def test_the_key_sent_twice_is_refused_whichever_copy_is_right(writable):
+    """Only one copy would be read: a second, conflicting or not, is refused rather than ignored."""
+    for keys in ([KEY, "wrong"], ["wrong", KEY], [KEY, KEY]):
+        headers = [("X-API-Key", key) for key in keys]
+        response = writable.post("/listings", data={"title": "chair", "product_id": "twice"}, headers=headers)
+        assert (response.status_code, response.json()["detail"]) == (401, "X-API-Key was sent 2 times: send it once"), keys
+        assert writable.delete("/listings/prod-01", headers=headers).status_code == 401
     assert writable.get("/health").json()["listings"] == 12
 
 

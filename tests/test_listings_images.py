@@ -225,13 +225,29 @@ def test_broken_files_raise_image_error(tmp_path: Path, name: str, content: byte
     assert time.perf_counter() - start < 2.0  # a bomb is refused from its header, never decoded
 
 
-@pytest.mark.parametrize("fmt", ["ICO", "TGA", "PPM", "PCX", "EPS"])
-def test_formats_that_are_not_photos_are_refused_before_decoding(fmt: str):
+HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)  # an iPhone photo's first bytes
+SVG = b'<?xml version="1.0"?>\n<!-- drawn by hand -->\n<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"/>'
+
+
+@pytest.mark.parametrize(
+    ("fmt", "named"),
+    [("ICO", "an ICO icon"), ("PPM", "a Netpbm (PBM/PGM/PPM) image"), ("EPS", "a PostScript (EPS) file"), ("PDF", "a PDF document"),
+     ("JPEG2000", "a JPEG 2000 image"), ("HEIC", "a HEIC/HEIF photo"), ("SVG", "an SVG drawing"), ("TGA", None), ("PCX", None)],
+)
+def test_formats_that_are_not_photos_are_refused_before_decoding_and_named(fmt: str, named: str | None):
     """Pillow reads some formats whole on opening (an ICO around a large PNG) or through an outside
-    program (EPS: Ghostscript); only the formats photos come in are opened."""
-    data = encode(Image.new("RGB", (32, 32), (0, 128, 0)), fmt) if fmt != "EPS" else b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n"
-    with pytest.raises(ImageError, match="not an image: the accepted formats are JPEG, PNG"):
+    program (EPS: Ghostscript); only the formats photos come in are opened. A refusal names the
+    format it was sent in when its first bytes tell (HEIC, an iPhone's own, above all)."""
+    special = {"EPS": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n", "HEIC": HEIC_START, "SVG": SVG}
+    data = special.get(fmt) or encode(Image.new("RGB", (32, 32), (0, 128, 0)), fmt)
+    with pytest.raises(ImageError) as error:
         clean_image(data, SIZE)
+    if named:
+        assert error.value.reason == "unaccepted_format"
+        assert str(error.value).startswith(f"a format not accepted: {named}") and "the accepted formats are JPEG, PNG" in str(error.value)
+    else:
+        assert error.value.reason == "not_an_image"
+        assert str(error.value) == "not an image: the accepted formats are JPEG, PNG, WEBP, GIF, BMP, TIFF, AVIF"
 
 
 def test_a_bomb_is_refused_in_terms_of_our_limit():

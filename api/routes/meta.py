@@ -75,7 +75,12 @@ async def limits(config: ConfigDep) -> LimitsOut:
 @router.get(
     "/images/{image_id}",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, **INVALID, **NOT_FOUND},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        304: {"description": "the photo is unchanged since the copy whose ETag was sent in If-None-Match"},
+        **INVALID,
+        **NOT_FOUND,
+    },
     summary="A listing photo (cleaned JPEG)",
 )
 def image(

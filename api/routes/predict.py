@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, predict
 from api.routes.errors import BAD_INPUT
 from api.schemas import PredictionOut
-from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once
+from api.uploads import checked_text, cleaned_photos, fields_in_place_and_once, nothing_to_answer
 from listings.data import clean_listing_text
 
 router = APIRouter(tags=["predict"], dependencies=[Depends(fields_in_place_and_once)], responses=BAD_INPUT)
@@ -39,5 +39,5 @@ async def predict_combined(
     photos = await cleaned_photos(img, config, pool)
     text = checked_text(txt, config, clean=clean_listing_text)
     if not photos and not text:
-        raise HTTPException(422, "send a photo (img), a text (txt) or both")
+        raise nothing_to_answer(txt)
     return PredictionOut.of(await predict(batcher, photos, text, "combined"))

@@ -14,7 +14,7 @@ from api.routes.errors import BAD_INPUT, INVALID_QUERY, NOT_FOUND
 from api.routes.predict import OptionalPhotos, OptionalText
 from api.schemas import ListingMeta, ListingOut, PredictionOut, SimilarOut, SimilarToListingOut
 from api.services import Services
-from api.uploads import MAX_CATEGORY_CHARS, checked_text, cleaned_photos, fields_in_place_and_once
+from api.uploads import MAX_CATEGORY_CHARS, checked_text, cleaned_photos, fields_in_place_and_once, nothing_to_answer
 from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
 from listings.data import ID_PATTERN, MAX_PRICE, checked_price, clean_listing_text
@@ -67,7 +67,7 @@ async def similar(
     photos = await cleaned_photos(img, config, pool)
     text = checked_text(txt, config, clean=clean_listing_text)
     if not photos and not text:
-        raise HTTPException(422, "send a photo (img), a text (txt) or both")
+        raise nothing_to_answer(txt)
     prediction = await predict(batcher, photos, text, "combined")
     try:
         found = await run_in_threadpool(
