@@ -28,8 +28,9 @@ def classified_file(mode: str) -> str:
 
 def classify_directory(config: Config, data_dir: str, mode: str = "combined") -> tuple[pd.DataFrame, dict]:
     """One row per listing of `data_dir` (`answer_rows`), and a summary of what was read and answered.
-    Photos are read a batch at a time (a large directory is not held in memory), at most
-    `serve.max_photos` per listing as the API takes; none in text mode."""
+    Photos are read a batch at a time (a large directory is not held in memory), every photo of a
+    listing, as `fbm evaluate` reads them (the command line takes more than the API's
+    `serve.max_photos`, as it takes longer texts); none in text mode."""
     text_alone = "`--mode text` answers from the listings' text alone and needs no photos"
     try:  # refuses a file, or a directory without Products.csv (or without Images.csv, unless in text mode)
         dataset = read_dataset(data_dir, labelled=False, metadata=False, photos=mode != "text")
@@ -48,8 +49,7 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
     predictor = Predictor.load(config)
     answers: list[Prediction] = []
     photos_used, skipped = [], {}
-    over_limit = sum(max(0, len(ids) - config.serve.max_photos) for ids in listings["image_ids"]) if image_dir is not None else 0
-    for _, photos, texts, batch_skipped in listing_batches(listings, image_dir, config, "classify", config.serve.max_photos):
+    for _, photos, texts, batch_skipped in listing_batches(listings, image_dir, config, "classify"):
         skipped |= batch_skipped
         photos_used += [len(mine) for mine in photos]
         prepared = [predictor.prepare(images, text, mode, require_input=False) for images, text in zip(photos, texts)]
@@ -69,7 +69,6 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
         "rows_dropped": dict(dataset.dropped),
         "rows_dropped_examples": dataset.dropped_examples(),
         "skipped_images": dict(Counter(skipped.values())),
-        "photos_over_limit": over_limit,
     }
     return frame, summary
 
@@ -89,11 +88,11 @@ def answer_rows(listings: pd.DataFrame, answers: list[Prediction]) -> pd.DataFra
         "runner_up": [name or "" for name in top(1, "classes")],
         "runner_up_probability": [None if p is None else round(p, 4) for p in top(1, "probabilities")],
         "modalities": ["+".join(a.modalities) for a in answers],
-        "low_confidence": [bool(a.low_confidence) for a in answers],
+        "low_confidence": [bool(a.low_confidence) if a.modalities else None for a in answers],  # empty where no answer
     })
 
 
-def format_summary(summary: dict, max_photos: int) -> str:
+def format_summary(summary: dict) -> str:
     model = "served (photo + text)" if summary["mode"] == "combined" else summary["mode"]
     inputs = ", ".join(f"{n:,} from {name.replace('+', ' + ')}" for name, n in summary["by_inputs"].items())
     lines = [f"{summary['source']}: {summary['answered']:,} of {summary['n_listings']:,} listings answered by the {model} model" + (f" ({inputs})" if inputs else "")]
@@ -102,12 +101,11 @@ def format_summary(summary: dict, max_photos: int) -> str:
     if summary["low_confidence"]:
         lines.append(f"  {summary['low_confidence']:,} answered with low confidence (a text with no word the model knows, and no photo)")
     if summary["rows_dropped"]:
-        lines.append("  CSV rows left out (no row in the answers), by id:")
+        lines.append("  CSV rows left out, by id (a product's: no row in the answers; a photo's: the photo not used):")
         lines += [f"    {reason}: {examples}" for reason, examples in summary["rows_dropped_examples"].items()]
     if summary["skipped_images"]:
-        lines.append(f"  photos skipped: {counted(ImageError.in_words(summary['skipped_images']))}")
-    if summary["photos_over_limit"]:
-        lines.append(f"  photos beyond the first {max_photos} of a listing, not used (as the API takes at most {max_photos}): {summary['photos_over_limit']:,}")
+        where = " (a photo is read as images/<its id>.jpg, named exactly so: not .JPG or .jpeg)" if "missing" in summary["skipped_images"] else ""
+        lines.append(f"  photos skipped: {counted(ImageError.in_words(summary['skipped_images']))}{where}")
     if summary["predicted"]:
         lines.append("predicted:")
         lines += [f"  {name:<36} {n:>6,}" for name, n in summary["predicted"].items()]

@@ -28,7 +28,7 @@ from combined_model.inference import BatchOutputs, Predictor, PreparedListing
 from image_model.baseline import HogSvmBaseline
 from listings.artifacts import write_atomic
 from listings.config import Config
-from listings.data import MissingColumnsError, dataset_photos, listing_text, photo_path, read_dataset, write_table
+from listings.data import MissingColumnsError, dataset_photos, listing_text, photo_path, read_dataset, without_controls, write_table
 from listings.images import ImageError, clean_photo, file_digest
 from listings.metrics import NO_ANSWER, answers, counted, figure, no_answer_where_absent, per_class, per_product, plural, summarise
 from listings.prepare import Prepared, load_prepared
@@ -297,11 +297,13 @@ def format_table(result: dict) -> str:
 def report_dir(config: Config, data_dir: str | None) -> Path:
     """The reports directory for the test split; a subdirectory of it for any other dataset, named
     for the directory and a digest of its full path, so scoring another directory (even one of the
-    same name elsewhere) never overwrites an earlier report."""
+    same name elsewhere) never overwrites an earlier report. The name's control characters are
+    underscores: the folder's name is printed."""
     if not data_dir:
         return config.paths.reports
     resolved = Path(data_dir).resolve()
-    return config.paths.reports / f"data-{resolved.name}-{hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]}"
+    name = "".join(char if without_controls(char) == char else "_" for char in resolved.name)
+    return config.paths.reports / f"data-{name}-{hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]}"
 
 
 def write_outputs(config: Config, result: dict, predictions: pd.DataFrame, out_dir: Path, json_path: str | None = None) -> Path:

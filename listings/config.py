@@ -15,6 +15,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
+DEFAULT_NLTK_DATA = SHARED / "nltk_data"  # data.nltk_data when NLTK_DATA is not set and this folder exists
 
 
 def available_cores() -> int:
@@ -39,8 +40,7 @@ def _default_data_dir() -> str:
 def _default_nltk_data() -> str:
     if os.environ.get("NLTK_DATA"):
         return os.environ["NLTK_DATA"]
-    shared = SHARED / "nltk_data"
-    return str(shared) if shared.exists() else ""
+    return str(DEFAULT_NLTK_DATA) if DEFAULT_NLTK_DATA.exists() else ""
 
 
 # The settings that take one of a few words, by section and field; the image stage reads its

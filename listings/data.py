@@ -260,6 +260,7 @@ def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
         _refuse_extra_fields(path, frame, len(frame.columns))
         frame = read_raw_csv(path, index_col=False)
     frame = frame.rename(columns=lambda c: c.strip())
+    _refuse_repeated_columns(path, list(frame.columns))
     if _unnamed(frame.columns[-1]):  # the header ends in a delimiter too: its rows' last fields are empty
         _refuse_extra_fields(path, frame, len(frame.columns) - 1)
     frame = frame.drop(columns=[c for c in frame.columns if _unnamed(c)])
@@ -279,17 +280,28 @@ def _refuse_other_separators(path: Path, required: list[str]) -> None:
     the name), or its header is separated by semicolons, tabs or bars rather than commas."""
     with path.open("rb") as handle:
         start = handle.read(4096)
+    # UTF-16 text, or no text at all; a stray NUL in a field is a control character like any other (a space)
+    binary = start.count(b"\0") > 2 + len(start) // 100
     try:
         start.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(start) - 3 or b"\0" in start:  # not merely a character cut at the end of the block
+        if exc.start < len(start) - 3 or binary:  # not merely a character cut at the end of the block
             raise DatasetError(f"{path} is not UTF-8 text (byte {start[exc.start]:#04x} at offset {exc.start}): save it as UTF-8 CSV") from None
-    if b"\0" in start:
-        raise DatasetError(f"{path} is not a text file (it holds NUL bytes): save it as UTF-8 CSV")
+    if binary:
+        raise DatasetError(f"{path} is not a UTF-8 text file (it holds NUL bytes: UTF-16 text, or no text at all): save it as UTF-8 CSV")
     header = _header(path)
     other = [name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if mark in header]
     if "," not in header and other:
         raise DatasetError(f"{path} is separated by {other[0]}, not commas: save it as comma-separated (CSV) with the columns {required}")
+
+
+def _refuse_repeated_columns(path: Path, columns: list[str]) -> None:
+    """A DatasetError when the header names a column twice: pandas keeps both as `name` and
+    `name.1`, and only the first would be read."""
+    repeated = {c for c in columns if columns.count(c) > 1}
+    repeated |= {m[1] for c in columns if (m := re.fullmatch(r"(.+)\.\d+", c)) and m[1] in columns}
+    if repeated - {""}:
+        raise DatasetError(f"{path} names the column(s) {sorted(repeated - {''})} more than once in its header ({_header(path)!r}): keep one of each")
 
 
 def _unnamed(column: str) -> bool:

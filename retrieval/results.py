@@ -57,7 +57,9 @@ def format_results(result: SearchResult, width: int = 100) -> str:
     if not result.hits:
         return f"no matching listings (searched by {used})"
     width = max(width, 60)
-    location_width = min(30, max(12, (width - _LEFT) // 4))  # a wide terminal widens the location too, not the title alone
+    # the location as wide as its longest, up to a third of what the rank, score and price leave; the title has the rest
+    longest = max(_text_columns(without_controls(hit.location)) for hit in result.hits)
+    location_width = max(12, min(longest, (width - _LEFT) // 3))
     title_width = width - _LEFT - 2 - location_width
     header = f"{'#':>3}  {'score':>5}  {'price':>10}  {_fit('title', title_width)}  {'location'}"
     lines = [f"{len(result.hits)} similar listing{'s' if len(result.hits) > 1 else ''} by {used}", header, " " * _INDENT + "category · product id", "-" * width]

@@ -17,8 +17,9 @@ import textwrap
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TextIO
 
-from listings.config import REPO_ROOT, Config
+from listings.config import REPO_ROOT, Config, IndexConfig
 
 
 TRAINING_DATA_HELP = "dataset directory in the marketplace format (env FBM_DATA)"
@@ -84,7 +85,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     config = build_config(args)
     with writing_artifacts(config):
         summary = prepare(config)
-    print(format_summary(summary))
+    say(format_summary(summary))
     return 0
 
 
@@ -105,9 +106,9 @@ def trained_config(args: argparse.Namespace, index: bool = True) -> Config:
 
     config = build_config(args)
     for warning in stale_stages(config, index):
-        print(warning, file=sys.stderr)
+        say(warning, sys.stderr)
     if config.image.device == "cuda":
-        print(f"note: image.device=cuda is where the image branch trains; fbm {args.command} runs the trained models on the CPU, as they are served", file=sys.stderr)
+        say(f"note: image.device=cuda is where the image branch trains; fbm {args.command} runs the trained models on the CPU, as they are served", sys.stderr)
     return config
 
 
@@ -131,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_nltk_data()  # before `train all` spends minutes on the image branch
     with writing_artifacts(config):
         summaries = {stage: train_stage(stage, config, args.force) for stage in stages}
-    print(format_training(summaries))
+    say(format_training(summaries))
     return 0
 
 
@@ -159,14 +160,14 @@ def train_stage(stage: str, config: Config, force: bool) -> dict:
         from listings.prepare import format_summary
 
         summary = run_stage(stage, config)
-        print(format_summary(summary), file=sys.stderr)  # its counts and warnings, as `fbm prepare` prints them
+        say(format_summary(summary), sys.stderr)  # its counts and warnings, as `fbm prepare` prints them
         return summary
     from scripts import freshness
 
     digests = freshness.digests(stage, config)  # before the stage: code edited meanwhile is not trained
     if digests and not force and freshness.up_to_date(stage, config, digests[0]):
         where = freshness.output_dir(stage, config)
-        print(f"== {stage} == up to date: {where} was trained from these inputs, settings and code (--force trains it again)", file=sys.stderr)
+        say(f"== {stage} == up to date: {where} was trained from these inputs, settings and code (--force trains it again)", sys.stderr)
         return {"skipped": "up to date", "outputs": str(where)}
     recorded = freshness.forget(stage, config)  # an interrupted stage leaves no record
     try:
@@ -184,12 +185,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = trained_config(args, index=False)  # refuses an empty --data: not the test split scored in its place
     if args.json is not None:
-        writable_file(args.json, "--json")  # before the evaluation, not after it
+        writable_file(args.json, "--json", config, args.data)  # before the evaluation, not after it
     result, predictions = evaluate(config, args.data)  # an explicit --data is the directory to score
     report = write_outputs(config, result, predictions, report_dir(config, args.data), args.json)
-    print(format_table(result))
+    say(format_table(result))
     written = [report, report.parent / METRICS_FILE, report.parent / PREDICTIONS_FILE, *([args.json] if args.json else [])]
-    print("written: " + ", ".join(map(str, written)))
+    say("written: " + ", ".join(map(str, written)))
     return 0
 
 
@@ -213,20 +214,25 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.evaluate:
         check_search(args.k, None, None, config.index.max_k, ("-k", "", ""))  # before the index is rebuilt
     inputs = freshness.index_digest(config)  # before the build: a branch retrained meanwhile is not indexed
-    print(format_build(run_stage("index", config)))
+    say(format_build(run_stage("index", config)))
     freshness.record_index(config, inputs)
     if args.evaluate:
-        print(format_evaluation(evaluate_retrieval(config, k=args.k)))
-        print("written: " + ", ".join(str(config.paths.reports / name) for name in (EVALUATION_FILE, PRECISION_FIGURE, EXAMPLES_FIGURE)))
+        say(format_evaluation(evaluate_retrieval(config, k=args.k)))
+        say("written: " + ", ".join(str(config.paths.reports / name) for name in (EVALUATION_FILE, PRECISION_FIGURE, EXAMPLES_FIGURE)))
     return 0
 
 
+SIMILAR_NEEDS = "give a listing text (--text), one or more photos (--image) or both, or an indexed listing (--like)"
+
+
 def cmd_similar(args: argparse.Namespace) -> int:
+    if args.like is None and args.text is None and not args.image:  # before the index and models are imported and checked (seconds)
+        raise ValueError(SIMILAR_NEEDS)
     from listings.categories import CategoryEncoder, canonical_category
     from listings.data import checked_price, clean_listing_text, without_controls
     from retrieval.index import ListingIndex, check_search
-    from retrieval.results import format_results
     from retrieval.query import search_like_listing, search_similar
+    from retrieval.results import format_results
 
     config = trained_config(args)
     args.text = text_argument(args.text)
@@ -238,7 +244,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if args.like and (args.image or has_text):
         raise ValueError("--like searches by an indexed listing's own photos and text: give it without --text or --image")
     if not args.like and not args.image and not has_text:
-        raise ValueError("give a listing text (--text), one or more photos (--image) or both, or an indexed listing (--like)")
+        raise ValueError(emptied_text(args.text) + SIMILAR_NEEDS)
     if args.category is not None and not args.category.strip():
         raise ValueError("--category is empty: give a root category or a category path, or leave the option out")
     prices = {}
@@ -270,12 +276,16 @@ def cmd_similar(args: argparse.Namespace) -> int:
             prediction = predictor.predict(photos, args.text, "combined")
             result = search_similar(index, prediction, TermWeights.load(config, predictor.tfidf), **filters)
             doubt = f"; uncertain, the runner-up is {prediction.runner_up()}" if prediction.uncertain else ""
-            print(textwrap.fill(f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}{doubt}", width, subsequent_indent="  "))
+            unused = f"; {TEXT_UNUSED}" if has_text and "text" not in prediction.modalities else ""
+            query = f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}{unused}{doubt}"
+            print(textwrap.fill(query, width, subsequent_indent="  "))
     print(format_results(result, width))
     return 0
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    if args.data is None and args.text is None and not args.image:  # before the models are imported and checked (seconds)
+        raise ValueError("give a listing text (--text), one or more photos (--image) or both; or a directory of listings (--data DIR)")
     from api.schemas import PredictionOut
     from combined_model.inference import Predictor
     from listings.data import clean_listing_text
@@ -297,8 +307,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise ValueError(f"--mode {args.mode} reads only --{args.mode}: leave out {unused}, or use --mode combined")
     if not args.image and not has_text:
         wanted = {"image": "give a photo (--image)", "text": "give a listing text (--text)"}.get(args.mode, "give a listing text (--text), one or more photos (--image) or both")
-        empty = "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): " if args.text and args.mode != "image" else ""
-        raise ValueError(empty + wanted)
+        raise ValueError((emptied_text(args.text) if args.mode != "image" else "") + wanted)
     check_photo_paths(args.image)
     predictor = Predictor.load(config)  # before cleaning: it refuses a data.image_size its model was not trained at
     photos = [photo_for_query(Path(path), config) for path in args.image]
@@ -306,7 +315,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.json:
         print(PredictionOut.of(prediction).model_dump_json(indent=2))
     else:
-        print(format_prediction(prediction, args.top or len(prediction.classes)))
+        say(format_prediction(prediction, args.top or len(prediction.classes), text_given=has_text))
     return 0
 
 
@@ -318,26 +327,30 @@ def classify_a_directory(args: argparse.Namespace, config: Config) -> int:
     if args.text is not None or args.image or args.json or args.top is not None:
         raise ValueError("--data classifies every listing of a directory into a CSV: give it without --text, --image, --json or --top")
     out = args.out if args.out is not None else str(report_dir(config, args.data) / classified_file(args.mode))
-    writable_file(out, "--out")  # before the models run, not after (as given: Path() drops a trailing '/')
+    writable_file(out, "--out", config, args.data)  # before the models run, not after (as given: Path() drops a trailing '/')
     out = Path(out)
     frame, summary = classify_directory(config, args.data, args.mode)
     if not summary["answered"]:
         raise ValueError(f"{args.data}: none of its {summary['n_listings']:,} listings could be answered: each has {NEEDS[args.mode]} (--mode {args.mode})")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table(frame, out, ["title", "category"])
-    print(format_summary(summary, config.serve.max_photos))
-    print(f"written: {out}")
+    say(format_summary(summary))
+    say(f"written: {out}")
     return 0
 
 
-def format_prediction(prediction, top: int, bar_width: int = 30) -> str:
-    """The `top` categories with their probabilities as bars, and the inputs the answer rests on."""
+TEXT_UNUSED = "the text is not used: the model knows none of its words"  # as the search page says it
+
+
+def format_prediction(prediction, top: int, bar_width: int = 30, text_given: bool = False) -> str:
+    """The `top` categories with their probabilities as bars, and the inputs the answer rests on
+    (with `text_given`, a text that was not among them is said to be unused)."""
     width, mark = max(len(name) for name in prediction.classes[:top]), bar_mark()
     lines = [
         f"{name:<{width}}  {probability:5.3f}  {mark * round(probability * bar_width)}"
         for name, probability in zip(prediction.classes[:top], prediction.probabilities[:top])
     ]
-    lines.append(f"from {' + '.join(prediction.modalities)}")
+    lines.append(f"from {' + '.join(prediction.modalities)}" + (f"; {TEXT_UNUSED}" if text_given and "text" not in prediction.modalities else ""))
     if prediction.low_confidence:
         lines.append("low confidence: the model knows none of the text's words")
     elif prediction.uncertain:
@@ -358,10 +371,21 @@ def text_argument(text: str | None) -> str | None:
     so (the refusal that follows would say no --text was given)."""
     if text != "-":
         return text
-    read = sys.stdin.read()
+    not_text = ValueError("--text -: standard input is not UTF-8 text (a file of another kind?): pipe a listing's text in")
+    try:
+        read = sys.stdin.read()
+    except UnicodeDecodeError:  # a strict reader (a UTF-8 locale other than C.UTF-8)
+        raise not_text from None
     if not read.strip():
         raise ValueError("--text -: standard input was empty: pipe a listing's text in, or give it after --text")
+    if "\0" in read or any("\udc80" <= char <= "\udcff" for char in read):  # bytes that are not UTF-8, as an escaping reader keeps them
+        raise not_text
     return read
+
+
+def emptied_text(text: str | None) -> str:
+    """The start of a refusal for a `--text` given but cleaned away ("" when none was given)."""
+    return "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): " if text else ""
 
 
 def check_photo_paths(paths: list[str]) -> None:
@@ -369,6 +393,8 @@ def check_photo_paths(paths: list[str]) -> None:
     from listings.images import require_file
 
     for path in paths:
+        if not path.strip():  # Path("") is the current folder: "--image .: not a file"
+            raise ValueError("--image is empty: give a photo's path")
         with named_image_errors(Path(path)):
             require_file(Path(path))
 
@@ -383,6 +409,24 @@ def named_image_errors(path: Path):
         yield
     except ImageError as exc:
         raise ValueError(without_controls(f"--image {path}: {str(exc).removesuffix(f': {path}')}")) from None
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print `text` (to standard output, or `stream`); at a terminal, a line of prose wider than the
+    terminal is wrapped to it, with its indent and two spaces more. A table's row (a run of spaces
+    inside it) is left whole, as is any line sent to a pipe or a file."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        width = shutil.get_terminal_size((100, 24)).columns
+        text = "\n".join(_wrapped(line, width) for line in text.split("\n"))
+    print(text, file=stream)
+
+
+def _wrapped(line: str, width: int) -> str:
+    if len(line) <= width or "  " in line.strip():
+        return line
+    indent = " " * (len(line) - len(line.lstrip()))
+    return textwrap.fill(line, width, subsequent_indent=indent + "  ", break_long_words=False, break_on_hyphens=False)
 
 
 def bar_mark() -> str:
@@ -413,8 +457,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     reports = config.paths.reports  # before run_bench moves a fresh run's artifacts under <artifacts>/bench
     out = Path(args.out) if args.out else (reports / "BENCHMARKS.quick.md" if plan.quick else REPO_ROOT / "BENCHMARKS.md")
     json_out = Path(args.json) if args.json else out.with_suffix(".json")
-    writable_file(args.out or str(out), "--out")  # before the run, not after it: its figures would be lost
-    writable_file(args.json or str(json_out), "--json")  # as given: Path() drops a trailing '/'
+    writable_file(args.out or str(out), "--out", config)  # before the run, not after it: its figures would be lost
+    writable_file(args.json or str(json_out), "--json", config)  # as given: Path() drops a trailing '/'
     result = run_bench(config, plan, parts, fresh=not args.reuse, command=command)
     for path, text in ((out, markdown(result)), (json_out, json.dumps(result, indent=2))):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -446,13 +490,15 @@ def port_number(text: str) -> int:
     return config.serve.port
 
 
-def writable_file(path: str, option: str) -> None:
+def writable_file(path: str, option: str, config: Config, data: str | None = None) -> None:
     """A ValueError naming `option` unless a file can be written at `path`: it is opened as the
-    write will open it, so a read-only folder or a name too long shows now, not after the work."""
+    write will open it, so a read-only folder or a name too long shows now, not after the work. A
+    file the commands read is refused too (`refuse_inputs`)."""
     if not path.strip():
         raise ValueError(f"{option} is empty: give a file name")
     if path.strip() == "-":  # a file named '-' was written, where standard output was meant
         raise ValueError(f"{option} takes a file name, and '-' (standard output) is not one: the command prints its own summary there")
+    refuse_inputs(path, option, config, data)
     target = Path(path)
     missing, existed = [], True
     try:
@@ -473,6 +519,19 @@ def writable_file(path: str, option: str) -> None:
         for folder in missing:  # deepest first
             with suppress(OSError):
                 folder.rmdir()
+
+
+def refuse_inputs(path: str, option: str, config: Config, data: str | None) -> None:
+    """A ValueError when `path` is among what the commands read, which an output would replace: the
+    dataset's CSV files and photos (of `data`, or else the training dataset's) or the trained
+    artifacts (the reports folder excepted)."""
+    target = Path(path).resolve()
+    dataset = Path(data or config.data.data_dir).resolve()
+    artifacts, reports = config.paths.root.resolve(), config.paths.reports.resolve()
+    if target in (dataset / "Products.csv", dataset / "Images.csv") or target.is_relative_to(dataset / "images"):
+        raise ValueError(f"{option} {path} is a file of the dataset {dataset}, which this command reads: give a file elsewhere")
+    if target.is_relative_to(artifacts) and not target.is_relative_to(reports):
+        raise ValueError(f"{option} {path} is among the trained artifacts in {artifacts}: give a file elsewhere (or under {reports})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -507,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", parents=[settings], help="build the FAISS listing index from the trained branches")
     index.add_argument("--evaluate", action="store_true", help="also score retrieval: test listings against train+val")
-    index.add_argument("-k", type=int, help="neighbours per query in --evaluate (default 10)")
+    index.add_argument("-k", type=int, help=f"neighbours per query in --evaluate, 1 to index.max_k ({IndexConfig.max_k} unless --set; default 10)")
     index.set_defaults(handler=cmd_index)
 
     classify = commands.add_parser(
@@ -529,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--text", help="a listing title and/or description ('-': read it from standard input)")
     similar.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     similar.add_argument("--like", metavar="PRODUCT_ID", help="instead of a text or photos: listings like this indexed listing (no model runs)")
-    similar.add_argument("-k", type=int, default=10, help="how many listings (default 10)")
+    similar.add_argument("-k", type=int, default=10, help=f"how many listings, 1 to index.max_k ({IndexConfig.max_k} unless --set; default 10)")
     similar.add_argument("--category", help="only listings in this root category (any case) or under a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'")
     similar.add_argument("--min-price", help="only listings at or above this price (pounds: 45, 45.50 or £1,234.00)")
     similar.add_argument("--max-price", help="only listings at or below this price (pounds)")
@@ -583,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, LookupError) as exc:  # a missing or unreadable file, a bad setting or dataset, no NLTK data
         if isinstance(exc, (KeyError, IndexError)) and not isinstance(exc, ValueError):  # a bug, not a bad input: keep its traceback
             raise
-        print(f"fbm {args.command}: error: {exc}{_dataset_hint(args, exc)}", file=sys.stderr)
+        say(f"fbm {args.command}: error: {exc}{_dataset_hint(args, exc)}", sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fbm {args.command}: interrupted", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The command line's own checks: each bad argument is refused in one line before any work starts."""
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import scripts.cli as cli
 from api.server import check_port_free
 from combined_model.inference import Prediction
 from listings.config import Config
-from scripts.cli import bar_mark, build_parser, format_prediction, main
+from scripts.cli import bar_mark, build_parser, format_prediction, main, refuse_inputs, say
 
 
 def test_fbm_alone_lists_its_commands(capsys):
@@ -96,7 +97,9 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["bench", "--out", "/dev/null/b.md"], "--out /dev/null/b.md: /dev/null is a file, not a folder"),  # the figures lost after the run
         (["bench", "--reuse", "--json", "/"], "--json / is a folder"),
         (["bench", "--reuse", "--parts", "pipeline,accuracy"], "drop --reuse or leave out pipeline"),
-        (["classify"], "give a listing text (--text), one or more photos (--image) or both"),  # not "run fbm train"
+        (["classify"], "give a listing text (--text), one or more photos (--image) or both; or a directory of listings (--data DIR)"),  # not "run fbm train"
+        (["classify", "--text", "oak chair", "--image", ""], "--image is empty: give a photo's path"),  # not "--image .: not a file"
+        (["similar", "--text", "Posted by Bob in Home & Garden in Leeds."], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give"),
         (["classify", "--text", "   "], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give a listing text"),
         (["classify", "--text", "\x01\x02", "--mode", "text"], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give a listing text (--text)\n"),
         (["classify", "--mode", "image", "--text", "oak chair"], "--mode image reads only --image: leave out --text"),
@@ -125,6 +128,31 @@ def test_evaluate_checks_its_json_path_before_evaluating(tmp_path: Path, capsys)
     assert main(["evaluate", "--artifacts", str(tmp_path / "empty"), "--json", str(tmp_path)]) == 2
     assert "is a folder: give a file name" in capsys.readouterr().err  # not "run fbm prepare first": nothing ran
 
+
+
+def test_an_output_never_replaces_the_dataset_or_the_trained_artifacts(tmp_path: Path, capsys):
+    """`--out DIR/Products.csv` wrote the answers over the listings it had read; `--out
+    artifacts/data/categories.json` over the category mapping every stage reads."""
+    data, artifacts = tmp_path / "new", tmp_path / "artifacts"
+    (data / "images").mkdir(parents=True)
+    (data / "Products.csv").write_text("id,product_name\na1,PS4 console\n")
+    (artifacts / "data").mkdir(parents=True)
+    (artifacts / "data" / "categories.json").write_text("{}")
+    refused = [
+        (["classify", "--data", str(data), "--mode", "text", "--out", str(data / "Products.csv")], f"is a file of the dataset {data}"),
+        (["evaluate", "--data", str(data), "--json", str(data / "images" / "m.json")], f"is a file of the dataset {data}"),
+        (["classify", "--data", str(data), "--out", str(artifacts / "data" / "categories.json")], f"is among the trained artifacts in {artifacts}"),
+        (["evaluate", "--json", str(artifacts / "image_model" / "metrics.json")], "is among the trained artifacts"),
+    ]
+    for argv, words in refused:
+        assert main([*argv, "--artifacts", str(artifacts)]) == 2, argv
+        assert words in capsys.readouterr().err, argv
+    assert (data / "Products.csv").read_text() == "id,product_name\na1,PS4 console\n"
+    assert (artifacts / "data" / "categories.json").read_text() == "{}" and not (artifacts / "image_model").exists()
+    config = Config()
+    config.data.artifacts_dir = str(artifacts)
+    refuse_inputs(str(artifacts / "reports" / "answers.csv"), "--out", config, str(data))  # the reports folder is the outputs'
+    refuse_inputs(str(data / "answers.csv"), "--out", config, str(data))  # beside the dataset's files, not over them
 
 
 def test_evaluate_checks_that_its_json_file_can_be_written_before_evaluating(tmp_path: Path, capsys):
@@ -183,6 +211,26 @@ def test_a_reader_that_stops_early_is_no_error(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["classify"].set_defaults(handler=closed_pipe)
     assert main(["classify", "--text", "oak chair"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_a_command_given_nothing_to_answer_says_so_before_the_models_are_imported():
+    """`fbm classify` alone took 4 s (torch imported, the models' freshness checked) to say what it needs."""
+    code = "import sys; from scripts.cli import main; codes = [main(['classify']), main(['similar'])]; print(codes, 'torch' in sys.modules, 'faiss' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=cli.REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[2, 2] False False", done.stdout + done.stderr
+
+
+def test_standard_input_that_is_not_text_is_refused(tmp_path: Path, monkeypatch, capsys):
+    for stdin in ("PK\x03\x04\x00\x00 model", "oak \udcff\udcfe chair"):  # a zip (model.pt), bytes that are not UTF-8 as Python escapes them
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        assert main(["classify", "--text", "-", "--artifacts", str(tmp_path / "empty")]) == 2
+        assert "--text -: standard input is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_text_beside_a_photo_that_the_model_cannot_read_is_said_to_be_unused():
+    prediction = Prediction("a", ["a", "b"], [0.9, 0.1], ["image"])
+    assert "from image; the text is not used: the model knows none of its words" in format_prediction(prediction, 2, text_given=True)
+    assert "not used" not in format_prediction(prediction, 2) and "not used" not in format_prediction(Prediction("a", ["a", "b"], [0.9, 0.1], ["image", "text"]), 2, text_given=True)
 
 
 def test_bars_fall_back_to_ascii_where_the_terminal_cannot_draw_them(monkeypatch):
@@ -281,3 +329,24 @@ def test_no_dataset_at_the_default_place_says_how_to_name_one(tmp_path, monkeypa
     (tmp_path / "empty").mkdir()
     assert main(["prepare", "--data", str(tmp_path / "empty"), "--artifacts", str(tmp_path / "artifacts")]) == 2
     assert "no dataset given" not in capsys.readouterr().err  # named, so nothing to add
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_prose_is_wrapped_to_the_terminal_and_tables_and_pipes_are_left_whole(monkeypatch):
+    """A warning of 400 characters ran off an 80-column terminal (QA pass 47)."""
+    monkeypatch.setenv("COLUMNS", "40")
+    warning = "  warning: 3 of these listings are in the training split, " + "/a/long/path/that/is/never/cut " * 3
+    table = "model        accuracy  macro-F1  top-3 accuracy  photo acc  products"
+    terminal = _Terminal()
+    say(f"{warning}\n{table}", terminal)
+    lines = terminal.getvalue().splitlines()
+    assert lines[-1] == table and all(len(line) <= 40 or "/" in line for line in lines[:-1]) and len(lines) > 3
+    assert all(line.startswith("    ") for line in lines[1:-1])  # under the warning's indent, two spaces in
+    assert " ".join(line.strip() for line in lines[:-1]) == " ".join(warning.split())  # nothing lost, a path never cut
+    piped = io.StringIO()
+    say(warning, piped)
+    assert piped.getvalue() == warning + "\n"

@@ -12,8 +12,8 @@ import torch
 
 import combined_model.classify as classify
 import combined_model.evaluate as evaluate_module
-from combined_model.classify import answer_rows, classified_file, classify_directory
-from combined_model.evaluate import MODELS, confusion, format_table, listing_predictions, listing_tfidf
+from combined_model.classify import answer_rows, classified_file, classify_directory, format_summary
+from combined_model.evaluate import MODELS, confusion, format_table, listing_predictions, listing_tfidf, report_dir
 from combined_model.report import write_report
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_branch_exports, load_export
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, sharpen, single_branch
@@ -308,6 +308,7 @@ def test_classified_rows_give_the_runner_ups_own_probability():
     assert rows["predicted"].tolist() == ["a", ""] and rows["runner_up"].tolist() == ["b", ""]
     assert rows["probability"].iloc[0] == 0.6 and rows["runner_up_probability"].iloc[0] == 0.3
     assert pd.isna(rows["runner_up_probability"].iloc[1])
+    assert rows["low_confidence"].tolist() == [False, None]  # no answer: neither low nor high confidence
 
 
 def test_each_mode_has_its_own_default_csv():
@@ -325,17 +326,20 @@ class _FakePredictor:
         return [Prediction("a", ["a", "b"], [0.9, 0.1], ["image"] * bool(images) + ["text"] * bool(text)) for images, text in prepared]
 
 
-def test_photo_counts_span_every_batch_and_count_only_photos_over_the_limit(quirky_dataset: Path, tmp_path, monkeypatch):
+def test_photo_counts_span_every_batch_and_every_photo_is_read_as_evaluate_reads_them(quirky_dataset: Path, tmp_path, monkeypatch):
+    """At most serve.max_photos per listing were read, so a listing of 12 photos got another answer
+    than `fbm evaluate` gave it (QA pass 47)."""
     monkeypatch.setattr(classify.Predictor, "load", staticmethod(lambda config: _FakePredictor()))
     monkeypatch.setattr(evaluate_module, "BATCH_LISTINGS", 2)  # mirror + dvd, fridge + bike, chair (listing_batches)
     config = Config()
     config.data.artifacts_dir = str(tmp_path / "artifacts")
-    config.serve.max_photos = 2  # the fridge's third photo (img-f3, missing) is not read
+    config.serve.max_photos = 2  # the API's limit: the fridge's third photo (img-f3, missing) is read all the same
     frame, summary = classify_directory(config, str(quirky_dataset))
-    assert summary["photos_over_limit"] == 1
-    assert summary["skipped_images"] == {"truncated": 1}  # img-f2, in the second of three batches
-    assert frame.set_index("product_id")["photos_skipped"].to_dict() == {"p-mirror": 0, "p-dvd": 0, "p-fridge": 1, "p-bike": 0, "p-chair": 0}
+    assert summary["skipped_images"] == {"truncated": 1, "missing": 1}  # img-f2 and img-f3, in the second of three batches
+    assert frame.set_index("product_id")["photos_skipped"].to_dict() == {"p-mirror": 0, "p-dvd": 0, "p-fridge": 2, "p-bike": 0, "p-chair": 0}
     assert frame["photos_used"].tolist() == [2, 0, 1, 1, 1]
+    assert "photos skipped: missing" not in format_summary(summary)  # in words, with where a photo is looked for
+    assert "no such file (1) (a photo is read as images/<its id>.jpg, named exactly so: not .JPG or .jpeg)" in format_summary(summary)
 
 
 def _result() -> dict:
@@ -423,3 +427,12 @@ def test_each_confusion_matrix_names_the_product_counts_of_its_own_model(tmp_pat
     }
     report._confusion_grid(result, ["image", "text"], tmp_path / "confusion.png")
     assert labels == [["a (4)", "b (2)"], ["a (5)", "b (3)"]]
+
+
+def test_a_report_folder_is_named_without_the_control_characters_of_its_dataset_folder(tmp_path: Path):
+    """`--data $'odd name\\nwith ünï'` made a folder whose printed name ran over two lines."""
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    odd, plain = tmp_path / "odd name\nwith ünï\x1b[31m", tmp_path / "odd name_with ünï_[31m"
+    name = report_dir(config, str(odd)).name
+    assert name.startswith("data-odd name_with ünï_[31m-") and name != report_dir(config, str(plain)).name  # the digest is of the path as it is

@@ -235,6 +235,16 @@ def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirk
         read_dataset(quirky_dataset)
 
 
+def test_a_nul_in_a_field_is_a_space_wherever_it_is(quirky_dataset):
+    """A stray NUL was a space past the file's first 4 KB and refused the whole file before them."""
+    products = quirky_dataset / "Products.csv"
+    header, first, rest = products.read_text(encoding="utf-8").split("\n", 2)
+    products.write_text("\n".join([header, first.replace("Mirror", "Mirror\x00", 1), rest]), encoding="utf-8")
+    assert "Mirror\x00" in products.read_text(encoding="utf-8")[:4096]
+    titles = read_dataset(quirky_dataset).listings["title"].tolist()
+    assert "Mirror wall art" in titles and not any("\x00" in title for title in titles), titles  # a space, and spaces run together
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"", "is empty"), ("id,product_name\nx,Caf\u00e9\n".encode("latin-1"), "not UTF-8"), (b"id;product_name;category\n1;a;b\n", "is separated by semicolons, not commas: save it as comma-separated"),
@@ -242,7 +252,9 @@ def test_a_row_with_a_field_more_among_lines_ending_in_delimiters_is_named(quirk
      (b"id\tproduct_name\tcategory\n1\ta, b\tc\n2\td\te, f, g\n", "is separated by tabs"),
      (b"id\tproduct_name\n1\ta\n", "is separated by tabs, not commas"), (b"id,title\n1,a\n", "its header is 'id,title'"),
      (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\t\x01", "is not UTF-8 text \\(byte 0xff at offset 0\\): save it as UTF-8 CSV"),  # a photo saved as Products.csv: "tabs"
-     (b"id,product_name\x00\x00\n1,a\n", "is not a text file \\(it holds NUL bytes\\)")],
+     ("id,product_name\n1,a\n".encode("utf-16-le"), "is not a UTF-8 text file \\(it holds NUL bytes: UTF-16 text"),  # saved as "Unicode text"
+     (b"id,product_name,product_name\n1,a,b\n", "names the column\\(s\\) \\['product_name'\\] more than once in its header"),  # the second was dropped
+     (b"id, id,product_name\n1,2,a\n", "names the column\\(s\\) \\['id'\\] more than once")],
 )
 def test_unreadable_csv_files_are_clear_errors(quirky_dataset, content, message):
     (quirky_dataset / "Products.csv").write_bytes(content)

@@ -856,7 +856,8 @@ def test_the_results_table_lines_up_whatever_the_titles_hold():
 @pytest.mark.parametrize("width", [60, 80, 100, 200])
 def test_the_results_table_shows_the_whole_category_path_and_fits_the_terminal(width):
     """QA: at 80 columns the path was cut to 'Video Games & Co…', at 60 the table was 72 wide, and
-    at 200 the title took every extra column while the location stayed cut at 18."""
+    at 200 the title took every extra column while the location stayed cut at 18 (then at 30:
+    'Ashby-de-la-Zouch, Leicesters…' beside 130 blank columns of title)."""
     from retrieval.results import Hit, SearchResult, format_results
 
     path = "Video Games & Consoles / Consoles / PS4 / Accessories and spare parts"
@@ -867,6 +868,9 @@ def test_the_results_table_shows_the_whole_category_path_and_fits_the_terminal(w
     assert max(map(len, lines)) <= width
     assert " ".join(line.strip() for line in lines[5:]).replace(f" · {product_id}", f" {product_id}") == f"{path} {product_id}"  # all of it, in order
     assert (location in table) == (width >= 200)
+    longer = "Ashby-de-la-Zouch, Leicestershire"
+    table = format_results(SearchResult([Hit(product_id, "PS4 Pro 500GB", path, "Video Games & Consoles", 20.0, longer, [], score=0.9)], ("text",)), width=width)
+    assert (longer in table) == (width >= 200) and max(map(len, table.splitlines())) <= width
 
 
 def test_one_process_serves_an_index_a_second_server_is_refused(tmp_path):

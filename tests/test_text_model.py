@@ -17,7 +17,7 @@ from gensim.models import KeyedVectors
 from nltk.stem import SnowballStemmer
 from pipeline import SHARED_DATA, have_shared_data, needs_nltk_data, shared_subset, tiny_config
 
-from listings.config import REPO_ROOT, Config, TextConfig
+from listings.config import DEFAULT_NLTK_DATA, REPO_ROOT, Config, TextConfig
 from listings.data import clean_description, clean_listing_text, clean_title, listing_text, read_dataset
 from listings.metrics import summarise
 from text_model import train as text_train
@@ -232,6 +232,7 @@ def test_missing_nltk_data_names_nltk_data(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(empty)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "NLTK_DATA" in done.stdout and "stopwords" in done.stdout and str(empty) in done.stdout
+    assert f"without NLTK_DATA, fbm looks in {DEFAULT_NLTK_DATA}" in done.stdout  # the README's default place, named
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import functools
 import re
 import unicodedata
 
+from listings.config import DEFAULT_NLTK_DATA
 from listings.data import unescape_html
 
 REQUIRED_NLTK_DATA = ("corpora/stopwords", "corpora/wordnet")
@@ -118,7 +119,8 @@ def _resources():
         raise NltkDataError(
             f"NLTK data missing ({', '.join(REQUIRED_NLTK_DATA)} are needed). Set NLTK_DATA (or the "
             f"config's data.nltk_data) to a directory holding them, e.g. after "
-            f"`python -m nltk.downloader -d DIR stopwords wordnet`. NLTK searched: {nltk.data.path}"
+            f"`python -m nltk.downloader -d DIR stopwords wordnet`. NLTK searched: {nltk.data.path}; without NLTK_DATA, "
+            f"fbm looks in {DEFAULT_NLTK_DATA}{'' if DEFAULT_NLTK_DATA.exists() else ', which does not exist'}"
         ) from exc
     lemmatize = functools.lru_cache(maxsize=200_000)(lemmatizer.lemmatize)
     return english_stopwords, lemmatize, SnowballStemmer("english")
