@@ -159,8 +159,7 @@ class WriteKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and any(route.matches(scope)[0] is Match.FULL for route in self.routes):
-            keys = Headers(scope=scope).getlist(API_KEY_HEADER)
-            refusal = api_key_refusal(keys[0] if keys else None, self.config, copies=len(keys))
+            refusal = api_key_refusal(Headers(scope=scope).getlist(API_KEY_HEADER), self.config)
             if refusal is not None:
                 response = JSONResponse({"detail": refusal.detail}, refusal.status_code, headers=refusal.headers)
                 await response(scope, receive, send)
@@ -258,13 +257,22 @@ def _complete_openapi(app: FastAPI, config: Config) -> None:
                 if parameter.get("in") == "query" and parameter.get("name") in limits:
                     parameter["schema"].update(limits[parameter["name"]])
             for content in (op["requestBody"]["content"] for op in operations if "requestBody" in op):
+                if not set(content) <= set(FORM_TYPES):  # a JSON body, were a route to take one
+                    continue
                 form = next(iter(content.values()))
                 body = forms.get(form.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1], {})
-                for kind in FORM_TYPES if "img" not in body.get("required", []) else ("multipart/form-data",):
-                    content.setdefault(kind, form)
+                content.setdefault(FORM_TYPES[0], form)
+                if "img" not in body.get("required", []):  # a url-encoded form carries no photo
+                    content.setdefault(FORM_TYPES[1], {"schema": _without_photos(body)} if "img" in body.get("properties", {}) else form)
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+def _without_photos(body: dict) -> dict:
+    """A form body's schema without its photo field `img`."""
+    properties = {name: field for name, field in body.get("properties", {}).items() if name != "img"}
+    return {**body, "properties": properties, "required": [name for name in body.get("required", []) if name != "img"]}
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -41,14 +41,14 @@ async def get_decode_pool(request: Request) -> Executor:
     return request.app.state.decode_pool
 
 
-def api_key_refusal(key: str | None, config: Config, copies: int = 1) -> HTTPException | None:
-    """Why a write with this key is refused (403: writes disabled, 401: a missing or wrong key, or
-    the header sent `copies` times, as only one of them would be read); None when it may go on."""
+def api_key_refusal(keys: list[str], config: Config) -> HTTPException | None:
+    """Why a write with these copies of the key header is refused (403: writes disabled; 401: no key,
+    a wrong one, or the header sent more than once, as only one copy would be read); None when it may go on."""
     if not config.serve.api_key:
         return HTTPException(403, "writes are disabled: the server was started without FBM_API_KEY")
-    if copies > 1:
-        return HTTPException(401, f"{API_KEY_HEADER} was sent {copies} times: send it once", headers={"WWW-Authenticate": API_KEY_HEADER})
-    key = (key or "").strip(" \t")  # spaces around a header's value are not part of it (RFC 9110), and a proxy may trim them
+    if len(keys) > 1:
+        return HTTPException(401, f"{API_KEY_HEADER} was sent {len(keys)} times: send it once", headers={"WWW-Authenticate": API_KEY_HEADER})
+    key = (keys[0] if keys else "").strip(" \t")  # spaces around a header's value are not part of it (RFC 9110), and a proxy may trim them
     if not key or not hmac.compare_digest(key.encode("utf-8"), config.serve.api_key.encode("utf-8")):
         return HTTPException(401, f"missing or wrong {API_KEY_HEADER} header", headers={"WWW-Authenticate": API_KEY_HEADER})
     return None
@@ -57,7 +57,7 @@ def api_key_refusal(key: str | None, config: Config, copies: int = 1) -> HTTPExc
 async def require_api_key(key: Annotated[str | None, Security(_api_key)], config: Annotated[Config, Depends(get_config)]) -> None:
     """The write routes' dependency (it documents the key in OpenAPI); `WriteKeyMiddleware` has
     already refused a bad key before the body was read."""
-    refusal = api_key_refusal(key, config)
+    refusal = api_key_refusal([key] if key is not None else [], config)
     if refusal is not None:
         raise refusal
 

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from listings.config import Config
+from listings.data import CLEANED_AWAY
 from listings.images import ImageError, clean_photo
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -215,12 +216,14 @@ def checked_text(
     though a form sends it as CR LF."""
     sent = (text or "").replace("\r\n", "\n").strip()
     _check_length(sent, config, field)
-    text = clean(sent).strip() if clean is not None and sent else sent
-    _check_length(text, config, field)
+    text = sent
+    if clean is not None and sent:
+        text = clean(sent).strip()
+        _check_length(text, config, field)
     if not text:
         if required:
             wanted = "the listing's title" if field == "title" else "a description of the listing"
-            raise HTTPException(422, f"{_cleaned_away(field)}: send {wanted}" if sent else f"{field} is empty: send {wanted}")
+            raise HTTPException(422, f"{field} holds {CLEANED_AWAY}: send {wanted}" if sent else f"{field} is empty: send {wanted}")
         return None
     return text
 
@@ -228,13 +231,8 @@ def checked_text(
 def nothing_to_answer(txt: str | None) -> HTTPException:
     """The 422 of a route that takes a photo, a text or both when neither is left: no photo, and the
     text `txt` as sent either absent or, when it was sent, cleaned away by `checked_text`."""
-    if txt and txt.strip():
-        return HTTPException(422, f"{_cleaned_away('txt')}: send a description of the listing (txt), a photo (img) or both")
-    return HTTPException(422, "send a photo (img), a text (txt) or both")
-
-
-def _cleaned_away(field: str) -> str:
-    return f"{field} holds only a listing page's boilerplate (a \"Posted by …\" line, a \"| in <town> | Gumtree\" ending), which is removed as in training"
+    emptied = f"txt holds {CLEANED_AWAY}: " if txt and txt.strip() else ""
+    return HTTPException(422, f"{emptied}send a photo (img), a text (txt) or both")
 
 
 def _check_length(text: str, config: Config, field: str) -> None:

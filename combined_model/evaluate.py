@@ -106,19 +106,18 @@ def ids_seen_in_training(listings: pd.DataFrame, prepared: Prepared, image_dir: 
 
 
 def listing_batches(
-    listings: pd.DataFrame, image_dir: Path | None, config: Config, desc: str, max_photos: int | None = None
+    listings: pd.DataFrame, image_dir: Path | None, config: Config, desc: str
 ) -> Iterator[tuple[int, list[list[Image.Image]], list[str], dict[str, str]]]:
     """The listings `BATCH_LISTINGS` at a time, photos read per batch (a large directory is not held
-    in memory): (the batch's first row, each listing's cleaned photos, at most `max_photos`, none
-    without `image_dir`; its text; the photos skipped, with their reasons)."""
+    in memory): (the batch's first row, each listing's cleaned photos, none without `image_dir`; its
+    text; the photos skipped, with their reasons)."""
     texts = [listing_text(title, description) for title, description in zip(listings["title"], listings["description"])]
     for start in tqdm(range(0, len(listings), BATCH_LISTINGS), desc=desc, unit="batch"):
         image_ids = listings["image_ids"].iloc[start : start + BATCH_LISTINGS]
         if image_dir is None:
             photos, skipped = [[] for _ in image_ids], {}
         else:
-            chosen = image_ids if max_photos is None else image_ids.map(lambda ids: ids[:max_photos])
-            photos, skipped = load_photos(chosen, image_dir, config.data.image_size, config.data.max_image_pixels)
+            photos, skipped = load_photos(image_ids, image_dir, config.data.image_size, config.data.max_image_pixels)
         yield start, photos, texts[start : start + BATCH_LISTINGS], skipped
 
 
@@ -302,7 +301,7 @@ def report_dir(config: Config, data_dir: str | None) -> Path:
     if not data_dir:
         return config.paths.reports
     resolved = Path(data_dir).resolve()
-    name = "".join(char if without_controls(char) == char else "_" for char in resolved.name)
+    name = without_controls(resolved.name, "_")
     return config.paths.reports / f"data-{name}-{hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]}"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from listings.artifacts import read_json, write_atomic
-from listings.data import split_category
+from listings.data import PATH_SEPARATOR, split_category
 
 
 class UnknownCategoryError(KeyError, ValueError):
@@ -81,6 +81,6 @@ def canonical_category(category: str | None, classes: Sequence[str]) -> str | No
     roots = {name.casefold(): name for name in classes}
     if not parts or parts[0].casefold() not in roots:
         unspaced = parts and "/" in parts[0] and parts[0].split("/")[0].strip().casefold() in roots
-        spaced = " (levels are separated by ' / ', with spaces)" if unspaced else ""
+        spaced = f" (levels are separated by {PATH_SEPARATOR!r}, with spaces)" if unspaced else ""
         raise UnknownCategoryError(f"unknown category {category[:100]!r}{spaced}; known: {'; '.join(classes)}")
-    return " / ".join([roots[parts[0].casefold()], *parts[1:]])
+    return PATH_SEPARATOR.join([roots[parts[0].casefold()], *parts[1:]])

@@ -56,6 +56,9 @@ ID_WORDS = "an id is 1 to 128 letters, digits, '-' or '_', starting with a lette
 _ID = re.compile(ID_PATTERN)
 
 
+PRODUCTS_FILE, IMAGES_FILE = "Products.csv", "Images.csv"  # a marketplace-format directory's tables, beside its photos
+
+
 def dataset_photos(data_dir: str | Path) -> Path:
     """The photo folder of a marketplace-format directory."""
     return Path(data_dir) / "images"
@@ -107,6 +110,10 @@ def clean_listing_text(raw: object) -> str:
     the title wherever it stands, and the "Posted by" boilerplate goes. Text already cleaned is
     returned with the same tokens, so a listing's `listing_text` may be cleaned again."""
     return _tidy(_POSTED_BY.sub(". ", _GUMTREE_SUFFIX.sub(". ", clean_text(raw)))).lstrip(". ").strip()
+
+
+# what a text that `clean_listing_text` empties held, for the refusals of the API and the command line
+CLEANED_AWAY = "only spaces, control characters, HTML entities or a listing page's boilerplate (a \"Posted by …\" line, a \"| in <town> | Gumtree\" ending), which cleaning removes"
 
 
 def parse_price(raw: object) -> float | None:
@@ -182,11 +189,11 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
     _refuse_a_file(data_dir)
     dropped: dict[str, list[str]] = {}
     optional = ([] if labelled else ["category", "product_description"]) + ([] if metadata else ["price", "location"])
-    products = _read_csv(data_dir / "Products.csv", [column for column in PRODUCT_COLUMNS if column not in optional])
+    products = _read_csv(data_dir / PRODUCTS_FILE, [column for column in PRODUCT_COLUMNS if column not in optional])
     for column in optional:
         if column not in products.columns:
             products[column] = ""
-    images = _read_csv(data_dir / "Images.csv", ["id", "product_id"]) if photos else pd.DataFrame({"id": [], "product_id": []}, dtype=str)
+    images = _read_csv(data_dir / IMAGES_FILE, ["id", "product_id"]) if photos else pd.DataFrame({"id": [], "product_id": []}, dtype=str)
     listed = set(products["id"])
 
     products = _keep(products, products["id"].map(_is_id), "products: id not a token of letters, digits, - and _", dropped)
@@ -209,7 +216,7 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
             "description": products["product_description"].map(clean_description),
             "price": prices,
             "location": products["location"].map(clean_text),
-            "category": categories.map(" / ".join),
+            "category": categories.map(PATH_SEPARATOR.join),
             "root": categories.map(lambda parts: parts[0] if parts else ""),
         }
     )
@@ -280,19 +287,25 @@ def _refuse_other_separators(path: Path, required: list[str]) -> None:
     the name), or its header is separated by semicolons, tabs or bars rather than commas."""
     with path.open("rb") as handle:
         start = handle.read(4096)
-    # UTF-16 text, or no text at all; a stray NUL in a field is a control character like any other (a space)
-    binary = start.count(b"\0") > 2 + len(start) // 100
+    if _utf16(start):
+        raise DatasetError(f"{path} is UTF-16 text (a spreadsheet's \"Unicode text\"): save it as UTF-8 CSV")
     try:
         start.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(start) - 3 or binary:  # not merely a character cut at the end of the block
+        if exc.start < len(start) - 3:  # not merely a character cut at the end of the block
             raise DatasetError(f"{path} is not UTF-8 text (byte {start[exc.start]:#04x} at offset {exc.start}): save it as UTF-8 CSV") from None
-    if binary:
-        raise DatasetError(f"{path} is not a UTF-8 text file (it holds NUL bytes: UTF-16 text, or no text at all): save it as UTF-8 CSV")
     header = _header(path)
     other = [name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if mark in header]
     if "," not in header and other:
         raise DatasetError(f"{path} is separated by {other[0]}, not commas: save it as comma-separated (CSV) with the columns {required}")
+
+
+def _utf16(start: bytes) -> bool:
+    """Whether a file's first bytes are UTF-16: its byte-order mark, or a NUL beside most ASCII
+    characters. A stray NUL in UTF-8 text is a control character as any other (read as a space)."""
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    return len(start) >= 4 and max(start[0::2].count(0), start[1::2].count(0)) > len(start) // 4
 
 
 def _refuse_repeated_columns(path: Path, columns: list[str]) -> None:
@@ -364,11 +377,11 @@ def unescape_html(text: str) -> str:
     return html.unescape(_NUMERIC_REFERENCE.sub(bounded, text))
 
 
-def without_controls(text: str) -> str:
+def without_controls(text: str, replacement: str = " ") -> str:
     """`text` with control characters (NUL, line breaks, escape sequences, the bidirectional overrides that
     reorder what follows them, and the zero-width spaces that would make a blank title look written)
-    turned into spaces: a listing's text is shown in terminals and pages."""
-    return _CONTROL.sub(" ", text)
+    turned into spaces (or `replacement`): a listing's text is shown in terminals and pages."""
+    return _CONTROL.sub(replacement, text)
 
 
 def _tidy(text: str) -> str:

@@ -42,11 +42,12 @@ _REFUSED_FORMATS = (
     (re.compile(rb"^\x00\x00\x01\x00"), "an ICO icon"),
     (re.compile(rb"^%PDF-"), "a PDF document"),
     (re.compile(rb"^(%!PS|\xc5\xd0\xd3\xc6)"), "a PostScript (EPS) file"),
-    (re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg[^>]*>\s*)?<svg", re.S | re.I), "an SVG drawing"),
+    # possessive and atomic: a comment matched is never split again, so no input backtracks
+    (re.compile(rb"^(?:\xef\xbb\xbf)?\s*+(?:<\?xml[^>]*+>\s*+)?(?:(?><!--.*?-->)\s*+|<!DOCTYPE svg[^>\[]*+(?:\[[^\]]*+\])?\s*+>\s*+)*+<svg", re.S | re.I), "an SVG drawing"),
     (re.compile(rb"^(\x00\x00\x00\x0cjP  \r\n\x87\n|\xffO\xffQ)"), "a JPEG 2000 image"),
     (re.compile(rb"^(\x00\x00\x00\x0cJXL \r\n\x87\n|\xff\x0a)"), "a JPEG XL image"),
     (re.compile(rb"^8BPS"), "a Photoshop (PSD) file"),
-    (re.compile(rb"^P[1-7]\s"), "a Netpbm (PBM/PGM/PPM) image"),
+    (re.compile(rb"^P[1-7]\s++(?:#[^\n]*+\n\s*+)*+\d"), "a Netpbm (PBM/PGM/PPM) image"),
 )
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")  # grey modes of more than 8 bits a sample
 _ORIENTATION_FIX = {
@@ -329,7 +330,7 @@ def _open(data: bytes, max_pixels: int, size: int) -> Image.Image:
         raise ImageError("too_large", f"its header declares more than {min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)} pixels") from exc
     except UnidentifiedImageError as exc:  # its message names the stream object, not the file
         accepted = f"the accepted formats are {', '.join(PHOTO_FORMATS)}"
-        sent = next((name for pattern, name in _REFUSED_FORMATS if pattern.match(data, 0, 1024)), None)
+        sent = next((name for pattern, name in _REFUSED_FORMATS if pattern.match(data, 0, 4096)), None)
         raise ImageError("unaccepted_format", f"{sent}; {accepted}") if sent else ImageError("not_an_image", accepted) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("not_an_image", str(exc)) from exc

@@ -25,7 +25,7 @@ from listings.prepare import load_prepared
 from listings.images import ImageError, clean_photo
 from listings.photos import PhotoStore
 from retrieval.index import IndexStateError, ListingIndex, LiveChanges, build_lock, read_live_changes
-from retrieval.results import Listing, SearchResult
+from retrieval.listing import Listing, SearchResult
 from retrieval.vectors import IMAGE, TEXT, fold_photos, listing_vector, listing_vectors, unit_rows
 from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, Example, pick_examples, plot_examples, plot_precision
 from retrieval.terms import Terms, terms_of_rows

@@ -16,7 +16,7 @@ from PIL import Image
 from listings.data import shorten
 from listings.photos import PhotoStore
 from listings.plots import pyplot
-from retrieval.results import Hit
+from retrieval.listing import Hit
 
 PRECISION_FIGURE = "retrieval_precision.png"
 EXAMPLES_FIGURE = "retrieval_examples.png"

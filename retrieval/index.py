@@ -22,7 +22,7 @@ Storage and consistency
 
 Re-ranking by words
     A query with text may carry its words (`retrieval.terms.Terms`, the text model's TF-IDF row);
-    the index then takes its best `rerank_candidates` listings by the score above, adds the
+    the index then takes its best `rerank_candidates` listings by their score (`retrieval.vectors`), adds the
     `word_candidates` listings that match its words best (an exact title whose embedding ranks
     low), and orders them all by (1 − β)·score + β·cos(words), β = `term_weight`, reporting that
     blend (still in [0, 1]). Each listing's words are stored beside its vector in the database,
@@ -68,9 +68,9 @@ from listings.artifacts import hold_lock, replace_atomically, write_atomic
 from listings.config import IndexConfig
 from listings.data import MAX_PRICE, PATH_SEPARATOR, split_category
 from retrieval import store
-from retrieval.results import Hit, Listing, SearchResult
+from retrieval.listing import Hit, Listing, SearchResult
 from retrieval.terms import Terms, term_cosines
-from retrieval.vectors import IMAGE, TEXT, listing_vector, query_vector, score_from_inner_product
+from retrieval.vectors import IMAGE, TEXT, check_vectors, halves, listing_vector, query_vector, score_from_inner_product
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class ListingIndex:
         try:
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             rows = [Listing.from_mapping(row) for row in listings]
-            _check_vectors(vectors, len(rows))
+            check_vectors(vectors, len(rows))
             if len({row.product_id for row in rows}) != len(rows):
                 raise ValueError("product ids must be unique: the index holds one row per product")
             terms = terms if terms is not None else [None] * len(rows)
@@ -334,14 +334,7 @@ class ListingIndex:
         try:
             db = sqlite3.connect(db_path, check_same_thread=False)
             info = dict(db.execute("SELECT key, value FROM info").fetchall())
-            db.executescript(store.LIVE_SCHEMA + store.PHOTOS_SCHEMA)  # for a build of before these were recorded
-            with db:
-                if not db.execute("SELECT 1 FROM photos LIMIT 1").fetchone():
-                    db.execute(store.FILL_PHOTOS_SQL)
-                if info.get("category_keys") != store.CATEGORY_KEYS:  # a build whose keys were lower-cased
-                    db.create_function("category_key", 1, store.category_key, deterministic=True)
-                    db.execute("UPDATE listings SET category_key = category_key(category)")
-                    db.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('category_keys', ?)", [store.CATEGORY_KEYS])
+            store.upgrade(db, info)
         except sqlite3.DatabaseError as error:
             if db is not None:
                 db.close()
@@ -610,12 +603,11 @@ class ListingIndex:
         if not rows:
             return None
         *metadata, has_image, has_text, blob, columns, weights = rows[0]
-        vector = np.frombuffer(blob, dtype=np.float32)
-        half = len(vector) // 2
+        image_half, text_half = halves(np.frombuffer(blob, dtype=np.float32))
         return StoredListing(
             listing=store.listing_from_row(tuple(metadata)),
-            image_vec=vector[:half].copy() if has_image else None,
-            text_vec=vector[half:].copy() if has_text else None,
+            image_vec=image_half.copy() if has_image else None,
+            text_vec=text_half.copy() if has_text else None,
             terms=Terms.from_blobs(columns, weights) if columns is not None else None,
         )
 
@@ -643,7 +635,7 @@ class ListingIndex:
             raise ValueError("a listing needs an image vector, a text vector or both")
         row = listing if isinstance(listing, Listing) else Listing.from_mapping(listing)
         vector = listing_vector(image_vec, text_vec, self._half_dim)
-        has_image, has_text = bool(np.any(vector[: self._half_dim])), bool(np.any(vector[self._half_dim :]))
+        has_image, has_text = (bool(np.any(part)) for part in halves(vector))
         if not (has_image or has_text):
             raise ValueError("the listing's vectors are zero")
         with self._lock.write():
@@ -743,15 +735,6 @@ class ListingIndex:
                 log.info("index %s: live writes not yet in its FAISS file, applied in memory: %s", self.directory, self.reconciled)
 
 
-def _check_vectors(vectors: np.ndarray, n_rows: int) -> None:
-    if vectors.ndim != 2 or vectors.shape[0] != n_rows or vectors.shape[1] % 2:
-        raise ValueError(f"vectors have shape {vectors.shape}; expected ({n_rows}, 2·d), one per listing")
-    if not np.all(np.isfinite(vectors)):
-        raise ValueError("vectors have non-finite values")
-    if np.any(np.linalg.norm(vectors, axis=1) > 1 + 1e-3):
-        raise ValueError("vectors must come from `listing_vectors` (norm at most 1)")
-
-
 
 def write_faiss_file(index: faiss.Index, path: Path) -> None:
     """FAISS's own writer, replacing `path` atomically; a write that fails (a full disk) leaves no
@@ -782,15 +765,14 @@ def read_live_changes(directory: str | Path) -> LiveChanges:
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         try:
-            added = db.execute(store.LIVE_ADDED_SQL).fetchall()
-            deleted = db.execute(store.LIVE_DELETED_SQL).fetchall()
+            added, deleted = store.live_changes(db)
         finally:
             db.close()
     except sqlite3.DatabaseError as error:
         if "no such table: live_" in str(error):
             return LiveChanges()
         raise IndexStateError(f"{db_path} is not a readable index database ({error})") from error
-    return LiveChanges([(store.listing_from_row(tuple(row[:-1])), row[-1]) for row in added], [product_id for (product_id,) in deleted])
+    return LiveChanges(added, deleted)
 
 
 def _lock(directory: Path, exclusive: bool) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 
 from retrieval.index import ListingIndex
 
-from retrieval.results import Listing, SearchResult
+from retrieval.listing import Listing, SearchResult
 from retrieval.terms import Terms, TermWeights
 
 if TYPE_CHECKING:  # only for annotations: "more like this" (search_like_listing) needs no model, nor torch's import time

@@ -10,8 +10,9 @@ import sqlite3
 import numpy as np
 
 from listings.data import PATH_SEPARATOR, split_category
-from retrieval.results import Listing
+from retrieval.listing import Listing
 from retrieval.terms import Terms
+from retrieval.vectors import halves
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ PHOTOS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (image_id TEXT NOT NULL, faiss_id INTEGER NOT NULL, PRIMARY KEY (image_id, faiss_id));
 CREATE INDEX IF NOT EXISTS photos_listing ON photos (faiss_id);
 """
-FILL_PHOTOS_SQL = "INSERT OR IGNORE INTO photos SELECT json_each.value, faiss_id FROM listings, json_each(listings.image_ids)"
+_FILL_PHOTOS_SQL = "INSERT OR IGNORE INTO photos SELECT json_each.value, faiss_id FROM listings, json_each(listings.image_ids)"
 # Each listing's words, word by word: the inverted index that finds a query's `word_candidates`. A
 # build of before this table gets it filled from its listings' words when first opened.
 POSTINGS_SCHEMA = """
@@ -54,8 +55,8 @@ CREATE INDEX IF NOT EXISTS postings_listing ON postings (faiss_id);
 CREATE INDEX IF NOT EXISTS postings_strongest ON postings (term, weight DESC);
 """
 METADATA_COLUMNS = "product_id, title, category, root, price, location, image_ids"
-LIVE_ADDED_SQL = f"SELECT {METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id"
-LIVE_DELETED_SQL = "SELECT product_id FROM live_deleted ORDER BY product_id"
+_LIVE_ADDED_SQL = f"SELECT {METADATA_COLUMNS}, live_added.text FROM listings JOIN live_added USING (product_id) ORDER BY faiss_id"
+_LIVE_DELETED_SQL = "SELECT product_id FROM live_deleted ORDER BY product_id"
 
 CATEGORY_KEYS = "casefold"  # how `category_key` folds case; a build whose keys were lowered is re-keyed on open
 
@@ -90,10 +91,8 @@ def filter_clauses(category: str | None, min_price: float | None, max_price: flo
     return clauses, params
 
 
-
 def insert_listing(db: sqlite3.Connection, row: Listing, vector: np.ndarray, terms: Terms | None, faiss_id: int | None = None) -> int:
     """Insert a listing, its vector and its words (inside the caller's transaction); returns its FAISS id."""
-    half = len(vector) // 2
     cursor = db.execute(
         f"INSERT INTO listings (faiss_id, {METADATA_COLUMNS}, category_key, has_image, has_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -106,8 +105,7 @@ def insert_listing(db: sqlite3.Connection, row: Listing, vector: np.ndarray, ter
             row.location,
             json.dumps(row.image_ids),
             category_key(row.category),
-            int(np.any(vector[:half])),
-            int(np.any(vector[half:])),
+            *(int(np.any(part)) for part in halves(vector)),
         ),
     )
     db.execute("INSERT INTO vectors (faiss_id, vector) VALUES (?, ?)", (cursor.lastrowid, np.asarray(vector, np.float32).tobytes()))
@@ -138,6 +136,7 @@ def add_postings(db: sqlite3.Connection) -> None:
 
 
 def delete_listing(db: sqlite3.Connection, faiss_id: int) -> None:
+    """Delete a listing's rows from every table (inside the caller's transaction)."""
     db.execute("DELETE FROM listings WHERE faiss_id = ?", (faiss_id,))
     db.execute("DELETE FROM vectors WHERE faiss_id = ?", (faiss_id,))
     db.execute("DELETE FROM terms WHERE faiss_id = ?", (faiss_id,))
@@ -146,6 +145,25 @@ def delete_listing(db: sqlite3.Connection, faiss_id: int) -> None:
 
 
 def listing_from_row(row: tuple) -> Listing:
+    """A listing from a row of `METADATA_COLUMNS`, in that order."""
     product_id, title, category, root, price, location, image_ids = row
     return Listing(product_id, title, category, root, price, location, json.loads(image_ids))
 
+
+def upgrade(db: sqlite3.Connection, info: dict[str, str]) -> None:
+    """Bring a build of an earlier version to this one's tables: its live-change records, its
+    photos table (filled from its listings) and its category keys (once lower-cased, now case-folded)."""
+    db.executescript(LIVE_SCHEMA + PHOTOS_SCHEMA)
+    with db:
+        if not db.execute("SELECT 1 FROM photos LIMIT 1").fetchone():
+            db.execute(_FILL_PHOTOS_SQL)
+        if info.get("category_keys") != CATEGORY_KEYS:
+            db.create_function("category_key", 1, category_key, deterministic=True)
+            db.execute("UPDATE listings SET category_key = category_key(category)")
+            db.execute("INSERT OR REPLACE INTO info (key, value) VALUES ('category_keys', ?)", [CATEGORY_KEYS])
+
+
+def live_changes(db: sqlite3.Connection) -> tuple[list[tuple[Listing, str | None]], list[str]]:
+    """The listings added live (each with the text it was embedded from) and the product ids deleted."""
+    added = [(listing_from_row(tuple(row[:-1])), row[-1]) for row in db.execute(_LIVE_ADDED_SQL).fetchall()]
+    return added, [product_id for (product_id,) in db.execute(_LIVE_DELETED_SQL).fetchall()]

@@ -87,3 +87,19 @@ def _half(vec: np.ndarray | None, half_dim: int, name: str, fold: bool) -> np.nd
     if not np.all(np.isfinite(vec)):
         raise ValueError(f"{name} has non-finite values")
     return fold_photos(vec) if fold else unit_rows(vec)
+
+
+def halves(vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A listing vector's photo half and text half (views, not copies)."""
+    half = len(vector) // 2
+    return vector[:half], vector[half:]
+
+
+def check_vectors(vectors: np.ndarray, n_rows: int) -> None:
+    """A ValueError unless `vectors` are `n_rows` listing vectors, as `listing_vectors` makes them."""
+    if vectors.ndim != 2 or vectors.shape[0] != n_rows or vectors.shape[1] % 2:
+        raise ValueError(f"vectors have shape {vectors.shape}; expected ({n_rows}, 2·d), one per listing")
+    if not np.all(np.isfinite(vectors)):
+        raise ValueError("vectors have non-finite values")
+    if np.any(np.linalg.norm(vectors, axis=1) > 1 + 1e-3):
+        raise ValueError("vectors must come from `listing_vectors` (norm at most 1)")

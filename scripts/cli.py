@@ -11,15 +11,13 @@ import importlib
 import json
 import os
 import shlex
-import shutil
 import sys
-import textwrap
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TextIO
 
 from listings.config import REPO_ROOT, Config, IndexConfig
+from scripts.terminal import TEXT_UNUSED, format_prediction, format_results, say, terminal_width
 
 
 TRAINING_DATA_HELP = "dataset directory in the marketplace format (env FBM_DATA)"
@@ -232,7 +230,6 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from listings.data import checked_price, clean_listing_text, without_controls
     from retrieval.index import ListingIndex, check_search
     from retrieval.query import search_like_listing, search_similar
-    from retrieval.results import format_results
 
     config = trained_config(args)
     args.text = text_argument(args.text)
@@ -258,7 +255,6 @@ def cmd_similar(args: argparse.Namespace) -> int:
     check_photo_paths(args.image)
     category = canonical_category(args.category, CategoryEncoder.load(config.paths.categories).classes)
     filters = {"k": args.k, "category": category, "min_price": min_price, "max_price": max_price}
-    width = shutil.get_terminal_size((100, 24)).columns
     with ListingIndex.open(config.paths.index, config.index) as index:
         index.check_category(category)  # before any model loads
         if args.like:
@@ -266,7 +262,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
                 listing, result = search_like_listing(index, args.like, **filters)
             except KeyError as exc:
                 raise ValueError(f"{exc.args[0]}: --like takes a product id from the index (under each row of a results table, after its category)") from exc
-            print(textwrap.fill(without_controls(f"listings like: {listing.title} ({listing.category}, {listing.product_id})"), width, subsequent_indent="  "))
+            say(without_controls(f"listings like: {listing.title} ({listing.category}, {listing.product_id})"))
         else:
             from combined_model.inference import Predictor  # the models: not needed for --like
             from retrieval.terms import TermWeights
@@ -278,8 +274,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
             doubt = f"; uncertain, the runner-up is {prediction.runner_up()}" if prediction.uncertain else ""
             unused = f"; {TEXT_UNUSED}" if has_text and "text" not in prediction.modalities else ""
             query = f"query: predicted {prediction.pred} ({prediction.probabilities[0]:.2f}) from {' + '.join(prediction.modalities)}{unused}{doubt}"
-            print(textwrap.fill(query, width, subsequent_indent="  "))
-    print(format_results(result, width))
+            say(query)
+    print(format_results(result, terminal_width()))
     return 0
 
 
@@ -339,25 +335,6 @@ def classify_a_directory(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-TEXT_UNUSED = "the text is not used: the model knows none of its words"  # as the search page says it
-
-
-def format_prediction(prediction, top: int, bar_width: int = 30, text_given: bool = False) -> str:
-    """The `top` categories with their probabilities as bars, and the inputs the answer rests on
-    (with `text_given`, a text that was not among them is said to be unused)."""
-    width, mark = max(len(name) for name in prediction.classes[:top]), bar_mark()
-    lines = [
-        f"{name:<{width}}  {probability:5.3f}  {mark * round(probability * bar_width)}"
-        for name, probability in zip(prediction.classes[:top], prediction.probabilities[:top])
-    ]
-    lines.append(f"from {' + '.join(prediction.modalities)}" + (f"; {TEXT_UNUSED}" if text_given and "text" not in prediction.modalities else ""))
-    if prediction.low_confidence:
-        lines.append("low confidence: the model knows none of the text's words")
-    elif prediction.uncertain:
-        lines.append(f"uncertain: under even odds, the runner-up is {prediction.runner_up()}")
-    return "\n".join(lines)
-
-
 def photo_for_query(path: Path, config: Config):
     """`--image PATH` cleaned as the API cleans an upload; a ValueError naming the file otherwise."""
     from listings.images import clean_photo
@@ -385,7 +362,9 @@ def text_argument(text: str | None) -> str | None:
 
 def emptied_text(text: str | None) -> str:
     """The start of a refusal for a `--text` given but cleaned away ("" when none was given)."""
-    return "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): " if text else ""
+    from listings.data import CLEANED_AWAY
+
+    return f"--text holds {CLEANED_AWAY}: " if text else ""
 
 
 def check_photo_paths(paths: list[str]) -> None:
@@ -409,33 +388,6 @@ def named_image_errors(path: Path):
         yield
     except ImageError as exc:
         raise ValueError(without_controls(f"--image {path}: {str(exc).removesuffix(f': {path}')}")) from None
-
-
-def say(text: str, stream: TextIO | None = None) -> None:
-    """Print `text` (to standard output, or `stream`); at a terminal, a line of prose wider than the
-    terminal is wrapped to it, with its indent and two spaces more. A table's row (a run of spaces
-    inside it) is left whole, as is any line sent to a pipe or a file."""
-    stream = stream or sys.stdout
-    if stream.isatty():
-        width = shutil.get_terminal_size((100, 24)).columns
-        text = "\n".join(_wrapped(line, width) for line in text.split("\n"))
-    print(text, file=stream)
-
-
-def _wrapped(line: str, width: int) -> str:
-    if len(line) <= width or "  " in line.strip():
-        return line
-    indent = " " * (len(line) - len(line.lstrip()))
-    return textwrap.fill(line, width, subsequent_indent=indent + "  ", break_long_words=False, break_on_hyphens=False)
-
-
-def bar_mark() -> str:
-    """'█' for the probability bars, or '#' where the terminal's encoding has no such character."""
-    try:
-        "█".encode(sys.stdout.encoding or "utf-8")
-    except (UnicodeEncodeError, LookupError):
-        return "#"
-    return "█"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -523,13 +475,16 @@ def writable_file(path: str, option: str, config: Config, data: str | None = Non
 
 def refuse_inputs(path: str, option: str, config: Config, data: str | None) -> None:
     """A ValueError when `path` is among what the commands read, which an output would replace: the
-    dataset's CSV files and photos (of `data`, or else the training dataset's) or the trained
-    artifacts (the reports folder excepted)."""
+    CSV files and photos of the dataset `data` and of the training dataset, or the trained
+    artifacts (the reports folder excepted); symbolic links followed on both sides."""
+    from listings.data import IMAGES_FILE, PRODUCTS_FILE, dataset_photos
+
     target = Path(path).resolve()
-    dataset = Path(data or config.data.data_dir).resolve()
+    for dataset in {Path(folder).resolve() for folder in (data, config.data.data_dir) if folder}:
+        tables = {(dataset / name).resolve() for name in (PRODUCTS_FILE, IMAGES_FILE)}
+        if target in tables or target.is_relative_to(dataset_photos(dataset).resolve()):
+            raise ValueError(f"{option} {path} is a file of the dataset {dataset}, which this command reads: give a file elsewhere")
     artifacts, reports = config.paths.root.resolve(), config.paths.reports.resolve()
-    if target in (dataset / "Products.csv", dataset / "Images.csv") or target.is_relative_to(dataset / "images"):
-        raise ValueError(f"{option} {path} is a file of the dataset {dataset}, which this command reads: give a file elsewhere")
     if target.is_relative_to(artifacts) and not target.is_relative_to(reports):
         raise ValueError(f"{option} {path} is among the trained artifacts in {artifacts}: give a file elsewhere (or under {reports})")
 

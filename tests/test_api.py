@@ -259,6 +259,8 @@ def test_openapi_says_which_forms_each_route_reads_and_which_texts_it_needs(clie
     assert client.post("/text", data={"txt": " "}).status_code == 422
     combined = forms[schema["paths"]["/combined"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert "minLength" not in combined["properties"]["txt"]  # optional: a photo may come with an empty text
+    encoded = schema["paths"]["/combined"]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert "img" in combined["properties"] and set(encoded["properties"]) == set(combined["properties"]) - {"img"}  # no photo in a url-encoded form
     photo = schema["paths"]["/images/{image_id}"]["get"]["responses"]
     assert sorted(photo) == ["200", "304", "404", "422"]
 
@@ -335,9 +337,10 @@ BAD_REQUESTS = [
     ("/similar", {"txt": "chair", "max_price": "Free"}, None, 422, "'Free' is not a price"),
     ("/similar", {}, None, 422, "a photo (img), a text (txt) or both"),
     # boilerplate only: cleaned away, and said so
-    ("/text", {"txt": "Posted by Sam in Phones, Apple in Leeds. 25 February 2022"}, None, 422, "txt holds only a listing page's boilerplate"),
-    ("/similar", {"txt": " | in Leeds, West Yorkshire | Gumtree"}, None, 422, "txt holds only a listing page's boilerplate (a \"Posted by …\" line"),
-    ("/combined", {"txt": "Posted by Sam in Home & Garden in Leeds."}, None, 422, "which is removed as in training: send a description of the listing (txt), a photo (img) or both"),
+    ("/text", {"txt": "Posted by Sam in Phones, Apple in Leeds. 25 February 2022"}, None, 422, "txt holds only spaces, control characters, HTML entities or a listing page's boilerplate"),
+    ("/similar", {"txt": " | in Leeds, West Yorkshire | Gumtree"}, None, 422, "txt holds only spaces, control characters, HTML entities or a listing page's boilerplate (a \"Posted by …\" line"),
+    ("/text", {"txt": "&nbsp;\u200b\x01"}, None, 422, "txt holds only spaces, control characters, HTML entities or"),  # no boilerplate: all three named
+    ("/combined", {"txt": "Posted by Sam in Home & Garden in Leeds."}, None, 422, "which cleaning removes: send a photo (img), a text (txt) or both"),
     ("/image", {}, {"img": ("IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic" + bytes(64))}, 422, "photo 1 ('IMG_0001.HEIC') was refused: a format not accepted: a HEIC/HEIF photo"),
 ]
 

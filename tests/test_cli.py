@@ -12,9 +12,8 @@ import pytest
 
 import scripts.cli as cli
 from api.server import check_port_free
-from combined_model.inference import Prediction
 from listings.config import Config
-from scripts.cli import bar_mark, build_parser, format_prediction, main, refuse_inputs, say
+from scripts.cli import build_parser, main, refuse_inputs
 
 
 def test_fbm_alone_lists_its_commands(capsys):
@@ -99,9 +98,9 @@ def test_a_port_in_use_is_named_before_the_models_load():
         (["bench", "--reuse", "--parts", "pipeline,accuracy"], "drop --reuse or leave out pipeline"),
         (["classify"], "give a listing text (--text), one or more photos (--image) or both; or a directory of listings (--data DIR)"),  # not "run fbm train"
         (["classify", "--text", "oak chair", "--image", ""], "--image is empty: give a photo's path"),  # not "--image .: not a file"
-        (["similar", "--text", "Posted by Bob in Home & Garden in Leeds."], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give"),
-        (["classify", "--text", "   "], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give a listing text"),
-        (["classify", "--text", "\x01\x02", "--mode", "text"], "--text is empty once cleaned (only spaces, control characters or the site's boilerplate): give a listing text (--text)\n"),
+        (["similar", "--text", "Posted by Bob in Home & Garden in Leeds."], "--text holds only spaces, control characters, HTML entities or a listing page's boilerplate (a \"Posted by …\" line, a \"| in <town> | Gumtree\" ending), which cleaning removes: give"),
+        (["classify", "--text", "   "], "--text holds only spaces, control characters, HTML entities or a listing page's boilerplate (a \"Posted by …\" line, a \"| in <town> | Gumtree\" ending), which cleaning removes: give a listing text"),
+        (["classify", "--text", "\x01\x02", "--mode", "text"], "--text holds only spaces, control characters, HTML entities or a listing page's boilerplate (a \"Posted by …\" line, a \"| in <town> | Gumtree\" ending), which cleaning removes: give a listing text (--text)\n"),
         (["classify", "--mode", "image", "--text", "oak chair"], "--mode image reads only --image: leave out --text"),
         (["classify", "--mode", "text", "--text", "oak chair", "--image", "a.jpg"], "--mode text reads only --text: leave out --image"),
         (["classify", "--text", "oak chair", "--top", "-1"], "--top must be 0 (every category) or more, got -1"),
@@ -153,6 +152,20 @@ def test_an_output_never_replaces_the_dataset_or_the_trained_artifacts(tmp_path:
     config.data.artifacts_dir = str(artifacts)
     refuse_inputs(str(artifacts / "reports" / "answers.csv"), "--out", config, str(data))  # the reports folder is the outputs'
     refuse_inputs(str(data / "answers.csv"), "--out", config, str(data))  # beside the dataset's files, not over them
+    # linked files and folders (photos kept on another disk), and the training dataset beside --data
+    elsewhere, linked, training = tmp_path / "disk", tmp_path / "linked", tmp_path / "training"
+    (elsewhere / "photos").mkdir(parents=True)
+    (elsewhere / "Products.csv").write_text("id,product_name\n")
+    linked.mkdir()
+    (linked / "Products.csv").symlink_to(elsewhere / "Products.csv")
+    (linked / "images").symlink_to(elsewhere / "photos")
+    (training / "images").mkdir(parents=True)
+    config.data.data_dir = str(training)
+    for target in (elsewhere / "Products.csv", linked / "Products.csv", elsewhere / "photos" / "a.jpg", linked / "images" / "a.jpg"):
+        with pytest.raises(ValueError, match=f"is a file of the dataset {linked}"):
+            refuse_inputs(str(target), "--out", config, str(linked))
+    with pytest.raises(ValueError, match=f"is a file of the dataset {training}"):
+        refuse_inputs(str(training / "Products.csv"), "--out", config, str(data))
 
 
 def test_evaluate_checks_that_its_json_file_can_be_written_before_evaluating(tmp_path: Path, capsys):
@@ -226,19 +239,13 @@ def test_standard_input_that_is_not_text_is_refused(tmp_path: Path, monkeypatch,
         assert main(["classify", "--text", "-", "--artifacts", str(tmp_path / "empty")]) == 2
         assert "--text -: standard input is not UTF-8 text" in capsys.readouterr().err
 
+    class StrictReader:  # standard input under a UTF-8 locale other than C.UTF-8
+        def read(self) -> str:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
 
-def test_a_text_beside_a_photo_that_the_model_cannot_read_is_said_to_be_unused():
-    prediction = Prediction("a", ["a", "b"], [0.9, 0.1], ["image"])
-    assert "from image; the text is not used: the model knows none of its words" in format_prediction(prediction, 2, text_given=True)
-    assert "not used" not in format_prediction(prediction, 2) and "not used" not in format_prediction(Prediction("a", ["a", "b"], [0.9, 0.1], ["image", "text"]), 2, text_given=True)
-
-
-def test_bars_fall_back_to_ascii_where_the_terminal_cannot_draw_them(monkeypatch):
-    import io
-
-    assert bar_mark() == "█"
-    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(io.BytesIO(), encoding="cp1252"))
-    assert bar_mark() == "#"
+    monkeypatch.setattr("sys.stdin", StrictReader())
+    assert main(["classify", "--text", "-", "--artifacts", str(tmp_path / "empty")]) == 2
+    assert "--text -: standard input is not UTF-8 text" in capsys.readouterr().err
 
 
 def test_checking_an_output_path_leaves_no_folder_behind(tmp_path: Path, capsys):
@@ -251,21 +258,6 @@ def test_top_zero_is_accepted_as_every_category(tmp_path: Path, capsys):
     """`--top 0` lists every category: it is not refused as a bad --top (the run stops later, at the missing models)."""
     assert main(["classify", "--text", "oak chair", "--top", "0", "--artifacts", str(tmp_path / "empty")]) == 2
     assert "--top must be" not in capsys.readouterr().err
-
-
-def test_bars_are_proportional_and_low_confidence_is_said():
-    prediction = Prediction("a", ["a", "b", "c"], [0.5, 0.3, 0.2], ["text"], low_confidence=True)
-    lines = format_prediction(prediction, 3, bar_width=30).splitlines()
-    assert [line.count(bar_mark()) for line in lines[:3]] == [15, 9, 6]
-    assert lines[3] == "from text" and lines[4].startswith("low confidence")
-    prediction.low_confidence = False
-    assert "low confidence" not in format_prediction(prediction, 3) and "uncertain" not in format_prediction(prediction, 3)  # even odds: not under
-
-
-def test_an_answer_under_even_odds_is_marked_uncertain_with_its_runner_up():
-    """As the search page marks it: 0.335 against 0.202 printed as if certain."""
-    prediction = Prediction("Home & Garden", ["Home & Garden", "DIY Tools & Materials", "Other Goods"], [0.335, 0.202, 0.463], ["text"])
-    assert format_prediction(prediction, 2).splitlines()[-1] == "uncertain: under even odds, the runner-up is DIY Tools & Materials (0.20)"
 
 
 @pytest.mark.parametrize("command", [["prepare"], ["train", "combined"]])
@@ -329,24 +321,3 @@ def test_no_dataset_at_the_default_place_says_how_to_name_one(tmp_path, monkeypa
     (tmp_path / "empty").mkdir()
     assert main(["prepare", "--data", str(tmp_path / "empty"), "--artifacts", str(tmp_path / "artifacts")]) == 2
     assert "no dataset given" not in capsys.readouterr().err  # named, so nothing to add
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_prose_is_wrapped_to_the_terminal_and_tables_and_pipes_are_left_whole(monkeypatch):
-    """A warning of 400 characters ran off an 80-column terminal (QA pass 47)."""
-    monkeypatch.setenv("COLUMNS", "40")
-    warning = "  warning: 3 of these listings are in the training split, " + "/a/long/path/that/is/never/cut " * 3
-    table = "model        accuracy  macro-F1  top-3 accuracy  photo acc  products"
-    terminal = _Terminal()
-    say(f"{warning}\n{table}", terminal)
-    lines = terminal.getvalue().splitlines()
-    assert lines[-1] == table and all(len(line) <= 40 or "/" in line for line in lines[:-1]) and len(lines) > 3
-    assert all(line.startswith("    ") for line in lines[1:-1])  # under the warning's indent, two spaces in
-    assert " ".join(line.strip() for line in lines[:-1]) == " ".join(warning.split())  # nothing lost, a path never cut
-    piped = io.StringIO()
-    say(warning, piped)
-    assert piped.getvalue() == warning + "\n"

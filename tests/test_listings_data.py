@@ -243,6 +243,10 @@ def test_a_nul_in_a_field_is_a_space_wherever_it_is(quirky_dataset):
     assert "Mirror\x00" in products.read_text(encoding="utf-8")[:4096]
     titles = read_dataset(quirky_dataset).listings["title"].tolist()
     assert "Mirror wall art" in titles and not any("\x00" in title for title in titles), titles  # a space, and spaces run together
+    tiny = quirky_dataset / "tiny"
+    tiny.mkdir()
+    (tiny / "Products.csv").write_bytes(b"id,product_name\na1,PS4\x00\x00\x00 console\n")  # three NULs in 40 bytes
+    assert read_dataset(tiny, labelled=False, metadata=False, photos=False).listings["title"].tolist() == ["PS4 console"]
 
 
 @pytest.mark.parametrize(
@@ -252,7 +256,8 @@ def test_a_nul_in_a_field_is_a_space_wherever_it_is(quirky_dataset):
      (b"id\tproduct_name\tcategory\n1\ta, b\tc\n2\td\te, f, g\n", "is separated by tabs"),
      (b"id\tproduct_name\n1\ta\n", "is separated by tabs, not commas"), (b"id,title\n1,a\n", "its header is 'id,title'"),
      (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\t\x01", "is not UTF-8 text \\(byte 0xff at offset 0\\): save it as UTF-8 CSV"),  # a photo saved as Products.csv: "tabs"
-     ("id,product_name\n1,a\n".encode("utf-16-le"), "is not a UTF-8 text file \\(it holds NUL bytes: UTF-16 text"),  # saved as "Unicode text"
+     ("id,product_name\n1,a\n".encode("utf-16"), "is UTF-16 text \\(a spreadsheet's \"Unicode text\"\\): save it as UTF-8 CSV"),  # with its byte-order mark
+     ("id,product_name\n1,a\n".encode("utf-16-be"), "is UTF-16 text"),  # without
      (b"id,product_name,product_name\n1,a,b\n", "names the column\\(s\\) \\['product_name'\\] more than once in its header"),  # the second was dropped
      (b"id, id,product_name\n1,2,a\n", "names the column\\(s\\) \\['id'\\] more than once")],
 )

@@ -243,11 +243,30 @@ def test_formats_that_are_not_photos_are_refused_before_decoding_and_named(fmt: 
     with pytest.raises(ImageError) as error:
         clean_image(data, SIZE)
     if named:
-        assert error.value.reason == "unaccepted_format"
+        assert error.value.reason == "unaccepted_format", error.value
         assert str(error.value).startswith(f"a format not accepted: {named}") and "the accepted formats are JPEG, PNG" in str(error.value)
     else:
         assert error.value.reason == "not_an_image"
         assert str(error.value) == "not an image: the accepted formats are JPEG, PNG, WEBP, GIF, BMP, TIFF, AVIF"
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (b"\xef\xbb\xbf" + SVG, True),  # saved with a byte-order mark
+        (b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" [ <!ENTITY oak "oak"> ]>\n<svg/>', True),  # an internal subset
+        (b"<!-- " + b"x" * 2000 + b" -->\n<svg/>", True),  # a long comment first
+        (b"P1 chair, oak, nearly new\n", False),  # text that starts as a Netpbm file's magic does
+        (b"P6\n# made by hand\n32 32\n255\n" + bytes(32 * 32 * 3), True),
+        (b"<!---->" * 585 + b"<!--" * 10, False),  # comments that split many ways: a backtracking pattern never returned
+    ],
+)
+def test_sniffed_formats_are_named_only_when_their_start_says_so(data: bytes, named: bool):
+    start = time.perf_counter()
+    with pytest.raises(ImageError) as error:
+        clean_image(data, SIZE)
+    assert (error.value.reason == "unaccepted_format") == named, error.value
+    assert time.perf_counter() - start < 1.0
 
 
 def test_a_bomb_is_refused_in_terms_of_our_limit():

@@ -376,6 +376,9 @@ def test_similar_by_text_lists_catalogue_listings(trained_pipeline, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("query: predicted")
     assert sum(bool(re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)) for line in lines) == 3
+    photo = next(config.paths.clean_images(config.data.image_size).glob("*.jpg"))
+    assert main(["similar", *_settings(config), "--text", "zzzqqq xxyyzz", "--image", str(photo), "-k", "2"]) == 0
+    assert "from image; the text is not used: the model knows none of its words" in capsys.readouterr().out  # as the page notes it
 
 
 def test_similar_like_an_indexed_listing(trained_pipeline, capsys, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from retrieval.index import (
     make_faiss_index,
     read_live_changes,
 )
-from retrieval.results import Listing
+from retrieval.listing import Listing
 from retrieval.vectors import fold_photos, listing_vectors, score_from_inner_product
 from retrieval.query import search_like_listing
 from retrieval.terms import Terms, term_cosines
@@ -817,60 +816,6 @@ def test_more_like_a_listing_uses_its_stored_modalities_and_words_and_leaves_it_
     with ListingIndex.build(tmp_path / "words", vectors, rows, IndexConfig(), words) as index:
         assert _ids(index.search(None, E[0], k=2, exclude_product_id="query")) == ["xbox", "ps4"]  # the embeddings alone
         assert _ids(search_like_listing(index, "query", k=2)[1]) == ["ps4", "xbox"]  # with the query listing's stored words
-
-
-def test_the_results_table_lines_up_whatever_the_titles_hold():
-    import unicodedata
-
-    from retrieval.results import Hit, SearchResult, format_results
-
-    titles = ["Plain oak chair", "🎮 PS4 bundle 🎮🕹️ great", "Café table é", "双人床 bed frame", "Cookbook 👩🏻‍🍳 set", "x" * 80]
-    prices = [5.0, 24_700.0, None, 10_000_000.0, 0.5, 99.0]
-    hits = [Hit(f"p{i}", title, "Home & Garden / Dining", "Home & Garden", price, "York 🏰", [], score=0.5) for i, (title, price) in enumerate(zip(titles, prices))]
-    table = format_results(SearchResult(hits, ("text",)), width=100).splitlines()
-    rows, second_lines = table[4::2], table[5::2]
-
-    def columns(line: str) -> int:
-        # as a terminal draws them: wide characters two columns, marks and skin tones none, the emoji
-        # selector widens the symbol before it, an emoji joined to the one before it (ZWJ) draws as one glyph
-        def width(previous: str, c: str) -> int:
-            if c == "\ufe0f":
-                return 1
-            if previous == "\u200d" or unicodedata.category(c) in ("Mn", "Me", "Cf") or "\U0001f3fb" <= c <= "\U0001f3ff":
-                return 0
-            return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
-
-        return sum(width(previous, c) for previous, c in zip(" " + line, line))
-
-    assert len({columns(row.rsplit("  ", 1)[0]) for row in rows}) == 1  # every row as wide up to the location
-    assert max(columns(line) for line in table) <= 100  # a 100-column terminal: it was 142 columns wide
-    assert "…" in rows[-1] and "Plain oak chair" in rows[0] and "£24,700" in rows[1] and "£10.0M" in rows[3]
-    assert all(line.strip() == f"Home & Garden / Dining · p{i}" for i, line in enumerate(second_lines))  # the full path, and the id for --like
-
-    hostile = Hit("p9", "oak\x1b[31mchair\x00\u202e", "Other Goods", "Other Goods", None, "Le\r\neds", [], score=0.5)
-    table = format_results(SearchResult([hostile], ("text",)), width=100)
-    assert not re.search("[\x00-\x09\x0b-\x1f\u202e]", table)  # no escape sequence reaches the terminal
-    assert "oak [31mchair" in table
-
-
-@pytest.mark.parametrize("width", [60, 80, 100, 200])
-def test_the_results_table_shows_the_whole_category_path_and_fits_the_terminal(width):
-    """QA: at 80 columns the path was cut to 'Video Games & Co…', at 60 the table was 72 wide, and
-    at 200 the title took every extra column while the location stayed cut at 18 (then at 30:
-    'Ashby-de-la-Zouch, Leicesters…' beside 130 blank columns of title)."""
-    from retrieval.results import Hit, SearchResult, format_results
-
-    path = "Video Games & Consoles / Consoles / PS4 / Accessories and spare parts"
-    product_id = "897ca11b-6b0c-4b4e-9f58-2f1a3f0c7d21"
-    location = "Rochdale, Greater Manchester"
-    table = format_results(SearchResult([Hit(product_id, "PS4 pad", path, "Video Games & Consoles", 20.0, location, [], score=0.9)], ("text",)), width=width)
-    lines = table.splitlines()
-    assert max(map(len, lines)) <= width
-    assert " ".join(line.strip() for line in lines[5:]).replace(f" · {product_id}", f" {product_id}") == f"{path} {product_id}"  # all of it, in order
-    assert (location in table) == (width >= 200)
-    longer = "Ashby-de-la-Zouch, Leicestershire"
-    table = format_results(SearchResult([Hit(product_id, "PS4 Pro 500GB", path, "Video Games & Consoles", 20.0, longer, [], score=0.9)], ("text",)), width=width)
-    assert (longer in table) == (width >= 200) and max(map(len, table.splitlines())) <= width
 
 
 def test_one_process_serves_an_index_a_second_server_is_refused(tmp_path):

@@ -18,7 +18,7 @@ from retrieval.bench import bench_scale
 from retrieval.build import EVALUATION_FILE, ProductEmbeddings, build_index, evaluate_retrieval, example_searches, load_product_embeddings, other_photo_rate
 from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, pick_examples, plot_examples, plot_precision
 from retrieval.index import ListingIndex
-from retrieval.results import format_results
+from scripts.terminal import format_results
 from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
 from text_model.preprocess import tokenize
 

@@ -19,7 +19,7 @@ from listings.categories import UnknownCategoryError, canonical_category
 from listings.config import Config
 from listings.data import ID_PATTERN, MAX_PRICE, checked_price, clean_listing_text
 from retrieval.index import check_search
-from retrieval.results import SearchResult
+from retrieval.listing import SearchResult
 from retrieval.query import search_like_listing, search_similar
 
 router = APIRouter(tags=["search"], dependencies=[Depends(fields_in_place_and_once)])

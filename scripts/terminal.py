@@ -1,52 +1,76 @@
-"""What a search of the listing index returns, and the table `fbm similar` prints of it."""
+"""What the command line shows in a terminal: prose wrapped to it, a prediction's bars and the
+table of similar listings, each fitted to the terminal's width."""
 from __future__ import annotations
 
-import math
+import os
+import re
+import sys
+import textwrap
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import TextIO
 
-from listings.data import PATH_SEPARATOR, split_category, without_controls
+from listings.data import PATH_SEPARATOR, without_controls
+from retrieval.listing import SearchResult
 from retrieval.vectors import IMAGE
 
 
-@dataclass
-class Listing:
-    """The metadata stored for one product."""
-
-    product_id: str
-    title: str
-    category: str
-    root: str
-    price: float | None
-    location: str
-    image_ids: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_mapping(cls, row: Mapping) -> "Listing":
-        """From a prepared-listings row (or any mapping with at least product_id, title, category)."""
-        category = str(row.get("category") or "")
-        price = row.get("price")
-        return cls(
-            product_id=str(row["product_id"]),
-            title=str(row.get("title") or ""),
-            category=category,
-            root=str(row.get("root") or next(iter(split_category(category)), "")),
-            price=None if price is None or (isinstance(price, float) and math.isnan(price)) else float(price),
-            location=str(row.get("location") or ""),
-            image_ids=[str(i) for i in (row.get("image_ids") if row.get("image_ids") is not None else [])],
-        )
+def terminal_width(stream: TextIO | None = None) -> int:
+    """The columns of the terminal `stream` (standard output by default) writes to: COLUMNS when
+    set, 100 when it writes to no terminal (a pipe, a file)."""
+    if os.environ.get("COLUMNS", "").isdigit() and int(os.environ["COLUMNS"]) > 0:
+        return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size((stream or sys.stdout).fileno()).columns
+    except (OSError, ValueError, AttributeError):  # no terminal, or a stream without a descriptor
+        return 100
 
 
-@dataclass
-class Hit(Listing):
-    score: float = 0.0
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print `text` (to standard output, or `stream`); at a terminal, a line of prose wider than it
+    is wrapped to its width, with the line's indent and two spaces more, and a `quoted command`
+    kept on one line. A table's row (a run of spaces inside it) is left whole, as is every line
+    sent to a pipe or a file, unless COLUMNS sets a width."""
+    stream = stream or sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        width = terminal_width(stream)
+        text = "\n".join(_wrapped(line, width) for line in text.split("\n"))
+    print(text, file=stream)
 
 
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    modalities: tuple[str, ...]  # which of ("image", "text") ranked the results
+def _wrapped(line: str, width: int) -> str:
+    if len(line) <= width or "  " in line.strip():
+        return line
+    indent = " " * (len(line) - len(line.lstrip()))
+    kept = re.sub(r"`[^`]*`", lambda quoted: quoted[0].replace(" ", "\0"), line)  # no break inside
+    return textwrap.fill(kept, width, subsequent_indent=indent + "  ", break_long_words=False, break_on_hyphens=False).replace("\0", " ")
+
+
+def bar_mark() -> str:
+    """'█' for the probability bars, or '#' where the terminal's encoding has no such character."""
+    try:
+        "█".encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return "#"
+    return "█"
+
+
+TEXT_UNUSED = "the text is not used: the model knows none of its words"  # the search page notes it too (app.js)
+
+
+def format_prediction(prediction, top: int, bar_width: int = 30, text_given: bool = False) -> str:
+    """The `top` categories with their probabilities as bars, and the inputs the answer rests on
+    (with `text_given`, a text that was not among them is said to be unused)."""
+    width, mark = max(len(name) for name in prediction.classes[:top]), bar_mark()
+    lines = [
+        f"{name:<{width}}  {probability:5.3f}  {mark * round(probability * bar_width)}"
+        for name, probability in zip(prediction.classes[:top], prediction.probabilities[:top])
+    ]
+    lines.append(f"from {' + '.join(prediction.modalities)}" + (f"; {TEXT_UNUSED}" if text_given and "text" not in prediction.modalities else ""))
+    if prediction.low_confidence:
+        lines.append("low confidence: the model knows none of the text's words")
+    elif prediction.uncertain:
+        lines.append(f"uncertain: under even odds, the runner-up is {prediction.runner_up()}")
+    return "\n".join(lines)
 
 
 def format_results(result: SearchResult, width: int = 100) -> str:
@@ -93,7 +117,7 @@ def _category_lines(category: str, product_id: str, width: int) -> list[str]:
 
 
 def _text_columns(text: str) -> int:
-    return sum(map(_columns, text))
+    return sum(_glyph_columns(text))
 
 
 def _price(price: float | None) -> str:
@@ -111,7 +135,7 @@ def _fit(text: str, width: int) -> str:
     """`text` clipped (with …) and padded to `width` terminal columns: an emoji or a CJK character
     takes two (a symbol followed by the emoji selector too), a combining mark none, so the table's columns line up whatever the titles hold."""
     text, out, used = without_controls(text), [], 0  # no escape sequence reaches the terminal
-    columns = [0 if previous == "\u200d" else _columns(char) for previous, char in zip(" " + text, text)]  # a joined emoji: one glyph
+    columns = _glyph_columns(text)
     if sum(columns) <= width:
         return text + " " * (width - sum(columns))
     for char, wide in zip(text, columns):
@@ -120,6 +144,12 @@ def _fit(text: str, width: int) -> str:
         out.append(char)
         used += wide
     return "".join(out) + "…" + " " * (width - 1 - used)
+
+
+def _glyph_columns(text: str) -> list[int]:
+    """The terminal columns of each character of `text`; a character joined to the one before it
+    (an emoji sequence's parts) draws in that one's columns."""
+    return [0 if previous == "\u200d" else _columns(char) for previous, char in zip(" " + text, text)]
 
 
 def _columns(char: str) -> int:
