@@ -1,5 +1,6 @@
 // The search page: POST /similar with the photo and/or text, then draw the category and the results;
-// a result's "More like this" asks GET /listings/{id}/similar for the listings like it.
+// a result's "More like this" asks GET /listings/{id}/similar for the listings like it. Each search is
+// kept in the page's address (remember), for Back, Forward, Reload and bookmarks (restore).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,12 +11,20 @@ const price = new Intl.NumberFormat("en-GB", { style: "currency", currency: "GBP
 const percent = (p) => `${(100 * p).toFixed(1)}%`;
 // the API's field names, as the page labels its fields (a refusal names the field to mend)
 const LABELS = { txt: "Description", img: "Photo", min_price: "Min price", max_price: "Max price", k: "Results" };
-// only outside the quoted values a refusal echoes: a photo named 'img-1.txt' keeps its name
+const QUOTED = /('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")/;  // a value a refusal echoes: split() keeps it at odd places
+// A refusal in the page's words, only outside the quoted values it echoes (a photo named 'img-1.txt'
+// keeps its name): the API's field names become the page's labels, a field's name in brackets after
+// words that already say what it is ("a description of the listing (txt)") goes, and so does the
+// name of a server setting ("(data.max_image_pixels)"), which the user cannot change.
 const inPageWords = (detail) => String(detail)
-  .split(/('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")/)
-  .map((part, i) => (i % 2 ? part : part.replace(/\b(txt|img|min_price|max_price|k)\b/g, (name) => LABELS[name])))
+  .split(QUOTED)
+  .map((part, i) => (i % 2 ? part : part
+    .replace(/\ba text \(txt\)/g, "a description")
+    .replace(/ \((?:txt|img|(?:the setting )?[a-z_]+\.[a-z_]+)\)/g, "")
+    .replace(/\b(txt|img|min_price|max_price|k)\b/g, (name) => LABELS[name])))
   .join("");
 const counted = (n) => (n === 0 ? "No listings" : n === 1 ? "1 listing" : `${n} listings`);
+const ANSWER_WITHIN_S = 60;  // a search the server has not answered by then is given up
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -36,6 +45,7 @@ async function loadLimits() {
 }
 
 const megabytes = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+const pixels = new WeakMap();  // a chosen photo's width × height, once its thumbnail has loaded (showPreview)
 
 // What in one field the server would refuse, in the page's words; "" when nothing.
 function descriptionProblem() {
@@ -52,6 +62,10 @@ function photoProblem() {
   if (other) return `Photo: ${other.name} is not an image.`;
   const big = files.find((file) => file.size > limits.max_photo_bytes);
   if (big) return `Photo: ${big.name} is ${megabytes(big.size)}, at most ${megabytes(limits.max_photo_bytes)}.`;
+  // the server counts the pixels a photo decodes to, and decodes a large JPEG at down to 1/8 of its
+  // sides: a JPEG is named here only when over the limit even so (the server names a progressive one)
+  const huge = files.find((file) => pixels.get(file) > limits.max_photo_pixels * (file.type === "image/jpeg" ? 64 : 1));
+  if (huge) return `Photo: ${huge.name} has ${pixels.get(huge).toLocaleString("en-GB")} pixels, at most ${limits.max_photo_pixels.toLocaleString("en-GB")}.`;
   // the request carries each photo's part headers and the other fields too: a few hundred bytes each, allowed for
   const total = files.reduce((sum, file) => sum + file.size, 0) + 1024 * (files.length + 8) + new Blob([$("text").value]).size;
   if (total > limits.max_request_bytes) return `Photos: ${megabytes(total)} in all, at most ${megabytes(limits.max_request_bytes)} per search.`;
@@ -81,6 +95,36 @@ function showProblems(ids = Object.keys(CHECKS)) {
   return first;
 }
 
+const refused = new Set();  // the fields the server's last refusal named: marked until edited or searched again
+
+// The fields a refusal is about, as the form's elements (each named as the API names its field):
+// those a problem names before its first ":" (advice may follow, such as "send a photo (img)"),
+// outside the values it quotes, and the photo field for a problem with a photo; several problems
+// are joined by "; ".
+function refusedFields(detail) {
+  const unquoted = String(detail).split(QUOTED).filter((part, i) => i % 2 === 0).join("''");
+  const names = unquoted.split("; ").flatMap((problem) => [
+    ...(problem.split(":")[0].match(/\b(?:txt|img|k|category|min_price|max_price)\b/g) ?? []),
+    ...(/^photo \d/.test(problem) ? ["img"] : []),
+  ]);
+  return names.map((name) => form.elements[name]);
+}
+
+function markRefused(detail) {
+  for (const field of refusedFields(detail)) {
+    field.setAttribute("aria-invalid", "true");
+    refused.add(field);
+  }
+}
+
+// The server's marks go from the fields given (all by default); a field still marked is unchanged
+// since it was sent, so the page's own check found nothing wrong with it.
+function unmarkRefused(fields = [...refused]) {
+  for (const field of fields) {
+    if (refused.delete(field)) field.setAttribute("aria-invalid", "false");
+  }
+}
+
 async function loadCategories() {
   try {
     const response = await fetch("/categories");
@@ -101,6 +145,10 @@ function showPreview() {
   box.replaceChildren(...files.map((file, number) => {
     const thumbnail = document.createElement("img");
     thumbnail.alt = files.length > 1 ? `chosen photo ${number + 1}` : "the chosen photo";
+    thumbnail.addEventListener("load", () => {  // its size known: over the server's pixel limit, it is named
+      pixels.set(file, thumbnail.naturalWidth * thumbnail.naturalHeight);
+      showProblems();
+    });
     thumbnail.addEventListener("error", () => {  // not a picture the browser draws
       URL.revokeObjectURL(thumbnail.src);
       thumbnail.remove();
@@ -144,7 +192,8 @@ function drawPrediction(prediction, typed) {
   $("prediction").hidden = false;
 }
 
-function drawResults(results) {
+// `filtered`: whether the search had a filter (a category or a price), which an empty answer blames
+function drawResults(results, filtered) {
   const grid = $("results");
   grid.replaceChildren();
   for (const listing of results) {
@@ -161,15 +210,15 @@ function drawResults(results) {
     }
     card.append(picture);
     const body = element("div", "card-body");
-    body.append(
+    const [title, location, category] = [
       element("h3", "title", listing.title || "(untitled)"),
-      element("p", "price", listing.price === null ? "price not given" : price.format(listing.price)),
       element("p", "location muted", listing.location),
       element("p", "category muted", listing.category),
-      element("p", "score muted", `score ${listing.score.toFixed(2)}`),
-    );
-    // not a percentage: an unrelated listing's embeddings alone score about 0.5
-    body.lastChild.title = "similarity in [0, 1]: the embeddings' cosine, rescaled, blended with the two texts' word cosine when the query has text";
+    ];
+    for (const words of [title, location, category]) words.dir = "auto";  // Arabic or Hebrew reads right to left
+    const score = element("p", "score muted", `score ${listing.score.toFixed(2)}`);
+    score.setAttribute("aria-describedby", "score-note");  // what a score is, said once above the results
+    body.append(title, element("p", "price", listing.price === null ? "price not given" : price.format(listing.price)), location, category, score);
     const more = element("button", "more-like secondary", "More like this");
     more.type = "button";
     more.setAttribute("aria-label", `More like “${listing.title || "(untitled)"}”`);
@@ -179,7 +228,15 @@ function drawResults(results) {
     grid.append(card);
   }
   $("no-results").hidden = results.length > 0;
+  $("no-results").textContent = filtered ? "No listing matches these filters." : "No listing matches.";
+  $("score-note").hidden = !results.length;
   $("results-section").hidden = false;
+}
+
+// The form's description, when one is typed, and its filters, as the API names them.
+function formFields() {
+  const text = $("text").value.trim();
+  return [...(text ? [["txt", text]] : []), ...filters()];
 }
 
 function filters() {
@@ -190,35 +247,118 @@ function filters() {
   return fields;
 }
 
+// The search as the page's address (the API's fields; "like" for "More like this"), a new history
+// entry: Back, Forward, Reload and a bookmark bring it back (restore). An empty one leaves the page's bare address.
+function remember(fields) {
+  const query = new URLSearchParams(fields).toString();
+  if (query !== location.search.slice(1)) history.pushState(null, "", query ? `?${query}` : location.pathname);
+}
+
+// The search the address names, back in the form and run again, with no new history entry; an
+// address with no search empties the page. A photo cannot be kept there: the page says so.
+async function restore() {
+  const state = new URLSearchParams(location.search);
+  form.reset();
+  showPreview();
+  unmarkRefused();
+  for (const name of ["txt", "category", "min_price", "max_price", "k"]) {
+    const field = form.elements[name];  // each named as the API names its field
+    if (!state.has(name)) continue;
+    // a category the catalogue no longer has stays asked for: the server names it
+    if (name === "category" && ![...field.options].some((option) => option.value === state.get(name))) {
+      field.append(new Option(state.get(name), state.get(name)));
+    }
+    field.value = state.get(name);
+  }
+  const photos = Number(state.get("photos"));
+  const notKept = !photos ? "" : photos > 1
+    ? `The ${photos} photos of this search are not kept in the page's address: choose them again.`
+    : "The photo of this search is not kept in the page's address: choose it again.";
+  if (state.has("like")) {
+    await moreLike({ product_id: state.get("like") }, true);
+  } else if (form.elements.txt.value.trim()) {
+    if (await search(true) !== "superseded" && notKept) status.textContent = `${notKept} ${status.textContent}`;
+  } else {
+    running?.abort();
+    clearAnswer();
+    showProblems();
+    status.textContent = notKept;
+  }
+}
+
+// While a search is on its way the results drawn answer an earlier one: marked busy (dimmed, their
+// buttons disabled) until it ends, so they are not taken for its answer.
+function markBusy(busy) {
+  $("results-section").setAttribute("aria-busy", String(busy));
+  for (const button of $("results").querySelectorAll("button")) button.disabled = busy;
+}
+
+// A JSON answer's `detail`: a sentence, a list of {msg} (FastAPI's own form), or one {msg}; "" when
+// the answer is not JSON (a proxy's HTML page, a plain-text 413).
+function detailOf(body) {
+  let detail;
+  try {
+    ({ detail } = JSON.parse(body));
+  } catch (error) {
+    return "";
+  }
+  const said = (item) => (item && typeof item === "object" ? String(item.msg ?? "") : String(item ?? ""));
+  return Array.isArray(detail) ? detail.map(said).filter(Boolean).join("; ") : said(detail);
+}
+
+// What the status says of an answer that is not a result: the server's words, a 5xx its failure and
+// any other a refusal, which marks the fields it names; with no words, the HTTP status; `gone`, when
+// given, says a 404.
+function refusal(response, body, gone) {
+  if (response.status === 404 && gone) return gone;
+  const detail = detailOf(body);
+  if (!detail) return `The server answered ${`${response.status} ${response.statusText}`.trim()}.`;
+  if (response.status >= 500) return `The server failed: ${inPageWords(detail)}`;
+  markRefused(detail);
+  return `Refused: ${inPageWords(detail)}`;
+}
+
 let running = null;  // the AbortController of the search on its way: a later search, or Clear, aborts it
 
 // Fetch one search and draw it: "answered"; "refused" when refused or failed (said in the status);
 // "superseded" when a later search was asked for meanwhile (its answer is the one the user wants).
-// Search stays enabled meanwhile: clicked again, it aborts this search for the new one.
-async function ask(url, options, onAnswer) {
+// Search stays enabled meanwhile: clicked again, it aborts this search for the new one. `draw`
+// draws what only this kind of search answers and says what ranked the results; `keep`: a refusal
+// leaves the results drawn; `gone`: what a 404 means.
+async function ask(url, options, { draw, keep = false, gone = "" }) {
   running?.abort();
   const controller = running = new AbortController();
+  const filtered = filters().length > 1;  // Results is always sent: the others filter
+  const timer = setTimeout(() => controller.abort(new DOMException("no answer", "TimeoutError")), 1000 * ANSWER_WITHIN_S);
+  markBusy(true);
   status.textContent = "Searching…";
   try {
     const response = await fetch(url, { ...options, signal: controller.signal });
-    const answer = await response.json();
+    const body = await response.text();
     if (controller.signal.aborted) return "superseded";
     if (!response.ok) {
-      clearAnswer();  // the results of an earlier search are not the answer to this one
-      status.textContent = `Refused: ${inPageWords(answer.detail)}`;
+      if (!keep) clearAnswer();  // the results of an earlier search are not the answer to this one
+      status.textContent = refusal(response, body, gone);
       return "refused";
     }
-    onAnswer(answer);
-    drawResults(answer.results);
-    status.textContent = `${counted(answer.results.length)}, ranked by ${answer.modalities.join(" + ")}`;
+    const answer = JSON.parse(body);
+    const ranking = draw(answer);
+    drawResults(answer.results, filtered);
+    status.textContent = `${counted(answer.results.length)}, ranked by ${ranking}`;
     return "answered";
   } catch (error) {
-    if (controller.signal.aborted) return "superseded";  // an abort is no failure to tell
-    clearAnswer();
-    status.textContent = error instanceof TypeError
-      ? "The server is not answering: is fbm serve running?"
-      : `The search failed: ${error}`;
+    const timedOut = controller.signal.reason?.name === "TimeoutError";
+    if (controller.signal.aborted && !timedOut) return "superseded";  // an abort is no failure to tell
+    if (!keep) clearAnswer();
+    status.textContent = timedOut
+      ? `The server did not answer in ${ANSWER_WITHIN_S} seconds: try again later.`
+      : error instanceof TypeError
+        ? "The server is not answering: is fbm serve running?"
+        : `The search failed: ${error}`;
     return "refused";
+  } finally {
+    clearTimeout(timer);
+    if (running === controller) markBusy(false);  // a later search keeps the results busy
   }
 }
 
@@ -229,44 +369,62 @@ function revealStatus() {
   if (top < 0 || bottom > window.innerHeight) status.scrollIntoView({ behavior: "smooth", block: "center" });
 }
 
-async function moreLike(listing) {
+// "More like this" on a listing drawn, or `restoring` one from the page's address (restore).
+async function moreLike(listing, restoring = false) {
   const url = `/listings/${encodeURIComponent(listing.product_id)}/similar?${new URLSearchParams(filters())}`;
+  unmarkRefused();
   const problem = showProblems(["k"]);  // of the fields checked here, only Results is sent with it
   if (problem) running?.abort();  // refused here, it is still the search the user wants now
-  const outcome = problem ? "refused" : await ask(url, {}, (answer) => {
-    $("prediction").hidden = true;
-    $("results-heading").textContent = `Listings like “${answer.listing.title}”`;
+  else if (!restoring) remember([["like", listing.product_id], ...formFields()]);
+  const outcome = problem ? "refused" : await ask(url, {}, {
+    keep: true,  // the results the user was looking at stay: the refusal is said above them
+    gone: "That listing is no longer in the catalogue.",
+    draw: (answer) => {
+      $("prediction").hidden = true;
+      const title = element("bdi", "", answer.listing.title || "(untitled)");  // in its own direction
+      $("results-heading").replaceChildren("Listings like “", title, "”");
+      // the listing's inputs, not the form's, which may hold others
+      const photos = answer.listing.image_ids.length > 1 ? "photos" : "photo";
+      return `that listing's ${answer.modalities.map((used) => (used === "image" ? photos : used)).join(" and ")}`;
+    },
   });
-  if (outcome === "superseded") return;  // the focus stays with the search the user turned to
-  // the button may be far below the form, and is gone with the old results: bring the new results,
-  // or the refusal, into view, and keyboard focus with them
+  if (outcome === "superseded" || restoring) return;  // the focus stays with the search the user turned to
+  // the button may be far below the form, and is disabled or gone with the old results: bring the new
+  // results, or the refusal, into view, and keyboard focus with them
   const target = outcome === "answered" ? $("results-heading") : status;
   target.scrollIntoView({ behavior: "smooth", block: outcome === "answered" ? "start" : "center" });
   target.focus();
 }
 
-async function search(event) {
-  event.preventDefault();
+// The form's search, or the one `restoring` from the page's address (restore); its outcome as ask's.
+async function search(restoring = false) {
   running?.abort();  // this search, sent or refused here, is the one the user wants now
-  const data = new FormData();
-  for (const file of photo.files) data.append("img", file);
+  unmarkRefused();
   const text = $("text").value.trim();
-  if (text) data.append("txt", text);
   if (!photo.files.length && !text) {
     status.textContent = "Add a photo or a description first.";
     revealStatus();
-    return;
+    return "refused";
   }
   if (showProblems()) {
     revealStatus();
-    return;
+    return "refused";
   }
-  for (const [field, value] of filters()) data.append(field, value);
-  const outcome = await ask("/similar", { method: "POST", body: data }, (answer) => {
-    drawPrediction(answer.prediction, Boolean(text));
-    $("results-heading").textContent = "Similar listings";
+  const data = new FormData();
+  for (const file of photo.files) data.append("img", file);
+  const fields = formFields();
+  for (const [field, value] of fields) data.append(field, value);
+  // photos cannot go in an address: how many there were, for restore to say so
+  if (!restoring) remember(photo.files.length ? [...fields, ["photos", photo.files.length]] : fields);
+  const outcome = await ask("/similar", { method: "POST", body: data }, {
+    draw: (answer) => {
+      drawPrediction(answer.prediction, Boolean(text));
+      $("results-heading").textContent = "Similar listings";
+      return answer.modalities.join(" + ");
+    },
   });
   if (outcome !== "superseded") revealStatus();
+  return outcome;
 }
 
 function clearAnswer() {
@@ -279,8 +437,10 @@ function clearAll() {
   form.reset();
   showPreview();
   showProblems();
+  unmarkRefused();
   clearAnswer();
   status.textContent = "";
+  remember([]);
 }
 
 // Files dropped anywhere on the page are the photos to search by (the browser would otherwise open
@@ -303,10 +463,19 @@ document.addEventListener("drop", (event) => {
 photo.addEventListener("change", () => { showPreview(); showProblems(); });
 $("text").addEventListener("input", () => showProblems());
 $("k").addEventListener("input", () => showProblems());
-form.addEventListener("submit", search);
+// an edited field loses the server's mark, first: its own check, above, then marks it if need be
+// (a list chosen from may say "change" alone)
+for (const type of ["input", "change"]) form.addEventListener(type, (event) => unmarkRefused([event.target]), { capture: true });
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  search();
+});
 $("text").addEventListener("keydown", (event) => {  // Enter writes a new line in the description; Ctrl+Enter searches
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
 });
 $("clear").addEventListener("click", clearAll);
-loadCategories();
-loadLimits();
+window.addEventListener("popstate", restore);
+// a search in the address (a bookmark, Reload) is run once the categories and limits it is checked against are here
+Promise.all([loadCategories(), loadLimits()]).then(() => {
+  if (location.search) restore();
+});
