@@ -56,7 +56,11 @@ def classify_directory(config: Config, data_dir: str, mode: str = "combined") ->
         answers += predictor.predict_prepared(prepared)
     frame = answer_rows(listings, answers)
     frame["photos_used"] = photos_used
-    frame["photos_skipped"] = [sum(image_id in skipped for image_id in ids) for ids in listings["image_ids"]]
+    # a photo whose file could not be cleaned, or whose row in Images.csv names no file (`../x`)
+    frame["photos_skipped"] = [
+        sum(image_id in skipped for image_id in ids) + dataset.unusable_photo_rows[product_id]
+        for product_id, ids in zip(listings["product_id"], listings["image_ids"])
+    ]
     answered = frame[frame["predicted"] != ""]
     summary = {
         "source": str(data_dir),

@@ -162,6 +162,7 @@ class Dataset:
     listings: pd.DataFrame  # one clean row per product (LISTING_COLUMNS)
     dropped_ids: dict[str, list[str]] = field(default_factory=dict)  # the ids of the CSV rows left out, by reason
     unread_prices: list[str] = field(default_factory=list)  # the price fields, not blank, that are no price (`Free`, `£1.2k`)
+    unusable_photo_rows: Counter = field(default_factory=Counter)  # per product kept, its photo rows whose id names no file
 
     @property
     def dropped(self) -> Counter:
@@ -200,6 +201,7 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
     products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)
     if labelled:
         products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dropped)
+    unusable = Counter(images.loc[~images["id"].map(_is_id).astype(bool), "product_id"])
     images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dropped)
     images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dropped)
     images = _keep(images, images["product_id"].isin(listed), "photos: of no listed product", dropped)
@@ -221,7 +223,9 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
         }
     )
     listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
-    return Dataset(listings[LISTING_COLUMNS].reset_index(drop=True), dropped, unread_prices)
+    kept = set(products["id"])
+    unusable = Counter({product_id: n for product_id, n in unusable.items() if product_id in kept})
+    return Dataset(listings[LISTING_COLUMNS].reset_index(drop=True), dropped, unread_prices, unusable)
 
 
 def _refuse_a_file(data_dir: Path) -> None:

@@ -334,9 +334,11 @@ def test_photo_counts_span_every_batch_and_every_photo_is_read_as_evaluate_reads
     config = Config()
     config.data.artifacts_dir = str(tmp_path / "artifacts")
     config.serve.max_photos = 2  # the API's limit: the fridge's third photo (img-f3, missing) is read all the same
+    images = quirky_dataset / "Images.csv"  # a photo row of the bike's whose id names no file: skipped, and counted as such
+    images.write_text(images.read_text(encoding="utf-8") + "90,../../outside,p-bike\n", encoding="utf-8")
     frame, summary = classify_directory(config, str(quirky_dataset))
     assert summary["skipped_images"] == {"truncated": 1, "missing": 1}  # img-f2 and img-f3, in the second of three batches
-    assert frame.set_index("product_id")["photos_skipped"].to_dict() == {"p-mirror": 0, "p-dvd": 0, "p-fridge": 2, "p-bike": 0, "p-chair": 0}
+    assert frame.set_index("product_id")["photos_skipped"].to_dict() == {"p-mirror": 0, "p-dvd": 0, "p-fridge": 2, "p-bike": 1, "p-chair": 0}
     assert frame["photos_used"].tolist() == [2, 0, 1, 1, 1]
     assert "photos skipped: missing" not in format_summary(summary)  # in words, with where a photo is looked for
     assert "no such file (1) (a photo is read as images/<its id>.jpg, named exactly so: not .JPG or .jpeg)" in format_summary(summary)
