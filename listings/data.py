@@ -201,11 +201,13 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
     products = _keep(products, ~products["id"].duplicated(), "products: id repeated (the first row kept)", dropped)
     if labelled:
         products = _keep(products, products["category"].map(lambda path: bool(split_category(path))), "products: no category", dropped)
-    unusable = Counter(images.loc[~images["id"].map(_is_id).astype(bool), "product_id"])
-    images = _keep(images, images["id"].map(_is_id), "photos: id not a token of letters, digits, - and _", dropped)
+    named = images["id"].map(_is_id).astype(bool)
+    unusable = Counter(images.loc[~named, "product_id"])
+    images = _keep(images, named, "photos: id not a token of letters, digits, - and _", dropped)
     images = _keep(images, ~images.duplicated(["id", "product_id"]), "photos: row repeated", dropped)
     images = _keep(images, images["product_id"].isin(listed), "photos: of no listed product", dropped)
-    images = _keep(images, images["product_id"].isin(set(products["id"])), "photos: of a product left out", dropped)
+    kept = set(products["id"])
+    images = _keep(images, images["product_id"].isin(kept), "photos: of a product left out", dropped)
     image_ids = images.groupby("product_id")["id"].apply(list).to_dict()
 
     categories = unify_spellings(products["category"].map(split_category))
@@ -223,7 +225,6 @@ def read_dataset(data_dir: str | Path, labelled: bool = True, metadata: bool = T
         }
     )
     listings["image_ids"] = listings["product_id"].map(lambda pid: list(image_ids.get(pid, [])))
-    kept = set(products["id"])
     unusable = Counter({product_id: n for product_id, n in unusable.items() if product_id in kept})
     return Dataset(listings[LISTING_COLUMNS].reset_index(drop=True), dropped, unread_prices, unusable)
 

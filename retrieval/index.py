@@ -643,7 +643,7 @@ class ListingIndex:
             # readers of the shared connection from seeing the transaction half done (a replaced
             # listing deleted and not yet inserted again)
             with self._db_mutex, self._db:
-                old = self._db.execute(f"SELECT faiss_id, {store.METADATA_COLUMNS} FROM listings WHERE product_id = ?", (row.product_id,)).fetchone()
+                old = store.find(self._db, row.product_id)
                 if old:
                     store.delete_listing(self._db, old[0])
                 faiss_id = store.insert_listing(self._db, row, vector, terms)
@@ -654,14 +654,14 @@ class ListingIndex:
             self._add_to_faiss(faiss_id, vector, has_image, has_text)
             self._count += 0 if old else 1
             self._wrote()
-        return store.listing_from_row(old[1:]) if old else None
+        return old[1] if old else None
 
     def delete(self, product_id: str) -> Listing | None:
         """Remove a listing; returns it (read under the write lock, so a replace running at the same
         time cannot swap in another), or None when it is not indexed."""
         with self._lock.write():
             with self._db_mutex, self._db:  # as in `add`
-                old = self._db.execute(f"SELECT faiss_id, {store.METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,)).fetchone()
+                old = store.find(self._db, product_id)
                 if not old:
                     return None
                 store.delete_listing(self._db, old[0])
@@ -670,7 +670,7 @@ class ListingIndex:
             self._drop_from_faiss(old[0])
             self._count -= 1
             self._wrote()
-        return store.listing_from_row(old[1:])
+        return old[1]
 
     def _add_to_faiss(self, faiss_id: int, vector: np.ndarray, has_image: bool, has_text: bool) -> None:
         self._exclusions.clear()

@@ -144,6 +144,12 @@ def delete_listing(db: sqlite3.Connection, faiss_id: int) -> None:
     db.execute("DELETE FROM photos WHERE faiss_id = ?", (faiss_id,))
 
 
+def find(db: sqlite3.Connection, product_id: str) -> tuple[int, Listing] | None:
+    """An indexed product's FAISS id and listing, or None when it is not indexed."""
+    row = db.execute(f"SELECT faiss_id, {METADATA_COLUMNS} FROM listings WHERE product_id = ?", (product_id,)).fetchone()
+    return (row[0], listing_from_row(row[1:])) if row else None
+
+
 def listing_from_row(row: tuple) -> Listing:
     """A listing from a row of `METADATA_COLUMNS`, in that order."""
     product_id, title, category, root, price, location, image_ids = row
