@@ -69,10 +69,10 @@ class LimitsOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
-    models: dict[str, str]
-    index: dict
-    listings: int
+    status: str = Field(description='"ok": the models and the index are loaded and answering')
+    models: dict[str, str] = Field(description="each model's version, to tell which models answer: the image backbone and its weights' checksum, the text model's, the fusion and its weights")
+    index: dict = Field(description="the index: listing count, vector dimension, kind (exact or hnsw) and its settings, build id, writes since its last checkpoint")
+    listings: int = Field(description="listings searchable now, live additions and deletions included")
     writes: str = Field(description="whether POST and DELETE /listings can change the index: on, or off and why")
 
 

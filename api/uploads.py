@@ -9,7 +9,7 @@ import asyncio
 import re
 from collections import Counter
 from concurrent.futures import Executor
-from typing import Callable
+from typing import Callable, Iterable
 
 from fastapi import HTTPException, Request, UploadFile
 from PIL import Image
@@ -172,8 +172,10 @@ async def fields_in_place_and_once(request: Request) -> None:
     was classified by 'chair' alone), or a body sent to a route that reads none (`DELETE` with
     `-d dry_run=1` deleted the listing). The form is the one FastAPI has already parsed for the route."""
     names = [name for name, _ in request.query_params.multi_items()]
+    accepted = route_fields(request.scope.get("route"))
     if request.method == "POST":
         if names:
+            _refuse_unknown(names, accepted, request.url.path)  # advice to send in the form only what the form takes
             listed = ", ".join(sorted(set(names)))[:200]
             raise HTTPException(422, f"{request.url.path} reads form fields, not the URL's query: send {listed} in the form (curl -F name=value)")
         if content_type(request.headers) in FORM_TYPES:
@@ -181,15 +183,20 @@ async def fields_in_place_and_once(request: Request) -> None:
     elif await request.body():
         raise HTTPException(422, f"{request.method} {request.url.path} reads no request body: send nothing with it")
     counts = Counter(names)  # a URL may carry thousands of parameters: counted once each
-    accepted = route_fields(request.scope.get("route"))
-    unknown = sorted(set(counts) - accepted) if accepted is not None else []
-    if unknown:  # `image` for img, `max-price` for max_price: the photo or the filter was dropped unsaid
-        listed = ", ".join(repr(name[:40]) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise HTTPException(422, f"unknown field(s) {listed}: {request.url.path} takes {', '.join(sorted(accepted)) or 'no fields'}")
+    _refuse_unknown(counts, accepted, request.url.path)
     repeated = sorted(name for name, count in counts.items() if count > 1 and name not in REPEATABLE_FIELDS)
     if repeated:
         sent = "; ".join(f"{name!r} {counts[name]} times" for name in repeated)
         raise HTTPException(422, f"a field sent more than once ({sent[:300]}): send each once, only img may repeat (one per photo)")
+
+
+def _refuse_unknown(names: Iterable[str], accepted: set[str] | None, path: str) -> None:
+    """A 422 naming the fields the route does not read (`image` for img, `max-price` for
+    max_price: the photo or the filter was dropped unsaid) and the ones it does."""
+    unknown = sorted(set(names) - accepted) if accepted is not None else []
+    if unknown:
+        listed = ", ".join(repr(name[:40]) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise HTTPException(422, f"unknown field(s) {listed}: {path} takes {', '.join(sorted(accepted)) or 'no fields'}")
 
 
 def route_fields(route: object) -> set[str] | None:

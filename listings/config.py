@@ -142,6 +142,9 @@ class FusionConfig:
     tfidf_powers: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # sharpenings of the TF-IDF model's probabilities searched
 
 
+DEFAULT_K = 10  # results a search returns when it does not say how many (at most index.max_k)
+
+
 @dataclass
 class IndexConfig:
     exact_threshold: int = 50_000  # above this many listings an approximate index is built
@@ -156,6 +159,11 @@ class IndexConfig:
     word_candidates: int = 10  # re-ranked too: the listings that match the query's words best (an exact title the embeddings rank low); 0: none
     word_match_terms: int = 8  # the query's strongest words that find them (a listing-length query's ~35 took p50 from 1.8 to 7.4 ms)
     word_match_postings: int = 1000  # the listings each of those words is read to, its strongest: a cost the catalogue's size does not raise
+
+    @property
+    def default_k(self) -> int:
+        """How many results a search returns when it does not say: 10, or max_k when that is lower."""
+        return min(DEFAULT_K, self.max_k)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """`fbm`: the command line of the pipeline (prepare → train → evaluate → index → serve).
 
-Every subcommand takes the same settings options: `--data`, `--artifacts` and any number of
-`--set section.field=value` overrides of `listings.config.Config`.
+Every subcommand takes the same settings options: `--artifacts`, any number of `--set
+section.field=value` overrides of `listings.config.Config`, and `--data` where it reads a dataset
+(the others refuse it: `DATA_UNREAD`).
 """
 from __future__ import annotations
 
@@ -16,18 +17,31 @@ import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from listings.config import REPO_ROOT, Config, IndexConfig
+from listings.config import DEFAULT_K, REPO_ROOT, Config, IndexConfig
 from scripts.terminal import TEXT_UNUSED, format_prediction, format_results, say, terminal_width
 
 
 TRAINING_DATA_HELP = "dataset directory in the marketplace format (env FBM_DATA)"
+# what the commands that read no dataset read instead: an explicit --data is refused there, not ignored
+PREPARED = "the listings `fbm prepare` last wrote to the artifacts"
+PREPARE_ANOTHER = "to use another dataset, run `fbm prepare --data DIR` first (or `fbm train all --data DIR`, which prepares and trains every stage)"
+SERVE_ANOTHER = "to search another dataset, run `fbm train all --data DIR` and `fbm index` first"
+DATA_UNREAD = {  # what it reads instead; what to do
+    "train": (f"trains on {PREPARED}", PREPARE_ANOTHER),
+    "index": (f"indexes {PREPARED}", PREPARE_ANOTHER),
+    "similar": ("searches the index `fbm index` built", SERVE_ANOTHER),
+    "serve": ("serves the models and the index built before", SERVE_ANOTHER),
+    "weights": ("reads no dataset", "leave --data out"),
+}
 
 
 def settings_parser(data_help: str = TRAINING_DATA_HELP) -> argparse.ArgumentParser:
+    """`--data`, `--artifacts` and `--set`; `data_help=argparse.SUPPRESS` for a command that reads
+    no dataset (its `--data` is still parsed, to be refused in words)."""
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("settings")
     group.add_argument("--data", metavar="DIR", help=data_help)
-    group.add_argument("--artifacts", help="artifacts directory (env FBM_ARTIFACTS)")
+    group.add_argument("--artifacts", metavar="DIR", help="artifacts directory (env FBM_ARTIFACTS)")
     group.add_argument(
         "--set",
         dest="overrides",
@@ -39,7 +53,19 @@ def settings_parser(data_help: str = TRAINING_DATA_HELP) -> argparse.ArgumentPar
     return parser
 
 
+def refuse_unread_data(args: argparse.Namespace) -> None:
+    """A command that reads no dataset refuses `--data`: `fbm train text --data other/` trained
+    on the listings prepared before, and said nothing of it."""
+    command = getattr(args, "command", None)
+    if args.data is None or command not in DATA_UNREAD or getattr(args, "stage", None) == "all":
+        return
+    name = f"{command} {args.stage}" if command == "train" else command
+    reads, advice = DATA_UNREAD[command]
+    raise ValueError(f"{name} does not read --data: it {reads}; {advice}")
+
+
 def build_config(args: argparse.Namespace) -> Config:
+    refuse_unread_data(args)
     for option, value in (("--data", args.data), ("--artifacts", args.artifacts)):
         if value is not None and not value.strip():  # an unset shell variable: not the default directory in its place
             hint = getattr(args, "empty_data_hint", None) if option == "--data" else None
@@ -208,7 +234,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     config = trained_config(args, index=False)  # the index is rebuilt
     if args.k is not None and not args.evaluate:
         raise ValueError("-k sets the neighbours per query of --evaluate: give both, or neither")
-    args.k = 10 if args.k is None else args.k
+    args.k = config.index.default_k if args.k is None else args.k
     if args.evaluate:
         check_search(args.k, None, None, config.index.max_k, ("-k", "", ""))  # before the index is rebuilt
     inputs = freshness.index_digest(config)  # before the build: a branch retrained meanwhile is not indexed
@@ -232,6 +258,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from retrieval.query import search_like_listing, search_similar
 
     config = trained_config(args)
+    args.k = config.index.default_k if args.k is None else args.k
     args.text = text_argument(args.text)
     has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
     if args.like is not None:
@@ -490,14 +517,18 @@ def refuse_inputs(path: str, option: str, config: Config, data: str | None) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    settings = settings_parser()
+    settings, unread = settings_parser(), settings_parser(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="fbm", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     prepare = commands.add_parser("prepare", parents=[settings], help="load, clean, encode and split the listings")
     prepare.set_defaults(handler=cmd_prepare)
 
-    train = commands.add_parser("train", parents=[settings], help="train a stage, or all of them in order")
+    train = commands.add_parser(
+        "train",
+        parents=[settings_parser(f"with `all`: {TRAINING_DATA_HELP}, prepared first (the other stages train on {PREPARED})")],
+        help="train a stage, or all of them in order",
+    )
     train.add_argument(
         "stage", choices=["image", "text", "combined", "all"], help="image, text, combined (needs both branches), or all: prepare → image → text → combined"
     )
@@ -515,13 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_evaluate, empty_data_hint="give the dataset directory to score, or leave --data out for the test split")
 
     weights = commands.add_parser(
-        "weights", parents=[settings], help="download ResNet-50 ImageNet weights into the torch cache (needs a network)"
+        "weights", parents=[unread], help="download ResNet-50 ImageNet weights into the torch cache (needs a network); `fbm train` then uses ResNet-50 (image.backbone=auto), which trains longer"
     )
     weights.set_defaults(handler=cmd_weights)
 
-    index = commands.add_parser("index", parents=[settings], help="build the FAISS listing index from the trained branches")
+    index = commands.add_parser("index", parents=[unread], help="build the FAISS listing index from the trained branches")
     index.add_argument("--evaluate", action="store_true", help="also score retrieval: test listings against train+val")
-    index.add_argument("-k", type=int, help=f"neighbours per query in --evaluate, 1 to index.max_k ({IndexConfig.max_k} unless --set; default 10)")
+    index.add_argument("-k", type=int, help=f"neighbours per query in --evaluate, 1 to index.max_k ({IndexConfig.max_k} unless --set; default {DEFAULT_K}, or index.max_k when lower)")
     index.set_defaults(handler=cmd_index)
 
     classify = commands.add_parser(
@@ -539,11 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--out", metavar="FILE", help="with --data DIR: the CSV of answers (default: classified.csv, or classified-<mode>.csv, in the reports folder of DIR that evaluate uses; the path is printed)")
     classify.set_defaults(handler=cmd_classify, empty_data_hint="give the directory of listings to classify, or leave --data out to classify one listing")
 
-    similar = commands.add_parser("similar", parents=[settings], help="listings similar to a text and/or photos, or to an indexed listing")
+    similar = commands.add_parser("similar", parents=[unread], help="listings similar to a text and/or photos, or to an indexed listing")
     similar.add_argument("--text", help="a listing title and/or description ('-': read it from standard input)")
     similar.add_argument("--image", action="append", default=[], metavar="PATH", help="a photo (repeatable)")
     similar.add_argument("--like", metavar="PRODUCT_ID", help="instead of a text or photos: listings like this indexed listing (no model runs)")
-    similar.add_argument("-k", type=int, default=10, help=f"how many listings, 1 to index.max_k ({IndexConfig.max_k} unless --set; default 10)")
+    similar.add_argument("-k", type=int, help=f"how many listings, 1 to index.max_k ({IndexConfig.max_k} unless --set; default {DEFAULT_K}, or index.max_k when lower)")
     similar.add_argument("--category", help="only listings in this root category (any case) or under a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'")
     similar.add_argument("--min-price", help="only listings at or above this price (pounds: 45, 45.50 or £1,234.00)")
     similar.add_argument("--max-price", help="only listings at or below this price (pounds)")
@@ -554,11 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="serving runs per setting; medians are reported (default 3; one with --quick)")
     bench.add_argument("--parts", help="comma-separated, of pipeline (cold-cache training), accuracy, retrieval, serving, scale (default: all five; all but pipeline with --reuse)")
     bench.add_argument("--reuse", action="store_true", help="measure the trained artifacts in --artifacts instead of training afresh (leaves out the pipeline part)")
-    bench.add_argument("--out", help="Markdown report (default BENCHMARKS.md; BENCHMARKS.quick.md in the reports with --quick)")
-    bench.add_argument("--json", help="JSON of the same figures (default: next to the Markdown)")
+    bench.add_argument("--out", metavar="FILE", help="Markdown report (default BENCHMARKS.md; BENCHMARKS.quick.md in the reports with --quick)")
+    bench.add_argument("--json", metavar="FILE", help="JSON of the same figures (default: next to the Markdown)")
     bench.set_defaults(handler=cmd_bench)
 
-    serve = commands.add_parser("serve", parents=[settings], help="serve the HTTP API and search page (port 8008)")
+    serve = commands.add_parser("serve", parents=[unread], help="serve the HTTP API and search page (port 8008)")
     serve.add_argument("--host", help=f"interface to bind (default {Config().serve.host})")
     serve.add_argument("--port", type=port_number, help=f"port, 1-65535 (default {Config().serve.port})")
     serve.set_defaults(handler=cmd_serve)

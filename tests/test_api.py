@@ -265,6 +265,34 @@ def test_openapi_says_which_forms_each_route_reads_and_which_texts_it_needs(clie
     assert sorted(photo) == ["200", "304", "404", "422"]
 
 
+def test_openapi_describes_every_route_and_what_its_errors_mean(client):
+    """/image and /text had no description; DELETE /listings and GET /images said their 422 meant
+    "a photo cannot be decoded", though neither takes a photo; /listings' 422 left out the listing
+    that cannot be indexed; /health's fields were undescribed."""
+    schema = client.get("/openapi.json").json()
+    operations = {(method, path): op for path, ops in schema["paths"].items() for method, op in ops.items()}
+    assert all(op.get("description") for op in operations.values()), [key for key, op in operations.items() if not op.get("description")]
+    for key in (("delete", "/listings/{product_id}"), ("get", "/images/{image_id}")):
+        assert "photo" not in operations[key]["responses"]["422"]["description"]
+    assert "cannot be indexed" in operations[("post", "/listings")]["responses"]["422"]["description"]
+    assert all(field.get("description") for field in schema["components"]["schemas"]["HealthOut"]["properties"].values())
+
+
+def test_a_search_without_k_is_not_refused_when_max_k_is_below_ten(artifacts):
+    """The default of 10 was refused as over index.max_k: the default is at most max_k."""
+    config = tiny_config(artifacts)
+    config.index.max_k = 2
+    for client in serving(config):
+        found = client.post("/similar", data={"txt": "chair"})
+        assert found.status_code == 200 and len(found.json()["results"]) == 2
+        like = client.get("/listings/prod-00/similar")
+        assert like.status_code == 200 and len(like.json()["results"]) == 2
+        form = client.get("/openapi.json").json()["components"]["schemas"]["Body_similar_similar_post"]["properties"]
+        assert form["k"]["default"] == 2 and form["k"]["maximum"] == 2
+        empty = client.post("/similar", data={"txt": "chair", "k": ""})  # a form's empty box: left out, as a browser sends it
+        assert empty.status_code == 200 and len(empty.json()["results"]) == 2
+
+
 def test_openapi_shows_the_configured_limits(artifacts):
     """k's maximum and the number of photos come from the configuration, as the routes enforce them."""
     config = tiny_config(artifacts, max_photos=3)
@@ -279,6 +307,7 @@ def test_openapi_shows_the_configured_limits(artifacts):
         assert form("/similar")["k"]["minimum"] == 1 and form("/similar")["k"]["maximum"] == 37 and form("/similar")["img"]["maxItems"] == 3
         assert form("/combined")["img"]["maxItems"] == 3 and form("/image")["img"]["maxItems"] == 3
         assert client.post("/similar", data={"txt": "chair", "k": "38"}).status_code == 422
+        assert form("/similar")["k"]["default"] == 10 and form("/similar")["k"]["type"] == "integer"
         like = {p["name"]: p["schema"] for p in schema["paths"]["/listings/{product_id}/similar"]["get"]["parameters"]}
         assert like["k"]["maximum"] == 37 and client.get("/listings/prod-00/similar", params={"k": 38}).status_code == 422
         limits = client.get("/limits").json()  # the same limits for a client to check before sending (the search page does)
@@ -426,6 +455,8 @@ def test_a_query_string_on_a_route_that_reads_a_form_is_refused(writable):
     listing = writable.post("/listings?product_id=new-chair", data={"title": "chair"}, headers={"X-API-Key": KEY})
     assert listing.status_code == 422 and "send product_id in the form" in listing.json()["detail"]
     assert writable.post("/text?txt=sofa").status_code == 422
+    foreign = writable.post("/text?k=5", data={"txt": "sofa"})  # /text takes no k: the advice to send it in the form was wrong
+    assert foreign.status_code == 422 and foreign.json()["detail"] == "unknown field(s) 'k': /text takes txt"
     assert writable.get("/health").json()["listings"] == 12
 
 

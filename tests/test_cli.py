@@ -198,8 +198,29 @@ def test_an_empty_directory_option_is_refused_not_read_as_the_default(tmp_path: 
     assert main([*command, "--artifacts", " "]) == 2
     assert "--artifacts is empty: give a directory, or leave --artifacts out for the default" in capsys.readouterr().err
     assert main([*command, "--data", "", "--artifacts", str(tmp_path / "a")]) == 2
-    assert "--data is empty" in capsys.readouterr().err
+    reads_data = command[0] == "prepare" or command == ["train", "all"]
+    assert ("--data is empty" if reads_data else "does not read --data") in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["train", "text"], "train text does not read --data: it trains on the listings `fbm prepare` last wrote"),
+        (["index"], "index does not read --data: it indexes the listings `fbm prepare` last wrote"),
+        (["similar", "--text", "oak chair"], "similar does not read --data: it searches the index `fbm index` built"),
+        (["serve"], "serve does not read --data"),
+        (["weights"], "weights does not read --data: it reads no dataset; leave --data out"),
+    ],
+)
+def test_a_command_that_reads_no_dataset_refuses_data_rather_than_ignore_it(tmp_path: Path, monkeypatch, command, message, capsys):
+    """`fbm train text --data other/` trained on the listings prepared before, and said nothing of it."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "--data", str(tmp_path), "--artifacts", str(tmp_path / "a")]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    help_text = build_parser().parse_args(command).subcommands[command[0]].format_help()
+    assert ("--data DIR" in help_text) == (command[0] == "train")  # listed only where some stage (`all`) reads it
 
 
 def test_an_interrupt_ends_the_command_in_one_line(tmp_path: Path, monkeypatch, capsys):
@@ -276,7 +297,8 @@ def test_a_second_writer_of_the_artifacts_is_refused(tmp_path: Path, capsys, com
         assert [path.name for path in config.paths.root.iterdir()] == ["TRAINING.lock"]
     finally:
         os.close(descriptor)
-    assert main([*command, "--artifacts", str(config.paths.root), "--data", str(tmp_path / "no-dataset")]) == 2
+    missing = ["--data", str(tmp_path / "no-dataset")] if command == ["prepare"] else []  # train combined: nothing prepared
+    assert main([*command, "--artifacts", str(config.paths.root), *missing]) == 2
     assert "writing" not in capsys.readouterr().err  # the lock was released: refused for what is missing instead
 
 

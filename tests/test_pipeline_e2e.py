@@ -398,6 +398,8 @@ def test_similar_like_an_indexed_listing(trained_pipeline, capsys, monkeypatch):
     assert max(map(len, capsys.readouterr().out.splitlines())) <= 60
     assert main(["similar", *_settings(config), "--like", "no-such-listing"]) == 2
     assert "no listing 'no-such-listing'" in capsys.readouterr().err
+    assert main(["similar", *_settings(config), "--like", product_id, "--set", "index.max_k=2"]) == 0  # the default 10 is over max_k: 2
+    assert len([line for line in capsys.readouterr().out.splitlines() if re.match(r"\s+\d+\s+[01]\.\d{3}\s", line)]) == 2
     assert main(["similar", *_settings(config), "--like", product_id, "--text", "oak"]) == 2
     assert "without --text or --image" in capsys.readouterr().err
 

@@ -15,5 +15,12 @@ WRITE = {
     403: {"model": Error, "description": "writes are disabled: the server has no FBM_API_KEY"},
     503: {"model": Error, "description": "the disk refused the write (full or read-only); nothing was changed"},
 }
+UNINDEXABLE = {
+    422: {
+        "model": Error,
+        "description": "a field is missing or invalid, a photo cannot be decoded, or the listing has no photo and no word the model knows, so it cannot be indexed",
+    }
+}
+INVALID_ID = {422: {"model": Error, "description": "the id is malformed, or a field or body was sent that the route does not read"}}
 NOT_FOUND = {404: {"model": Error, "description": "no such listing or photo"}}
 INVALID_QUERY = {422: {"model": Error, "description": "a parameter is missing or invalid"}}

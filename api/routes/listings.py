@@ -13,7 +13,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BatcherDep, ConfigDep, DecodePoolDep, ServicesDep, predict, require_api_key
-from api.routes.errors import BAD_INPUT, INVALID, NOT_FOUND, WRITE
+from api.routes.errors import BAD_INPUT, INVALID_ID, NOT_FOUND, UNINDEXABLE, WRITE
 from api.routes.predict import OptionalPhotos
 from api.routes.similar import Price, ProductId, known_category
 from api.schemas import ListingCreated, ListingDeleted, PredictionOut
@@ -33,7 +33,7 @@ router = APIRouter(tags=["listings"], dependencies=[Depends(require_api_key), De
     "/listings",
     response_model=ListingCreated,
     status_code=status.HTTP_201_CREATED,
-    responses=BAD_INPUT | {200: {"model": ListingCreated, "description": "a listing of the same product id replaced"}},
+    responses=BAD_INPUT | UNINDEXABLE | {200: {"model": ListingCreated, "description": "a listing of the same product id replaced"}},
     summary="Add a listing",
 )
 async def add_listing(
@@ -114,7 +114,7 @@ def distinct(photos: list[Image.Image]) -> list[Image.Image]:
     return kept
 
 
-@router.delete("/listings/{product_id}", response_model=ListingDeleted, responses=INVALID | NOT_FOUND, summary="Remove a listing")
+@router.delete("/listings/{product_id}", response_model=ListingDeleted, responses=INVALID_ID | NOT_FOUND, summary="Remove a listing")
 async def delete_listing(product_id: ProductId, services: ServicesDep) -> ListingDeleted:
     """The listing leaves the index, and photos added with it through the API leave the photo store."""
     try:

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.deps import ConfigDep, ServicesDep
-from api.routes.errors import INVALID, NOT_FOUND
+from api.routes.errors import INVALID_ID, NOT_FOUND
 from api.schemas import CategoriesOut, HealthOut, LimitsOut
 from api.services import Services
 from api.uploads import MAX_CATEGORY_CHARS, MAX_LOCATION_CHARS, MAX_TITLE_CHARS
@@ -27,6 +27,8 @@ router = APIRouter(tags=["meta"])
 
 @router.get("/health", response_model=HealthOut, summary="Ready: models and index loaded")
 def health(services: ServicesDep, config: ConfigDep) -> HealthOut:
+    """200 once the models and the index are loaded; what answers, how many listings it searches,
+    and whether writes are on."""
     info = json.loads(json.dumps(services.index.info(), default=str))  # plain JSON types only
     info.pop("directory", None)  # no server paths in public answers
     return HealthOut(
@@ -53,11 +55,13 @@ def writes_state(services: Services, config: Config) -> str:
 
 @router.get("/categories", response_model=CategoriesOut, summary="The categories the model predicts")
 def categories(services: ServicesDep) -> CategoriesOut:
+    """The root categories, in the encoder's order: the values `pred` takes, and the roots a `category` filter takes."""
     return CategoriesOut(categories=list(services.predictor.classes))
 
 
 @router.get("/limits", response_model=LimitsOut, summary="What one request may carry")
 async def limits(config: ConfigDep) -> LimitsOut:
+    """The limits this server enforces, for a client to check before sending (the search page does)."""
     serve = config.serve
     return LimitsOut(
         max_text_chars=serve.max_text_chars,
@@ -78,7 +82,7 @@ async def limits(config: ConfigDep) -> LimitsOut:
     responses={
         200: {"content": {"image/jpeg": {}}},
         304: {"description": "the photo is unchanged since the copy whose ETag was sent in If-None-Match"},
-        **INVALID,
+        **INVALID_ID,
         **NOT_FOUND,
     },
     summary="A listing photo (cleaned JPEG)",

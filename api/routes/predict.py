@@ -21,12 +21,15 @@ OptionalText = Annotated[str | None, Form(description="the listing's title and/o
 
 @router.post("/image", response_model=PredictionOut, summary="Category from photos")
 async def predict_image(img: Photos, config: ConfigDep, batcher: BatcherDep, pool: DecodePoolDep) -> PredictionOut:
+    """The image branch alone; a listing's photos are averaged into one answer."""
     photos = await cleaned_photos(img, config, pool)
     return PredictionOut.of(await predict(batcher, photos, None, "image"))
 
 
 @router.post("/text", response_model=PredictionOut, summary="Category from text")
 async def predict_text(txt: Text, config: ConfigDep, batcher: BatcherDep) -> PredictionOut:
+    """The text branch alone, on the text cleaned as training cleaned it; a text with no word the
+    model knows is answered with `low_confidence` set."""
     text = checked_text(txt, config, required=True, clean=clean_listing_text)
     return PredictionOut.of(await predict(batcher, [], text, "text"))
 

@@ -43,9 +43,9 @@ def whole_number(value: object) -> object:
     return value
 
 
-Count = Annotated[int, BeforeValidator(whole_number)]
+Count = Annotated[int | None, BeforeValidator(whole_number)]  # None: the index's default_k
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
-K_DESCRIPTION = "how many listings, 1 to index.max_k (100)"
+K_DESCRIPTION = "how many listings, 1 to index.max_k (the schema's maximum), 10 unless max_k is lower"
 CATEGORY_DESCRIPTION = "a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'"
 
 
@@ -57,12 +57,13 @@ async def similar(
     pool: DecodePoolDep,
     img: OptionalPhotos = None,
     txt: OptionalText = None,
-    k: Annotated[Count, Form(description=K_DESCRIPTION)] = 10,
+    k: Annotated[Count, Form(description=K_DESCRIPTION)] = None,
     category: Annotated[str | None, Form(max_length=MAX_CATEGORY_CHARS, description=CATEGORY_DESCRIPTION)] = None,
     min_price: Price = None,
     max_price: Price = None,
 ) -> SimilarOut:
     """Ranked by the inputs given: photo, text, or both. The query's predicted category comes along."""
+    k = config.index.default_k if k is None else k
     category = await checked_filters(k, category, min_price, max_price, config, services)
     photos = await cleaned_photos(img, config, pool)
     text = checked_text(txt, config, clean=clean_listing_text)
@@ -96,13 +97,14 @@ async def similar_to_listing(
     product_id: ProductId,
     config: ConfigDep,
     services: ServicesDep,
-    k: Annotated[Count, Query(description=K_DESCRIPTION)] = 10,
+    k: Annotated[Count, Query(description=K_DESCRIPTION)] = None,
     category: Annotated[str | None, Query(max_length=MAX_CATEGORY_CHARS, description=CATEGORY_DESCRIPTION)] = None,
     min_price: PriceQuery = None,
     max_price: PriceQuery = None,
 ) -> SimilarToListingOut:
     """"More like this": ranked by the listing's own stored embeddings and words (no model runs),
     the listing itself left out."""
+    k = config.index.default_k if k is None else k
     category = await checked_filters(k, category, min_price, max_price, config, services)
     try:
         listing, found = await run_in_threadpool(
