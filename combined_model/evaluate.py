@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +25,17 @@ from tqdm import tqdm
 
 from combined_model.features import check_same_categories
 from combined_model.fusion import EARLY, LATE, METRICS_KEY
-from combined_model.inference import BatchOutputs, Predictor, PreparedListing
-from image_model.baseline import HogSvmBaseline
-from listings.artifacts import write_atomic
+from combined_model.inference import MODEL_FILE as FUSION_FILE, BatchOutputs, Predictor, PreparedListing
+from image_model.baseline import WEIGHTS_FILE as HOG_WEIGHTS_FILE, HogSvmBaseline
+from image_model.inference import MODEL_FILE as IMAGE_MODEL_FILE
+from listings.artifacts import sha256_file, write_atomic
 from listings.config import Config
 from listings.data import MissingColumnsError, dataset_photos, listing_text, photo_path, read_dataset, without_controls, write_table
 from listings.images import ImageError, clean_photo, file_digest
 from listings.metrics import NO_ANSWER, answers, counted, figure, no_answer_where_absent, per_class, per_product, plural, summarise
 from listings.prepare import Prepared, load_prepared
-from text_model.baseline import TfidfSvmBaseline
+from text_model.baseline import ARRAYS_FILE as TFIDF_ARRAYS_FILE, BASELINE_DIR as TFIDF_DIR, TfidfSvmBaseline
+from text_model.inference import MODEL_FILE as TEXT_MODEL_FILE
 
 MODELS = ("image", "text", "combined", "late_fusion", "tfidf_baseline", "hog_svm_baseline")
 PREDICTIONS_FILE = "predictions.csv"
@@ -200,6 +203,9 @@ def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.Data
     served = METRICS_KEY[predictor.method]  # the model `/combined` answers with
     photos_scored = np.bincount(owner[has_image], minlength=n)
     result = {
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+        "model_versions": model_versions(config),
+        "late_weights": predictor.late.to_json(),  # late fusion's, as validation chose them
         "source": eval_set.source,
         "n_products": int(n),
         "n_images": int(has_image.sum()),
@@ -222,6 +228,20 @@ def evaluate(config: Config, data_dir: str | None = None) -> tuple[dict, pd.Data
     predictions = listing_predictions(eval_set.listings, classes, product_probs, served, photos_scored)
     predictions["seen_in_training"] = predictions["product_id"].isin(eval_set.seen_ids)
     return result, predictions
+
+
+def model_versions(config: Config) -> dict[str, str]:
+    """What identifies each trained model scored, so that a stale report can be told apart: the
+    first 12 hex digits of the SHA-256 of its weights file (late fusion has none: it mixes the others)."""
+    paths = config.paths
+    weights = {
+        "image": paths.image_model / IMAGE_MODEL_FILE,
+        "text": paths.text_model / TEXT_MODEL_FILE,
+        "combined": paths.combined_model / FUSION_FILE,
+        "tfidf_baseline": paths.text_model / TFIDF_DIR / TFIDF_ARRAYS_FILE,
+        "hog_svm_baseline": paths.image_model / HOG_WEIGHTS_FILE,
+    }
+    return {name: sha256_file(path)[:12] for name, path in weights.items()}
 
 
 def listing_predictions(listings: pd.DataFrame, classes: list[str], product_probs: dict[str, np.ndarray], served: str, photos: np.ndarray) -> pd.DataFrame:

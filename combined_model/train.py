@@ -144,7 +144,9 @@ def train_combined(config: Config) -> dict:
     }
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
     kept = max(history, key=lambda h: h["val_accuracy"])["epoch"]  # the first best, as `fit_fusion` kept it
-    plot_curves(history, out_dir / CURVES_FILE, "Fusion", {"val_accuracy": "validation (product)"}, kept=kept)
+    plot_curves(
+        history, out_dir / CURVES_FILE, curves_title(served), {"val_accuracy": "validation (product)"}, kept=kept, kept_rule="best validation product accuracy"
+    )
     summary = {
         "served_method": served,
         "late_weights": late.to_json(),
@@ -157,6 +159,13 @@ def train_combined(config: Config) -> dict:
 
 
 SERVED_WORDS = {LATE: "late fusion", EARLY: "early fusion (the fusion classifier)"}
+
+
+def curves_title(served: str) -> str:
+    """The training curves' title: they are the early-fusion classifier's, which late fusion, when it
+    was better on validation, leaves unserved."""
+    unserved = " (not served: late fusion was better on validation)" if served == LATE else ""
+    return f"Early fusion (fusion classifier){unserved}"
 
 
 def headline(summary: dict) -> str:

@@ -50,6 +50,7 @@ from listings.prepare import load_prepared
 
 NAIVE_SAMPLE = 256  # training images timed through the naive loop (trunk run every step)
 EVAL_BATCH = 512
+KEPT_RULE = "best validation product accuracy"  # how `fit` chooses the epoch it keeps, for the curves
 
 
 @dataclass
@@ -430,10 +431,20 @@ def _save(
         history,
         out_dir / CURVES_FILE,
         "Image branch",
-        {"train_accuracy": "train photo (augmented)", "val_accuracy": "validation photo", "val_product_accuracy": "validation product"},
+        curve_labels(summary["products_with_photos"]["val"]),
         kept=summary["best_epoch"],
+        kept_rule=KEPT_RULE,
         train_loss_label="train (label-smoothed)",
     )
+
+
+def curve_labels(val_products_with_photo: int) -> dict[str, str]:
+    """The score curves' legend labels; product accuracy is over the validation products that have a photo."""
+    return {
+        "train_accuracy": "train photo accuracy (augmented)",
+        "val_accuracy": "validation photo accuracy",
+        "val_product_accuracy": f"validation product accuracy ({val_products_with_photo:,} with a photo)",
+    }
 
 
 def headline(summary: dict) -> str:

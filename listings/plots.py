@@ -2,6 +2,7 @@
 right), and matplotlib for every figure, imported only when one is drawn."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -16,29 +17,51 @@ def pyplot():
     return plt
 
 
-def plot_curves(history: list[dict], path: Path, title: str, scores: dict[str, str], kept: int, train_loss_label: str = "train") -> None:
-    """Per-epoch `train_loss` and `val_loss`, and the `scores` keys (key → legend label), as a PNG,
-    with the epoch `kept` (the best on validation, as early stopping chose it) marked on both panels.
-    The score axis spans at least 0.1, so that a point of noise does not look like a swing."""
-    from matplotlib.ticker import MaxNLocator
+def kept_label(kept: int, rule: str) -> str:
+    """The legend entry of the kept epoch's marker, which says why that epoch was kept: it is often
+    not the one of the lowest validation loss."""
+    return f"kept: epoch {kept} ({rule})"
 
+
+def score_name(scores: dict[str, str]) -> str:
+    """What the score panel shows: accuracy, or accuracy and macro-F1 where a macro-F1 curve is drawn."""
+    return "accuracy and macro-F1" if any(key.endswith("macro_f1") for key in scores) else "accuracy"
+
+
+def epoch_ticks(first: int, last: int, most: int = 10) -> list[int]:
+    """At most `most` whole epochs from `first` on, evenly spaced, so that the axis starts at the
+    first epoch rather than at a round 0."""
+    step = max(1, math.ceil((last - first + 1) / most))
+    return list(range(first, last + 1, step))
+
+
+def plot_curves(
+    history: list[dict], path: Path, title: str, scores: dict[str, str], kept: int, kept_rule: str, train_loss_label: str = "train"
+) -> None:
+    """Per-epoch `train_loss` and `val_loss`, and the `scores` keys (key → legend label), as a PNG,
+    with the epoch `kept` marked on both panels and `kept_rule`, how early stopping chose it, in its label.
+    The score axis spans at least 0.1, so that a point of noise does not look like a swing."""
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 5))
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label=train_loss_label)
     loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title=f"{title}: loss")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     values = []
     for key, label in scores.items():
         values += [h[key] for h in history]
         score_ax.plot(epochs, [h[key] for h in history], label=label)
     middle, half = (min(values) + max(values)) / 2, max(0.05, (max(values) - min(values)) / 2 + 0.01)
-    score_ax.set(xlabel="epoch", ylabel="accuracy (share right)", title=f"{title}: accuracy", ylim=(max(0.0, middle - half), min(1.0, middle + half)))
+    name = score_name(scores)
+    score_ax.set(xlabel="epoch", ylabel=f"{name} (share right)" if name == "accuracy" else name, title=name)
+    score_ax.set_ylim(max(0.0, middle - half), min(1.0, middle + half))
     for ax in (loss_ax, score_ax):
-        ax.axvline(kept, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {kept}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
+        ax.axvline(kept, color="grey", linestyle="--", linewidth=1, label=kept_label(kept, kept_rule))
+        ax.set_xlim(epochs[0], max(epochs[-1], epochs[0] + 1))
+        ax.set_xticks(epoch_ticks(epochs[0], epochs[-1]))
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below the panel: over it, it hid the curves
         ax.grid(alpha=0.3)
+    fig.suptitle(title)  # above both panels: a stage's title may be long
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -20,7 +20,15 @@ from retrieval.listing import Hit
 
 PRECISION_FIGURE = "retrieval_precision.png"
 EXAMPLES_FIGURE = "retrieval_examples.png"
-SAME_ROOT, OTHER_ROOT = "#2a9d4a", "#c0392b"
+SAME_ROOT, OTHER_ROOT = "#0072B2", "#D55E00"  # blue and vermilion (Okabe-Ito): told apart with any colour vision
+GOAL_NUMBER, ROOT_PRECISION_GOAL = 6, 0.85  # `scripts/bench.py`'s goal on the root precision@10 of photo + text queries
+MODALITY_NAMES = {"photo": "photo", "text": "text", "both": "photo + text"}
+GALLERY_TITLE = (
+    "Test listings (photo + text) and their nearest listings in the train + validation index\n"
+    "blue frame, ✓: the query's root category; orange frame, ✗: another root category\n"
+    "score, 0 to 1 (higher is closer): (1 + cosine similarity of the two listings' photo + text vectors) / 2, "
+    "blended with the cosine of their words (index.term_weight)"
+)
 
 
 @dataclass
@@ -45,8 +53,19 @@ def pick_examples(roots: list[str], rng: np.random.Generator, n: int) -> list[in
     return (firsts + rest)[:n]
 
 
-def plot_precision(report: dict, path: Path) -> None:
-    """Same-root and same-path precision@k for each query modality, with what chance would give."""
+def goal_label(goal: float) -> str:
+    """The legend entry of the root-precision goal's line."""
+    return f"goal (#{GOAL_NUMBER}): {goal:g}"
+
+
+def modality_tick(report: dict, mode: str) -> str:
+    """A query modality's name and how many test listings were queried by it."""
+    return f"{MODALITY_NAMES[mode]}\nn={report[f'queries_{mode}']:,}"
+
+
+def plot_precision(report: dict, path: Path, goal: float = ROOT_PRECISION_GOAL) -> None:
+    """Same-root and same-path precision@k for each query modality, with what chance would give and
+    the `goal` for same-root precision. Each bar shows its stored (already rounded) value as it is."""
     plt = pyplot()
     k = report["k"]
     modes = [mode for mode in ("photo", "text", "both") if report.get(f"precision@{k}_{mode}") is not None]
@@ -54,23 +73,32 @@ def plot_precision(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     measures = (("precision", "same root category", "chance_precision", "C0"), ("path_precision", "same full category path", "chance_path_precision", "C1"))
     for offset, (key, label, chance, colour) in zip((-0.2, 0.2), measures):
-        bars = ax.bar(x + offset, [report[f"{key}@{k}_{mode}"] for mode in modes], width=0.4, label=label, color=colour)
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        values = [report[f"{key}@{k}_{mode}"] for mode in modes]
+        bars = ax.bar(x + offset, values, width=0.4, label=label, color=colour)
+        ax.bar_label(bars, labels=[f"{value:g}" for value in values], fontsize=8)
         ax.axhline(report[chance], color=colour, linestyle="--", linewidth=1, label=f"{label}: chance")
+    ax.axhline(goal, color="black", linestyle=":", linewidth=1.2, label=goal_label(goal))
     if not modes:
         ax.text(0.5, 0.5, "no test listing could be queried", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xticks(x, [{"photo": "photo", "text": "text", "both": "photo + text"}[mode] for mode in modes])
+    ax.set_xticks(x, [modality_tick(report, mode) for mode in modes])
     # the legend sits above the bars' highest possible value, so it never hides one
-    ax.set(ylim=(0, 1.2), yticks=np.linspace(0, 1, 6), ylabel=f"precision@{k}", title=f"Test listings against the train + validation index ({report['catalogue']:,} listings)")
-    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.set(ylim=(0, 1.25), yticks=np.linspace(0, 1, 6), ylabel=f"precision@{k}", title=f"Test listings against the train + validation index ({report['catalogue']:,} listings)")
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def hit_caption(hit: Hit, query_root: str) -> str:
+    """A result's caption: the item, its root category, whether that is the query's (in words and
+    a mark, not in colour alone) and its score."""
+    mark = "✓ same root" if hit.root == query_root else "✗ other root"
+    return f"{shorten(hit.title, 28)}\n{shorten(hit.root, 34)}\n{mark}, score {hit.score:.2f}"
+
+
 def plot_examples(examples: list[Example], photos: PhotoStore, path: Path) -> None:
-    """One row per query: its photo, then each result's first photo, framed green when the result
-    shares the query's root category and red when it does not."""
+    """One row per query: its photo, then each result's first photo, framed and captioned in blue
+    with a ✓ when the result shares the query's root category and in orange with a ✗ when it does not."""
     plt = pyplot()
     if not examples:
         fig, ax = plt.subplots(figsize=(6, 1.5))
@@ -80,19 +108,19 @@ def plot_examples(examples: list[Example], photos: PhotoStore, path: Path) -> No
         plt.close(fig)
         return
     columns = 1 + max(len(example.hits) for example in examples)
-    fig, axes = plt.subplots(len(examples), columns, figsize=(2.3 * columns, 3.2 * len(examples)), squeeze=False)
+    size = (2.6 * columns, 3.2 * len(examples) + 0.5)
+    # the constrained layout keeps the suptitle's lines clear of the first row's captions, as tight_layout did not
+    fig, axes = plt.subplots(len(examples), columns, figsize=size, squeeze=False, layout="constrained")
     for row, example in zip(axes, examples):
-        _photo_cell(row[0], photos, example.image_id, f"query: {shorten(example.title, 28)}\n{shorten(example.root, 30)}", "black")
+        _photo_cell(row[0], photos, example.image_id, f"query: {shorten(example.title, 28)}\n{shorten(example.root, 34)}", "black")
         for ax, hit in zip(row[1:], example.hits):
             colour = SAME_ROOT if hit.root == example.root else OTHER_ROOT
-            caption = f"{shorten(hit.title, 28)}\n{shorten(hit.root, 30)}\nscore {hit.score:.2f}"  # the item, not only its category
-            _photo_cell(ax, photos, hit.image_ids[0] if hit.image_ids else None, caption, colour)
+            _photo_cell(ax, photos, hit.image_ids[0] if hit.image_ids else None, hit_caption(hit, example.root), colour)
         for ax in row[1 + len(example.hits) :]:
             ax.axis("off")
-    fig.suptitle("Test listings (photo + text) and their nearest listings; green: the same root category", fontsize=10)
+    fig.suptitle(GALLERY_TITLE, fontsize=10)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)  # an emoji in a title: drawn as a box
-        fig.tight_layout()
         fig.savefig(path, dpi=80)
     plt.close(fig)
 

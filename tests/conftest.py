@@ -64,6 +64,16 @@ QUIRKY_BROKEN = {"img-f2": "truncated", "img-f3": "missing"}
 
 
 @pytest.fixture
+def drawn_figures(monkeypatch) -> list:
+    """The figures the code under test saves, kept open to be read: pyplot's `close` appends them here."""
+    from listings.plots import pyplot
+
+    drawn: list = []
+    monkeypatch.setattr(pyplot(), "close", drawn.append)
+    return drawn
+
+
+@pytest.fixture
 def quirky_dataset(tmp_path: Path) -> Path:
     """A marketplace-format directory: Products.csv, Images.csv (unnamed index column) and images/."""
     root = tmp_path / "quirky"

@@ -18,7 +18,7 @@ from combined_model.report import write_report
 from combined_model.features import IMAGE_EXPORT, TEXT_EXPORT, BranchOutputs, gather, load_branch_exports, load_export
 from combined_model.fusion import EARLY, LATE, FusionClassifier, LateWeights, combine, sharpen, single_branch
 from combined_model.inference import Prediction, PreparedListing
-from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, late_weight_grid, train_combined
+from combined_model.train import MODEL_FILE, SIDECAR_FILE, choose_late_weights, curves_title, late_weight_grid, train_combined
 from listings.categories import CategoryEncoder
 from listings.artifacts import CURVES_FILE
 from listings.config import Config, FusionConfig
@@ -354,6 +354,8 @@ def _result() -> dict:
         "per_class": {name: {c: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2} for c in classes} for name in MODELS},
         "confusion": {name: [[1, 1], [1, 1]] for name in MODELS}, "classes": classes,
         "unknown_categories": {"Pets": 2}, "rows_dropped": {}, "seen_in_training": 0, "warnings": [], "skipped_images": {},
+        "generated_at": "2025-01-02T03:04Z", "model_versions": {"image": "0123456789ab", "text": "textcnn-cdef"},
+        "late_weights": {"image": 0.3, "text": 0.2, "tfidf": 0.5, "tfidf_power": 4.0},
     }
 
 
@@ -386,6 +388,105 @@ def test_the_report_holds_the_figures_the_unknown_categories_and_its_curves(tmp_
     assert "Listings skipped for an unknown category: Pets 2" in report
     curves = [line for line in report.splitlines() if "training curves](" in line]
     assert len(curves) == 1 and (out_dir / curves[0].split("](")[1].rstrip(")")).is_file()
+    assert "## Retrieval" not in report  # `fbm index --evaluate` wrote nothing here
+
+
+def test_the_report_says_when_and_from_which_models_it_was_made_and_what_each_model_is(tmp_path):
+    """A stale report could not be told apart, and its table named models and columns it did not explain (QA pass 60)."""
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    report = write_report(config, _result(), _predictions(), tmp_path).read_text().splitlines()
+    assert report[2].startswith("Generated 2025-01-02T03:04Z (UTC) from the trained models image `0123456789ab`, text `textcnn-cdef`")
+    key = [line for line in report if line.startswith("- **")]
+    assert [line.split("**")[1] for line in key] == list(MODELS)
+    assert "weights chosen on validation: image=0.3, text=0.2, tfidf=0.5 (sharpened p^4)" in next(line for line in key if "late_fusion" in line)
+    assert any(line.startswith("**late_fusion** is served") and "Photo-level accuracy counts each photo once" in line for line in report)
+    assert "| product id | title | true category | late_fusion answered | confidence in its answer | probability of the true category | photos scored |" in report
+
+
+def test_the_report_gives_the_retrieval_figures_written_beside_it(tmp_path):
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path / "artifacts")
+    figures = {"k": 10, "catalogue": 5189, "test_listings": 909, "chance_precision": 0.0802, "chance_path_precision": 0.0119}
+    for mode, precision, path_precision, queries in (("photo", 0.5603, 0.2642, 891), ("text", None, None, 0)):
+        figures |= {f"precision@10_{mode}": precision, f"path_precision@10_{mode}": path_precision, f"queries_{mode}": queries}
+    (tmp_path / "retrieval_evaluation.json").write_text(json.dumps(figures))
+    report = write_report(config, _result(), _predictions(), tmp_path).read_text().splitlines()
+    section = report[report.index("## Retrieval") : report.index("## Training curves and the word vectors")]
+    assert "| photo | 0.560 | 0.264 | 891 |" in section and "| text | — | — | 0 |" in section  # no query of a kind: a dash
+    assert "![retrieval precision](retrieval_precision.png)" in section and "![retrieval examples](retrieval_examples.png)" in section
+    assert any("5,189 train and validation listings" in line and "(chance 0.080)" in line for line in section)
+
+
+def test_the_metrics_name_each_trained_model_by_its_weights_file(tmp_path):
+    from combined_model.evaluate import model_versions
+
+    config = Config()
+    config.data.artifacts_dir = str(tmp_path)
+    paths = config.paths
+    files = [paths.image_model / "model.pt", paths.text_model / "model.pt", paths.combined_model / "model.pt",
+             paths.text_model / "tfidf_svm" / "baseline.npz", paths.image_model / "hog_svm.npz"]
+    for i, path in enumerate(files):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes([i]))
+    versions = model_versions(config)
+    assert list(versions) == ["image", "text", "combined", "tfidf_baseline", "hog_svm_baseline"]
+    assert versions["image"] == "6e340b9cffb3"  # sha256(b"\x00")
+    assert len(set(versions.values())) == 5
+
+
+def test_a_photo_models_confusion_panel_says_what_its_accuracy_counts_that_it_does_not_show():
+    """The panel shows the 891 products with a photo; its accuracy counts the 18 without as wrong (QA pass 60)."""
+    from combined_model.report import panel_title
+
+    assert panel_title("image", 0.5913, 891, 909) == "image: accuracy 0.591\n(891 with a photo shown; 18 without, counted wrong, not shown)"
+    assert panel_title("text", 0.79, 905, 909).endswith("(905 answered shown; 4 unanswered, counted wrong, not shown)")
+    assert panel_title("late_fusion", 0.839, 909, 909) == "late_fusion: accuracy 0.839"
+
+
+def test_a_confusion_cell_shows_its_share_from_three_in_a_hundred_in_a_colour_that_reads_on_it():
+    from combined_model.report import _write_shares
+
+    written = []
+    ax = SimpleNamespace(text=lambda x, y, text, color, **_: written.append((y, x, text, color)))
+    _write_shares(ax, np.array([[0.9, 0.1], [0.029, 0.971]]))
+    assert [(row, col, text) for row, col, text, _ in written] == [(0, 0, ".90"), (0, 1, ".10"), (1, 1, ".97")]
+    assert written[0][3] == "white" and written[1][3] != "white"  # light on the dark diagonal, dark on a light cell
+
+
+def test_the_comparison_chart_is_read_against_chance_and_the_ceilings_it_has():
+    from combined_model.report import reference_lines
+
+    lines = reference_lines(_result())
+    assert [(round(value, 3), label.split(":")[0]) for value, label, _ in lines] == [
+        (0.5, "chance, 1 in 2"), (0.625, "ceiling, image or text right"), (0.875, "ceiling, image, text or TF-IDF right")
+    ]
+    without = {key: value for key, value in _result().items() if key != "any_late_input_right"}
+    assert len(reference_lines(without)) == 2
+
+
+def test_per_class_f1_sorts_the_categories_by_the_served_model_and_draws_it_in_black(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from combined_model import report
+
+    labels, colours = [], {}
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_yticks", lambda self, ticks, names=None, **_: labels.append(list(names)))
+    barh = matplotlib.axes.Axes.barh
+
+    def noted_barh(self, *args, color, label, **kwargs):
+        colours[label] = color
+        return barh(self, *args, color=color, label=label, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", noted_barh)
+    f1 = {"late_fusion": {"a": 0.2, "b": 0.9, "c": 0.5}, "image": {"a": 0.9, "b": 0.1, "c": 0.3}}
+    result = {
+        "classes": ["a", "b", "c"], "served": "late_fusion",
+        "per_class": {name: {c: {"f1": value, "support": 4} for c, value in scores.items()} for name, scores in f1.items()},
+    }
+    report._per_class_f1(result, ["image", "late_fusion"], tmp_path / "f1.png")
+    assert labels == [["b (4)", "c (4)", "a (4)"]]
+    assert colours == {"image": "#E69F00", "late_fusion (served)": "#000000"}
 
 
 def test_predictions_give_the_served_models_probability_of_the_true_category():
@@ -426,6 +527,7 @@ def test_each_confusion_matrix_names_the_product_counts_of_its_own_model(tmp_pat
         "classes": ["a", "b"],
         "confusion": {"image": [[3, 1], [0, 2]], "text": [[4, 1], [0, 3]]},
         "models": {"image": {"accuracy": 0.8}, "text": {"accuracy": 0.9}},
+        "n_products": 8,
     }
     report._confusion_grid(result, ["image", "text"], tmp_path / "confusion.png")
     assert labels == [["a (4)", "b (2)"], ["a (5)", "b (3)"]]
@@ -438,3 +540,9 @@ def test_a_report_folder_is_named_without_the_control_characters_of_its_dataset_
     odd, plain = tmp_path / "odd name\nwith ünï\x1b[31m", tmp_path / "odd name_with ünï_[31m"
     name = report_dir(config, str(odd)).name
     assert name.startswith("data-odd name_with ünï_[31m-") and name != report_dir(config, str(plain)).name  # the digest is of the path as it is
+
+
+def test_the_fusion_curves_say_whether_the_fusion_classifier_is_served():
+    """Titled "Fusion", the curves read as the served model's, which late fusion often is."""
+    assert curves_title(LATE) == "Early fusion (fusion classifier) (not served: late fusion was better on validation)"
+    assert curves_title(EARLY) == "Early fusion (fusion classifier)"

@@ -24,6 +24,7 @@ from image_model.train import CURVES_FILE, SplitData, _trained_state, _warmup_co
 from listings.categories import CategoryEncoder
 from listings.config import Config
 from listings.data import write_jsonl
+from listings.plots import plot_curves
 from scripts import image_sweep
 
 CLASSES = ["Appliances", "Baby & Kids Stuff", "Computers & Software", "Home & Garden"]
@@ -572,3 +573,16 @@ def test_the_branch_table_shows_an_empty_split_as_a_dash_in_line():
                "epochs_run": 2, "timing": timing, "branch": result, "baseline": result}
     header, branch = format_summary(summary).splitlines()[2:4]
     assert "nan" not in branch and branch.index("—/—") == header.index("test photo")
+
+
+def test_the_image_curves_say_what_product_accuracy_counts_and_why_the_epoch_was_kept(tmp_path, drawn_figures):
+    """Product accuracy is over the validation products with a photo, whose number the legend gives;
+    the kept epoch's marker names the rule `fit` keeps by, as the loss panel alone would mislead."""
+    labels = train_module.curve_labels(901)
+    assert labels["val_product_accuracy"] == "validation product accuracy (901 with a photo)"
+    history = [{"epoch": e, "train_loss": 2 / e, "val_loss": 1.5 - e / 10, "train_accuracy": e / 5, "val_accuracy": e / 6, "val_product_accuracy": e / 5.5} for e in (1, 2, 3)]
+    plot_curves(history, tmp_path / "curves.png", "Image branch", labels, kept=2, kept_rule=train_module.KEPT_RULE)
+    loss_ax, score_ax = drawn_figures[-1].axes
+    assert "kept: epoch 2 (best validation product accuracy)" in loss_ax.get_legend_handles_labels()[1]
+    assert "validation product accuracy (901 with a photo)" in score_ax.get_legend_handles_labels()[1]
+    assert score_ax.get_ylabel() == "accuracy (share right)"  # no macro-F1 curve: accuracy it is

@@ -16,8 +16,20 @@ from listings.data import listing_text, write_jsonl
 from listings.photos import PhotoStore
 from retrieval.bench import bench_scale
 from retrieval.build import EVALUATION_FILE, ProductEmbeddings, build_index, evaluate_retrieval, example_searches, load_product_embeddings, other_photo_rate
-from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, pick_examples, plot_examples, plot_precision
+from retrieval.figures import (
+    EXAMPLES_FIGURE,
+    GALLERY_TITLE,
+    OTHER_ROOT,
+    PRECISION_FIGURE,
+    ROOT_PRECISION_GOAL,
+    SAME_ROOT,
+    hit_caption,
+    pick_examples,
+    plot_examples,
+    plot_precision,
+)
 from retrieval.index import ListingIndex
+from retrieval.listing import Hit
 from scripts.terminal import format_results
 from text_model.baseline import BASELINE_DIR, TfidfSvmBaseline
 from text_model.preprocess import tokenize
@@ -151,7 +163,7 @@ def test_example_searches_show_each_root_and_the_photos_of_query_and_results(tmp
 
 
 def test_precision_chart_draws_whatever_was_measured(tmp_path):
-    report = {"k": 10, "catalogue": 5, "chance_precision": 0.3, "chance_path_precision": 0.1}
+    report = {"k": 10, "catalogue": 5, "chance_precision": 0.3, "chance_path_precision": 0.1, "queries_photo": 0, "queries_text": 4, "queries_both": 0}
     for measured in ({"text": 0.99}, {}):  # a catalogue without photos; nothing queried at all
         for mode in ("photo", "text", "both"):
             report[f"precision@10_{mode}"] = measured.get(mode)
@@ -159,6 +171,30 @@ def test_precision_chart_draws_whatever_was_measured(tmp_path):
         plot_precision(report, tmp_path / "precision.png")
         with Image.open(tmp_path / "precision.png") as image:
             assert image.format == "PNG"
+
+
+def test_precision_chart_draws_the_goal_the_query_counts_and_the_stored_values(tmp_path, drawn_figures):
+    report = {"k": 10, "catalogue": 5189, "chance_precision": 0.0802, "chance_path_precision": 0.0119}
+    for mode, precision, path_precision, queries in (("photo", 0.5603, 0.2642, 891), ("text", 0.7865, 0.474, 909), ("both", 0.8045, 0.4934, 891)):
+        report |= {f"precision@10_{mode}": precision, f"path_precision@10_{mode}": path_precision, f"queries_{mode}": queries}
+    plot_precision(report, tmp_path / "precision.png")
+    (ax,) = drawn_figures[-1].axes
+    goal = [line for line in ax.get_lines() if line.get_label() == "goal (#6): 0.85"]
+    assert len(goal) == 1 and goal[0].get_ydata()[0] == ROOT_PRECISION_GOAL == 0.85
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["photo\nn=891", "text\nn=909", "photo + text\nn=891"]
+    assert "0.8045" in [text.get_text() for text in ax.texts]  # the stored value, not rounded again to 0.804
+
+
+def test_gallery_captions_say_same_or_other_root_in_words_and_the_title_what_score_is():
+    hit = Hit("p1", "Samsung Galaxy Buds Live wireless earbuds", "Phones, Mobile Phones & Telecoms / Headphones", "Phones, Mobile Phones & Telecoms", None, "", [], score=0.654)
+    assert hit_caption(hit, "Phones, Mobile Phones & Telecoms").splitlines() == [
+        "Samsung Galaxy Buds Live wi…",
+        "Phones, Mobile Phones & Telecoms",  # not cut at 30 characters
+        "✓ same root, score 0.65",
+    ]
+    assert hit_caption(hit, "Health & Beauty").splitlines()[-1] == "✗ other root, score 0.65"
+    assert "cosine similarity" in GALLERY_TITLE and "0 to 1" in GALLERY_TITLE
+    assert (SAME_ROOT, OTHER_ROOT) == ("#0072B2", "#D55E00")  # blue and orange, not green and red
 
 
 def test_pick_examples_shows_every_root_once_before_any_twice():

@@ -20,6 +20,7 @@ from pipeline import SHARED_DATA, have_shared_data, needs_nltk_data, shared_subs
 from listings.config import DEFAULT_NLTK_DATA, REPO_ROOT, Config, TextConfig
 from listings.data import clean_description, clean_listing_text, clean_title, listing_text, read_dataset
 from listings.metrics import summarise
+from listings.plots import epoch_ticks, plot_curves, score_name
 from text_model import train as text_train
 from text_model import word2vec as w2v_module
 from text_model.baseline import ARRAYS_FILE, BASELINE_DIR, SETTINGS_FILE, TfidfSvmBaseline, ngrams
@@ -603,3 +604,24 @@ def test_the_tfidf_model_takes_its_choices_from_the_text_settings():
     model = TfidfSvmBaseline.from_config(CLASSES, settings)
     assert (model.C, model.min_df, model.n_max, model.char_range, model.stem) == (2.0, 3, 1, (3, 4), True)
     assert model.chars.ngram_range == (3, 4) and model.words.min_df == 3 and model.chars.min_df == 3
+
+
+def test_the_text_curves_name_the_kept_epochs_rule_and_both_scores(tmp_path, drawn_figures):
+    """The kept epoch is the best on validation accuracy, often not the lowest loss: its marker says
+    so; the score panel, with macro-F1 beside accuracy, is not called "accuracy" alone."""
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5 + abs(e - 2) / 10, "val_accuracy": 0.5 + e / 100, "val_macro_f1": 0.4 + e / 100} for e in (1, 2, 3, 4)]
+    scores = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1"}
+    plot_curves(history, tmp_path / "curves.png", "Text CNN", scores, kept=4, kept_rule=text_train.KEPT_RULE)
+    loss_ax, score_ax = drawn_figures[-1].axes
+    kept = "kept: epoch 4 (best validation accuracy, ties to the lower loss)"
+    for ax in (loss_ax, score_ax):
+        assert kept in ax.get_legend_handles_labels()[1]
+        assert ax.get_xlim()[0] == 1 and ax.get_xticks()[0] == 1  # the axis starts at the first epoch, not at 0
+    assert score_ax.get_ylabel() == score_ax.get_title() == "accuracy and macro-F1"
+    assert score_name({"val_accuracy": "validation accuracy"}) == "accuracy"
+
+
+def test_epoch_ticks_start_at_the_first_epoch_and_stay_few():
+    assert epoch_ticks(1, 10) == list(range(1, 11))
+    assert epoch_ticks(1, 21) == [1, 4, 7, 10, 13, 16, 19]
+    assert epoch_ticks(1, 1) == [1]

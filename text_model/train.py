@@ -38,6 +38,7 @@ WORD2VEC_FILE = "word2vec.bin"
 TSNE_FILE = "word2vec_tsne.png"
 PROBE_WORDS = ("sofa", "iphone", "drill")
 EVAL_SPLITS = ("val", "test")
+KEPT_RULE = "best validation accuracy, ties to the lower loss"  # how `fit_cnn` chooses the epoch it keeps, for the curves
 
 
 def tokenize_texts(texts: list[str], stem: bool) -> list[list[str]]:
@@ -150,7 +151,14 @@ def train_text(config: Config) -> dict:
         model, [ids[i] for i in rows["train"]], labels[rows["train"]], [ids[i] for i in rows["val"]], labels[rows["val"]], cfg, seed
     )
     best_epoch = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))["epoch"]  # as `fit_cnn` chose it
-    plot_curves(history, out / CURVES_FILE, "Text CNN", {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1"}, kept=best_epoch)
+    plot_curves(
+        history,
+        out / CURVES_FILE,
+        "Text CNN",
+        {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1"},
+        kept=best_epoch,
+        kept_rule=KEPT_RULE,
+    )
 
     torch.save(model.state_dict(), out / MODEL_FILE)
     vocab.save(out / VOCAB_FILE)
