@@ -37,7 +37,7 @@ from text_model.train import (
     word_matrix,
 )
 from text_model.vocab import PAD, PAD_ID, UNK, UNK_ID, Vocabulary, pad_batch
-from text_model.word2vec import nearest_neighbours, save_vectors, train_word2vec
+from text_model.word2vec import GENERAL, category_colours, nearest_neighbours, plot_tsne, save_vectors, train_word2vec, word_categories
 
 CLASSES = ["Home & Garden", "DIY Tools & Materials", "Phones, Mobile Phones & Telecoms"]
 CLASS_WORDS = [
@@ -625,3 +625,28 @@ def test_epoch_ticks_start_at_the_first_epoch_and_stay_few():
     assert epoch_ticks(1, 10) == list(range(1, 11))
     assert epoch_ticks(1, 21) == [1, 4, 7, 10, 13, 16, 19]
     assert epoch_ticks(1, 1) == [1]
+
+
+def test_each_word_takes_the_category_that_uses_it_most_or_none():
+    """'drill' is a DIY word; a word every category uses as often ('condition') tells none; a word
+    a small category uses in every listing beats a large one that uses it a little."""
+    classes = ["DIY", "Home", "Phones"]
+    texts = [["drill", "condition"], ["drill", "bits", "condition"], ["sofa", "condition"], ["sofa", "condition", "case"], ["case", "condition"], ["case", "iphone", "condition"]]
+    labels = [0, 0, 1, 1, 2, 2]
+    categories = word_categories(texts, labels, classes)
+    assert categories["drill"] == "DIY" and categories["sofa"] == "Home" and categories["iphone"] == "Phones"
+    assert categories["condition"] == GENERAL  # in every listing: no lift over the catalogue
+    assert categories["case"] == "Phones"  # 2 of 2 phone listings against 1 of 2 home ones
+
+
+def test_the_word_map_colours_words_by_category_with_a_legend(tmp_path, drawn_figures):
+    colours = category_colours({"Phones", GENERAL, "DIY"})
+    assert list(colours) == ["DIY", "Phones", GENERAL] and colours[GENERAL] == "dimgrey" and colours["DIY"] != colours["Phones"]
+    vectors = KeyedVectors(vector_size=4)
+    words = [f"w{i}" for i in range(12)]
+    vectors.add_vectors(words, np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32))
+    plot_tsne(vectors, tmp_path / "map.png", n_words=12, categories={"w0": "DIY", "w1": "Phones"})
+    (ax,) = drawn_figures[-1].axes
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["DIY", "Phones", GENERAL]
+    drawn = {text.get_text(): text.get_color() for text in ax.texts}
+    assert drawn["w0"] == colours["DIY"] and drawn["w2"] == "dimgrey"

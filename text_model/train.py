@@ -32,7 +32,7 @@ from text_model.inference import EXPORT_FILE, MODEL_FILE, SIDECAR_FILE, VOCAB_FI
 from text_model.model import TextCNN, TextCNNShape
 from text_model.preprocess import tokenize
 from text_model.vocab import PAD_ID, UNK_ID, Vocabulary, pad_batch
-from text_model.word2vec import nearest_neighbours, plot_tsne, save_vectors, train_word2vec
+from text_model.word2vec import nearest_neighbours, plot_tsne, save_vectors, train_word2vec, word_categories
 
 WORD2VEC_FILE = "word2vec.bin"
 TSNE_FILE = "word2vec_tsne.png"
@@ -133,7 +133,7 @@ def train_text(config: Config) -> dict:
     start = time.perf_counter()
     vectors = train_word2vec(train_tokens, cfg, seed)
     word2vec_time = time.perf_counter() - start
-    neighbours = save_word2vec(vectors, out, cfg.stem, seed)
+    neighbours = save_word2vec(vectors, out, cfg.stem, seed, word_categories(train_tokens, labels[rows["train"]].tolist(), classes))
 
     baseline = TfidfSvmBaseline.from_config(classes, cfg).fit(train_tokens, labels[rows["train"]])
     baseline.save(out / BASELINE_DIR)
@@ -196,13 +196,14 @@ def train_text(config: Config) -> dict:
     return summary
 
 
-def save_word2vec(vectors: KeyedVectors, out: Path, stem: bool, seed: int) -> dict[str, list[tuple[str, float]]]:
-    """Save the word vectors and their t-SNE map; print and return the probe words' nearest neighbours."""
+def save_word2vec(vectors: KeyedVectors, out: Path, stem: bool, seed: int, categories: dict[str, str]) -> dict[str, list[tuple[str, float]]]:
+    """Save the word vectors and their t-SNE map (words coloured by `categories`); print and return
+    the probe words' nearest neighbours."""
     save_vectors(vectors, out / WORD2VEC_FILE)
     neighbours = nearest_neighbours(vectors, [(tokenize(word, stem) or [word])[0] for word in PROBE_WORDS], topn=8)
     for word, similar in neighbours.items():
         print(f"word2vec neighbours of {word!r}: " + (", ".join(w for w, _ in similar) or "(not in the vocabulary)"), file=sys.stderr)
-    plot_tsne(vectors, out / TSNE_FILE, seed=seed)
+    plot_tsne(vectors, out / TSNE_FILE, seed=seed, categories=categories)
     return neighbours
 
 

@@ -67,8 +67,34 @@ def _label_positions(words: list[str], points: np.ndarray) -> list[tuple[float, 
     return positions
 
 
-def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int = 0) -> None:
-    """A labelled 2-D t-SNE map of the `n_words` most frequent words."""
+GENERAL = "no one category"  # a word no category uses at least `MIN_LIFT` times as often as all listings do
+MIN_LIFT = 2.0
+# dark enough for 9-point words on white: matplotlib's tab10 without its grey (`GENERAL`'s), then four darker
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#000080", "#006400", "#800000", "#b8860b")
+
+
+def word_categories(token_lists: list[list[str]], labels: list[int], classes: list[str]) -> dict[str, str]:
+    """Each word's category: the one whose listings use it most, as a share of that category's
+    listings, where that share is at least `MIN_LIFT` times the share among all listings ('drill' →
+    DIY Tools & Materials); otherwise `GENERAL` ('condition', 'collection')."""
+    listings_of = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes)).clip(min=1)
+    counts: dict[str, np.ndarray] = {}
+    for tokens, label in zip(token_lists, labels):
+        for word in set(tokens):
+            counts.setdefault(word, np.zeros(len(classes), dtype=np.int64))[label] += 1
+    overall = len(token_lists) or 1
+    categories = {}
+    for word, count in counts.items():
+        shares = count / listings_of
+        best = int(shares.argmax())
+        categories[word] = classes[best] if shares[best] >= MIN_LIFT * count.sum() / overall else GENERAL
+    return categories
+
+
+def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int = 0, categories: dict[str, str] | None = None) -> None:
+    """A labelled 2-D t-SNE map of the `n_words` most frequent words, each coloured by its category
+    (`word_categories`) when `categories` is given, so that the map shows which words tell which
+    category."""
     from sklearn.manifold import TSNE
 
     plt = pyplot()
@@ -76,12 +102,26 @@ def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int =
     points = TSNE(n_components=2, perplexity=min(30, len(words) - 1), init="pca", random_state=seed).fit_transform(
         np.asarray([vectors[w] for w in words])
     )
+    category = {word: (categories or {}).get(word, GENERAL) for word in words}
+    colour = category_colours(set(category.values()))
     fig, ax = plt.subplots(figsize=(16, 16))
-    ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.5)
     for word, (x, y), (label_x, label_y) in zip(words, points, _label_positions(words, points)):
-        ax.annotate(word, (x, y), xytext=(label_x, label_y), fontsize=9, alpha=0.85, arrowprops={"arrowstyle": "-", "alpha": 0.3} if label_y != y else None)
+        ax.scatter([x], [y], s=8, color=colour[category[word]])
+        ax.annotate(
+            word, (x, y), xytext=(label_x, label_y), fontsize=9, color=colour[category[word]],
+            arrowprops={"arrowstyle": "-", "alpha": 0.3} if label_y != y else None,
+        )
+    if categories:
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=shade, label=name) for name, shade in colour.items()]
+        ax.legend(handles=handles, title="the category that uses the word most", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=10)
     ax.set_title(f"word2vec: t-SNE of the {len(words)} most frequent words (neighbours in meaning lie close)", fontsize=13)
     ax.set_axis_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def category_colours(names: set[str]) -> dict[str, str]:
+    """A colour per category name, in name order, `GENERAL` grey and last."""
+    named = sorted(names - {GENERAL})
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(named)} | ({GENERAL: "dimgrey"} if GENERAL in names else {})
