@@ -238,7 +238,7 @@ def _complete_openapi(app: FastAPI, config: Config) -> None:
     form route reads both kinds of form, multipart and url-encoded, save where a photo is required
     (FastAPI names one kind, chosen by whether the route takes files); that a required text field
     (`txt` of /text, `title` of /listings) needs a character other than a space."""
-    k = {"type": "integer", "minimum": 1, "maximum": config.index.max_k, "default": config.index.default_k}
+    k = {"minimum": 1, "maximum": config.index.max_k, "default": config.index.default_k}
     limits = {"k": k, "img": {"maxItems": config.serve.max_photos}}
     build = app.openapi
 
@@ -250,13 +250,13 @@ def _complete_openapi(app: FastAPI, config: Config) -> None:
             for body in forms.values():
                 fields = body.get("properties", {})
                 for field in limits.keys() & fields.keys():
-                    _limit(fields[field], limits[field])
+                    fields[field].update(limits[field])
                 for field in {"txt", "title"} & set(body.get("required", [])):
                     fields[field].update({"minLength": 1, "pattern": r"\S"})
             operations = [op for path in app.openapi_schema.get("paths", {}).values() for op in path.values()]
             for parameter in (p for op in operations for p in op.get("parameters", [])):
                 if parameter.get("in") == "query" and parameter.get("name") in limits:
-                    _limit(parameter["schema"], limits[parameter["name"]])
+                    parameter["schema"].update(limits[parameter["name"]])
             for content in (op["requestBody"]["content"] for op in operations if "requestBody" in op):
                 if not set(content) <= set(FORM_TYPES):  # a JSON body, were a route to take one
                     continue
@@ -268,14 +268,6 @@ def _complete_openapi(app: FastAPI, config: Config) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
-
-
-def _limit(schema: dict, limits: dict) -> None:
-    """`limits` written into a field's schema; one that names its type replaces FastAPI's `anyOf`
-    (an optional `k` is "integer or null", though a client sends an integer or leaves it out)."""
-    if "type" in limits:
-        schema.pop("anyOf", None)
-    schema.update(limits)
 
 
 def _without_photos(body: dict) -> dict:

@@ -18,7 +18,7 @@ from listings.artifacts import CURVES_FILE
 from listings.config import Config
 from listings.data import shorten, without_controls
 from listings.metrics import figure, plural
-from listings.plots import pyplot
+from listings.plots import OKABE_ITO, pyplot
 
 plt = pyplot()  # this module only draws: matplotlib loads with it
 
@@ -27,8 +27,9 @@ CONFIDENT_MISTAKES = 10
 _MARKDOWN_MARK = re.compile(r"[\\`*_\[\]()!~|#]")
 SHARE_WRITTEN = 0.03  # a confusion matrix cell shows its share from this share up
 PHOTO_MODELS = ("image", "hog_svm_baseline")  # they answer only the products with a photo
-SERVED_COLOUR = "#000000"
-OTHER_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442")  # Okabe–Ito, safe for colour-blind readers, less its black (the served model's); its yellow, faint on white, last
+SERVED_COLOUR = OKABE_ITO["black"]
+# the other models' colours in turn: Okabe–Ito less its black (the served model's), its faint yellow last
+OTHER_COLOURS = tuple(OKABE_ITO[name] for name in ("orange", "sky blue", "green", "blue", "vermilion", "purple", "yellow"))
 MODEL_KEY = {
     "image": "the image branch: a CNN over each photo, a product's photos' probabilities averaged",
     "text": "the text branch: a text CNN over word2vec vectors of the title and description",
@@ -151,8 +152,7 @@ def _cell(text: str) -> str:
 
 def retrieval_section(out_dir: Path) -> list[str]:
     """A section on similar-listing search, from what `fbm index --evaluate` wrote in `out_dir`; none where it wrote nothing."""
-    from retrieval.build import EVALUATION_FILE  # the index's module loads faiss: only here
-    from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE
+    from retrieval.figures import EVALUATION_FILE, EXAMPLES_FIGURE, PRECISION_FIGURE
 
     if not (out_dir / EVALUATION_FILE).is_file():
         return []
@@ -181,7 +181,7 @@ def _comparison_chart(result: dict, models: list[str], path: Path) -> None:
     x = np.arange(len(models))
     served = result["served"]
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    for offset, metric, label, colour in ((-0.2, "accuracy", "accuracy", "#0072B2"), (0.2, "macro_f1", "macro-F1", "#E69F00")):
+    for offset, metric, label, colour in ((-0.2, "accuracy", "accuracy", OKABE_ITO["blue"]), (0.2, "macro_f1", "macro-F1", OKABE_ITO["orange"])):
         bars = ax.bar(x + offset, [result["models"][m][metric] for m in models], width=0.4, label=label, color=colour)
         bars[models.index(served)].set(hatch="//", edgecolor=SERVED_COLOUR, linewidth=1.2)
         for text in ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2):  # as the table prints them
@@ -202,7 +202,7 @@ def reference_lines(result: dict) -> list[tuple[float, str, str]]:
     ceilings of picking between models' answers where the metrics hold them."""
     chance = 1 / len(result["classes"])
     lines = [(chance, f"chance, 1 in {len(result['classes'])}: {chance:.3f}", "#777777")]
-    ceilings = (("either_branch_right", "image or text right", "#009E73"), ("any_late_input_right", "image, text or TF-IDF right", "#CC79A7"))
+    ceilings = (("either_branch_right", "image or text right", OKABE_ITO["green"]), ("any_late_input_right", "image, text or TF-IDF right", OKABE_ITO["purple"]))
     return lines + [(result[key], f"ceiling, {words}: {result[key]:.3f}", colour) for key, words, colour in ceilings if key in result]
 
 

@@ -145,7 +145,7 @@ def train_combined(config: Config) -> dict:
     (out_dir / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2))
     kept = max(history, key=lambda h: h["val_accuracy"])["epoch"]  # the first best, as `fit_fusion` kept it
     plot_curves(
-        history, out_dir / CURVES_FILE, curves_title(served), {"val_accuracy": "validation (product)"}, kept=kept, kept_rule="best validation product accuracy"
+        history, out_dir / CURVES_FILE, curves_title(served), {"val_accuracy": "validation (product)"}, kept=kept, kept_rule=KEPT_RULE
     )
     summary = {
         "served_method": served,
@@ -158,6 +158,7 @@ def train_combined(config: Config) -> dict:
     return summary
 
 
+KEPT_RULE = "best validation product accuracy"  # how `fit_fusion` chooses the epoch it keeps, for the curves
 SERVED_WORDS = {LATE: "late fusion", EARLY: "early fusion (the fusion classifier)"}
 
 

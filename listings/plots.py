@@ -6,6 +6,13 @@ import math
 from pathlib import Path
 
 
+# Okabe & Ito's colours, told apart with any colour vision (the yellow is faint on white)
+OKABE_ITO = {
+    "orange": "#E69F00", "sky blue": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
+    "blue": "#0072B2", "vermilion": "#D55E00", "purple": "#CC79A7", "black": "#000000",
+}
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend; imported here, when a figure is drawn, so
     that serving and the index never load matplotlib."""

@@ -27,11 +27,10 @@ from listings.photos import PhotoStore
 from retrieval.index import IndexStateError, ListingIndex, LiveChanges, build_lock, read_live_changes
 from retrieval.listing import Listing, SearchResult
 from retrieval.vectors import IMAGE, TEXT, fold_photos, listing_vector, listing_vectors, unit_rows
-from retrieval.figures import EXAMPLES_FIGURE, PRECISION_FIGURE, Example, pick_examples, plot_examples, plot_precision
+from retrieval.figures import EVALUATION_FILE, EXAMPLES_FIGURE, PRECISION_FIGURE, Example, pick_examples, plot_examples, plot_precision
 from retrieval.terms import Terms, terms_of_rows
 
 SUMMARY_FILE = "build_summary.json"
-EVALUATION_FILE = "retrieval_evaluation.json"
 MODES = {"photo": (IMAGE,), "text": (TEXT,), "both": (IMAGE, TEXT)}
 
 
@@ -181,14 +180,16 @@ def embed_live_listings(
     return kept, dropped
 
 
-def evaluate_retrieval(config: Config, k: int = 10) -> dict:
+def evaluate_retrieval(config: Config, k: int | None = None) -> dict:
     """Test listings as queries against an index of the train and validation listings.
 
     Reports same-root-category precision@k per query modality, and the same for the listing's full
     category path (e.g. "Video Games & Consoles / Consoles / PS4": is it the same kind of item?), how often a photo's nearest other
     photo (in an index of every photo) belongs to the same product, and search latency without
     the model, on an index of every listing with the query listing excluded. Writes the figures
-    beside the JSON: precision by modality, and a gallery of queries with their results."""
+    beside the JSON: precision by modality, and a gallery of queries with their results. k defaults
+    to `IndexConfig.default_k`."""
+    k = config.index.default_k if k is None else k
     products = load_product_embeddings(config)
     split = products.listings["split"].to_numpy()
     catalogue = products.subset(np.isin(split, ["train", "val"]) & (products.has_image | products.has_text))

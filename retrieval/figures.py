@@ -15,13 +15,14 @@ from PIL import Image
 
 from listings.data import shorten
 from listings.photos import PhotoStore
-from listings.plots import pyplot
+from listings.plots import OKABE_ITO, pyplot
 from retrieval.listing import Hit
 
 PRECISION_FIGURE = "retrieval_precision.png"
 EXAMPLES_FIGURE = "retrieval_examples.png"
-SAME_ROOT, OTHER_ROOT = "#0072B2", "#D55E00"  # blue and vermilion (Okabe-Ito): told apart with any colour vision
-GOAL_NUMBER, ROOT_PRECISION_GOAL = 6, 0.85  # `scripts/bench.py`'s goal on the root precision@10 of photo + text queries
+EVALUATION_FILE = "retrieval_evaluation.json"  # what `fbm index --evaluate` measured, which these figures draw
+SAME_ROOT, OTHER_ROOT = OKABE_ITO["blue"], OKABE_ITO["vermilion"]
+GOAL_NUMBER, ROOT_PRECISION_GOAL = 6, 0.85  # issue #6's goal on the root precision@10 of photo + text queries (`fbm bench` checks it)
 MODALITY_NAMES = {"photo": "photo", "text": "text", "both": "photo + text"}
 GALLERY_TITLE = (
     "Test listings (photo + text) and their nearest listings in the train + validation index\n"
@@ -53,9 +54,9 @@ def pick_examples(roots: list[str], rng: np.random.Generator, n: int) -> list[in
     return (firsts + rest)[:n]
 
 
-def goal_label(goal: float) -> str:
+def goal_label() -> str:
     """The legend entry of the root-precision goal's line."""
-    return f"goal (#{GOAL_NUMBER}): {goal:g}"
+    return f"goal (#{GOAL_NUMBER}): {ROOT_PRECISION_GOAL:g}"
 
 
 def modality_tick(report: dict, mode: str) -> str:
@@ -63,9 +64,9 @@ def modality_tick(report: dict, mode: str) -> str:
     return f"{MODALITY_NAMES[mode]}\nn={report[f'queries_{mode}']:,}"
 
 
-def plot_precision(report: dict, path: Path, goal: float = ROOT_PRECISION_GOAL) -> None:
+def plot_precision(report: dict, path: Path) -> None:
     """Same-root and same-path precision@k for each query modality, with what chance would give and
-    the `goal` for same-root precision. Each bar shows its stored (already rounded) value as it is."""
+    the goal for same-root precision. Each bar shows its stored (already rounded) value as it is."""
     plt = pyplot()
     k = report["k"]
     modes = [mode for mode in ("photo", "text", "both") if report.get(f"precision@{k}_{mode}") is not None]
@@ -77,7 +78,7 @@ def plot_precision(report: dict, path: Path, goal: float = ROOT_PRECISION_GOAL) 
         bars = ax.bar(x + offset, values, width=0.4, label=label, color=colour)
         ax.bar_label(bars, labels=[f"{value:g}" for value in values], fontsize=8)
         ax.axhline(report[chance], color=colour, linestyle="--", linewidth=1, label=f"{label}: chance")
-    ax.axhline(goal, color="black", linestyle=":", linewidth=1.2, label=goal_label(goal))
+    ax.axhline(ROOT_PRECISION_GOAL, color="black", linestyle=":", linewidth=1.2, label=goal_label())
     if not modes:
         ax.text(0.5, 0.5, "no test listing could be queried", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks(x, [modality_tick(report, mode) for mode in modes])

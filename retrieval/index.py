@@ -402,7 +402,7 @@ class ListingIndex:
         self,
         image_vec: np.ndarray | None,
         text_vec: np.ndarray | None,
-        k: int = 10,
+        k: int | None = None,
         category: str | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
@@ -412,7 +412,9 @@ class ListingIndex:
         """The k listings most similar to a photo embedding (or a listing's photos [p, d]), a text
         embedding or both, among those matching the filters; `category` is a root category or a
         category path prefix (case-insensitive), a price filter leaves out listings without a price.
-        `terms`, the query text's words, re-rank the best candidates (see the module docstring)."""
+        `terms`, the query text's words, re-rank the best candidates (see the module docstring); k
+        defaults to `IndexConfig.default_k`."""
+        k = self.config.default_k if k is None else k
         check_search(k, min_price, max_price, self.config.max_k)
         query, modalities = query_vector(image_vec, text_vec, self._half_dim)
         category = category if category and category.strip() else None

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path, help="a dataset in the marketplace format")
     parser.add_argument("--work", required=True, type=Path, help="a scratch directory for data copies and artifacts")
-    parser.add_argument("--per-class", type=int, default=60, help="listings per root category to copy (default 60; 0: use --data as it is)")
+    parser.add_argument("--per-class", type=int, default=60, help="listings per root category to copy (default %(default)s; 0: use --data as it is)")
     args = parser.parse_args(argv)
     import torch
 

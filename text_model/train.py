@@ -9,7 +9,6 @@ Settings are chosen on validation; test figures are reported, never used for a c
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import sys
 import time
@@ -21,7 +20,7 @@ from gensim.models import KeyedVectors
 from torch import nn
 from tqdm import tqdm
 
-from listings.artifacts import CURVES_FILE, SUMMARY_FILE
+from listings.artifacts import CURVES_FILE, SUMMARY_FILE, sha256_file
 from listings.config import Config, TextConfig
 from listings.data import listing_text
 from listings.metrics import figure, summarise
@@ -163,7 +162,7 @@ def train_text(config: Config) -> dict:
     torch.save(model.state_dict(), out / MODEL_FILE)
     vocab.save(out / VOCAB_FILE)
     sidecar = {
-        "version": "textcnn-" + hashlib.sha256((out / MODEL_FILE).read_bytes()).hexdigest()[:12],
+        "version": "textcnn-" + sha256_file(out / MODEL_FILE)[:12],
         "classes": classes,
         "shape": shape.to_json(),
         "stem": cfg.stem,

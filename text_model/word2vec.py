@@ -105,8 +105,8 @@ def plot_tsne(vectors: KeyedVectors, path: Path, n_words: int = 300, seed: int =
     category = {word: (categories or {}).get(word, GENERAL) for word in words}
     colour = category_colours(set(category.values()))
     fig, ax = plt.subplots(figsize=(16, 16))
+    ax.scatter(points[:, 0], points[:, 1], s=8, color=[colour[category[word]] for word in words])
     for word, (x, y), (label_x, label_y) in zip(words, points, _label_positions(words, points)):
-        ax.scatter([x], [y], s=8, color=colour[category[word]])
         ax.annotate(
             word, (x, y), xytext=(label_x, label_y), fontsize=9, color=colour[category[word]],
             arrowprops={"arrowstyle": "-", "alpha": 0.3} if label_y != y else None,

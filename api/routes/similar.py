@@ -16,7 +16,7 @@ from api.schemas import ListingMeta, ListingOut, PredictionOut, SimilarOut, Simi
 from api.services import Services
 from api.uploads import MAX_CATEGORY_CHARS, checked_text, cleaned_photos, fields_in_place_and_once, nothing_to_answer
 from listings.categories import UnknownCategoryError, canonical_category
-from listings.config import Config
+from listings.config import DEFAULT_K, Config
 from listings.data import ID_PATTERN, MAX_PRICE, checked_price, clean_listing_text
 from retrieval.index import check_search
 from retrieval.listing import SearchResult
@@ -43,9 +43,10 @@ def whole_number(value: object) -> object:
     return value
 
 
-Count = Annotated[int | None, BeforeValidator(whole_number)]  # None: the index's default_k
+# None: the index's default_k; a client sends an integer or leaves it out, so the schema says integer, not "integer or null"
+Count = Annotated[int | None, BeforeValidator(whole_number), WithJsonSchema({"type": "integer"})]
 ProductId = Annotated[str, Path(pattern=ID_PATTERN, description="letters, digits, '-' and '_'")]
-K_DESCRIPTION = "how many listings, 1 to index.max_k (the schema's maximum), 10 unless max_k is lower"
+K_DESCRIPTION = f"how many listings, 1 to index.max_k (the schema's maximum), {DEFAULT_K} unless max_k is lower"
 CATEGORY_DESCRIPTION = "a root category (any case), or a category path of whole levels, e.g. 'Home & Garden / Garden & Patio'"
 
 
@@ -63,8 +64,7 @@ async def similar(
     max_price: Price = None,
 ) -> SimilarOut:
     """Ranked by the inputs given: photo, text, or both. The query's predicted category comes along."""
-    k = config.index.default_k if k is None else k
-    category = await checked_filters(k, category, min_price, max_price, config, services)
+    k, category = await checked_filters(k, category, min_price, max_price, config, services)
     photos = await cleaned_photos(img, config, pool)
     text = checked_text(txt, config, clean=clean_listing_text)
     if not photos and not text:
@@ -104,8 +104,7 @@ async def similar_to_listing(
 ) -> SimilarToListingOut:
     """"More like this": ranked by the listing's own stored embeddings and words (no model runs),
     the listing itself left out."""
-    k = config.index.default_k if k is None else k
-    category = await checked_filters(k, category, min_price, max_price, config, services)
+    k, category = await checked_filters(k, category, min_price, max_price, config, services)
     try:
         listing, found = await run_in_threadpool(
             search_like_listing, services.index, product_id, k=k, category=category, min_price=min_price, max_price=max_price
@@ -120,10 +119,12 @@ async def similar_to_listing(
 
 
 async def checked_filters(
-    k: int, category: str | None, min_price: float | None, max_price: float | None, config: Config, services: Services
-) -> str | None:
+    k: int | None, category: str | None, min_price: float | None, max_price: float | None, config: Config, services: Services
+) -> tuple[int, str | None]:
     """A 422 for a k or price range the index refuses, an unknown category or a category path no
-    listing has (a database read: off the event loop); the category, canonical."""
+    listing has (a database read: off the event loop); k (the index's default when not given) and
+    the category, canonical."""
+    k = config.index.default_k if k is None else k
     category = known_category(category, services.predictor.classes)
     try:
         check_search(k, min_price, max_price, config.index.max_k)
@@ -131,7 +132,7 @@ async def checked_filters(
             await run_in_threadpool(services.index.check_category, category)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    return category
+    return k, category
 
 
 def results_out(found: SearchResult) -> list[ListingOut]:
