@@ -17,7 +17,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import create_app
-from api.services import load_services
+from api.services import freeze_loaded_objects, load_services
 from listings.artifacts import require_trained
 from listings.config import Config
 
@@ -173,6 +173,7 @@ def serve(config: Config) -> None:
         raise ValueError("FBM_API_KEY starts or ends with white space, which an HTTP header cannot carry: set it without")
     require_trained(config)
     services = load_services(config)
+    freeze_loaded_objects()
     if not config.serve.api_key:
         log.warning("FBM_API_KEY is not set: POST /listings and DELETE /listings are refused")
     app = create_app(config, services, close_services=True)  # live writes since the last checkpoint saved at shutdown

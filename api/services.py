@@ -5,6 +5,8 @@ raises FileNotFoundError or ValueError naming it, before the server accepts a co
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +36,40 @@ def inference_layout(config: Config) -> tuple[int, int]:
 
 
 def set_torch_threads(config: Config) -> tuple[int, int]:
-    """Apply `inference_layout`'s torch threads to this process; returns the layout."""
+    """Apply `inference_layout`'s torch threads to this process, and `keep_freed_memory`; returns the layout."""
     import torch
 
     workers, threads = inference_layout(config)
     torch.set_num_threads(threads)
+    keep_freed_memory()
     return workers, threads
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+KEPT_FREE_BYTES = 256 * 1024 * 1024
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to reuse freed memory instead of handing it back to the kernel: no block
+    is mmapped on its own, and a heap is trimmed only once 256 MiB of it is free. By default a large
+    block is mmapped and unmapped again, or the heap trimmed as soon as a little more than the last
+    large block is free, so a pass's activations (megabytes each, their sizes varying with the photos
+    in the pass) had their pages faulted in afresh pass after pass: in `fbm serve` at concurrency
+    16, 550–660 page faults and 2.4 ms of kernel time per `/combined` request, against 20–75 and
+    0.3 ms with this. False where the C library has no mallopt (not glibc): nothing changes there."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
+
+
+def freeze_loaded_objects() -> None:
+    """Move everything loaded so far (about 320,000 objects: vocabularies, the TF-IDF model's
+    dictionary) out of the garbage collector's reach. Each full collection scanned them all,
+    160 ms holding Python's lock while no request moved. For a process that loads once and then
+    serves: objects frozen are never collected."""
+    gc.collect()
+    gc.freeze()
 
 
 def load_services(config: Config) -> Services:

@@ -9,8 +9,8 @@ Five parts, each a plain function:
               query modality and search latency at the dataset's size;
 4. serving    a real `fbm serve` process on loopback: latency p50/p95/p99 and throughput of
               `/image`, `/text`, `/combined`, `/similar` at several concurrencies (median of
-              `repeats` runs), against the raw batched model throughput measured in this process
-              first, and the server's peak RSS;
+              `repeats` runs), against the raw batched model throughput measured in this process,
+              one raw run before each round of loads, and the server's peak RSS;
 5. scale      the FAISS index at 1,000,000 synthetic vectors (`retrieval.bench`).
 
 The report opens with the issues' goals, each against what this run measured (`GOALS`).
@@ -46,7 +46,7 @@ from scripts.loadgen import Request, form_request, run_load
 PARTS = ("pipeline", "accuracy", "retrieval", "serving", "scale")
 ENDPOINTS = ("image", "text", "combined", "similar")
 RAW_BATCHES = (8, 32)  # listings per raw model pass; the best is the reference
-RAW_SECONDS = 3.0  # each raw measurement repeats passes for at least this long
+RAW_SECONDS = 3.0  # each raw run repeats passes for at least this long
 QUICK_SETTINGS = (  # every stage shrunk to a smoke run (64 px photos, one or two epochs)
     "image.input_size=64",
     "image.views=1",
@@ -74,7 +74,7 @@ class BenchPlan:
     def make(cls, quick: bool, repeats: int) -> "BenchPlan":
         if quick:
             return cls(True, (1, 4), 4, 1, 20_000, 10)
-        return cls(False, (1, 4, 16), 12, repeats, 1_000_000, 0)
+        return cls(False, (1, 4, 16), 20, repeats, 1_000_000, 0)
 
 
 # ---------------------------------------------------------------- 1. pipeline
@@ -162,14 +162,15 @@ def request_for(endpoint: str, query: Query) -> Request:
 class RawThroughput:
     """Listings per second of the models alone (and the index, for similar), in-process and without
     HTTP, in the server's own layout (`api.services.inference_layout`: that many threads side by
-    side, each passing whole batches). `measure(endpoint)` gives the best of `RAW_BATCHES`, each the
-    median of 3 runs of at least `RAW_SECONDS`; the serving part calls it just before loading the
-    same endpoint, so the ratio compares two figures taken minutes, not a whole run, apart."""
+    side, each passing whole batches). `best_batch(endpoint)` picks the fastest of `RAW_BATCHES`;
+    `run(endpoint, batch)` is one run of at least `RAW_SECONDS`. The serving part alternates these
+    runs with its loads, so the two figures of a ratio are taken over the same minutes: this
+    2-core machine's speed drifts by 10–15% from one minute to the next."""
 
     def __init__(self, config: Config, queries: list[Query]):
         import io
 
-        from api.services import set_torch_threads
+        from api.services import freeze_loaded_objects, set_torch_threads
         from combined_model.inference import Predictor
         from listings.images import clean_photo
         from retrieval.index import ListingIndex
@@ -182,43 +183,32 @@ class RawThroughput:
         self.photos = [clean_photo(io.BytesIO(q.photo), config.data.image_size, config.data.max_image_pixels) for q in queries]
         self.texts = [q.text for q in queries]
         self.predictor.predict_many([([self.photos[0]], self.texts[0])] * 2, "combined")  # warm-up
+        freeze_loaded_objects()  # as `fbm serve` does once loaded: the same runtime as the server's
 
-    def measure(self, endpoint: str) -> dict:
+    def best_batch(self, endpoint: str) -> tuple[int, dict[str, float]]:
+        """The batch of `RAW_BATCHES` with the most listings per second (one run each), and each one's rate."""
+        by_batch = {size: self.run(endpoint, size)[0] for size in RAW_BATCHES}
+        return max(by_batch, key=by_batch.get), {str(size): round(rate, 2) for size, rate in by_batch.items()}
+
+    def run(self, endpoint: str, size: int) -> tuple[float, float]:
+        """(listings per second, CPU milliseconds per listing) of `workers` threads repeating passes
+        of `size` listings for `RAW_SECONDS`."""
+        import threading
+
         from retrieval.query import search_similar
 
         mode = "combined" if endpoint == "similar" else endpoint
-        by_batch, cpu_ms = {}, {}
-        for size in RAW_BATCHES:
-            batch = [([self.photos[i % len(self.photos)]], self.texts[i % len(self.texts)]) for i in range(size)]
-
-            def one_pass() -> int:
-                predictions = self.predictor.predict_many(batch, mode)
-                if endpoint == "similar":
-                    for prediction in predictions:
-                        search_similar(self.index, prediction, self.terms, k=10)
-                return len(batch)
-
-            runs = [self._rate(one_pass) for _ in range(3)]
-            by_batch[size] = float(np.median([rate for rate, _ in runs]))
-            cpu_ms[size] = float(np.median([ms for _, ms in runs]))
-        best = max(by_batch, key=by_batch.get)
-        return {
-            "listings_per_s": round(by_batch[best], 2),
-            "batch": best,
-            "by_batch": {str(k): round(v, 2) for k, v in by_batch.items()},
-            "cpu_ms_per_listing": round(cpu_ms[best], 2),
-        }
-
-    def _rate(self, one_pass: Callable[[], int]) -> tuple[float, float]:
-        """(listings per second, CPU milliseconds per listing) of `workers` threads repeating `one_pass`."""
-        import threading
-
+        batch = [([self.photos[i % len(self.photos)]], self.texts[i % len(self.texts)]) for i in range(size)]
         stop_at = time.perf_counter() + RAW_SECONDS
         done = [0] * self.workers
 
         def worker(slot: int) -> None:
             while time.perf_counter() < stop_at:
-                done[slot] += one_pass()
+                predictions = self.predictor.predict_many(batch, mode)
+                if endpoint == "similar":
+                    for prediction in predictions:
+                        search_similar(self.index, prediction, self.terms, k=10)
+                done[slot] += len(batch)
 
         cpu_start, start = time.process_time(), time.perf_counter()
         pool = [threading.Thread(target=worker, args=(slot,)) for slot in range(self.workers)]
@@ -323,17 +313,24 @@ def bench_serving(config: Config, plan: BenchPlan) -> dict:
     results: dict = {"raw": {"workers": raw.workers, "torch_threads": raw.threads, "endpoints": {}}, "endpoints": {}}
     try:
         for endpoint in ENDPOINTS:
-            reference = results["raw"]["endpoints"][endpoint] = raw.measure(endpoint)
-            print(f"raw /{endpoint}: {reference['listings_per_s']:,.1f} listings/s at batch {reference['batch']}, {reference['cpu_ms_per_listing']:.1f} ms CPU each", file=sys.stderr)
             requests = [request_for(endpoint, query) for query in queries]
             run_load(url, lambda i: requests[i % len(requests)], 4, 1)  # warm-up
-            rows = []
-            for concurrency in plan.concurrencies:
-                runs = [server_load(url, server.pid, requests, plan.requests_per_client * concurrency, concurrency) for _ in range(plan.repeats)]
-                row = serving_row(concurrency, runs, reference["listings_per_s"])
-                rows.append(row)
-                print(f"serving /{endpoint} at concurrency {concurrency}: {serving_line(row)}", file=sys.stderr)
-            results["endpoints"][endpoint] = rows
+            batch, by_batch = raw.best_batch(endpoint)
+            raw_runs, loads = [], {concurrency: [] for concurrency in plan.concurrencies}
+            for _ in range(plan.repeats):  # a raw run, then a load at each concurrency
+                raw_runs.append(raw.run(endpoint, batch))
+                for concurrency, runs in loads.items():
+                    runs.append(server_load(url, server.pid, requests, plan.requests_per_client * concurrency, concurrency))
+            reference = results["raw"]["endpoints"][endpoint] = {
+                "listings_per_s": round(float(np.median([rate for rate, _ in raw_runs])), 2),
+                "batch": batch,
+                "by_batch": by_batch,
+                "cpu_ms_per_listing": round(float(np.median([ms for _, ms in raw_runs])), 2),
+            }
+            print(f"raw /{endpoint}: {reference['listings_per_s']:,.1f} listings/s at batch {batch}, {reference['cpu_ms_per_listing']:.1f} ms CPU each", file=sys.stderr)
+            rows = results["endpoints"][endpoint] = [serving_row(concurrency, runs, reference["listings_per_s"]) for concurrency, runs in loads.items()]
+            for row in rows:
+                print(f"serving /{endpoint} at concurrency {row['concurrency']}: {serving_line(row)}", file=sys.stderr)
         results["server_peak_rss_mib"] = peak_rss_mib(server.pid)
     finally:
         raw.close()
@@ -536,9 +533,9 @@ def _serving_section(s: dict, repeats: int) -> list[str]:
     """The raw model's throughput and each endpoint's load, against it."""
     lines = [
         *_heading(f"Serving (a real `fbm serve` on loopback; {'median of ' + str(repeats) + ' runs' if repeats > 1 else 'one run'}; server peak RSS {s['server_peak_rss_mib']:,} MiB)"),
-        f"Raw model throughput, measured just before each endpoint's load (in-process, no HTTP, photos already decoded, "
+        f"Raw model throughput, median of runs alternated with each endpoint's loads (in-process, no HTTP, photos already decoded, "
         f"in the server's layout: {s['raw']['workers']} passes side by side × {plural(s['raw']['torch_threads'], 'torch thread')}; "
-        f"best batch of {', '.join(map(str, RAW_BATCHES))} listings): "
+        f"the fastest batch of {', '.join(map(str, RAW_BATCHES))} listings): "
         + ", ".join(
             f"{e} {r['listings_per_s']} listings/s (batch {r['batch']}; {r['cpu_ms_per_listing']} ms of CPU per listing)"
             for e, r in s["raw"]["endpoints"].items()
