@@ -1040,9 +1040,9 @@ def test_inference_layout_defaults_to_one_single_threaded_pass_per_core(tmp_path
 
 
 def test_the_inference_runtime_keeps_freed_memory_for_reuse(monkeypatch):
-    """glibc's malloc is told to mmap no block on its own and to trim its heaps only past 256 MiB
-    free, so a pass's activations are not faulted in afresh every pass; where the C library has no
-    mallopt, nothing is changed and the server still starts."""
+    """glibc's malloc is told to serve blocks under 32 MiB from its heaps and to trim them only past
+    256 MiB free, so a pass's activations are not faulted in afresh every pass; where the C library
+    has no mallopt, nothing is changed and the server still starts."""
     import ctypes
 
     from api import services
@@ -1056,7 +1056,7 @@ def test_the_inference_runtime_keeps_freed_memory_for_reuse(monkeypatch):
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
     assert services.keep_freed_memory() is True
-    assert calls == [(-4, 0), (-1, 256 * 1024 * 1024)]  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    assert calls == [(-3, 32 * 1024 * 1024), (-1, 256 * 1024 * 1024)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     monkeypatch.setattr(ctypes, "CDLL", lambda name: SimpleNamespace())  # musl, macOS: no mallopt
     assert services.keep_freed_memory() is False
 
