@@ -165,6 +165,10 @@ class IndexConfig:
         """How many results a search returns when it does not say: 10, or max_k when that is lower."""
         return min(DEFAULT_K, self.max_k)
 
+    def k_or_default(self, k: int | None) -> int:
+        """A search's k as given, or `default_k` where it does not say."""
+        return self.default_k if k is None else k
+
 
 @dataclass
 class ServeConfig:

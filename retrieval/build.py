@@ -189,7 +189,7 @@ def evaluate_retrieval(config: Config, k: int | None = None) -> dict:
     the model, on an index of every listing with the query listing excluded. Writes the figures
     beside the JSON: precision by modality, and a gallery of queries with their results. k defaults
     to `IndexConfig.default_k`."""
-    k = config.index.default_k if k is None else k
+    k = config.index.k_or_default(k)
     products = load_product_embeddings(config)
     split = products.listings["split"].to_numpy()
     catalogue = products.subset(np.isin(split, ["train", "val"]) & (products.has_image | products.has_text))

@@ -414,7 +414,7 @@ class ListingIndex:
         category path prefix (case-insensitive), a price filter leaves out listings without a price.
         `terms`, the query text's words, re-rank the best candidates (see the module docstring); k
         defaults to `IndexConfig.default_k`."""
-        k = self.config.default_k if k is None else k
+        k = self.config.k_or_default(k)
         check_search(k, min_price, max_price, self.config.max_k)
         query, modalities = query_vector(image_vec, text_vec, self._half_dim)
         category = category if category and category.strip() else None

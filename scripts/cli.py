@@ -234,7 +234,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     config = trained_config(args, index=False)  # the index is rebuilt
     if args.k is not None and not args.evaluate:
         raise ValueError("-k sets the neighbours per query of --evaluate: give both, or neither")
-    args.k = config.index.default_k if args.k is None else args.k
+    args.k = config.index.k_or_default(args.k)
     if args.evaluate:
         check_search(args.k, None, None, config.index.max_k, ("-k", "", ""))  # before the index is rebuilt
     inputs = freshness.index_digest(config)  # before the build: a branch retrained meanwhile is not indexed
@@ -258,7 +258,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from retrieval.query import search_like_listing, search_similar
 
     config = trained_config(args)
-    args.k = config.index.default_k if args.k is None else args.k
+    args.k = config.index.k_or_default(args.k)
     args.text = text_argument(args.text)
     has_text = bool(clean_listing_text(args.text))  # a text of only Gumtree boilerplate is no text
     if args.like is not None:

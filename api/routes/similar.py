@@ -124,7 +124,7 @@ async def checked_filters(
     """A 422 for a k or price range the index refuses, an unknown category or a category path no
     listing has (a database read: off the event loop); k (the index's default when not given) and
     the category, canonical."""
-    k = config.index.default_k if k is None else k
+    k = config.index.k_or_default(k)
     category = known_category(category, services.predictor.classes)
     try:
         check_search(k, min_price, max_price, config.index.max_k)
